@@ -1,0 +1,25 @@
+//! Signet's signing authority (DESIGN §5): authority keys, the CA hierarchy (self-signed root or
+//! an intermediate under an upstream CA), the rotation state machine, X509-SVID minting from
+//! verified CSRs, JWT-SVID minting, the trust bundle, and key persistence.
+
+pub mod authority;
+pub mod ca;
+pub mod clock;
+pub mod csr;
+pub mod error;
+pub mod key;
+pub mod keystore;
+pub mod mint;
+pub mod profile;
+pub mod rotation;
+pub mod upstream;
+
+pub use authority::{Authority, JwtAuthority, X509Authority};
+pub use ca::{AuthorityInfo, AuthorityKind, CaConfig, CertificateAuthority};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{Error, KeyStoreError, Result};
+pub use key::{AuthorityKey, KeyAlgorithm};
+pub use keystore::{FileKeyStore, KeyStore, PersistedState};
+pub use mint::{JwtSvidRequest, MintedX509Svid, X509SvidRequest};
+pub use rotation::{AuthorityStatus, RotationEvent};
+pub use upstream::UpstreamCa;
