@@ -308,11 +308,15 @@ mod tests {
             statuses(&ring),
             [("a1".into(), AuthorityStatus::Old), ("a2".into(), AuthorityStatus::Active)]
         );
-        // a1 stays published until it expires at 24 h.
+        // a1 stays published until it expires at 24 h, which is also a2's half-life (a2 was
+        // created at 12 h), so the cycle continues with a3.
         assert!(ring.tick(t(23), maker(t(23), &mut n)).unwrap().is_empty());
         let events = ring.tick(t(24), maker(t(24), &mut n)).unwrap();
-        assert_eq!(events, [RotationEvent::Expired("a1".into())]);
-        assert_eq!(statuses(&ring), [("a2".into(), AuthorityStatus::Active)]);
+        assert_eq!(events, [RotationEvent::Expired("a1".into()), RotationEvent::Prepared("a3".into())]);
+        assert_eq!(
+            statuses(&ring),
+            [("a2".into(), AuthorityStatus::Active), ("a3".into(), AuthorityStatus::Prepared)]
+        );
     }
 
     #[test]
