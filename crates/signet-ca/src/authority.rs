@@ -61,7 +61,11 @@ fn validity(der: &[u8]) -> Result<(SystemTime, SystemTime, String)> {
             _ => None,
         })
         .ok_or_else(|| Error::Signing("authority certificate has no subject key id".into()))?;
-    Ok((at(cert.validity().not_before), at(cert.validity().not_after), ski))
+    Ok((
+        at(cert.validity().not_before),
+        at(cert.validity().not_after),
+        ski,
+    ))
 }
 
 impl X509Authority {
@@ -79,22 +83,26 @@ impl X509Authority {
         let (cert, upstream_chain) = match upstream {
             None => {
                 let params = ca_params(trust_domain, now, not_after, true)?;
-                let cert =
-                    params.self_signed(&key).map_err(|e| Error::Signing(e.to_string()))?;
+                let cert = params
+                    .self_signed(&key)
+                    .map_err(|e| Error::Signing(e.to_string()))?;
                 (cert.der().clone(), Vec::new())
             }
             Some(upstream) => {
                 let upstream_cert = &upstream.signing_cert;
                 let (_, upstream_not_after, _) = validity(upstream_cert)?;
                 if upstream_not_after <= now {
-                    return Err(Error::Upstream("the upstream certificate has expired".into()));
+                    return Err(Error::Upstream(
+                        "the upstream certificate has expired".into(),
+                    ));
                 }
                 not_after = not_after.min(upstream_not_after);
                 let params = ca_params(trust_domain, now, not_after, false)?;
                 let issuer = Issuer::from_ca_cert_der(upstream_cert, upstream.key.clone())
                     .map_err(|e| Error::Upstream(e.to_string()))?;
-                let cert =
-                    params.signed_by(&key, &issuer).map_err(|e| Error::Signing(e.to_string()))?;
+                let cert = params
+                    .signed_by(&key, &issuer)
+                    .map_err(|e| Error::Signing(e.to_string()))?;
                 (cert.der().clone(), upstream.chain.clone())
             }
         };
@@ -111,12 +119,23 @@ impl X509Authority {
         let (_, parsed) = x509_parser::parse_x509_certificate(&cert)
             .map_err(|e| Error::Signing(e.to_string()))?;
         if parsed.tbs_certificate.subject_pki.raw != key.public_key_der().as_slice() {
-            return Err(Error::UnsupportedKey("authority key does not match its certificate".into()));
+            return Err(Error::UnsupportedKey(
+                "authority key does not match its certificate".into(),
+            ));
         }
         let self_signed = parsed.subject() == parsed.issuer();
         let issuer = Issuer::from_ca_cert_der(&cert, key.clone())
             .map_err(|e| Error::Signing(e.to_string()))?;
-        Ok(Self { id, cert, upstream_chain, issuer, key, not_before, not_after, self_signed })
+        Ok(Self {
+            id,
+            cert,
+            upstream_chain,
+            issuer,
+            key,
+            not_before,
+            not_after,
+            self_signed,
+        })
     }
 
     /// The authority's certificate.
@@ -177,7 +196,12 @@ impl JwtAuthority {
     /// Creates a new authority with a random key id.
     pub fn create(algorithm: KeyAlgorithm, now: SystemTime, ttl: Duration) -> Result<Self> {
         let key = AuthorityKey::generate(algorithm)?;
-        Ok(Self { kid: random_hex(16)?, key, not_before: now, not_after: now + ttl })
+        Ok(Self {
+            kid: random_hex(16)?,
+            key,
+            not_before: now,
+            not_after: now + ttl,
+        })
     }
 
     /// Reassembles an authority from persisted parts.
@@ -187,7 +211,12 @@ impl JwtAuthority {
         not_before: SystemTime,
         not_after: SystemTime,
     ) -> Self {
-        Self { kid, key, not_before, not_after }
+        Self {
+            kid,
+            key,
+            not_before,
+            not_after,
+        }
     }
 
     /// The key.

@@ -134,7 +134,12 @@ impl CertificateAuthority {
                 generation: 0,
             },
         };
-        let mut ca = Self { config, store, clock, state };
+        let mut ca = Self {
+            config,
+            store,
+            clock,
+            state,
+        };
         ca.tick()?;
         Ok(ca)
     }
@@ -247,7 +252,9 @@ impl CertificateAuthority {
         match &self.config.upstream {
             Some(upstream) => {
                 for root in upstream.roots() {
-                    bundle.add_x509_authority(root).map_err(|e| Error::Upstream(e.to_string()))?;
+                    bundle
+                        .add_x509_authority(root)
+                        .map_err(|e| Error::Upstream(e.to_string()))?;
                 }
             }
             None => {
@@ -285,8 +292,18 @@ impl CertificateAuthority {
                 not_after: slot.authority.not_after(),
             }
         }
-        let x509 = self.state.x509.slots().iter().map(|s| info(AuthorityKind::X509, s));
-        let jwt = self.state.jwt.slots().iter().map(|s| info(AuthorityKind::Jwt, s));
+        let x509 = self
+            .state
+            .x509
+            .slots()
+            .iter()
+            .map(|s| info(AuthorityKind::X509, s));
+        let jwt = self
+            .state
+            .jwt
+            .slots()
+            .iter()
+            .map(|s| info(AuthorityKind::Jwt, s));
         x509.chain(jwt).collect()
     }
 
@@ -297,7 +314,10 @@ impl CertificateAuthority {
 
     /// The active X.509 authority.
     pub fn active_x509(&self) -> Result<&Arc<X509Authority>> {
-        self.state.x509.active().ok_or(Error::NoActiveAuthority("X.509"))
+        self.state
+            .x509
+            .active()
+            .ok_or(Error::NoActiveAuthority("X.509"))
     }
 
     /// The longest X509-SVID lifetime that can be granted right now.
@@ -316,19 +336,36 @@ impl CertificateAuthority {
     /// and at the authority's expiry.
     pub fn mint_x509_svid(&self, request: &X509SvidRequest<'_>) -> Result<MintedX509Svid> {
         let authority = self.active_x509()?;
-        let capped = X509SvidRequest { ttl: request.ttl.min(self.config.max_x509_svid_ttl), ..request.clone() };
-        mint_x509_svid(authority, self.config.trust_domain.as_str(), &capped, self.clock.now())
+        let capped = X509SvidRequest {
+            ttl: request.ttl.min(self.config.max_x509_svid_ttl),
+            ..request.clone()
+        };
+        mint_x509_svid(
+            authority,
+            self.config.trust_domain.as_str(),
+            &capped,
+            self.clock.now(),
+        )
     }
 
     /// Signs a JWT-SVID with the active JWT authority.
     pub fn mint_jwt_svid(&self, request: &JwtSvidRequest<'_>) -> Result<String> {
-        let authority = self.state.jwt.active().ok_or(Error::NoActiveAuthority("JWT"))?;
+        let authority = self
+            .state
+            .jwt
+            .active()
+            .ok_or(Error::NoActiveAuthority("JWT"))?;
         let capped = JwtSvidRequest {
             ttl: request.ttl.min(self.config.max_jwt_svid_ttl),
             issuer: request.issuer.or(self.config.jwt_issuer.as_deref()),
             ..request.clone()
         };
-        mint_jwt_svid(authority, self.config.trust_domain.as_str(), &capped, self.clock.now())
+        mint_jwt_svid(
+            authority,
+            self.config.trust_domain.as_str(),
+            &capped,
+            self.clock.now(),
+        )
     }
 }
 
@@ -344,7 +381,8 @@ fn bundle_key_ids(state: &State) -> Vec<String> {
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn encode_state(config: &CaConfig, state: &State) -> Result<PersistedState> {
@@ -357,8 +395,15 @@ fn encode_state(config: &CaConfig, state: &State) -> Result<PersistedState> {
             tainted: slot.tainted,
             key_algorithm: slot.authority.key().algorithm(),
             certificate: STANDARD.encode(slot.authority.certificate()),
-            upstream_chain: slot.authority.upstream_chain().iter().map(|c| STANDARD.encode(c)).collect(),
-            private_key: Zeroizing::new(STANDARD.encode(slot.authority.key().pkcs8_der().as_slice())),
+            upstream_chain: slot
+                .authority
+                .upstream_chain()
+                .iter()
+                .map(|c| STANDARD.encode(c))
+                .collect(),
+            private_key: Zeroizing::new(
+                STANDARD.encode(slot.authority.key().pkcs8_der().as_slice()),
+            ),
         })
         .collect();
     let jwt = state
@@ -372,7 +417,9 @@ fn encode_state(config: &CaConfig, state: &State) -> Result<PersistedState> {
             key_algorithm: slot.authority.key().algorithm(),
             not_before: unix_secs(slot.authority.not_before()),
             not_after: unix_secs(slot.authority.not_after()),
-            private_key: Zeroizing::new(STANDARD.encode(slot.authority.key().pkcs8_der().as_slice())),
+            private_key: Zeroizing::new(
+                STANDARD.encode(slot.authority.key().pkcs8_der().as_slice()),
+            ),
         })
         .collect();
     Ok(PersistedState {
@@ -387,7 +434,10 @@ fn encode_state(config: &CaConfig, state: &State) -> Result<PersistedState> {
 
 fn decode_state(config: &CaConfig, persisted: &PersistedState) -> Result<State> {
     let corrupt = |reason: String| {
-        Error::KeyStore(KeyStoreError::Corrupt { path: "<key store>".into(), reason })
+        Error::KeyStore(KeyStoreError::Corrupt {
+            path: "<key store>".into(),
+            reason,
+        })
     };
     if persisted.trust_domain != config.trust_domain.as_str() {
         return Err(corrupt(format!(
@@ -397,7 +447,9 @@ fn decode_state(config: &CaConfig, persisted: &PersistedState) -> Result<State> 
         )));
     }
     let decode = |what: &str, b64: &str| -> Result<Vec<u8>> {
-        STANDARD.decode(b64).map_err(|_| corrupt(format!("{what} is not valid base64")))
+        STANDARD
+            .decode(b64)
+            .map_err(|_| corrupt(format!("{what} is not valid base64")))
     };
     let mut x509 = Vec::new();
     for stored in &persisted.x509 {
@@ -411,24 +463,44 @@ fn decode_state(config: &CaConfig, persisted: &PersistedState) -> Result<State> 
             .collect::<Result<Vec<_>>>()?;
         let authority = X509Authority::from_parts(cert, chain, key)
             .map_err(|e| corrupt(format!("X.509 authority: {e}")))?;
-        x509.push(Slot { authority: Arc::new(authority), status: stored.status, tainted: stored.tainted });
+        x509.push(Slot {
+            authority: Arc::new(authority),
+            status: stored.status,
+            tainted: stored.tainted,
+        });
     }
     let mut jwt = Vec::new();
     for stored in &persisted.jwt {
         let key_der = Zeroizing::new(decode("private key", &stored.private_key)?);
         let key = AuthorityKey::from_pkcs8(stored.key_algorithm, &key_der)?;
         let at = |secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
-        let authority =
-            JwtAuthority::from_parts(stored.kid.clone(), key, at(stored.not_before), at(stored.not_after));
-        jwt.push(Slot { authority: Arc::new(authority), status: stored.status, tainted: stored.tainted });
+        let authority = JwtAuthority::from_parts(
+            stored.kid.clone(),
+            key,
+            at(stored.not_before),
+            at(stored.not_after),
+        );
+        jwt.push(Slot {
+            authority: Arc::new(authority),
+            status: stored.status,
+            tainted: stored.tainted,
+        });
     }
     for (kind, statuses) in [
-        ("X.509", persisted.x509.iter().map(|a| a.status).collect::<Vec<_>>()),
-        ("JWT", persisted.jwt.iter().map(|a| a.status).collect::<Vec<_>>()),
+        (
+            "X.509",
+            persisted.x509.iter().map(|a| a.status).collect::<Vec<_>>(),
+        ),
+        (
+            "JWT",
+            persisted.jwt.iter().map(|a| a.status).collect::<Vec<_>>(),
+        ),
     ] {
         for status in [AuthorityStatus::Active, AuthorityStatus::Prepared] {
             if statuses.iter().filter(|s| **s == status).count() > 1 {
-                return Err(corrupt(format!("more than one {status:?} {kind} authority")));
+                return Err(corrupt(format!(
+                    "more than one {status:?} {kind} authority"
+                )));
             }
         }
     }

@@ -46,7 +46,11 @@ pub fn verify_csr(der: &[u8], expected: &SpiffeId) -> Result<VerifiedCsr> {
                 )));
             }
         }
-        _ => return Err(Error::InvalidCsr("key type must be EC P-256/P-384 or RSA".into())),
+        _ => {
+            return Err(Error::InvalidCsr(
+                "key type must be EC P-256/P-384 or RSA".into(),
+            ));
+        }
     }
     csr.verify_signature()
         .map_err(|_| Error::InvalidCsr("signature does not verify".into()))?;
@@ -77,5 +81,7 @@ pub fn verify_csr(der: &[u8], expected: &SpiffeId) -> Result<VerifiedCsr> {
             });
         }
     }
-    Ok(VerifiedCsr { spki_der: info.subject_pki.raw.to_vec() })
+    Ok(VerifiedCsr {
+        spki_der: info.subject_pki.raw.to_vec(),
+    })
 }

@@ -59,7 +59,9 @@ pub enum KeyStoreError {
         source: std::io::Error,
     },
     /// The stored state is unreadable; it is never replaced silently.
-    #[error("key store {path} is corrupt ({reason}); refusing to start rather than replace the CA keys. Restore it from a backup or move it away deliberately")]
+    #[error(
+        "key store {path} is corrupt ({reason}); refusing to start rather than replace the CA keys. Restore it from a backup or move it away deliberately"
+    )]
     Corrupt {
         /// The file involved.
         path: PathBuf,
@@ -67,7 +69,9 @@ pub enum KeyStoreError {
         reason: String,
     },
     /// The key file can be read by other users.
-    #[error("key store {path} has mode {mode:o}; it must not be readable by group or others (chmod 600)")]
+    #[error(
+        "key store {path} has mode {mode:o}; it must not be readable by group or others (chmod 600)"
+    )]
     InsecurePermissions {
         /// The file involved.
         path: PathBuf,

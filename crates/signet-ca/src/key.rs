@@ -64,11 +64,38 @@ impl std::str::FromStr for KeyAlgorithm {
 pub struct AuthorityKey {
     algorithm: KeyAlgorithm,
     pair: Arc<KeyPair>,
+    /// The same key parsed once for JWS signing (JOSE wants fixed-size ECDSA signatures, which
+    /// rcgen's X.509-oriented key does not produce).
+    jws: Arc<JwsKey>,
+}
+
+enum JwsKey {
+    Ec(sig::EcdsaKeyPair),
+    Rsa(sig::RsaKeyPair),
+}
+
+impl JwsKey {
+    fn from_pkcs8(algorithm: KeyAlgorithm, der: &[u8]) -> Result<Self> {
+        let bad = |_| Error::UnsupportedKey("key does not load for JWS signing".into());
+        Ok(match algorithm {
+            KeyAlgorithm::EcP256 => Self::Ec(
+                sig::EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, der)
+                    .map_err(bad)?,
+            ),
+            KeyAlgorithm::EcP384 => Self::Ec(
+                sig::EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P384_SHA384_FIXED_SIGNING, der)
+                    .map_err(bad)?,
+            ),
+            KeyAlgorithm::Rsa2048 => Self::Rsa(sig::RsaKeyPair::from_pkcs8(der).map_err(bad)?),
+        })
+    }
 }
 
 impl fmt::Debug for AuthorityKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthorityKey").field("algorithm", &self.algorithm).finish_non_exhaustive()
+        f.debug_struct("AuthorityKey")
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
     }
 }
 
@@ -76,11 +103,13 @@ impl AuthorityKey {
     /// Generates a new key.
     pub fn generate(algorithm: KeyAlgorithm) -> Result<Self> {
         let pair = match algorithm {
-            KeyAlgorithm::Rsa2048 => KeyPair::generate_rsa_for(algorithm.rcgen(), RsaKeySize::_2048),
+            KeyAlgorithm::Rsa2048 => {
+                KeyPair::generate_rsa_for(algorithm.rcgen(), RsaKeySize::_2048)
+            }
             _ => KeyPair::generate_for(algorithm.rcgen()),
         }
         .map_err(|e| Error::KeyGeneration(e.to_string()))?;
-        Ok(Self { algorithm, pair: Arc::new(pair) })
+        Self::assemble(algorithm, pair)
     }
 
     /// Loads a PKCS#8 DER key of a known algorithm.
@@ -88,7 +117,17 @@ impl AuthorityKey {
         let key = rustls_pki_types_der(der);
         let pair = KeyPair::from_pkcs8_der_and_sign_algo(&key, algorithm.rcgen())
             .map_err(|e| Error::UnsupportedKey(format!("PKCS#8 key does not load: {e}")))?;
-        Ok(Self { algorithm, pair: Arc::new(pair) })
+        Self::assemble(algorithm, pair)
+    }
+
+    fn assemble(algorithm: KeyAlgorithm, pair: KeyPair) -> Result<Self> {
+        let der = Zeroizing::new(pair.serialize_der());
+        let jws = JwsKey::from_pkcs8(algorithm, &der)?;
+        Ok(Self {
+            algorithm,
+            pair: Arc::new(pair),
+            jws: Arc::new(jws),
+        })
     }
 
     /// Loads a PKCS#8 DER key, detecting its algorithm.
@@ -101,7 +140,9 @@ impl AuthorityKey {
         }
         if let Ok(rsa) = sig::RsaKeyPair::from_pkcs8(der) {
             if rsa.public_modulus_len() * 8 < 2048 {
-                return Err(Error::UnsupportedKey("RSA keys must have at least 2048 bits".into()));
+                return Err(Error::UnsupportedKey(
+                    "RSA keys must have at least 2048 bits".into(),
+                ));
             }
             return Self::from_pkcs8(KeyAlgorithm::Rsa2048, der);
         }
@@ -134,26 +175,14 @@ impl AuthorityKey {
     /// Signs a JWS signing input, producing the JOSE signature encoding (fixed-size `r || s` for
     /// ECDSA).
     pub(crate) fn sign_jws(&self, message: &[u8]) -> Result<Vec<u8>> {
-        let der = self.pkcs8_der();
         let rng = SystemRandom::new();
         let failed = |_| Error::Signing("JWT signature failed".into());
-        match self.algorithm {
-            KeyAlgorithm::EcP256 | KeyAlgorithm::EcP384 => {
-                let alg = if self.algorithm == KeyAlgorithm::EcP256 {
-                    &sig::ECDSA_P256_SHA256_FIXED_SIGNING
-                } else {
-                    &sig::ECDSA_P384_SHA384_FIXED_SIGNING
-                };
-                let pair = sig::EcdsaKeyPair::from_pkcs8(alg, &der)
-                    .map_err(|_| Error::Signing("EC key does not load".into()))?;
-                let signature = pair.sign(&rng, message).map_err(failed)?;
-                Ok(signature.as_ref().to_vec())
-            }
-            KeyAlgorithm::Rsa2048 => {
-                let pair = sig::RsaKeyPair::from_pkcs8(&der)
-                    .map_err(|_| Error::Signing("RSA key does not load".into()))?;
+        match self.jws.as_ref() {
+            JwsKey::Ec(pair) => Ok(pair.sign(&rng, message).map_err(failed)?.as_ref().to_vec()),
+            JwsKey::Rsa(pair) => {
                 let mut signature = vec![0; pair.public_modulus_len()];
-                pair.sign(&sig::RSA_PKCS1_SHA256, &rng, message, &mut signature).map_err(failed)?;
+                pair.sign(&sig::RSA_PKCS1_SHA256, &rng, message, &mut signature)
+                    .map_err(failed)?;
                 Ok(signature)
             }
         }

@@ -103,11 +103,17 @@ impl FileKeyStore {
     }
 
     fn io(&self, source: std::io::Error) -> KeyStoreError {
-        KeyStoreError::Io { path: self.path.clone(), source }
+        KeyStoreError::Io {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     fn corrupt(&self, reason: impl Into<String>) -> KeyStoreError {
-        KeyStoreError::Corrupt { path: self.path.clone(), reason: reason.into() }
+        KeyStoreError::Corrupt {
+            path: self.path.clone(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -120,7 +126,10 @@ impl KeyStore for FileKeyStore {
         };
         let mode = metadata.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            return Err(KeyStoreError::InsecurePermissions { path: self.path.clone(), mode });
+            return Err(KeyStoreError::InsecurePermissions {
+                path: self.path.clone(),
+                mode,
+            });
         }
         let bytes = Zeroizing::new(fs::read(&self.path).map_err(|e| self.io(e))?);
         if bytes.is_empty() {
@@ -140,14 +149,28 @@ impl KeyStore for FileKeyStore {
     fn store(&self, state: &PersistedState, expected_generation: u64) -> Result<(), KeyStoreError> {
         let found = self.load()?.map_or(0, |s| s.generation);
         if found != expected_generation {
-            return Err(KeyStoreError::Conflict { expected: expected_generation, found });
+            return Err(KeyStoreError::Conflict {
+                expected: expected_generation,
+                found,
+            });
         }
         let json = Zeroizing::new(
             serde_json::to_vec_pretty(state).map_err(|e| self.corrupt(e.to_string()))?,
         );
-        let dir = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let file_name = self.path.file_name().map(|n| n.to_string_lossy().into_owned());
-        let tmp = dir.join(format!(".{}.tmp-{}", file_name.unwrap_or_default(), std::process::id()));
+        let dir = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let file_name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        let tmp = dir.join(format!(
+            ".{}.tmp-{}",
+            file_name.unwrap_or_default(),
+            std::process::id()
+        ));
         let result = (|| {
             let mut file = OpenOptions::new()
                 .write(true)

@@ -77,7 +77,11 @@ pub fn mint_x509_svid(
         chain.push(authority.certificate().clone());
         chain.extend(authority.upstream_chain().iter().cloned());
     }
-    Ok(MintedX509Svid { chain, not_after, authority_id: authority.id().to_owned() })
+    Ok(MintedX509Svid {
+        chain,
+        not_after,
+        authority_id: authority.id().to_owned(),
+    })
 }
 
 /// What to put in a JWT-SVID.
@@ -103,12 +107,17 @@ pub fn mint_jwt_svid(
 ) -> Result<String> {
     check_workload_id(trust_domain, request.spiffe_id)?;
     if request.audience.is_empty() || request.audience.iter().any(String::is_empty) {
-        return Err(Error::InvalidRequest("at least one non-empty audience is required".into()));
+        return Err(Error::InvalidRequest(
+            "at least one non-empty audience is required".into(),
+        ));
     }
     if authority.not_after() <= now {
         return Err(Error::NoActiveAuthority("unexpired JWT"));
     }
-    let unix = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let unix = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
     let expiry = (now + request.ttl).min(authority.not_after());
     let header = serde_json::json!({
         "alg": authority.key().algorithm().jwt_algorithm().name(),
@@ -130,5 +139,8 @@ pub fn mint_jwt_svid(
         URL_SAFE_NO_PAD.encode(claims.to_string())
     );
     let signature = authority.key().sign_jws(signing_input.as_bytes())?;
-    Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature)))
+    Ok(format!(
+        "{signing_input}.{}",
+        URL_SAFE_NO_PAD.encode(signature)
+    ))
 }

@@ -41,7 +41,10 @@ pub(crate) fn to_offset(time: SystemTime) -> Result<time::OffsetDateTime> {
 }
 
 fn uri_san(id: &SpiffeId) -> Result<SanType> {
-    let uri = id.as_str().try_into().map_err(|e: rcgen::Error| Error::Signing(e.to_string()))?;
+    let uri = id
+        .as_str()
+        .try_into()
+        .map_err(|e: rcgen::Error| Error::Signing(e.to_string()))?;
     Ok(SanType::URI(uri))
 }
 
@@ -57,7 +60,10 @@ pub(crate) fn ca_params(
     dn.push(DnType::OrganizationName, "Signet");
     // A unique CN per authority keeps issuer names distinct across rotations, which path
     // builders (OpenSSL's in particular) rely on.
-    dn.push(DnType::CommonName, format!("Signet CA {} {}", trust_domain, random_hex(4)?));
+    dn.push(
+        DnType::CommonName,
+        format!("Signet CA {} {}", trust_domain, random_hex(4)?),
+    );
     params.distinguished_name = dn;
     params.serial_number = Some(random_serial()?);
     params.not_before = to_offset(not_before)?;
@@ -92,14 +98,17 @@ pub(crate) fn leaf_params(
         KeyUsagePurpose::KeyEncipherment,
         KeyUsagePurpose::KeyAgreement,
     ];
-    params.extended_key_usages =
-        vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
     let mut sans = vec![uri_san(spiffe_id)?];
     for name in dns_names {
         validate_dns_name(name)?;
-        let dns = name.as_str().try_into().map_err(|e: rcgen::Error| {
-            Error::InvalidRequest(format!("DNS name {name:?}: {e}"))
-        })?;
+        let dns = name
+            .as_str()
+            .try_into()
+            .map_err(|e: rcgen::Error| Error::InvalidRequest(format!("DNS name {name:?}: {e}")))?;
         sans.push(SanType::DnsName(dns));
     }
     params.subject_alt_names = sans;
@@ -121,7 +130,10 @@ pub fn validate_dns_name(name: &str) -> Result<()> {
         if label.starts_with('-') || label.ends_with('-') {
             return bad("has a label starting or ending with '-'");
         }
-        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
             return bad("may hold only letters, digits, '-' and '.'");
         }
     }

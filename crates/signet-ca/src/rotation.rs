@@ -41,7 +41,11 @@ pub struct Slot<A> {
 
 impl<A> Clone for Slot<A> {
     fn clone(&self) -> Self {
-        Self { authority: self.authority.clone(), status: self.status, tainted: self.tainted }
+        Self {
+            authority: self.authority.clone(),
+            status: self.status,
+            tainted: self.tainted,
+        }
     }
 }
 
@@ -78,7 +82,9 @@ pub struct AuthorityRing<A> {
 
 impl<A> Clone for AuthorityRing<A> {
     fn clone(&self) -> Self {
-        Self { slots: self.slots.clone() }
+        Self {
+            slots: self.slots.clone(),
+        }
     }
 }
 
@@ -120,7 +126,11 @@ impl<A: Authority> AuthorityRing<A> {
 
     /// Ids of tainted authorities.
     pub fn tainted_ids(&self) -> Vec<String> {
-        self.slots.iter().filter(|s| s.tainted).map(|s| s.authority.id().to_owned()).collect()
+        self.slots
+            .iter()
+            .filter(|s| s.tainted)
+            .map(|s| s.authority.id().to_owned())
+            .collect()
     }
 
     /// Advances the rotation to `now`, creating authorities with `create` as needed.
@@ -147,7 +157,10 @@ impl<A: Authority> AuthorityRing<A> {
         let Some(active) = self.active() else {
             return Err(Error::NoActiveAuthority("rotated"));
         };
-        let life = active.not_after().duration_since(active.not_before()).unwrap_or_default();
+        let life = active
+            .not_after()
+            .duration_since(active.not_before())
+            .unwrap_or_default();
         let remaining = active.not_after().duration_since(now).unwrap_or_default();
         if remaining <= prepare_threshold(life) && self.prepared().is_none() {
             self.push_prepared(create()?, &mut events);
@@ -169,7 +182,9 @@ impl<A: Authority> AuthorityRing<A> {
 
     fn activate_prepared(&mut self, events: &mut Vec<RotationEvent>) -> Result<()> {
         if self.prepared().is_none() {
-            return Err(Error::InvalidTransition("no prepared authority to activate".into()));
+            return Err(Error::InvalidTransition(
+                "no prepared authority to activate".into(),
+            ));
         }
         for slot in &mut self.slots {
             match slot.status {
@@ -209,7 +224,9 @@ impl<A: Authority> AuthorityRing<A> {
             )));
         }
         if slot.tainted {
-            return Err(Error::InvalidTransition(format!("authority {id} is already tainted")));
+            return Err(Error::InvalidTransition(format!(
+                "authority {id} is already tainted"
+            )));
         }
         slot.tainted = true;
         Ok(vec![RotationEvent::Tainted(id.to_owned())])
@@ -267,13 +284,20 @@ mod tests {
     fn maker(now: SystemTime, counter: &mut u32) -> impl FnMut() -> Result<Fake> + '_ {
         move || {
             *counter += 1;
-            Ok(Fake { id: format!("a{counter}"), not_before: now, not_after: now + 24 * HOUR })
+            Ok(Fake {
+                id: format!("a{counter}"),
+                not_before: now,
+                not_after: now + 24 * HOUR,
+            })
         }
     }
 
     fn statuses(ring: &AuthorityRing<Fake>) -> Vec<(String, AuthorityStatus)> {
-        let mut s: Vec<_> =
-            ring.slots().iter().map(|s| (s.authority.id.clone(), s.status)).collect();
+        let mut s: Vec<_> = ring
+            .slots()
+            .iter()
+            .map(|s| (s.authority.id.clone(), s.status))
+            .collect();
         s.sort_by(|a, b| a.0.cmp(&b.0));
         s
     }
@@ -292,7 +316,13 @@ mod tests {
         let mut ring = AuthorityRing::<Fake>::default();
         let mut n = 0;
         let events = ring.tick(t(0), maker(t(0), &mut n)).unwrap();
-        assert_eq!(events, [RotationEvent::Prepared("a1".into()), RotationEvent::Activated("a1".into())]);
+        assert_eq!(
+            events,
+            [
+                RotationEvent::Prepared("a1".into()),
+                RotationEvent::Activated("a1".into())
+            ]
+        );
         // Nothing happens before half-life.
         assert!(ring.tick(t(11), maker(t(11), &mut n)).unwrap().is_empty());
         // At 12 h left the successor is prepared and published, but a1 still signs.
@@ -306,16 +336,28 @@ mod tests {
         assert_eq!(events, [RotationEvent::Activated("a2".into())]);
         assert_eq!(
             statuses(&ring),
-            [("a1".into(), AuthorityStatus::Old), ("a2".into(), AuthorityStatus::Active)]
+            [
+                ("a1".into(), AuthorityStatus::Old),
+                ("a2".into(), AuthorityStatus::Active)
+            ]
         );
         // a1 stays published until it expires at 24 h, which is also a2's half-life (a2 was
         // created at 12 h), so the cycle continues with a3.
         assert!(ring.tick(t(23), maker(t(23), &mut n)).unwrap().is_empty());
         let events = ring.tick(t(24), maker(t(24), &mut n)).unwrap();
-        assert_eq!(events, [RotationEvent::Expired("a1".into()), RotationEvent::Prepared("a3".into())]);
+        assert_eq!(
+            events,
+            [
+                RotationEvent::Expired("a1".into()),
+                RotationEvent::Prepared("a3".into())
+            ]
+        );
         assert_eq!(
             statuses(&ring),
-            [("a2".into(), AuthorityStatus::Active), ("a3".into(), AuthorityStatus::Prepared)]
+            [
+                ("a2".into(), AuthorityStatus::Active),
+                ("a3".into(), AuthorityStatus::Prepared)
+            ]
         );
     }
 
@@ -341,8 +383,16 @@ mod tests {
         let mut n = 0;
         ring.tick(t(0), maker(t(0), &mut n)).unwrap();
         assert!(matches!(ring.activate(), Err(Error::InvalidTransition(_))));
-        ring.prepare(Fake { id: "p1".into(), not_before: t(1), not_after: t(25) });
-        ring.prepare(Fake { id: "p2".into(), not_before: t(1), not_after: t(25) });
+        ring.prepare(Fake {
+            id: "p1".into(),
+            not_before: t(1),
+            not_after: t(25),
+        });
+        ring.prepare(Fake {
+            id: "p2".into(),
+            not_before: t(1),
+            not_after: t(25),
+        });
         assert_eq!(ring.prepared().unwrap().id, "p2");
         assert_eq!(ring.published().count(), 2);
         ring.activate().unwrap();
@@ -356,14 +406,30 @@ mod tests {
         ring.tick(t(0), maker(t(0), &mut n)).unwrap();
         // The active authority cannot be tainted or revoked.
         assert!(matches!(ring.taint("a1"), Err(Error::InvalidTransition(_))));
-        assert!(matches!(ring.revoke("a1"), Err(Error::InvalidTransition(_))));
-        assert!(matches!(ring.taint("nope"), Err(Error::InvalidTransition(_))));
-        ring.prepare(Fake { id: "b".into(), not_before: t(1), not_after: t(25) });
+        assert!(matches!(
+            ring.revoke("a1"),
+            Err(Error::InvalidTransition(_))
+        ));
+        assert!(matches!(
+            ring.taint("nope"),
+            Err(Error::InvalidTransition(_))
+        ));
+        ring.prepare(Fake {
+            id: "b".into(),
+            not_before: t(1),
+            not_after: t(25),
+        });
         ring.activate().unwrap();
-        assert_eq!(ring.taint("a1").unwrap(), [RotationEvent::Tainted("a1".into())]);
+        assert_eq!(
+            ring.taint("a1").unwrap(),
+            [RotationEvent::Tainted("a1".into())]
+        );
         assert!(matches!(ring.taint("a1"), Err(Error::InvalidTransition(_))));
         assert_eq!(ring.tainted_ids(), ["a1"]);
-        assert_eq!(ring.revoke("a1").unwrap(), [RotationEvent::Revoked("a1".into())]);
+        assert_eq!(
+            ring.revoke("a1").unwrap(),
+            [RotationEvent::Revoked("a1".into())]
+        );
         assert_eq!(ring.published().count(), 1);
     }
 
@@ -372,8 +438,15 @@ mod tests {
         let mut ring = AuthorityRing::<Fake>::default();
         let mut n = 0;
         ring.tick(t(0), maker(t(0), &mut n)).unwrap();
-        ring.prepare(Fake { id: "b".into(), not_before: t(1), not_after: t(25) });
+        ring.prepare(Fake {
+            id: "b".into(),
+            not_before: t(1),
+            not_after: t(25),
+        });
         ring.activate().unwrap();
-        assert!(matches!(ring.revoke("a1"), Err(Error::InvalidTransition(_))));
+        assert!(matches!(
+            ring.revoke("a1"),
+            Err(Error::InvalidTransition(_))
+        ));
     }
 }

@@ -37,7 +37,9 @@ fn pem_certificates(pem_text: &[u8], what: &str) -> Result<Vec<CertificateDer<'s
         .map(|b| CertificateDer::from(b.into_contents()))
         .collect();
     if certs.is_empty() {
-        return Err(Error::Upstream(format!("{what} holds no CERTIFICATE block")));
+        return Err(Error::Upstream(format!(
+            "{what} holds no CERTIFICATE block"
+        )));
     }
     for cert in &certs {
         split_der_certificates(cert).map_err(|e| Error::Upstream(format!("{what}: {e}")))?;
@@ -55,7 +57,11 @@ impl UpstreamCa {
     /// Loads PEM material. `cert_chain_pem` holds the upstream signing certificate first, then
     /// any intermediates; `key_pem` its PKCS#8 key; `bundle_pem` the roots, optional when the
     /// signing certificate is itself a self-signed root.
-    pub fn from_pem(cert_chain_pem: &[u8], key_pem: &[u8], bundle_pem: Option<&[u8]>) -> Result<Self> {
+    pub fn from_pem(
+        cert_chain_pem: &[u8],
+        key_pem: &[u8],
+        bundle_pem: Option<&[u8]>,
+    ) -> Result<Self> {
         let chain = pem_certificates(cert_chain_pem, "upstream certificate")?;
         let key_block = pem::parse(key_pem).map_err(|e| Error::Upstream(format!("key: {e}")))?;
         if key_block.tag() != "PRIVATE KEY" {
@@ -68,10 +74,16 @@ impl UpstreamCa {
         let signing = chain[0].clone();
         let (_, parsed) = x509_parser::parse_x509_certificate(&signing)
             .map_err(|e| Error::Upstream(format!("certificate: {e}")))?;
-        let is_ca = parsed.basic_constraints().ok().flatten().is_some_and(|bc| bc.value.ca);
+        let is_ca = parsed
+            .basic_constraints()
+            .ok()
+            .flatten()
+            .is_some_and(|bc| bc.value.ca);
         let can_sign = matches!(parsed.key_usage(), Ok(Some(ku)) if ku.value.key_cert_sign());
         if !is_ca || !can_sign {
-            return Err(Error::Upstream("certificate is not a CA with keyCertSign".into()));
+            return Err(Error::Upstream(
+                "certificate is not a CA with keyCertSign".into(),
+            ));
         }
         if parsed.tbs_certificate.subject_pki.raw != key.public_key_der().as_slice() {
             return Err(Error::Upstream("key does not match the certificate".into()));
@@ -86,8 +98,16 @@ impl UpstreamCa {
             }
         };
         // Roots go in the bundle, not in the chain handed to workloads.
-        let chain = chain.into_iter().filter(|c| !roots.contains(c)).collect::<Vec<_>>();
-        Ok(Self { signing_cert: signing, chain, key, roots })
+        let chain = chain
+            .into_iter()
+            .filter(|c| !roots.contains(c))
+            .collect::<Vec<_>>();
+        Ok(Self {
+            signing_cert: signing,
+            chain,
+            key,
+            roots,
+        })
     }
 
     /// The upstream roots, which form the trust bundle.

@@ -16,7 +16,12 @@ use x509_parser::extensions::{GeneralName, ParsedExtension};
 const ID: &str = "spiffe://example.org/ns/prod/sa/api";
 
 fn request<'a>(csr: &'a [u8], id: &'a SpiffeId, dns: &'a [String]) -> X509SvidRequest<'a> {
-    X509SvidRequest { csr_der: csr, spiffe_id: id, ttl: Duration::from_secs(3600), dns_names: dns }
+    X509SvidRequest {
+        csr_der: csr,
+        spiffe_id: id,
+        ttl: Duration::from_secs(3600),
+        dns_names: dns,
+    }
 }
 
 fn bundle_set(bundle: Bundle) -> BundleSet {
@@ -33,26 +38,59 @@ fn minted_svid_follows_the_profile() {
     let (csr, _key) = csr_for(ID);
     let dns = vec!["api.prod.svc".to_owned(), "api".to_owned()];
     let svid = ca.mint_x509_svid(&request(&csr, &id, &dns)).unwrap();
-    assert_eq!(svid.chain.len(), 1, "self-signed mode: the root is in the bundle, not the chain");
+    assert_eq!(
+        svid.chain.len(),
+        1,
+        "self-signed mode: the root is in the bundle, not the chain"
+    );
 
     let (_, leaf) = x509_parser::parse_x509_certificate(&svid.chain[0]).unwrap();
     // Serial: positive, 128 bits.
     let serial = leaf.raw_serial();
     assert!(serial[0] & 0x80 == 0 || serial[0] == 0);
-    assert!(leaf.serial.bits() > 120 && leaf.serial.bits() <= 128, "serial bits {}", leaf.serial.bits());
+    assert!(
+        leaf.serial.bits() > 120 && leaf.serial.bits() <= 128,
+        "serial bits {}",
+        leaf.serial.bits()
+    );
     // Validity: notBefore = now - 10 s, notAfter = now + ttl.
-    let now = start().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = start()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     assert_eq!(leaf.validity().not_before.timestamp(), now - 10);
     assert_eq!(leaf.validity().not_after.timestamp(), now + 3600);
     // Subject CN = first DNS name; subject differs from issuer.
-    assert_eq!(leaf.subject().iter_common_name().next().unwrap().as_str().unwrap(), "api.prod.svc");
+    assert_eq!(
+        leaf.subject()
+            .iter_common_name()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap(),
+        "api.prod.svc"
+    );
     assert_ne!(leaf.subject(), leaf.issuer());
     let mut saw = (false, false, false, false, false);
     for ext in leaf.extensions() {
         match ext.parsed_extension() {
             ParsedExtension::SubjectAlternativeName(san) => {
-                let uris: Vec<_> = san.general_names.iter().filter_map(|g| match g { GeneralName::URI(u) => Some(*u), _ => None }).collect();
-                let dns: Vec<_> = san.general_names.iter().filter_map(|g| match g { GeneralName::DNSName(d) => Some(*d), _ => None }).collect();
+                let uris: Vec<_> = san
+                    .general_names
+                    .iter()
+                    .filter_map(|g| match g {
+                        GeneralName::URI(u) => Some(*u),
+                        _ => None,
+                    })
+                    .collect();
+                let dns: Vec<_> = san
+                    .general_names
+                    .iter()
+                    .filter_map(|g| match g {
+                        GeneralName::DNSName(d) => Some(*d),
+                        _ => None,
+                    })
+                    .collect();
                 assert_eq!(uris, [ID]);
                 assert_eq!(dns, ["api.prod.svc", "api"]);
                 saw.0 = true;
@@ -82,14 +120,31 @@ fn minted_svid_follows_the_profile() {
     assert!(root.basic_constraints().unwrap().unwrap().value.ca);
     let ku = root.key_usage().unwrap().unwrap();
     assert!(ku.critical && ku.value.key_cert_sign() && ku.value.crl_sign());
-    assert!(root.extensions().iter().any(|e| matches!(e.parsed_extension(), ParsedExtension::SubjectKeyIdentifier(_))));
+    assert!(root.extensions().iter().any(|e| matches!(
+        e.parsed_extension(),
+        ParsedExtension::SubjectKeyIdentifier(_)
+    )));
     let san = root.subject_alternative_name().unwrap().unwrap();
-    assert!(matches!(san.value.general_names[..], [GeneralName::URI("spiffe://example.org")]));
+    assert!(matches!(
+        san.value.general_names[..],
+        [GeneralName::URI("spiffe://example.org")]
+    ));
 
     // Our validator and OpenSSL's strict mode both accept it.
-    let chain: Vec<CertificateDer<'_>> = svid.chain.iter().map(|c| CertificateDer::from(c.as_ref())).collect();
-    assert_eq!(verify_chain(&chain, &bundle_set(bundle.clone()), start()).unwrap(), id);
-    let roots: Vec<Vec<u8>> = bundle.x509_authorities().iter().map(|c| c.to_vec()).collect();
+    let chain: Vec<CertificateDer<'_>> = svid
+        .chain
+        .iter()
+        .map(|c| CertificateDer::from(c.as_ref()))
+        .collect();
+    assert_eq!(
+        verify_chain(&chain, &bundle_set(bundle.clone()), start()).unwrap(),
+        id
+    );
+    let roots: Vec<Vec<u8>> = bundle
+        .x509_authorities()
+        .iter()
+        .map(|c| c.to_vec())
+        .collect();
     let leafs: Vec<Vec<u8>> = svid.chain.iter().map(|c| c.to_vec()).collect();
     let (ok, out) = openssl_verify(&roots, &leafs, start());
     assert!(ok, "openssl rejected the SVID: {out}");
@@ -114,8 +169,14 @@ fn ttl_is_capped_at_the_authority_expiry_and_the_configured_maximum() {
     let ca = h.open(config);
     h.clock.advance(Duration::from_secs(23 * 3600));
     let svid = ca.mint_x509_svid(&req).unwrap();
-    let authority_end = ca.active_x509().map(|a| signet_ca::Authority::not_after(a.as_ref())).unwrap();
-    assert_eq!(svid.not_after, authority_end, "an SVID never outlives its CA");
+    let authority_end = ca
+        .active_x509()
+        .map(|a| signet_ca::Authority::not_after(a.as_ref()))
+        .unwrap();
+    assert_eq!(
+        svid.not_after, authority_end,
+        "an SVID never outlives its CA"
+    );
 }
 
 #[test]
@@ -154,13 +215,25 @@ fn requests_outside_the_trust_domain_or_without_path_are_refused() {
     for bad in ["spiffe://other.org/ns/prod/sa/api", "spiffe://example.org"] {
         let id = SpiffeId::new(bad).unwrap();
         let (csr, _) = csr_for(bad);
-        assert!(matches!(ca.mint_x509_svid(&request(&csr, &id, &[])), Err(Error::InvalidRequest(_))), "{bad}");
+        assert!(
+            matches!(
+                ca.mint_x509_svid(&request(&csr, &id, &[])),
+                Err(Error::InvalidRequest(_))
+            ),
+            "{bad}"
+        );
     }
     let id = SpiffeId::new(ID).unwrap();
     let (csr, _) = csr_for(ID);
     for dns in ["-bad.example", "a..b", "under_score.example", ""] {
         let names = vec![dns.to_owned()];
-        assert!(matches!(ca.mint_x509_svid(&request(&csr, &id, &names)), Err(Error::InvalidRequest(_))), "{dns:?}");
+        assert!(
+            matches!(
+                ca.mint_x509_svid(&request(&csr, &id, &names)),
+                Err(Error::InvalidRequest(_))
+            ),
+            "{dns:?}"
+        );
     }
 }
 
@@ -176,9 +249,21 @@ fn p384_and_rsa_authorities_sign_verifiable_svids() {
         let (csr, _) = csr_for(ID);
         let svid = ca.mint_x509_svid(&request(&csr, &id, &[])).unwrap();
         let bundle = ca.bundle().unwrap();
-        let chain: Vec<CertificateDer<'_>> = svid.chain.iter().map(|c| CertificateDer::from(c.as_ref())).collect();
-        assert_eq!(verify_chain(&chain, &bundle_set(bundle.clone()), start()).unwrap(), id, "{algorithm:?}");
-        let roots: Vec<Vec<u8>> = bundle.x509_authorities().iter().map(|c| c.to_vec()).collect();
+        let chain: Vec<CertificateDer<'_>> = svid
+            .chain
+            .iter()
+            .map(|c| CertificateDer::from(c.as_ref()))
+            .collect();
+        assert_eq!(
+            verify_chain(&chain, &bundle_set(bundle.clone()), start()).unwrap(),
+            id,
+            "{algorithm:?}"
+        );
+        let roots: Vec<Vec<u8>> = bundle
+            .x509_authorities()
+            .iter()
+            .map(|c| c.to_vec())
+            .collect();
         let (ok, out) = openssl_verify(&roots, &[svid.chain[0].to_vec()], start());
         assert!(ok, "{algorithm:?}: {out}");
     }
@@ -187,7 +272,12 @@ fn p384_and_rsa_authorities_sign_verifiable_svids() {
 #[test]
 fn upstream_ca_signs_our_intermediate() {
     let upstream_root = TestCa::new("example.org");
-    let upstream = UpstreamCa::from_pem(upstream_root.cert_pem().as_bytes(), upstream_root.key_pem().as_bytes(), None).unwrap();
+    let upstream = UpstreamCa::from_pem(
+        upstream_root.cert_pem().as_bytes(),
+        upstream_root.key_pem().as_bytes(),
+        None,
+    )
+    .unwrap();
     let h = Harness::new();
     let mut config = h.config();
     config.upstream = Some(upstream);
@@ -198,14 +288,31 @@ fn upstream_ca_signs_our_intermediate() {
     assert_eq!(svid.chain.len(), 2, "leaf first, then our intermediate");
     let bundle = ca.bundle().unwrap();
     assert_eq!(bundle.x509_authorities().len(), 1);
-    assert_eq!(bundle.x509_authorities()[0].as_ref(), upstream_root.cert_der.as_slice());
-    let chain: Vec<CertificateDer<'_>> = svid.chain.iter().map(|c| CertificateDer::from(c.as_ref())).collect();
-    assert_eq!(verify_chain(&chain, &bundle_set(bundle), start()).unwrap(), id);
-    let (ok, out) = openssl_verify(&[upstream_root.cert_der.clone()], &svid.chain.iter().map(|c| c.to_vec()).collect::<Vec<_>>(), start());
+    assert_eq!(
+        bundle.x509_authorities()[0].as_ref(),
+        upstream_root.cert_der.as_slice()
+    );
+    let chain: Vec<CertificateDer<'_>> = svid
+        .chain
+        .iter()
+        .map(|c| CertificateDer::from(c.as_ref()))
+        .collect();
+    assert_eq!(
+        verify_chain(&chain, &bundle_set(bundle), start()).unwrap(),
+        id
+    );
+    let (ok, out) = openssl_verify(
+        std::slice::from_ref(&upstream_root.cert_der),
+        &svid.chain.iter().map(|c| c.to_vec()).collect::<Vec<_>>(),
+        start(),
+    );
     assert!(ok, "{out}");
     // The intermediate carries an AKID pointing at the upstream root and ends with it at the latest.
     let (_, inter) = x509_parser::parse_x509_certificate(&svid.chain[1]).unwrap();
-    assert!(inter.extensions().iter().any(|e| matches!(e.parsed_extension(), ParsedExtension::AuthorityKeyIdentifier(_))));
+    assert!(inter.extensions().iter().any(|e| matches!(
+        e.parsed_extension(),
+        ParsedExtension::AuthorityKeyIdentifier(_)
+    )));
     let (_, root) = x509_parser::parse_x509_certificate(&upstream_root.cert_der).unwrap();
     assert!(inter.validity().not_after <= root.validity().not_after);
 }
@@ -214,13 +321,22 @@ fn upstream_ca_signs_our_intermediate() {
 fn unusable_upstream_material_is_refused() {
     let root = TestCa::new("example.org");
     let other = TestCa::new("example.org");
-    let err = UpstreamCa::from_pem(root.cert_pem().as_bytes(), other.key_pem().as_bytes(), None).unwrap_err();
+    let err = UpstreamCa::from_pem(root.cert_pem().as_bytes(), other.key_pem().as_bytes(), None)
+        .unwrap_err();
     assert!(err.to_string().contains("does not match"), "{err}");
     let intermediate = root.intermediate(true);
     let pem = signet_test_support::pem_encode("CERTIFICATE", &intermediate.cert_der);
-    let err = UpstreamCa::from_pem(pem.as_bytes(), intermediate.key_pem().as_bytes(), None).unwrap_err();
+    let err =
+        UpstreamCa::from_pem(pem.as_bytes(), intermediate.key_pem().as_bytes(), None).unwrap_err();
     assert!(err.to_string().contains("bundle"), "{err}");
-    assert!(UpstreamCa::from_pem(pem.as_bytes(), intermediate.key_pem().as_bytes(), Some(root.cert_pem().as_bytes())).is_ok());
+    assert!(
+        UpstreamCa::from_pem(
+            pem.as_bytes(),
+            intermediate.key_pem().as_bytes(),
+            Some(root.cert_pem().as_bytes())
+        )
+        .is_ok()
+    );
     let err = UpstreamCa::from_pem(b"nothing", root.key_pem().as_bytes(), None).unwrap_err();
     assert!(matches!(err, Error::Upstream(_)));
     let sec1 = "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n";

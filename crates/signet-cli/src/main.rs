@@ -1,1 +1,8 @@
-fn main() {}
+//! The `signet` binary.
+
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let cli = signet_cli::Cli::parse();
+    signet_cli::run(cli)
+}

@@ -95,7 +95,10 @@ impl fmt::Debug for Bundle {
         f.debug_struct("Bundle")
             .field("trust_domain", &self.trust_domain)
             .field("x509_authorities", &self.x509_authorities.len())
-            .field("jwt_authorities", &self.jwt_authorities.keys().collect::<Vec<_>>())
+            .field(
+                "jwt_authorities",
+                &self.jwt_authorities.keys().collect::<Vec<_>>(),
+            )
             .field("sequence", &self.sequence)
             .field("refresh_hint", &self.refresh_hint)
             .finish()
@@ -166,7 +169,8 @@ impl Bundle {
         let index = self.x509_authorities.len();
         parse_certificate(der, index)?;
         if !self.x509_authorities.iter().any(|c| c.as_ref() == der) {
-            self.x509_authorities.push(CertificateDer::from(der.to_vec()));
+            self.x509_authorities
+                .push(CertificateDer::from(der.to_vec()));
         }
         Ok(())
     }
@@ -227,12 +231,19 @@ impl Bundle {
                             .decode(cert)
                             .map_err(|_| BundleError::BadCertificate { index })?;
                         parse_certificate(&der, index)?;
-                        if !self.x509_authorities.iter().any(|c| c.as_ref() == der.as_slice()) {
+                        if !self
+                            .x509_authorities
+                            .iter()
+                            .any(|c| c.as_ref() == der.as_slice())
+                        {
                             self.x509_authorities.push(CertificateDer::from(der));
                         }
                         Ok(())
                     }
-                    more => Err(BundleError::X5cCount { index, count: more.len() }),
+                    more => Err(BundleError::X5cCount {
+                        index,
+                        count: more.len(),
+                    }),
                 }
             }
             Some(USE_JWT_SVID) => {
@@ -278,7 +289,10 @@ impl Bundle {
     /// Serialises the bundle as a SPIFFE bundle document.
     pub fn to_spiffe_json(&self) -> String {
         let mut doc = serde_json::Map::new();
-        doc.insert("keys".into(), serde_json::to_value(self.keys_json(true)).unwrap_or_default());
+        doc.insert(
+            "keys".into(),
+            serde_json::to_value(self.keys_json(true)).unwrap_or_default(),
+        );
         if let Some(sequence) = self.sequence {
             doc.insert("spiffe_sequence".into(), sequence.into());
         }
@@ -304,7 +318,10 @@ impl Bundle {
         let mut bundle = Self::new(trust_domain);
         for block in blocks {
             if block.tag() != "CERTIFICATE" {
-                return Err(BundleError::Pem(format!("unexpected {:?} block", block.tag())));
+                return Err(BundleError::Pem(format!(
+                    "unexpected {:?} block",
+                    block.tag()
+                )));
             }
             bundle.add_x509_authority(block.contents())?;
         }
@@ -330,13 +347,16 @@ impl Bundle {
 
     /// The X.509 authorities as concatenated DER.
     pub fn to_der_concat(&self) -> Vec<u8> {
-        self.x509_authorities.iter().flat_map(|c| c.as_ref().iter().copied()).collect()
+        self.x509_authorities
+            .iter()
+            .flat_map(|c| c.as_ref().iter().copied())
+            .collect()
     }
 }
 
 fn parse_certificate(der: &[u8], index: usize) -> Result<(), BundleError> {
     match x509_parser::parse_x509_certificate(der) {
-        Ok((rest, _)) if rest.is_empty() => Ok(()),
+        Ok(([], _)) => Ok(()),
         _ => Err(BundleError::BadCertificate { index }),
     }
 }
@@ -418,7 +438,9 @@ impl BundleSet {
 
     /// The bundle of a trust domain, looked up by name.
     pub fn get_by_name(&self, name: &str) -> Option<&Bundle> {
-        self.bundles.values().find(|b| b.trust_domain.as_str() == name)
+        self.bundles
+            .values()
+            .find(|b| b.trust_domain.as_str() == name)
     }
 
     /// All bundles, ordered by trust domain.
@@ -446,8 +468,12 @@ impl BundleSet {
             .ok_or_else(|| BundleError::Json("missing \"trust_domains\" member".into()))?;
         let mut set = Self::new();
         for (name, value) in members.0 {
-            let trust_domain = TrustDomain::from_name_or_id(&name)
-                .map_err(|source| BundleError::BadTrustDomain { name: name.clone(), source })?;
+            let trust_domain = TrustDomain::from_name_or_id(&name).map_err(|source| {
+                BundleError::BadTrustDomain {
+                    name: name.clone(),
+                    source,
+                }
+            })?;
             if set.bundles.contains_key(&trust_domain) {
                 return Err(BundleError::DuplicateTrustDomain(name));
             }

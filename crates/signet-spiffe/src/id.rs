@@ -181,7 +181,9 @@ impl SpiffeId {
         if input.len() > MAX_SPIFFE_ID_BYTES {
             return Err(IdError::IdTooLong(input.len()));
         }
-        let rest = input.strip_prefix(SCHEME_PREFIX).ok_or(IdError::WrongScheme)?;
+        let rest = input
+            .strip_prefix(SCHEME_PREFIX)
+            .ok_or(IdError::WrongScheme)?;
         // Query and fragment end the path in RFC 3986, so report them before anything else.
         if rest.contains('?') {
             return Err(IdError::Query);
@@ -338,7 +340,10 @@ mod tests {
         let id = SpiffeId::new("spiffe://example.org/ns/prod/sa/api").unwrap();
         assert_eq!(id.trust_domain_name(), "example.org");
         assert_eq!(id.path(), "/ns/prod/sa/api");
-        assert_eq!(id.segments().collect::<Vec<_>>(), ["ns", "prod", "sa", "api"]);
+        assert_eq!(
+            id.segments().collect::<Vec<_>>(),
+            ["ns", "prod", "sa", "api"]
+        );
         assert!(!id.is_trust_domain_id());
         let td = SpiffeId::new("spiffe://example.org").unwrap();
         assert!(td.is_trust_domain_id());
@@ -377,7 +382,11 @@ mod tests {
             ("spiffe://example.org/", IdError::TrailingSlash),
         ];
         for (input, expected) in cases {
-            assert_eq!(SpiffeId::new(input).unwrap_err(), *expected, "input {input:?}");
+            assert_eq!(
+                SpiffeId::new(input).unwrap_err(),
+                *expected,
+                "input {input:?}"
+            );
         }
     }
 
@@ -385,28 +394,43 @@ mod tests {
     fn enforces_length_limits() {
         let td = "a".repeat(255);
         assert!(TrustDomain::new(&td).is_ok());
-        assert_eq!(TrustDomain::new(&"a".repeat(256)).unwrap_err(), IdError::TrustDomainTooLong(256));
+        assert_eq!(
+            TrustDomain::new(&"a".repeat(256)).unwrap_err(),
+            IdError::TrustDomainTooLong(256)
+        );
         let prefix = format!("spiffe://{td}/");
         let max_path = "p".repeat(MAX_SPIFFE_ID_BYTES - prefix.len());
         assert!(SpiffeId::new(&format!("{prefix}{max_path}")).is_ok());
         let too_long = format!("{prefix}{max_path}p");
-        assert_eq!(SpiffeId::new(&too_long).unwrap_err(), IdError::IdTooLong(2049));
+        assert_eq!(
+            SpiffeId::new(&too_long).unwrap_err(),
+            IdError::IdTooLong(2049)
+        );
     }
 
     #[test]
     fn trust_domain_forms() {
         let td = TrustDomain::new("example.org").unwrap();
         assert_eq!(td.id().as_str(), "spiffe://example.org");
-        assert_eq!(TrustDomain::from_name_or_id("spiffe://example.org").unwrap(), td);
+        assert_eq!(
+            TrustDomain::from_name_or_id("spiffe://example.org").unwrap(),
+            td
+        );
         assert_eq!(TrustDomain::from_name_or_id("example.org").unwrap(), td);
         assert_eq!(
             TrustDomain::from_name_or_id("spiffe://example.org/x").unwrap_err(),
             IdError::UnexpectedPath
         );
-        assert_eq!(TrustDomain::new("").unwrap_err(), IdError::MissingTrustDomain);
+        assert_eq!(
+            TrustDomain::new("").unwrap_err(),
+            IdError::MissingTrustDomain
+        );
         let id = td.id_from_segments(&["ns", "default"]).unwrap();
         assert_eq!(id.as_str(), "spiffe://example.org/ns/default");
-        assert_eq!(td.id_from_segments(&["a/b", ".."]).unwrap_err(), IdError::DotSegment);
+        assert_eq!(
+            td.id_from_segments(&["a/b", ".."]).unwrap_err(),
+            IdError::DotSegment
+        );
         assert!(id.is_member_of(&td));
         assert!(!id.is_member_of(&TrustDomain::new("other.org").unwrap()));
     }
@@ -414,7 +438,10 @@ mod tests {
     #[test]
     fn serde_round_trip_validates() {
         let id: SpiffeId = serde_json::from_str("\"spiffe://example.org/a\"").unwrap();
-        assert_eq!(serde_json::to_string(&id).unwrap(), "\"spiffe://example.org/a\"");
+        assert_eq!(
+            serde_json::to_string(&id).unwrap(),
+            "\"spiffe://example.org/a\""
+        );
         assert!(serde_json::from_str::<SpiffeId>("\"spiffe://example.org/a/\"").is_err());
         assert!(serde_json::from_str::<TrustDomain>("\"UPPER\"").is_err());
     }

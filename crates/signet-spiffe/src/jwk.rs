@@ -110,7 +110,9 @@ pub(crate) struct RawJwk {
 
 fn decode_param(value: Option<&String>, name: &'static str) -> Result<Vec<u8>, JwkError> {
     let value = value.ok_or(JwkError::MissingParameter(name))?;
-    URL_SAFE_NO_PAD.decode(value).map_err(|_| JwkError::BadBase64(name))
+    URL_SAFE_NO_PAD
+        .decode(value)
+        .map_err(|_| JwkError::BadBase64(name))
 }
 
 fn strip_leading_zeros(bytes: &[u8]) -> Vec<u8> {
@@ -131,7 +133,10 @@ impl JwtPublicKey {
     pub(crate) fn from_raw(raw: &RawJwk) -> Result<Option<Self>, JwkError> {
         match raw.kty.as_deref() {
             Some("EC") => {
-                let crv = raw.crv.as_deref().ok_or(JwkError::MissingParameter("crv"))?;
+                let crv = raw
+                    .crv
+                    .as_deref()
+                    .ok_or(JwkError::MissingParameter("crv"))?;
                 let curve = EcCurve::from_jwk_name(crv)
                     .ok_or_else(|| JwkError::UnsupportedCurve(crv.to_owned()))?;
                 let x = decode_param(raw.x.as_ref(), "x")?;
@@ -211,7 +216,10 @@ impl JwtPublicKey {
                 if bits < 2048 {
                     return Err(JwkError::RsaTooSmall(bits));
                 }
-                Ok(Self::Rsa { n, e: strip_leading_zeros(rsa.exponent) })
+                Ok(Self::Rsa {
+                    n,
+                    e: strip_leading_zeros(rsa.exponent),
+                })
             }
             _ => Err(JwkError::MissingParameter("kty")),
         }

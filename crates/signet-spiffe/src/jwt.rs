@@ -162,7 +162,10 @@ pub struct JwtValidation {
 impl JwtValidation {
     /// Validation at `now` with the default 30 s leeway.
     pub fn at(now: SystemTime) -> Self {
-        Self { now, leeway: Duration::from_secs(30) }
+        Self {
+            now,
+            leeway: Duration::from_secs(30),
+        }
     }
 }
 
@@ -207,7 +210,9 @@ struct Parts<'a> {
 }
 
 fn decode_part(part: &str) -> Result<Vec<u8>, JwtSvidError> {
-    URL_SAFE_NO_PAD.decode(part).map_err(|_| JwtSvidError::Malformed)
+    URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| JwtSvidError::Malformed)
 }
 
 fn split(token: &str) -> Result<Parts<'_>, JwtSvidError> {
@@ -218,44 +223,60 @@ fn split(token: &str) -> Result<Parts<'_>, JwtSvidError> {
         return Err(JwtSvidError::Malformed);
     };
     let header_json = decode_part(h)?;
-    let header_value: serde_json::Value = serde_json::from_slice(&header_json)
-        .map_err(|e| JwtSvidError::BadHeader(e.to_string()))?;
+    let header_value: serde_json::Value =
+        serde_json::from_slice(&header_json).map_err(|e| JwtSvidError::BadHeader(e.to_string()))?;
     // Check alg before anything else in the header is trusted.
-    let alg = header_value.get("alg").and_then(|v| v.as_str()).unwrap_or_default();
-    let algorithm =
-        JwtAlgorithm::from_name(alg).ok_or_else(|| JwtSvidError::DisallowedAlgorithm(alg.into()))?;
-    if let Some(members) = header_value.as_object() {
-        if let Some(extra) = members.keys().find(|k| !matches!(k.as_str(), "alg" | "kid" | "typ")) {
-            return Err(JwtSvidError::DisallowedHeader(extra.clone()));
-        }
+    let alg = header_value
+        .get("alg")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    let algorithm = JwtAlgorithm::from_name(alg)
+        .ok_or_else(|| JwtSvidError::DisallowedAlgorithm(alg.into()))?;
+    if let Some(extra) = header_value.as_object().and_then(|m| {
+        m.keys()
+            .find(|k| !matches!(k.as_str(), "alg" | "kid" | "typ"))
+    }) {
+        return Err(JwtSvidError::DisallowedHeader(extra.clone()));
     }
     // Re-read the raw bytes strictly: rejects duplicate members and non-string values.
-    let header: RawHeader = serde_json::from_slice(&header_json)
-        .map_err(|e| JwtSvidError::BadHeader(e.to_string()))?;
+    let header: RawHeader =
+        serde_json::from_slice(&header_json).map_err(|e| JwtSvidError::BadHeader(e.to_string()))?;
     if header.alg != algorithm.name() {
         return Err(JwtSvidError::BadHeader("alg changed between reads".into()));
     }
-    if let Some(typ) = &header.typ {
-        if typ != "JWT" && typ != "JOSE" {
-            return Err(JwtSvidError::BadType(typ.clone()));
-        }
+    if let Some(typ) = header.typ.as_ref().filter(|t| *t != "JWT" && *t != "JOSE") {
+        return Err(JwtSvidError::BadType(typ.clone()));
     }
-    let kid = header.kid.clone().filter(|k| !k.is_empty()).ok_or(JwtSvidError::MissingKeyId)?;
+    let kid = header
+        .kid
+        .clone()
+        .filter(|k| !k.is_empty())
+        .ok_or(JwtSvidError::MissingKeyId)?;
     let claims: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&decode_part(c)?)
             .map_err(|e| JwtSvidError::BadClaims(e.to_string()))?;
     let signature = decode_part(s)?;
     let signing_input = &token[..h.len() + 1 + c.len()];
-    Ok(Parts { signing_input, algorithm, kid, claims, signature })
+    Ok(Parts {
+        signing_input,
+        algorithm,
+        kid,
+        claims,
+        signature,
+    })
 }
 
 fn subject(claims: &serde_json::Map<String, serde_json::Value>) -> Result<SpiffeId, JwtSvidError> {
     let sub = claims.get("sub").ok_or(JwtSvidError::MissingSubject)?;
-    let sub = sub.as_str().ok_or_else(|| JwtSvidError::BadClaims("sub is not a string".into()))?;
+    let sub = sub
+        .as_str()
+        .ok_or_else(|| JwtSvidError::BadClaims("sub is not a string".into()))?;
     SpiffeId::new(sub).map_err(JwtSvidError::BadSubject)
 }
 
-fn audience(claims: &serde_json::Map<String, serde_json::Value>) -> Result<Vec<String>, JwtSvidError> {
+fn audience(
+    claims: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Vec<String>, JwtSvidError> {
     let audience = match claims.get("aud") {
         None | Some(serde_json::Value::Null) => return Err(JwtSvidError::MissingAudience),
         Some(serde_json::Value::String(one)) => vec![one.clone()],
@@ -264,7 +285,11 @@ fn audience(claims: &serde_json::Map<String, serde_json::Value>) -> Result<Vec<S
             .map(|v| v.as_str().map(str::to_owned))
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| JwtSvidError::BadClaims("aud holds a non-string".into()))?,
-        Some(_) => return Err(JwtSvidError::BadClaims("aud is not a string or array".into())),
+        Some(_) => {
+            return Err(JwtSvidError::BadClaims(
+                "aud is not a string or array".into(),
+            ));
+        }
     };
     if audience.is_empty() {
         return Err(JwtSvidError::MissingAudience);
@@ -313,9 +338,12 @@ fn verify_signature(
                 JwtAlgorithm::Ps512 => &sig::RSA_PSS_2048_8192_SHA512,
                 _ => return Err(mismatch()),
             };
-            RsaPublicKeyComponents { n: n.as_slice(), e: e.as_slice() }
-                .verify(alg, message, signature)
-                .map_err(|_| JwtSvidError::BadSignature)
+            RsaPublicKeyComponents {
+                n: n.as_slice(),
+                e: e.as_slice(),
+            }
+            .verify(alg, message, signature)
+            .map_err(|_| JwtSvidError::BadSignature)
         }
     }
 }
@@ -336,11 +364,18 @@ impl JwtSvid {
         let bundle = bundles
             .get(&trust_domain)
             .ok_or_else(|| JwtSvidError::NoBundle(trust_domain.to_string()))?;
-        let key = bundle.jwt_authority(&parts.kid).ok_or_else(|| JwtSvidError::UnknownKey {
-            kid: parts.kid.clone(),
-            trust_domain: trust_domain.to_string(),
-        })?;
-        verify_signature(parts.algorithm, key, parts.signing_input.as_bytes(), &parts.signature)?;
+        let key = bundle
+            .jwt_authority(&parts.kid)
+            .ok_or_else(|| JwtSvidError::UnknownKey {
+                kid: parts.kid.clone(),
+                trust_domain: trust_domain.to_string(),
+            })?;
+        verify_signature(
+            parts.algorithm,
+            key,
+            parts.signing_input.as_bytes(),
+            &parts.signature,
+        )?;
         if expiry + options.leeway <= options.now {
             return Err(JwtSvidError::Expired);
         }

@@ -151,9 +151,14 @@ impl X509Svid {
     ) -> Result<Self, X509SvidError> {
         let leaf = chain.first().ok_or(X509SvidError::EmptyChain)?;
         let spiffe_id = validate_leaf(leaf)?;
-        let (_, parsed) =
-            x509_parser::parse_x509_certificate(leaf).map_err(|_| X509SvidError::BadCertificate(0))?;
-        let leaf_public_key = parsed.tbs_certificate.subject_pki.subject_public_key.data.to_vec();
+        let (_, parsed) = x509_parser::parse_x509_certificate(leaf)
+            .map_err(|_| X509SvidError::BadCertificate(0))?;
+        let leaf_public_key = parsed
+            .tbs_certificate
+            .subject_pki
+            .subject_public_key
+            .data
+            .to_vec();
         if private_key_public_bytes(&private_key_pkcs8)? != leaf_public_key {
             return Err(X509SvidError::KeyMismatch);
         }
@@ -181,7 +186,10 @@ impl X509Svid {
 
     /// The chain as concatenated DER, as the Workload API carries it.
     pub fn chain_der(&self) -> Vec<u8> {
-        self.chain.iter().flat_map(|c| c.as_ref().iter().copied()).collect()
+        self.chain
+            .iter()
+            .flat_map(|c| c.as_ref().iter().copied())
+            .collect()
     }
 
     /// The PKCS#8 private key. Never log it.
@@ -205,8 +213,10 @@ pub fn not_after_of(cert_der: &[u8]) -> Option<SystemTime> {
 /// The public key bytes (EC point or RSAPublicKey DER) of a PKCS#8 private key.
 fn private_key_public_bytes(pkcs8: &[u8]) -> Result<Vec<u8>, X509SvidError> {
     use aws_lc_rs::signature::{self, KeyPair};
-    for alg in [&signature::ECDSA_P256_SHA256_ASN1_SIGNING, &signature::ECDSA_P384_SHA384_ASN1_SIGNING]
-    {
+    for alg in [
+        &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        &signature::ECDSA_P384_SHA384_ASN1_SIGNING,
+    ] {
         if let Ok(key) = signature::EcdsaKeyPair::from_pkcs8(alg, pkcs8) {
             return Ok(key.public_key().as_ref().to_vec());
         }
@@ -237,8 +247,8 @@ fn uri_sans(cert: &X509Certificate<'_>) -> (Vec<String>, Option<bool>) {
 
 /// Applies the X509-SVID leaf profile and returns the leaf's SPIFFE ID.
 pub fn validate_leaf(cert_der: &[u8]) -> Result<SpiffeId, X509SvidError> {
-    let (rest, cert) =
-        x509_parser::parse_x509_certificate(cert_der).map_err(|_| X509SvidError::BadCertificate(0))?;
+    let (rest, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|_| X509SvidError::BadCertificate(0))?;
     if !rest.is_empty() {
         return Err(X509SvidError::BadCertificate(0));
     }
@@ -258,10 +268,10 @@ pub fn validate_leaf(cert_der: &[u8]) -> Result<SpiffeId, X509SvidError> {
     let mut key_usage_seen = false;
     for ext in cert.extensions() {
         match ext.parsed_extension() {
-            ParsedExtension::BasicConstraints(bc) if ext.oid == OID_X509_EXT_BASIC_CONSTRAINTS => {
-                if bc.ca {
-                    return Err(X509SvidError::LeafIsCa);
-                }
+            ParsedExtension::BasicConstraints(bc)
+                if ext.oid == OID_X509_EXT_BASIC_CONSTRAINTS && bc.ca =>
+            {
+                return Err(X509SvidError::LeafIsCa);
             }
             ParsedExtension::KeyUsage(ku) if ext.oid == OID_X509_EXT_KEY_USAGE => {
                 key_usage_seen = true;
@@ -275,10 +285,11 @@ pub fn validate_leaf(cert_der: &[u8]) -> Result<SpiffeId, X509SvidError> {
                     return Err(X509SvidError::MissingDigitalSignature);
                 }
             }
-            ParsedExtension::ExtendedKeyUsage(eku) if ext.oid == OID_X509_EXT_EXTENDED_KEY_USAGE => {
-                if !(eku.server_auth && eku.client_auth) {
-                    return Err(X509SvidError::BadExtendedKeyUsage);
-                }
+            ParsedExtension::ExtendedKeyUsage(eku)
+                if ext.oid == OID_X509_EXT_EXTENDED_KEY_USAGE
+                    && !(eku.server_auth && eku.client_auth) =>
+            {
+                return Err(X509SvidError::BadExtendedKeyUsage);
             }
             _ => {}
         }
@@ -292,7 +303,11 @@ pub fn validate_leaf(cert_der: &[u8]) -> Result<SpiffeId, X509SvidError> {
 fn validate_intermediate(index: usize, cert_der: &[u8]) -> Result<(), X509SvidError> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
         .map_err(|_| X509SvidError::BadCertificate(index))?;
-    let is_ca = cert.basic_constraints().ok().flatten().is_some_and(|bc| bc.value.ca);
+    let is_ca = cert
+        .basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|bc| bc.value.ca);
     let can_sign = match cert.key_usage() {
         Ok(Some(ku)) => ku.value.key_cert_sign(),
         _ => false,
@@ -302,10 +317,8 @@ fn validate_intermediate(index: usize, cert_der: &[u8]) -> Result<(), X509SvidEr
     }
     let (uris, _) = uri_sans(&cert);
     for uri in uris {
-        if let Ok(id) = SpiffeId::new(&uri) {
-            if !id.is_trust_domain_id() {
-                return Err(X509SvidError::IntermediateWithPath(index));
-            }
+        if SpiffeId::new(&uri).is_ok_and(|id| !id.is_trust_domain_id()) {
+            return Err(X509SvidError::IntermediateWithPath(index));
         }
     }
     Ok(())
@@ -327,17 +340,23 @@ pub fn verify_chain(
         .get(&spiffe_id.trust_domain())
         .ok_or_else(|| X509SvidError::NoBundle(spiffe_id.trust_domain_name().to_owned()))?;
     if bundle.x509_authorities().is_empty() {
-        return Err(X509SvidError::EmptyBundle(spiffe_id.trust_domain_name().to_owned()));
+        return Err(X509SvidError::EmptyBundle(
+            spiffe_id.trust_domain_name().to_owned(),
+        ));
     }
     let anchors = bundle
         .x509_authorities()
         .iter()
         .enumerate()
-        .map(|(i, c)| webpki::anchor_from_trusted_cert(c).map_err(|_| X509SvidError::BadTrustAnchor(i)))
+        .map(|(i, c)| {
+            webpki::anchor_from_trusted_cert(c).map_err(|_| X509SvidError::BadTrustAnchor(i))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let end_entity = webpki::EndEntityCert::try_from(leaf)
         .map_err(|e| X509SvidError::PathValidation(e.to_string()))?;
-    let since_epoch = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let since_epoch = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
     end_entity
         .verify_for_usage(
             webpki::ALL_VERIFICATION_ALGS,

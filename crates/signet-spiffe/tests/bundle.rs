@@ -1,4 +1,5 @@
 //! SPIFFE bundle documents, bundle maps, PEM and DER forms.
+#![expect(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
 use std::time::Duration;
 
@@ -22,7 +23,12 @@ fn sample() -> Bundle {
     let mut bundle = Bundle::new(td());
     bundle.add_x509_authority(&ca.cert_der).unwrap();
     let key = KeyPair::generate().unwrap();
-    bundle.add_jwt_authority("k1", JwtPublicKey::from_spki_der(&key.subject_public_key_info()).unwrap()).unwrap();
+    bundle
+        .add_jwt_authority(
+            "k1",
+            JwtPublicKey::from_spki_der(&key.subject_public_key_info()).unwrap(),
+        )
+        .unwrap();
     bundle.set_sequence(7);
     bundle.set_refresh_hint(Duration::from_secs(300));
     bundle
@@ -35,10 +41,23 @@ fn spiffe_json_round_trip() {
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(doc["spiffe_sequence"], 7);
     assert_eq!(doc["spiffe_refresh_hint"], 300);
-    let x509 = doc["keys"].as_array().unwrap().iter().find(|k| k["use"] == "x509-svid").unwrap();
-    assert!(x509.get("kid").is_none(), "x509-svid keys must not carry kid");
+    let x509 = doc["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["use"] == "x509-svid")
+        .unwrap();
+    assert!(
+        x509.get("kid").is_none(),
+        "x509-svid keys must not carry kid"
+    );
     assert_eq!(x509["x5c"].as_array().unwrap().len(), 1);
-    let jwt = doc["keys"].as_array().unwrap().iter().find(|k| k["use"] == "jwt-svid").unwrap();
+    let jwt = doc["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["use"] == "jwt-svid")
+        .unwrap();
     assert_eq!(jwt["kid"], "k1");
     assert_eq!(jwt["kty"], "EC");
     let reparsed = Bundle::from_spiffe_json(td(), json.as_bytes()).unwrap();
@@ -76,37 +95,65 @@ fn malformed_keys_are_rejected() {
     let ca = TestCa::new("example.org");
     let cert = STANDARD.encode(&ca.cert_der);
     assert_eq!(parse(json!({})).unwrap_err(), BundleError::MissingKeys);
-    assert_eq!(parse(json!({"keys": [{"use": "x509-svid", "x5c": [cert]}]})).unwrap_err(), BundleError::MissingKeyType { index: 0 });
     assert_eq!(
-        parse(json!({"keys": [{"kty": "EC", "use": "x509-svid", "x5c": [cert, cert]}]})).unwrap_err(),
+        parse(json!({"keys": [{"use": "x509-svid", "x5c": [cert]}]})).unwrap_err(),
+        BundleError::MissingKeyType { index: 0 }
+    );
+    assert_eq!(
+        parse(json!({"keys": [{"kty": "EC", "use": "x509-svid", "x5c": [cert, cert]}]}))
+            .unwrap_err(),
         BundleError::X5cCount { index: 0, count: 2 }
     );
     assert_eq!(
-        parse(json!({"keys": [{"kty": "EC", "use": "x509-svid", "x5c": ["bm90IGEgY2VydA=="]}]})).unwrap_err(),
+        parse(json!({"keys": [{"kty": "EC", "use": "x509-svid", "x5c": ["bm90IGEgY2VydA=="]}]}))
+            .unwrap_err(),
         BundleError::BadCertificate { index: 0 }
     );
-    let jwk = JwtPublicKey::from_spki_der(&KeyPair::generate().unwrap().subject_public_key_info()).unwrap();
+    let jwk = JwtPublicKey::from_spki_der(&KeyPair::generate().unwrap().subject_public_key_info())
+        .unwrap();
     let mut b = Bundle::new(td());
     b.add_jwt_authority("k", jwk).unwrap();
     let mut doc: serde_json::Value = serde_json::from_str(&b.to_spiffe_json()).unwrap();
     doc["keys"][0].as_object_mut().unwrap().remove("kid");
-    assert_eq!(parse(doc.clone()).unwrap_err(), BundleError::MissingKeyId { index: 0 });
+    assert_eq!(
+        parse(doc.clone()).unwrap_err(),
+        BundleError::MissingKeyId { index: 0 }
+    );
     doc["keys"][0]["kid"] = json!("k");
     doc["keys"][0]["x"] = json!("AAAA");
-    assert!(matches!(parse(doc.clone()), Err(BundleError::BadJwk { index: 0, .. })));
+    assert!(matches!(
+        parse(doc.clone()),
+        Err(BundleError::BadJwk { index: 0, .. })
+    ));
     doc["keys"][0]["crv"] = json!("P-192");
-    assert!(matches!(parse(doc), Err(BundleError::BadJwk { index: 0, .. })));
-    assert!(matches!(parse(json!({"keys": "nope"})), Err(BundleError::Json(_))));
-    assert!(matches!(Bundle::from_spiffe_json(td(), b"{"), Err(BundleError::Json(_))));
-    assert!(matches!(parse(json!({"keys": [], "spiffe_sequence": -1})), Err(BundleError::Json(_))));
+    assert!(matches!(
+        parse(doc),
+        Err(BundleError::BadJwk { index: 0, .. })
+    ));
+    assert!(matches!(
+        parse(json!({"keys": "nope"})),
+        Err(BundleError::Json(_))
+    ));
+    assert!(matches!(
+        Bundle::from_spiffe_json(td(), b"{"),
+        Err(BundleError::Json(_))
+    ));
+    assert!(matches!(
+        parse(json!({"keys": [], "spiffe_sequence": -1})),
+        Err(BundleError::Json(_))
+    ));
 }
 
 #[test]
 fn duplicate_kids_are_rejected() {
-    let jwk = JwtPublicKey::from_spki_der(&KeyPair::generate().unwrap().subject_public_key_info()).unwrap();
+    let jwk = JwtPublicKey::from_spki_der(&KeyPair::generate().unwrap().subject_public_key_info())
+        .unwrap();
     let mut b = Bundle::new(td());
     b.add_jwt_authority("k", jwk.clone()).unwrap();
-    assert_eq!(b.add_jwt_authority("k", jwk).unwrap_err(), BundleError::DuplicateKeyId("k".into()));
+    assert_eq!(
+        b.add_jwt_authority("k", jwk).unwrap_err(),
+        BundleError::DuplicateKeyId("k".into())
+    );
 }
 
 #[test]
@@ -128,15 +175,35 @@ fn bundle_map_rejects_duplicate_trust_domains_and_never_merges() {
     let json = set.to_bundle_map_json();
     let parsed = BundleSet::from_bundle_map_json(json.as_bytes()).unwrap();
     assert_eq!(parsed.len(), 2);
-    assert_eq!(parsed.get(&td()).unwrap().x509_authorities(), a.x509_authorities());
-    assert_eq!(parsed.get(&td()).unwrap().refresh_hint(), None, "per-bundle hints are omitted");
-    let dup = format!(r#"{{"trust_domains": {{"example.org": {{"keys": []}}, "example.org": {{"keys": []}}}}}}"#);
-    assert_eq!(BundleSet::from_bundle_map_json(dup.as_bytes()).unwrap_err(), BundleError::DuplicateTrustDomain("example.org".into()));
+    assert_eq!(
+        parsed.get(&td()).unwrap().x509_authorities(),
+        a.x509_authorities()
+    );
+    assert_eq!(
+        parsed.get(&td()).unwrap().refresh_hint(),
+        None,
+        "per-bundle hints are omitted"
+    );
+    let dup = r#"{"trust_domains": {"example.org": {"keys": []}, "example.org": {"keys": []}}}"#;
+    assert_eq!(
+        BundleSet::from_bundle_map_json(dup.as_bytes()).unwrap_err(),
+        BundleError::DuplicateTrustDomain("example.org".into())
+    );
     // Also when one key is spelled as an ID.
-    let dup = r#"{"trust_domains": {"example.org": {"keys": []}, "spiffe://example.org": {"keys": []}}}"#;
-    assert!(matches!(BundleSet::from_bundle_map_json(dup.as_bytes()), Err(BundleError::DuplicateTrustDomain(_))));
-    assert!(matches!(BundleSet::from_bundle_map_json(br#"{"trust_domains": {"BAD": {"keys": []}}}"#), Err(BundleError::BadTrustDomain { .. })));
-    assert!(matches!(BundleSet::from_bundle_map_json(b"{}"), Err(BundleError::Json(_))));
+    let dup =
+        r#"{"trust_domains": {"example.org": {"keys": []}, "spiffe://example.org": {"keys": []}}}"#;
+    assert!(matches!(
+        BundleSet::from_bundle_map_json(dup.as_bytes()),
+        Err(BundleError::DuplicateTrustDomain(_))
+    ));
+    assert!(matches!(
+        BundleSet::from_bundle_map_json(br#"{"trust_domains": {"BAD": {"keys": []}}}"#),
+        Err(BundleError::BadTrustDomain { .. })
+    ));
+    assert!(matches!(
+        BundleSet::from_bundle_map_json(b"{}"),
+        Err(BundleError::Json(_))
+    ));
     // Inserting a bundle of a trust domain replaces it; it is never merged with the old one.
     let mut replaced = set.clone();
     replaced.insert(Bundle::new(td()));
@@ -150,12 +217,24 @@ fn pem_and_der_forms_round_trip() {
     let pem_text = format!("{}{}", ca1.cert_pem(), ca2.cert_pem());
     let bundle = Bundle::from_pem(td(), pem_text.as_bytes()).unwrap();
     assert_eq!(bundle.x509_authorities().len(), 2);
-    assert_eq!(Bundle::from_pem(td(), bundle.to_pem().as_bytes()).unwrap(), bundle);
+    assert_eq!(
+        Bundle::from_pem(td(), bundle.to_pem().as_bytes()).unwrap(),
+        bundle
+    );
     let der = bundle.to_der_concat();
     assert_eq!(Bundle::from_der_concat(td(), &der).unwrap(), bundle);
-    assert!(matches!(Bundle::from_pem(td(), ca1.key_pem().as_bytes()), Err(BundleError::Pem(_))));
-    assert!(matches!(Bundle::from_pem(td(), b"nothing here"), Err(BundleError::Pem(_))));
+    assert!(matches!(
+        Bundle::from_pem(td(), ca1.key_pem().as_bytes()),
+        Err(BundleError::Pem(_))
+    ));
+    assert!(matches!(
+        Bundle::from_pem(td(), b"nothing here"),
+        Err(BundleError::Pem(_))
+    ));
     let mut bad = der.clone();
     bad.push(0);
-    assert!(matches!(Bundle::from_der_concat(td(), &bad), Err(BundleError::BadCertificate { .. })));
+    assert!(matches!(
+        Bundle::from_der_concat(td(), &bad),
+        Err(BundleError::BadCertificate { .. })
+    ));
 }

@@ -1,9 +1,12 @@
 //! JWT-SVID validation, including each hostile token the spec tells validators to refuse.
+#![expect(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
 use std::time::{Duration, SystemTime};
 
 use serde_json::json;
-use signet_spiffe::{Bundle, BundleSet, JwtPublicKey, JwtSvid, JwtSvidError, JwtValidation, TrustDomain};
+use signet_spiffe::{
+    Bundle, BundleSet, JwtPublicKey, JwtSvid, JwtSvidError, JwtValidation, TrustDomain,
+};
 use signet_test_support::rcgen::{KeyPair, PublicKeyData};
 use signet_test_support::{JwtSigner, fixed_now, forge_jwt};
 
@@ -69,16 +72,30 @@ fn valid_token_is_accepted() {
 #[test]
 fn alg_none_is_rejected() {
     let f = fixture();
-    let token = forge_jwt(&json!({"alg": "none", "kid": KID}), &claims(), JwtSigner::Unsigned);
-    assert_eq!(f.check(&token).unwrap_err(), JwtSvidError::DisallowedAlgorithm("none".into()));
+    let token = forge_jwt(
+        &json!({"alg": "none", "kid": KID}),
+        &claims(),
+        JwtSigner::Unsigned,
+    );
+    assert_eq!(
+        f.check(&token).unwrap_err(),
+        JwtSvidError::DisallowedAlgorithm("none".into())
+    );
 }
 
 #[test]
 fn hs256_with_the_public_key_as_secret_is_rejected() {
     let f = fixture();
     let secret = f.key.public_key_raw().to_vec();
-    let token = forge_jwt(&json!({"alg": "HS256", "kid": KID, "typ": "JWT"}), &claims(), JwtSigner::Hs256(&secret));
-    assert_eq!(f.check(&token).unwrap_err(), JwtSvidError::DisallowedAlgorithm("HS256".into()));
+    let token = forge_jwt(
+        &json!({"alg": "HS256", "kid": KID, "typ": "JWT"}),
+        &claims(),
+        JwtSigner::Hs256(&secret),
+    );
+    assert_eq!(
+        f.check(&token).unwrap_err(),
+        JwtSvidError::DisallowedAlgorithm("HS256".into())
+    );
 }
 
 #[test]
@@ -87,7 +104,10 @@ fn extra_jose_headers_are_rejected() {
     for extra in ["jku", "x5c", "crit", "cty"] {
         let mut h = header();
         h[extra] = json!("x");
-        assert_eq!(f.check(&f.sign(&h, &claims())).unwrap_err(), JwtSvidError::DisallowedHeader(extra.into()));
+        assert_eq!(
+            f.check(&f.sign(&h, &claims())).unwrap_err(),
+            JwtSvidError::DisallowedHeader(extra.into())
+        );
     }
 }
 
@@ -99,7 +119,10 @@ fn duplicate_header_members_are_rejected() {
     use base64::Engine;
     let dup = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(format!(r#"{{"alg":"ES256","kid":"{KID}","kid":"other"}}"#));
-    assert!(matches!(f.check(&format!("{dup}.{rest}")), Err(JwtSvidError::BadHeader(_))));
+    assert!(matches!(
+        f.check(&format!("{dup}.{rest}")),
+        Err(JwtSvidError::BadHeader(_))
+    ));
 }
 
 #[test]
@@ -107,10 +130,16 @@ fn bad_typ_and_missing_kid_are_rejected() {
     let f = fixture();
     let mut h = header();
     h["typ"] = json!("at+jwt");
-    assert_eq!(f.check(&f.sign(&h, &claims())).unwrap_err(), JwtSvidError::BadType("at+jwt".into()));
+    assert_eq!(
+        f.check(&f.sign(&h, &claims())).unwrap_err(),
+        JwtSvidError::BadType("at+jwt".into())
+    );
     let mut h = header();
     h.as_object_mut().unwrap().remove("kid");
-    assert_eq!(f.check(&f.sign(&h, &claims())).unwrap_err(), JwtSvidError::MissingKeyId);
+    assert_eq!(
+        f.check(&f.sign(&h, &claims())).unwrap_err(),
+        JwtSvidError::MissingKeyId
+    );
 }
 
 #[test]
@@ -118,11 +147,20 @@ fn missing_or_wrong_audience_is_rejected() {
     let f = fixture();
     let mut c = claims();
     c.as_object_mut().unwrap().remove("aud");
-    assert_eq!(f.check(&f.sign(&header(), &c)).unwrap_err(), JwtSvidError::MissingAudience);
+    assert_eq!(
+        f.check(&f.sign(&header(), &c)).unwrap_err(),
+        JwtSvidError::MissingAudience
+    );
     c["aud"] = json!([]);
-    assert_eq!(f.check(&f.sign(&header(), &c)).unwrap_err(), JwtSvidError::MissingAudience);
+    assert_eq!(
+        f.check(&f.sign(&header(), &c)).unwrap_err(),
+        JwtSvidError::MissingAudience
+    );
     c["aud"] = json!(["other"]);
-    assert_eq!(f.check(&f.sign(&header(), &c)).unwrap_err(), JwtSvidError::AudienceMismatch("api".into()));
+    assert_eq!(
+        f.check(&f.sign(&header(), &c)).unwrap_err(),
+        JwtSvidError::AudienceMismatch("api".into())
+    );
 }
 
 #[test]
@@ -130,17 +168,32 @@ fn missing_or_past_expiry_is_rejected() {
     let f = fixture();
     let mut c = claims();
     c.as_object_mut().unwrap().remove("exp");
-    assert_eq!(f.check(&f.sign(&header(), &c)).unwrap_err(), JwtSvidError::MissingExpiry);
+    assert_eq!(
+        f.check(&f.sign(&header(), &c)).unwrap_err(),
+        JwtSvidError::MissingExpiry
+    );
     c["exp"] = json!(unix(fixed_now()) - 31);
-    assert_eq!(f.check(&f.sign(&header(), &c)).unwrap_err(), JwtSvidError::Expired);
+    assert_eq!(
+        f.check(&f.sign(&header(), &c)).unwrap_err(),
+        JwtSvidError::Expired
+    );
     // Within the 30 s leeway it still passes; with no leeway it does not.
     c["exp"] = json!(unix(fixed_now()) - 5);
     let token = f.sign(&header(), &c);
     assert!(f.check(&token).is_ok());
-    let strict = JwtValidation { now: fixed_now(), leeway: Duration::ZERO };
-    assert_eq!(JwtSvid::validate(&token, &f.bundles, "api", strict).unwrap_err(), JwtSvidError::Expired);
+    let strict = JwtValidation {
+        now: fixed_now(),
+        leeway: Duration::ZERO,
+    };
+    assert_eq!(
+        JwtSvid::validate(&token, &f.bundles, "api", strict).unwrap_err(),
+        JwtSvidError::Expired
+    );
     c["exp"] = json!("tomorrow");
-    assert!(matches!(f.check(&f.sign(&header(), &c)), Err(JwtSvidError::BadClaims(_))));
+    assert!(matches!(
+        f.check(&f.sign(&header(), &c)),
+        Err(JwtSvidError::BadClaims(_))
+    ));
 }
 
 #[test]
@@ -148,12 +201,21 @@ fn subject_must_be_a_spiffe_id_with_a_known_bundle() {
     let f = fixture();
     let mut c = claims();
     c.as_object_mut().unwrap().remove("sub");
-    assert_eq!(f.check(&f.sign(&header(), &c)).unwrap_err(), JwtSvidError::MissingSubject);
+    assert_eq!(
+        f.check(&f.sign(&header(), &c)).unwrap_err(),
+        JwtSvidError::MissingSubject
+    );
     c["sub"] = json!("user@example.org");
-    assert!(matches!(f.check(&f.sign(&header(), &c)), Err(JwtSvidError::BadSubject(_))));
+    assert!(matches!(
+        f.check(&f.sign(&header(), &c)),
+        Err(JwtSvidError::BadSubject(_))
+    ));
     // Same key, same kid, but the subject claims another trust domain: its bundle is consulted.
     c["sub"] = json!("spiffe://other.org/api");
-    assert_eq!(f.check(&f.sign(&header(), &c)).unwrap_err(), JwtSvidError::NoBundle("other.org".into()));
+    assert_eq!(
+        f.check(&f.sign(&header(), &c)).unwrap_err(),
+        JwtSvidError::NoBundle("other.org".into())
+    );
 }
 
 #[test]
@@ -161,9 +223,16 @@ fn unknown_kid_and_bad_signatures_are_rejected() {
     let f = fixture();
     let mut h = header();
     h["kid"] = json!("nope");
-    assert!(matches!(f.check(&f.sign(&h, &claims())), Err(JwtSvidError::UnknownKey { .. })));
+    assert!(matches!(
+        f.check(&f.sign(&h, &claims())),
+        Err(JwtSvidError::UnknownKey { .. })
+    ));
     let other = KeyPair::generate().unwrap();
-    let token = forge_jwt(&header(), &claims(), JwtSigner::Es256(&other.serialize_der()));
+    let token = forge_jwt(
+        &header(),
+        &claims(),
+        JwtSigner::Es256(&other.serialize_der()),
+    );
     assert_eq!(f.check(&token).unwrap_err(), JwtSvidError::BadSignature);
     // Claims swapped after signing.
     let good = f.sign(&header(), &claims());
@@ -177,27 +246,43 @@ fn unknown_kid_and_bad_signatures_are_rejected() {
     // ES384 claimed for a P-256 key.
     let mut h = header();
     h["alg"] = json!("ES384");
-    assert!(matches!(f.check(&f.sign(&h, &claims())), Err(JwtSvidError::KeyAlgorithmMismatch(_))));
+    assert!(matches!(
+        f.check(&f.sign(&h, &claims())),
+        Err(JwtSvidError::KeyAlgorithmMismatch(_))
+    ));
 }
 
 #[test]
 fn non_compact_forms_are_rejected() {
     let f = fixture();
     let token = f.sign(&header(), &claims());
-    assert_eq!(f.check(&format!("{token}.extra")).unwrap_err(), JwtSvidError::Malformed);
+    assert_eq!(
+        f.check(&format!("{token}.extra")).unwrap_err(),
+        JwtSvidError::Malformed
+    );
     assert_eq!(f.check("a.b").unwrap_err(), JwtSvidError::Malformed);
     assert_eq!(f.check("").unwrap_err(), JwtSvidError::Malformed);
     let json_serialization = json!({"payload": "x", "signatures": []}).to_string();
-    assert_eq!(f.check(&json_serialization).unwrap_err(), JwtSvidError::Malformed);
+    assert_eq!(
+        f.check(&json_serialization).unwrap_err(),
+        JwtSvidError::Malformed
+    );
     // Padding and standard base64 are not base64url-without-padding.
-    assert_eq!(f.check(&format!("{token}=")).unwrap_err(), JwtSvidError::Malformed);
+    assert_eq!(
+        f.check(&format!("{token}=")).unwrap_err(),
+        JwtSvidError::Malformed
+    );
 }
 
 #[test]
 fn parse_insecure_reads_without_verifying() {
     let f = fixture();
     let other = KeyPair::generate().unwrap();
-    let token = forge_jwt(&header(), &claims(), JwtSigner::Es256(&other.serialize_der()));
+    let token = forge_jwt(
+        &header(),
+        &claims(),
+        JwtSigner::Es256(&other.serialize_der()),
+    );
     let parsed = JwtSvid::parse_insecure(&token).unwrap();
     assert_eq!(parsed.spiffe_id().as_str(), SUB);
     assert!(f.check(&token).is_err());

@@ -1,4 +1,5 @@
 //! X509-SVID profile and chain validation, including every hostile case of the spec checklist.
+#![expect(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
 use std::time::Duration;
 
@@ -19,7 +20,10 @@ fn bundles_for(ca: &TestCa) -> BundleSet {
 }
 
 fn verify(chain: &[Vec<u8>], bundles: &BundleSet) -> Result<String, X509SvidError> {
-    let chain: Vec<CertificateDer<'_>> = chain.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
+    let chain: Vec<CertificateDer<'_>> = chain
+        .iter()
+        .map(|c| CertificateDer::from(c.as_slice()))
+        .collect();
     verify_chain(&chain, bundles, fixed_now()).map(|id| id.to_string())
 }
 
@@ -52,9 +56,19 @@ fn chain_through_an_intermediate_verifies() {
     concat.extend_from_slice(&intermediate.cert_der);
     let svid = X509Svid::parse(&concat, &key).unwrap();
     assert_eq!(svid.chain().len(), 2);
-    assert_eq!(verify(&[leaf.clone(), intermediate.cert_der.clone()], &bundles_for(&root)).unwrap(), ID);
+    assert_eq!(
+        verify(
+            &[leaf.clone(), intermediate.cert_der.clone()],
+            &bundles_for(&root)
+        )
+        .unwrap(),
+        ID
+    );
     // Without the intermediate there is no path to the root.
-    assert!(matches!(verify(&[leaf], &bundles_for(&root)), Err(X509SvidError::PathValidation(_))));
+    assert!(matches!(
+        verify(&[leaf], &bundles_for(&root)),
+        Err(X509SvidError::PathValidation(_))
+    ));
 }
 
 #[test]
@@ -92,7 +106,10 @@ fn non_spiffe_uri_is_rejected() {
 
 #[test]
 fn leaf_with_trust_domain_id_is_rejected() {
-    assert!(matches!(leaf_error(LeafSpec::svid("spiffe://example.org")), X509SvidError::RootPathLeaf(_)));
+    assert!(matches!(
+        leaf_error(LeafSpec::svid("spiffe://example.org")),
+        X509SvidError::RootPathLeaf(_)
+    ));
 }
 
 #[test]
@@ -161,11 +178,15 @@ fn expired_and_not_yet_valid_are_rejected() {
     spec.not_before = fixed_now() - Duration::from_secs(7200);
     spec.not_after = fixed_now() - Duration::from_secs(1);
     let (cert, _) = ca.issue(&spec);
-    assert!(matches!(verify(&[cert], &bundles_for(&ca)), Err(X509SvidError::PathValidation(e)) if e.contains("Expired")));
+    assert!(
+        matches!(verify(&[cert], &bundles_for(&ca)), Err(X509SvidError::PathValidation(e)) if e.contains("Expired"))
+    );
     let mut spec = LeafSpec::svid(ID);
     spec.not_before = fixed_now() + Duration::from_secs(600);
     let (cert, _) = ca.issue(&spec);
-    assert!(matches!(verify(&[cert], &bundles_for(&ca)), Err(X509SvidError::PathValidation(e)) if e.contains("NotValidYet")));
+    assert!(
+        matches!(verify(&[cert], &bundles_for(&ca)), Err(X509SvidError::PathValidation(e)) if e.contains("NotValidYet"))
+    );
 }
 
 #[test]
@@ -175,12 +196,18 @@ fn svid_is_checked_against_its_own_trust_domain_bundle_only() {
     let other = TestCa::new("other.org");
     let (cert, _) = other.issue(&LeafSpec::svid(ID));
     let mut set = bundles_for(&other);
-    assert_eq!(verify(&[cert.clone()], &set).unwrap_err(), X509SvidError::NoBundle("example.org".into()));
+    assert_eq!(
+        verify(std::slice::from_ref(&cert), &set).unwrap_err(),
+        X509SvidError::NoBundle("example.org".into())
+    );
     let own = TestCa::new("example.org");
     for b in bundles_for(&own).iter() {
         set.insert(b.clone());
     }
-    assert!(matches!(verify(&[cert], &set), Err(X509SvidError::PathValidation(_))));
+    assert!(matches!(
+        verify(&[cert], &set),
+        Err(X509SvidError::PathValidation(_))
+    ));
 }
 
 #[test]
@@ -188,17 +215,25 @@ fn unknown_issuer_in_same_trust_domain_is_rejected() {
     let trusted = TestCa::new("example.org");
     let rogue = TestCa::new("example.org");
     let (cert, _) = rogue.issue(&LeafSpec::svid(ID));
-    assert!(matches!(verify(&[cert], &bundles_for(&trusted)), Err(X509SvidError::PathValidation(_))));
+    assert!(matches!(
+        verify(&[cert], &bundles_for(&trusted)),
+        Err(X509SvidError::PathValidation(_))
+    ));
 }
 
 #[test]
 fn empty_bundle_trusts_nothing() {
     let ca = TestCa::new("example.org");
     let (cert, _) = ca.issue(&LeafSpec::svid(ID));
-    let empty = Bundle::from_spiffe_json(TrustDomain::new("example.org").unwrap(), br#"{"keys":[]}"#).unwrap();
+    let empty =
+        Bundle::from_spiffe_json(TrustDomain::new("example.org").unwrap(), br#"{"keys":[]}"#)
+            .unwrap();
     let mut set = BundleSet::new();
     set.insert(empty);
-    assert_eq!(verify(&[cert], &set).unwrap_err(), X509SvidError::EmptyBundle("example.org".into()));
+    assert_eq!(
+        verify(&[cert], &set).unwrap_err(),
+        X509SvidError::EmptyBundle("example.org".into())
+    );
 }
 
 #[test]
@@ -206,11 +241,26 @@ fn parse_rejects_garbage_and_mismatched_keys() {
     let ca = TestCa::new("example.org");
     let (cert, key) = ca.issue(&LeafSpec::svid(ID));
     let (_, other_key) = ca.issue(&LeafSpec::svid(ID));
-    assert_eq!(X509Svid::parse(&cert, &other_key).unwrap_err(), X509SvidError::KeyMismatch);
-    assert_eq!(X509Svid::parse(&cert, b"not a key").unwrap_err(), X509SvidError::BadPrivateKey);
-    assert_eq!(X509Svid::parse(b"", &key).unwrap_err(), X509SvidError::EmptyChain);
-    assert!(matches!(X509Svid::parse(b"\x30\x03junk", &key), Err(X509SvidError::BadCertificate(_))));
+    assert_eq!(
+        X509Svid::parse(&cert, &other_key).unwrap_err(),
+        X509SvidError::KeyMismatch
+    );
+    assert_eq!(
+        X509Svid::parse(&cert, b"not a key").unwrap_err(),
+        X509SvidError::BadPrivateKey
+    );
+    assert_eq!(
+        X509Svid::parse(b"", &key).unwrap_err(),
+        X509SvidError::EmptyChain
+    );
+    assert!(matches!(
+        X509Svid::parse(b"\x30\x03junk", &key),
+        Err(X509SvidError::BadCertificate(_))
+    ));
     let mut trailing = cert.clone();
     trailing.extend_from_slice(b"garbage");
-    assert!(matches!(X509Svid::parse(&trailing, &key), Err(X509SvidError::BadCertificate(_))));
+    assert!(matches!(
+        X509Svid::parse(&trailing, &key),
+        Err(X509SvidError::BadCertificate(_))
+    ));
 }

@@ -1,7 +1,7 @@
 //! Test fixtures shared by Signet's crates: an rcgen test CA that can also issue hostile
 //! certificates, CSR builders and a JWT forger. Dev-dependency only.
 
-#![expect(clippy::unwrap_used, clippy::expect_used, reason = "test fixtures fail loudly")]
+#![expect(clippy::unwrap_used, reason = "test fixtures fail loudly")]
 
 use std::time::{Duration, SystemTime};
 
@@ -35,7 +35,9 @@ pub struct TestCa {
 
 impl std::fmt::Debug for TestCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestCa").field("trust_domain", &self.trust_domain).finish()
+        f.debug_struct("TestCa")
+            .field("trust_domain", &self.trust_domain)
+            .finish()
     }
 }
 
@@ -46,8 +48,9 @@ fn ca_params(trust_domain: &str, cn: &str, not_after: SystemTime) -> Certificate
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    params.subject_alt_names =
-        vec![SanType::URI(format!("spiffe://{trust_domain}").try_into().unwrap())];
+    params.subject_alt_names = vec![SanType::URI(
+        format!("spiffe://{trust_domain}").try_into().unwrap(),
+    )];
     params.not_before = offset(fixed_now() - Duration::from_secs(3600));
     params.not_after = offset(not_after);
     params
@@ -57,9 +60,17 @@ impl TestCa {
     /// A self-signed root for `trust_domain`, valid for a day around [`fixed_now`].
     pub fn new(trust_domain: &str) -> Self {
         let key = KeyPair::generate().unwrap();
-        let params = ca_params(trust_domain, &format!("Test Root {trust_domain}"), fixed_now() + Duration::from_secs(86400));
+        let params = ca_params(
+            trust_domain,
+            &format!("Test Root {trust_domain}"),
+            fixed_now() + Duration::from_secs(86400),
+        );
         let cert = params.self_signed(&key).unwrap();
-        Self { trust_domain: trust_domain.into(), cert_der: cert.der().to_vec(), key }
+        Self {
+            trust_domain: trust_domain.into(),
+            cert_der: cert.der().to_vec(),
+            key,
+        }
     }
 
     /// PEM of the CA certificate.
@@ -79,13 +90,21 @@ impl TestCa {
     /// An intermediate signed by this CA, optionally without keyCertSign (hostile).
     pub fn intermediate(&self, can_sign: bool) -> TestCa {
         let key = KeyPair::generate().unwrap();
-        let mut params = ca_params(&self.trust_domain, "Test Intermediate", fixed_now() + Duration::from_secs(86400));
+        let mut params = ca_params(
+            &self.trust_domain,
+            "Test Intermediate",
+            fixed_now() + Duration::from_secs(86400),
+        );
         if !can_sign {
             params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         }
         params.use_authority_key_identifier_extension = true;
         let cert = params.signed_by(&key, &self.issuer()).unwrap();
-        TestCa { trust_domain: self.trust_domain.clone(), cert_der: cert.der().to_vec(), key }
+        TestCa {
+            trust_domain: self.trust_domain.clone(),
+            cert_der: cert.der().to_vec(),
+            key,
+        }
     }
 
     /// Issues a leaf from `spec`; returns (certificate DER, PKCS#8 key DER).
@@ -101,19 +120,28 @@ impl TestCa {
             .uris
             .iter()
             .map(|u| SanType::URI(u.as_str().try_into().unwrap()))
-            .chain(spec.dns.iter().map(|d| SanType::DnsName(d.as_str().try_into().unwrap())))
+            .chain(
+                spec.dns
+                    .iter()
+                    .map(|d| SanType::DnsName(d.as_str().try_into().unwrap())),
+            )
             .collect();
-        params.is_ca =
-            if spec.is_ca { IsCa::Ca(BasicConstraints::Unconstrained) } else { IsCa::ExplicitNoCa };
+        params.is_ca = if spec.is_ca {
+            IsCa::Ca(BasicConstraints::Unconstrained)
+        } else {
+            IsCa::ExplicitNoCa
+        };
         match &spec.key_usage {
             KeyUsageSpec::Critical(usages) => params.key_usages = usages.clone(),
             KeyUsageSpec::Absent => {}
             KeyUsageSpec::NonCriticalDigitalSignature => {
                 // keyUsage = digitalSignature, written by hand to make it non-critical.
-                params.custom_extensions.push(CustomExtension::from_oid_content(
-                    &[2, 5, 29, 15],
-                    vec![0x03, 0x02, 0x07, 0x80],
-                ));
+                params
+                    .custom_extensions
+                    .push(CustomExtension::from_oid_content(
+                        &[2, 5, 29, 15],
+                        vec![0x03, 0x02, 0x07, 0x80],
+                    ));
             }
         }
         params.extended_key_usages = spec.eku.clone();
@@ -166,7 +194,10 @@ impl LeafSpec {
             subject_cn: Some("workload".into()),
             is_ca: false,
             key_usage: KeyUsageSpec::Critical(vec![KeyUsagePurpose::DigitalSignature]),
-            eku: vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+            eku: vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
             not_before: fixed_now() - Duration::from_secs(60),
             not_after: fixed_now() + Duration::from_secs(3600),
         }
@@ -189,8 +220,10 @@ pub fn pem_encode(tag: &str, der: &[u8]) -> String {
 pub fn csr_with_uris(key: &KeyPair, uris: &[&str]) -> Vec<u8> {
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
-    params.subject_alt_names =
-        uris.iter().map(|u| SanType::URI((*u).try_into().unwrap())).collect();
+    params.subject_alt_names = uris
+        .iter()
+        .map(|u| SanType::URI((*u).try_into().unwrap()))
+        .collect();
     params.serialize_request(key).unwrap().der().to_vec()
 }
 
@@ -212,7 +245,11 @@ pub enum JwtSigner<'a> {
 }
 
 /// Builds a compact JWS from raw JSON header and claims.
-pub fn forge_jwt(header: &serde_json::Value, claims: &serde_json::Value, signer: JwtSigner<'_>) -> String {
+pub fn forge_jwt(
+    header: &serde_json::Value,
+    claims: &serde_json::Value,
+    signer: JwtSigner<'_>,
+) -> String {
     let input = format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(header.to_string()),
@@ -222,11 +259,16 @@ pub fn forge_jwt(header: &serde_json::Value, claims: &serde_json::Value, signer:
         JwtSigner::Es256(pkcs8) => {
             use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
             let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8).unwrap();
-            key.sign(&aws_lc_rs::rand::SystemRandom::new(), input.as_bytes()).unwrap().as_ref().to_vec()
+            key.sign(&aws_lc_rs::rand::SystemRandom::new(), input.as_bytes())
+                .unwrap()
+                .as_ref()
+                .to_vec()
         }
         JwtSigner::Hs256(secret) => {
             let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
-            aws_lc_rs::hmac::sign(&key, input.as_bytes()).as_ref().to_vec()
+            aws_lc_rs::hmac::sign(&key, input.as_bytes())
+                .as_ref()
+                .to_vec()
         }
         JwtSigner::Unsigned => Vec::new(),
     };

@@ -1,5 +1,9 @@
 //! Helpers shared by the CA integration tests.
-
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers fail loudly"
+)]
 #![allow(dead_code, reason = "each test binary uses a subset")]
 
 use std::process::Command;
@@ -23,7 +27,11 @@ impl Harness {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(FileKeyStore::new(dir.path().join("ca.json")));
-        Self { dir, clock: Arc::new(ManualClock::new(start())), store }
+        Self {
+            dir,
+            clock: Arc::new(ManualClock::new(start())),
+            store,
+        }
     }
 
     pub fn config(&self) -> CaConfig {
@@ -40,14 +48,20 @@ pub fn openssl_verify(roots: &[Vec<u8>], chain: &[Vec<u8>], at: SystemTime) -> (
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, certs: &[Vec<u8>]| {
         let path = dir.path().join(name);
-        let pem: String = certs.iter().map(|c| signet_test_support::pem_encode("CERTIFICATE", c)).collect();
+        let pem: String = certs
+            .iter()
+            .map(|c| signet_test_support::pem_encode("CERTIFICATE", c))
+            .collect();
         std::fs::write(&path, pem).unwrap();
         path
     };
     let roots_path = write("roots.pem", roots);
     let leaf_path = write("leaf.pem", &chain[..1]);
     let mut cmd = Command::new("openssl");
-    cmd.arg("verify").arg("-x509_strict").arg("-purpose").arg("sslclient");
+    cmd.arg("verify")
+        .arg("-x509_strict")
+        .arg("-purpose")
+        .arg("sslclient");
     let secs = at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
     cmd.arg("-attime").arg(secs.to_string());
     cmd.arg("-CAfile").arg(&roots_path);
@@ -56,7 +70,13 @@ pub fn openssl_verify(roots: &[Vec<u8>], chain: &[Vec<u8>], at: SystemTime) -> (
         cmd.arg("-untrusted").arg(untrusted);
     }
     cmd.arg(&leaf_path);
-    let output = cmd.output().expect("openssl must be installed (.ci/run installs it)");
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let output = cmd
+        .output()
+        .expect("openssl must be installed (.ci/run installs it)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
     (output.status.success(), text)
 }
