@@ -1,0 +1,8 @@
+//! Signet's domain model, pure: selectors, registration entries and the rule that matches a
+//! workload's selectors to the entries it may use.
+
+pub mod entry;
+pub mod selector;
+
+pub use entry::{EntryError, EntryId, RegistrationEntry, reserved_agent_id, server_id};
+pub use selector::{Selector, SelectorError, SelectorSet};
