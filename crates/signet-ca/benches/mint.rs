@@ -78,6 +78,7 @@ fn main() {
             spiffe_id: &id,
             ttl: Duration::from_secs(3600),
             dns_names: &[],
+            csr_id_rule: signet_ca::CsrIdRule::Exact,
         };
         std::hint::black_box(ca.mint_x509_svid(&request).unwrap());
     });

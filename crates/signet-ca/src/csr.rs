@@ -23,8 +23,24 @@ impl VerifiedCsr {
     }
 }
 
+/// Which URI SANs a CSR may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CsrIdRule {
+    /// Exactly the expected SPIFFE ID (workload SVIDs).
+    #[default]
+    Exact,
+    /// The expected SPIFFE ID or none at all: for node attestation, where the server assigns the
+    /// agent's ID and the agent cannot know it beforehand.
+    ExactOrNone,
+}
+
 /// Parses and verifies a DER CSR for `expected`.
 pub fn verify_csr(der: &[u8], expected: &SpiffeId) -> Result<VerifiedCsr> {
+    verify_csr_with(der, expected, CsrIdRule::Exact)
+}
+
+/// Parses and verifies a DER CSR for `expected` under `rule`.
+pub fn verify_csr_with(der: &[u8], expected: &SpiffeId, rule: CsrIdRule) -> Result<VerifiedCsr> {
     let (rest, csr) = X509CertificationRequest::from_der(der)
         .map_err(|e| Error::InvalidCsr(format!("not a DER PKCS#10 request: {e}")))?;
     if !rest.is_empty() {
@@ -68,6 +84,7 @@ pub fn verify_csr(der: &[u8], expected: &SpiffeId) -> Result<VerifiedCsr> {
     }
     match uris.as_slice() {
         [only] if only == expected.as_str() => {}
+        [] if rule == CsrIdRule::ExactOrNone => {}
         [] => {
             return Err(Error::CsrIdMismatch {
                 expected: expected.to_string(),

@@ -8,7 +8,7 @@ use rustls_pki_types::CertificateDer;
 use signet_spiffe::SpiffeId;
 
 use crate::authority::{Authority, JwtAuthority, X509Authority};
-use crate::csr::verify_csr;
+use crate::csr::{CsrIdRule, verify_csr_with};
 use crate::error::{Error, Result};
 use crate::profile::{NOT_BEFORE_CUSHION, leaf_params};
 
@@ -23,6 +23,8 @@ pub struct X509SvidRequest<'a> {
     pub ttl: Duration,
     /// DNS SANs; the first also becomes the subject CN.
     pub dns_names: &'a [String],
+    /// Which URI SANs the CSR may carry.
+    pub csr_id_rule: CsrIdRule,
 }
 
 /// A freshly signed X509-SVID.
@@ -62,7 +64,7 @@ pub fn mint_x509_svid(
     if authority.not_after() <= now {
         return Err(Error::NoActiveAuthority("unexpired X.509"));
     }
-    let csr = verify_csr(request.csr_der, request.spiffe_id)?;
+    let csr = verify_csr_with(request.csr_der, request.spiffe_id, request.csr_id_rule)?;
     let public_key = rcgen::SubjectPublicKeyInfo::from_der(csr.public_key_der())
         .map_err(|e| Error::InvalidCsr(format!("public key: {e}")))?;
     let not_after = (now + request.ttl).min(authority.not_after());

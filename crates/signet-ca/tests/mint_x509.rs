@@ -21,6 +21,7 @@ fn request<'a>(csr: &'a [u8], id: &'a SpiffeId, dns: &'a [String]) -> X509SvidRe
         spiffe_id: id,
         ttl: Duration::from_secs(3600),
         dns_names: dns,
+        csr_id_rule: signet_ca::CsrIdRule::Exact,
     }
 }
 
@@ -342,4 +343,24 @@ fn unusable_upstream_material_is_refused() {
     let sec1 = "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n";
     let err = UpstreamCa::from_pem(root.cert_pem().as_bytes(), sec1.as_bytes(), None).unwrap_err();
     assert!(err.to_string().contains("PKCS#8"), "{err}");
+}
+
+#[test]
+fn agent_csrs_may_omit_the_id_only_when_allowed() {
+    let h = Harness::new();
+    let ca = h.open(h.config());
+    let id = SpiffeId::new("spiffe://example.org/signet/agent/join/abc").unwrap();
+    let key = KeyPair::generate().unwrap();
+    let unnamed = csr_with_uris(&key, &[]);
+    let mut req = request(&unnamed, &id, &[]);
+    assert!(matches!(ca.mint_x509_svid(&req), Err(Error::CsrIdMismatch { .. })));
+    req.csr_id_rule = signet_ca::CsrIdRule::ExactOrNone;
+    let svid = ca.mint_x509_svid(&req).unwrap();
+    let (_, leaf) = x509_parser::parse_x509_certificate(&svid.chain[0]).unwrap();
+    let san = leaf.subject_alternative_name().unwrap().unwrap();
+    assert!(matches!(san.value.general_names[..], [GeneralName::URI(u)] if u == id.as_str()));
+    // Even then, a CSR naming another ID is refused.
+    let other = csr_with_uris(&key, &["spiffe://example.org/signet/agent/join/zzz"]);
+    let req = X509SvidRequest { csr_der: &other, ..req };
+    assert!(matches!(ca.mint_x509_svid(&req), Err(Error::CsrIdMismatch { .. })));
 }

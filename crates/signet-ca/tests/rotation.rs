@@ -27,6 +27,7 @@ fn mint(ca: &CertificateAuthority) -> Vec<Vec<u8>> {
         spiffe_id: &id,
         ttl: HOUR,
         dns_names: &[],
+        csr_id_rule: signet_ca::CsrIdRule::Exact,
     };
     ca.mint_x509_svid(&req)
         .unwrap()

@@ -1,0 +1,219 @@
+//! The admin API (`signet.admin.v1.Admin`) on the local Unix socket: entries, join tokens,
+//! agents, bundle.
+
+use std::time::{Duration, SystemTime};
+
+use signet_core::{EntryId, RegistrationEntry};
+use signet_proto::admin::{
+    self as pb, CreateEntryRequest, CreateJoinTokenRequest, CreateJoinTokenResponse,
+    DeleteEntryRequest, DeleteEntryResponse, GetBundleRequest, GetEntryRequest, ListAgentsRequest,
+    ListAgentsResponse, ListEntriesRequest, ListEntriesResponse, UpdateEntryRequest,
+    admin_server::Admin,
+};
+use signet_proto::agent::{Bundle as BundleMessage, Entry};
+use signet_spiffe::{SpiffeId, TrustDomain};
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use crate::agent_api::AgentApi;
+use crate::datastore::AgentRecord;
+use crate::error::ServerError;
+use crate::join_token::{agent_id_for, generate_token, hash_token};
+
+/// Default lifetime of a join token.
+pub const DEFAULT_JOIN_TOKEN_TTL: Duration = Duration::from_secs(600);
+/// Longest join token lifetime accepted.
+pub const MAX_JOIN_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The admin service.
+#[derive(Debug, Clone)]
+pub struct AdminApi {
+    pub(crate) api: AgentApi,
+    pub(crate) trust_domain: TrustDomain,
+    pub(crate) default_x509_ttl: Duration,
+    pub(crate) default_jwt_ttl: Duration,
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn agent_message(record: &AgentRecord) -> pb::Agent {
+    pb::Agent {
+        spiffe_id: record.spiffe_id.to_string(),
+        attestation_type: record.attestation_type.clone(),
+        attested_at: unix(record.attested_at),
+        svid_expires_at: unix(record.svid_expires_at),
+        banned: record.banned,
+        selectors: record.selectors.clone(),
+    }
+}
+
+fn parse_id(field: &str, raw: &str) -> Result<SpiffeId, Status> {
+    SpiffeId::new(raw).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+}
+
+impl AdminApi {
+    fn new_entry_id() -> Result<EntryId, ServerError> {
+        let mut bytes = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut bytes).map_err(|_| ServerError::Internal("no randomness".into()))?;
+        Ok(EntryId::new(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+    }
+
+    fn typed_entry(&self, wire: Option<Entry>) -> Result<RegistrationEntry, Status> {
+        let wire = wire.ok_or_else(|| Status::invalid_argument("entry is required"))?;
+        let mut entry =
+            RegistrationEntry::try_from(&wire).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if entry.x509_svid_ttl.is_zero() {
+            entry.x509_svid_ttl = self.default_x509_ttl;
+        }
+        if entry.jwt_svid_ttl.is_zero() {
+            entry.jwt_svid_ttl = self.default_jwt_ttl;
+        }
+        entry.validate(&self.trust_domain).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        for name in &entry.dns_names {
+            signet_ca::profile::validate_dns_name(name).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
+        if !entry.parent_id.is_member_of(&self.trust_domain) {
+            return Err(Status::invalid_argument("parent_id must be an agent of this trust domain"));
+        }
+        Ok(entry)
+    }
+
+    async fn store(&self, entry: RegistrationEntry) -> Result<Entry, Status> {
+        self.api.datastore.put_entry(entry.clone()).await.map_err(ServerError::from)?;
+        let wire = Entry::from(&entry);
+        self.api.index.upsert(entry);
+        self.api.metrics.entries.set(i64::try_from(self.api.index.len()).unwrap_or(i64::MAX));
+        Ok(wire)
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminApi {
+    async fn create_entry(&self, request: Request<CreateEntryRequest>) -> Result<Response<Entry>, Status> {
+        let mut entry = self.typed_entry(request.into_inner().entry)?;
+        entry.id = Self::new_entry_id()?;
+        entry.revision = 1;
+        info!(entry = %entry.id, spiffe_id = %entry.spiffe_id, "entry created");
+        Ok(Response::new(self.store(entry).await?))
+    }
+
+    async fn update_entry(&self, request: Request<UpdateEntryRequest>) -> Result<Response<Entry>, Status> {
+        let mut entry = self.typed_entry(request.into_inner().entry)?;
+        let old = self
+            .api
+            .index
+            .get(&entry.id)
+            .ok_or_else(|| Status::not_found(format!("no entry {}", entry.id)))?;
+        entry.revision = old.revision + 1;
+        info!(entry = %entry.id, "entry updated");
+        Ok(Response::new(self.store(entry).await?))
+    }
+
+    async fn delete_entry(&self, request: Request<DeleteEntryRequest>) -> Result<Response<DeleteEntryResponse>, Status> {
+        let id = EntryId::new(request.into_inner().id);
+        if !self.api.datastore.delete_entry(id.clone()).await.map_err(ServerError::from)? {
+            return Err(Status::not_found(format!("no entry {id}")));
+        }
+        self.api.index.remove(&id);
+        self.api.metrics.entries.set(i64::try_from(self.api.index.len()).unwrap_or(i64::MAX));
+        info!(entry = %id, "entry deleted");
+        Ok(Response::new(DeleteEntryResponse {}))
+    }
+
+    async fn get_entry(&self, request: Request<GetEntryRequest>) -> Result<Response<Entry>, Status> {
+        let id = EntryId::new(request.into_inner().id);
+        let entry = self.api.index.get(&id).ok_or_else(|| Status::not_found(format!("no entry {id}")))?;
+        Ok(Response::new(Entry::from(entry.as_ref())))
+    }
+
+    async fn list_entries(&self, request: Request<ListEntriesRequest>) -> Result<Response<ListEntriesResponse>, Status> {
+        let filter = request.into_inner();
+        let parent = (!filter.parent_id.is_empty()).then(|| parse_id("parent_id", &filter.parent_id)).transpose()?;
+        let spiffe = (!filter.spiffe_id.is_empty()).then(|| parse_id("spiffe_id", &filter.spiffe_id)).transpose()?;
+        let entries = self
+            .api
+            .index
+            .all()
+            .iter()
+            .filter(|e| parent.as_ref().is_none_or(|p| &e.parent_id == p))
+            .filter(|e| spiffe.as_ref().is_none_or(|s| &e.spiffe_id == s))
+            .map(|e| Entry::from(e.as_ref()))
+            .collect();
+        Ok(Response::new(ListEntriesResponse { entries }))
+    }
+
+    async fn create_join_token(
+        &self,
+        request: Request<CreateJoinTokenRequest>,
+    ) -> Result<Response<CreateJoinTokenResponse>, Status> {
+        let ttl = match request.into_inner().ttl_seconds {
+            0 => DEFAULT_JOIN_TOKEN_TTL,
+            secs => Duration::from_secs(secs.into()),
+        };
+        if ttl > MAX_JOIN_TOKEN_TTL {
+            return Err(Status::invalid_argument("join tokens may live at most 7 days"));
+        }
+        let token = generate_token()?;
+        let agent_id = agent_id_for(&self.trust_domain, &token)?;
+        let expires_at = SystemTime::now() + ttl;
+        self.api
+            .datastore
+            .create_join_token(hash_token(&token), agent_id.clone(), expires_at)
+            .await
+            .map_err(ServerError::from)?;
+        info!(agent = %agent_id, "join token created");
+        Ok(Response::new(CreateJoinTokenResponse {
+            token,
+            agent_id: agent_id.to_string(),
+            expires_at: unix(expires_at),
+        }))
+    }
+
+    async fn list_agents(&self, _request: Request<ListAgentsRequest>) -> Result<Response<ListAgentsResponse>, Status> {
+        let agents = self.api.datastore.list_agents().await.map_err(ServerError::from)?;
+        Ok(Response::new(ListAgentsResponse { agents: agents.iter().map(agent_message).collect() }))
+    }
+
+    async fn evict_agent(&self, request: Request<pb::AgentRequest>) -> Result<Response<pb::AgentResponse>, Status> {
+        let id = parse_id("spiffe_id", &request.into_inner().spiffe_id)?;
+        let record = self.find_agent(&id).await?;
+        self.api.datastore.delete_agent(id.clone()).await.map_err(ServerError::from)?;
+        self.api.agents.evict(&id);
+        info!(agent = %id, "agent evicted");
+        Ok(Response::new(pb::AgentResponse { agent: Some(agent_message(&record)) }))
+    }
+
+    async fn ban_agent(&self, request: Request<pb::AgentRequest>) -> Result<Response<pb::AgentResponse>, Status> {
+        let id = parse_id("spiffe_id", &request.into_inner().spiffe_id)?;
+        let mut record = self.find_agent(&id).await?;
+        self.api.datastore.ban_agent(id.clone()).await.map_err(ServerError::from)?;
+        self.api.agents.ban(id.clone());
+        record.banned = true;
+        info!(agent = %id, "agent banned");
+        Ok(Response::new(pb::AgentResponse { agent: Some(agent_message(&record)) }))
+    }
+
+    async fn get_bundle(&self, _request: Request<GetBundleRequest>) -> Result<Response<BundleMessage>, Status> {
+        let bundle = self.api.authority.bundle();
+        Ok(Response::new(BundleMessage {
+            trust_domain: bundle.trust_domain().to_string(),
+            spiffe_json: bundle.to_spiffe_json().into_bytes(),
+            sequence: bundle.sequence().unwrap_or(0),
+        }))
+    }
+}
+
+impl AdminApi {
+    async fn find_agent(&self, id: &SpiffeId) -> Result<AgentRecord, Status> {
+        self.api
+            .datastore
+            .list_agents()
+            .await
+            .map_err(ServerError::from)?
+            .into_iter()
+            .find(|a| &a.spiffe_id == id)
+            .ok_or_else(|| Status::not_found(format!("no agent {id}")))
+    }
+}

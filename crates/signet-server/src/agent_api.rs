@@ -1,0 +1,353 @@
+//! The agent API (`signet.agent.v1.AgentService`): node attestation, entry sync, and signing
+//! restricted to the entries parented to the calling agent.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::Stream;
+use signet_core::{EntryId, RegistrationEntry};
+use signet_proto::agent::{
+    self as pb, AttestAgentRequest, AttestAgentResponse, MintJwtSvidRequest, MintJwtSvidResponse,
+    RenewAgentRequest, RenewAgentResponse, SignX509SvidsRequest, SignX509SvidsResponse,
+    SyncEntriesRequest, SyncEntriesResponse, agent_service_server::AgentService,
+};
+use signet_spiffe::{Bundle, SpiffeId};
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use crate::agents::{AgentRefusal, AgentRegistry};
+use crate::authority::AuthorityService;
+use crate::datastore::{AgentRecord, Datastore, TokenRedemption};
+use crate::index::EntryIndex;
+use crate::join_token::hash_token;
+use crate::metrics::{AttestationLabels, ServerMetrics, SvidLabels};
+
+/// Most entries in one snapshot or delta message (keeps messages far below gRPC limits).
+pub const MAX_ENTRIES_PER_MESSAGE: usize = 1000;
+/// Most CSRs in one signing batch.
+pub const MAX_CSRS_PER_BATCH: usize = 1000;
+
+/// Shared state of the agent API.
+#[derive(Debug, Clone)]
+pub struct AgentApi {
+    pub(crate) authority: Arc<AuthorityService>,
+    pub(crate) index: Arc<EntryIndex>,
+    pub(crate) agents: Arc<AgentRegistry>,
+    pub(crate) datastore: Datastore,
+    pub(crate) metrics: Arc<ServerMetrics>,
+    pub(crate) agent_svid_ttl: Duration,
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn bundle_message(bundle: &Bundle) -> pb::Bundle {
+    pb::Bundle {
+        trust_domain: bundle.trust_domain().to_string(),
+        spiffe_json: bundle.to_spiffe_json().into_bytes(),
+        sequence: bundle.sequence().unwrap_or(0),
+    }
+}
+
+fn is_agent_id(id: &SpiffeId) -> bool {
+    let mut segments = id.segments();
+    segments.next() == Some("signet") && segments.next() == Some("agent")
+}
+
+impl AgentApi {
+    /// The calling agent, authenticated by its client certificate (already chain-verified by
+    /// the TLS layer) and still known and not banned.
+    fn authorize<T>(&self, request: &Request<T>) -> Result<SpiffeId, Status> {
+        let certs = request
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(TlsConnectInfo::peer_certs)
+            .ok_or_else(|| Status::unauthenticated("an agent X509-SVID client certificate is required"))?;
+        let id = signet_tls::peer_id(&certs)
+            .filter(is_agent_id)
+            .ok_or_else(|| Status::unauthenticated("the client certificate is not an agent SVID"))?;
+        match self.agents.check(&id) {
+            Ok(()) => Ok(id),
+            Err(AgentRefusal::Unknown) => {
+                Err(Status::permission_denied(format!("agent {id} is not attested (evicted?); attest again")))
+            }
+            Err(AgentRefusal::Banned) => Err(Status::permission_denied(format!("agent {id} is banned"))),
+        }
+    }
+
+    async fn attest_join_token(&self, token: &str, csr: &[u8]) -> Result<AttestAgentResponse, Status> {
+        let refuse = |metrics: &ServerMetrics, result: &'static str, message: &str| {
+            metrics.attestations.get_or_create(&AttestationLabels { result }).inc();
+            warn!(result, "join token attestation refused");
+            Status::permission_denied(message.to_owned())
+        };
+        if token.is_empty() || token.len() > 256 {
+            return Err(refuse(&self.metrics, "malformed", "join token is malformed"));
+        }
+        let outcome = self
+            .datastore
+            .redeem_join_token(hash_token(token), SystemTime::now())
+            .await
+            .map_err(crate::error::ServerError::from)?;
+        let agent_id = match outcome {
+            TokenRedemption::Accepted(id) => id,
+            TokenRedemption::Unknown => return Err(refuse(&self.metrics, "unknown_token", "join token is not valid")),
+            TokenRedemption::AlreadyUsed => {
+                return Err(refuse(&self.metrics, "reused_token", "join token was already used"));
+            }
+            TokenRedemption::Expired => return Err(refuse(&self.metrics, "expired_token", "join token has expired")),
+        };
+        if self.agents.is_banned(&agent_id) {
+            return Err(refuse(&self.metrics, "banned", "this agent is banned"));
+        }
+        let minted = self.authority.mint_agent_svid(csr, &agent_id, self.agent_svid_ttl)?;
+        let now = SystemTime::now();
+        self.datastore
+            .upsert_agent(AgentRecord {
+                spiffe_id: agent_id.clone(),
+                attestation_type: "join_token".into(),
+                attested_at: now,
+                svid_expires_at: minted.not_after,
+                banned: false,
+                selectors: Vec::new(),
+            })
+            .await
+            .map_err(crate::error::ServerError::from)?;
+        self.agents.attested(agent_id.clone());
+        self.metrics.attestations.get_or_create(&AttestationLabels { result: "ok" }).inc();
+        self.metrics.svids_signed.get_or_create(&SvidLabels { kind: "agent" }).inc();
+        info!(agent = %agent_id, "agent attested with a join token");
+        Ok(AttestAgentResponse {
+            spiffe_id: agent_id.to_string(),
+            svid_chain: minted.chain.iter().flat_map(|c| c.iter().copied()).collect(),
+            bundle: Some(bundle_message(&self.authority.bundle())),
+        })
+    }
+}
+
+enum SyncEvent {
+    Entries,
+    Bundle,
+    Agents,
+    Closed,
+}
+
+type SyncStream = Pin<Box<dyn Stream<Item = Result<SyncEntriesResponse, Status>> + Send>>;
+
+fn delta(
+    sent: &mut HashMap<EntryId, Arc<RegistrationEntry>>,
+    current: &crate::index::AgentEntries,
+) -> (Vec<pb::Entry>, Vec<String>) {
+    let mut upserted = Vec::new();
+    for (id, entry) in current {
+        let same = sent.get(id).is_some_and(|old| Arc::ptr_eq(old, entry) || **old == **entry);
+        if !same {
+            upserted.push(pb::Entry::from(entry.as_ref()));
+            sent.insert(id.clone(), entry.clone());
+        }
+    }
+    let removed: Vec<String> =
+        sent.keys().filter(|id| !current.contains_key(*id)).map(ToString::to_string).collect();
+    for id in &removed {
+        sent.remove(&EntryId::new(id.clone()));
+    }
+    (upserted, removed)
+}
+
+#[tonic::async_trait]
+impl AgentService for AgentApi {
+    async fn attest_agent(
+        &self,
+        request: Request<AttestAgentRequest>,
+    ) -> Result<Response<AttestAgentResponse>, Status> {
+        let body = request.into_inner();
+        match body.attestation {
+            Some(pb::attest_agent_request::Attestation::JoinToken(token)) => {
+                Ok(Response::new(self.attest_join_token(&token, &body.csr).await?))
+            }
+            Some(pb::attest_agent_request::Attestation::K8sPsatToken(_)) => Err(Status::unimplemented(
+                "k8s_psat attestation needs the server in Kubernetes mode",
+            )),
+            None => Err(Status::invalid_argument("no attestation data")),
+        }
+    }
+
+    type SyncEntriesStream = SyncStream;
+
+    async fn sync_entries(
+        &self,
+        request: Request<SyncEntriesRequest>,
+    ) -> Result<Response<Self::SyncEntriesStream>, Status> {
+        let agent = self.authorize(&request)?;
+        let index = self.index.clone();
+        let authority = self.authority.clone();
+        let agents = self.agents.clone();
+        let metrics = self.metrics.clone();
+        let mut entries_changed = index.subscribe(&agent);
+        let mut bundle_changed = authority.subscribe_bundle();
+        let mut agents_changed = agents.subscribe();
+        info!(%agent, "agent connected for entry sync");
+        let stream = async_stream::try_stream! {
+            metrics.sync_streams.inc();
+            let _guard = GaugeGuard(metrics.clone());
+            let mut sequence = 0u64;
+            let mut next = |update| {
+                sequence += 1;
+                SyncEntriesResponse { sequence, update: Some(update), tainted_authorities: authority.tainted_authorities() }
+            };
+            bundle_changed.borrow_and_update();
+            yield next(pb::sync_entries_response::Update::Bundle(bundle_message(&authority.bundle())));
+            entries_changed.borrow_and_update();
+            let snapshot = index.agent_entries(&agent);
+            let mut sent: HashMap<EntryId, Arc<RegistrationEntry>> = snapshot.clone().into_iter().collect();
+            let all: Vec<pb::Entry> = snapshot.values().map(|e| pb::Entry::from(e.as_ref())).collect();
+            let chunks: Vec<Vec<pb::Entry>> = if all.is_empty() { vec![Vec::new()] } else { all.chunks(MAX_ENTRIES_PER_MESSAGE).map(<[_]>::to_vec).collect() };
+            let count = chunks.len();
+            for (i, entries) in chunks.into_iter().enumerate() {
+                yield next(pb::sync_entries_response::Update::Snapshot(pb::EntriesChunk { entries, last: i + 1 == count }));
+            }
+            loop {
+                // `select!` only picks the event: async-stream cannot see `yield` or `?` inside
+                // another macro's body.
+                let event = tokio::select! {
+                    r = entries_changed.changed() => if r.is_err() { SyncEvent::Closed } else { SyncEvent::Entries },
+                    r = bundle_changed.changed() => if r.is_err() { SyncEvent::Closed } else { SyncEvent::Bundle },
+                    r = agents_changed.changed() => if r.is_err() { SyncEvent::Closed } else { SyncEvent::Agents },
+                };
+                match event {
+                    SyncEvent::Closed => break,
+                    SyncEvent::Entries => {
+                        entries_changed.borrow_and_update();
+                        let current = index.agent_entries(&agent);
+                        let (upserted, removed) = delta(&mut sent, &current);
+                        let mut upserted = upserted.into_iter().peekable();
+                        let mut removed = Some(removed);
+                        while upserted.peek().is_some() || removed.as_ref().is_some_and(|r| !r.is_empty()) {
+                            let batch: Vec<pb::Entry> = upserted.by_ref().take(MAX_ENTRIES_PER_MESSAGE).collect();
+                            let gone = removed.take().unwrap_or_default();
+                            yield next(pb::sync_entries_response::Update::Delta(pb::EntriesDelta { upserted: batch, removed: gone }));
+                        }
+                    }
+                    SyncEvent::Bundle => {
+                        let bundle = bundle_changed.borrow_and_update().clone();
+                        yield next(pb::sync_entries_response::Update::Bundle(bundle_message(&bundle)));
+                    }
+                    SyncEvent::Agents => {
+                        agents_changed.borrow_and_update();
+                        if agents.check(&agent).is_err() {
+                            Err(Status::permission_denied(format!("agent {agent} was evicted or banned")))?;
+                        }
+                    }
+                }
+            }
+        };
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn sign_x509_svids(
+        &self,
+        request: Request<SignX509SvidsRequest>,
+    ) -> Result<Response<SignX509SvidsResponse>, Status> {
+        let agent = self.authorize(&request)?;
+        let requests = request.into_inner().requests;
+        if requests.len() > MAX_CSRS_PER_BATCH {
+            return Err(Status::invalid_argument(format!("at most {MAX_CSRS_PER_BATCH} CSRs per batch")));
+        }
+        let this = self.clone();
+        let results = tokio::task::spawn_blocking(move || {
+            requests
+                .into_iter()
+                .map(|item| {
+                    let id = EntryId::new(item.entry_id.clone());
+                    let Some(entry) = this.index.authorized_entry(&agent, &id) else {
+                        this.metrics.svids_refused.get_or_create(&SvidLabels { kind: "x509" }).inc();
+                        warn!(%agent, entry = %id, "refused to sign: entry is not parented to this agent");
+                        return pb::SvidResult { entry_id: item.entry_id, error: "entry not found for this agent".into(), ..Default::default() };
+                    };
+                    let req = signet_ca::X509SvidRequest {
+                        csr_der: &item.csr,
+                        spiffe_id: &entry.spiffe_id,
+                        ttl: entry.x509_svid_ttl,
+                        dns_names: &entry.dns_names,
+                        csr_id_rule: signet_ca::CsrIdRule::Exact,
+                    };
+                    match this.authority.mint_x509(&req) {
+                        Ok(minted) => {
+                            this.metrics.svids_signed.get_or_create(&SvidLabels { kind: "x509" }).inc();
+                            pb::SvidResult {
+                                entry_id: item.entry_id,
+                                svid_chain: minted.chain.iter().flat_map(|c| c.iter().copied()).collect(),
+                                expires_at: unix(minted.not_after),
+                                error: String::new(),
+                                authority_id: minted.authority_id,
+                            }
+                        }
+                        Err(error) => {
+                            this.metrics.svids_refused.get_or_create(&SvidLabels { kind: "x509" }).inc();
+                            warn!(%agent, entry = %id, %error, "refused to sign");
+                            pb::SvidResult { entry_id: item.entry_id, error: error.to_string(), ..Default::default() }
+                        }
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(SignX509SvidsResponse { results }))
+    }
+
+    async fn mint_jwt_svid(
+        &self,
+        request: Request<MintJwtSvidRequest>,
+    ) -> Result<Response<MintJwtSvidResponse>, Status> {
+        let agent = self.authorize(&request)?;
+        let body = request.into_inner();
+        let id = EntryId::new(body.entry_id);
+        let entry = self
+            .index
+            .authorized_entry(&agent, &id)
+            .ok_or_else(|| Status::permission_denied("entry not found for this agent"))?;
+        if body.audience.is_empty() {
+            return Err(Status::invalid_argument("audience is required"));
+        }
+        let req = signet_ca::JwtSvidRequest {
+            spiffe_id: &entry.spiffe_id,
+            audience: &body.audience,
+            ttl: entry.jwt_svid_ttl,
+            issuer: None,
+        };
+        let token = self.authority.mint_jwt(&req)?;
+        self.metrics.svids_signed.get_or_create(&SvidLabels { kind: "jwt" }).inc();
+        let expires_at = signet_spiffe::JwtSvid::parse_insecure(&token).map(|t| unix(t.expiry())).unwrap_or(0);
+        Ok(Response::new(MintJwtSvidResponse { token, expires_at }))
+    }
+
+    async fn renew_agent(
+        &self,
+        request: Request<RenewAgentRequest>,
+    ) -> Result<Response<RenewAgentResponse>, Status> {
+        let agent = self.authorize(&request)?;
+        let csr = request.into_inner().csr;
+        let minted = self.authority.mint_agent_svid(&csr, &agent, self.agent_svid_ttl)?;
+        self.datastore
+            .set_agent_svid_expiry(agent.clone(), minted.not_after)
+            .await
+            .map_err(crate::error::ServerError::from)?;
+        self.metrics.svids_signed.get_or_create(&SvidLabels { kind: "agent" }).inc();
+        Ok(Response::new(RenewAgentResponse {
+            svid_chain: minted.chain.iter().flat_map(|c| c.iter().copied()).collect(),
+        }))
+    }
+}
+
+struct GaugeGuard(Arc<ServerMetrics>);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.sync_streams.dec();
+    }
+}

@@ -1,0 +1,224 @@
+//! The CA as a server component: minting under a lock, periodic rotation, the published bundle
+//! (watch channel, files) and the server's own TLS SVID.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType};
+use rustls_pki_types::CertificateDer;
+use signet_ca::{
+    AuthorityKind, CertificateAuthority, CsrIdRule, JwtSvidRequest, MintedX509Svid, RotationEvent,
+    X509SvidRequest,
+};
+use signet_spiffe::{Bundle, BundleSet, SpiffeId};
+use signet_tls::{BundleSource, RotatingSvid};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::error::ServerError;
+
+/// Lifetime of the server's own TLS SVID.
+const SERVER_SVID_TTL: Duration = Duration::from_secs(3600);
+
+/// The signing authority shared by the server's services.
+#[derive(Debug)]
+pub struct AuthorityService {
+    ca: RwLock<CertificateAuthority>,
+    bundle: watch::Sender<Arc<Bundle>>,
+    server_svid: Arc<RotatingSvid>,
+    server_svid_expiry: RwLock<SystemTime>,
+    bundle_files: Option<(PathBuf, PathBuf)>,
+}
+
+impl AuthorityService {
+    /// Wraps an opened CA; `bundle_dir` receives `bundle.pem` and `bundle.json`.
+    pub fn new(ca: CertificateAuthority, bundle_dir: Option<PathBuf>) -> Result<Arc<Self>, ServerError> {
+        let bundle = ca.bundle()?;
+        let service = Arc::new(Self {
+            ca: RwLock::new(ca),
+            bundle: watch::channel(Arc::new(bundle)).0,
+            server_svid: Arc::new(RotatingSvid::new()),
+            server_svid_expiry: RwLock::new(SystemTime::UNIX_EPOCH),
+            bundle_files: bundle_dir.map(|d| (d.join("bundle.pem"), d.join("bundle.json"))),
+        });
+        service.write_bundle_files()?;
+        service.renew_server_svid()?;
+        Ok(service)
+    }
+
+    fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, CertificateAuthority>, ServerError> {
+        self.ca.read().map_err(|_| ServerError::Internal("CA lock poisoned".into()))
+    }
+
+    fn write(&self) -> Result<std::sync::RwLockWriteGuard<'_, CertificateAuthority>, ServerError> {
+        self.ca.write().map_err(|_| ServerError::Internal("CA lock poisoned".into()))
+    }
+
+    /// The trust domain's SPIFFE ID for the server.
+    pub fn server_id(&self) -> Result<SpiffeId, ServerError> {
+        let td = self.read()?.trust_domain().clone();
+        signet_core::server_id(&td).map_err(|e| ServerError::Internal(e.to_string()))
+    }
+
+    /// The current bundle.
+    pub fn bundle(&self) -> Arc<Bundle> {
+        self.bundle.borrow().clone()
+    }
+
+    /// Notified on every bundle change.
+    pub fn subscribe_bundle(&self) -> watch::Receiver<Arc<Bundle>> {
+        self.bundle.subscribe()
+    }
+
+    /// The server's TLS certificate resolver.
+    pub fn server_svid(&self) -> Arc<RotatingSvid> {
+        self.server_svid.clone()
+    }
+
+    /// Tainted X.509 authority ids.
+    pub fn tainted_authorities(&self) -> Vec<String> {
+        self.read().map(|ca| ca.tainted_x509_authorities()).unwrap_or_default()
+    }
+
+    /// Signs a workload X509-SVID.
+    pub fn mint_x509(&self, request: &X509SvidRequest<'_>) -> Result<MintedX509Svid, ServerError> {
+        Ok(self.read()?.mint_x509_svid(request)?)
+    }
+
+    /// Mints a JWT-SVID.
+    pub fn mint_jwt(&self, request: &JwtSvidRequest<'_>) -> Result<String, ServerError> {
+        Ok(self.read()?.mint_jwt_svid(request)?)
+    }
+
+    /// Signs an agent SVID: the CSR may omit the ID, which the server assigns.
+    pub fn mint_agent_svid(&self, csr: &[u8], id: &SpiffeId, ttl: Duration) -> Result<MintedX509Svid, ServerError> {
+        let request = X509SvidRequest {
+            csr_der: csr,
+            spiffe_id: id,
+            ttl,
+            dns_names: &[],
+            csr_id_rule: CsrIdRule::ExactOrNone,
+        };
+        Ok(self.read()?.mint_x509_svid(&request)?)
+    }
+
+    /// Runs time-driven rotation; publishes the bundle if it changed.
+    pub fn tick(&self) -> Result<Vec<RotationEvent>, ServerError> {
+        let events = self.write()?.tick()?;
+        self.after_change(&events)?;
+        if self.server_svid_due() {
+            self.renew_server_svid()?;
+        }
+        Ok(events)
+    }
+
+    /// Operator commands (`signet ca prepare|activate|taint|revoke`).
+    pub fn command(&self, f: impl FnOnce(&mut CertificateAuthority) -> Result<Vec<RotationEvent>, signet_ca::Error>) -> Result<Vec<RotationEvent>, ServerError> {
+        let events = f(&mut *self.write()?)?;
+        self.after_change(&events)?;
+        Ok(events)
+    }
+
+    fn after_change(&self, events: &[RotationEvent]) -> Result<(), ServerError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        for event in events {
+            info!(?event, "CA rotation");
+        }
+        let bundle = self.read()?.bundle()?;
+        let changed = self.bundle.borrow().sequence() != bundle.sequence();
+        if changed || events.iter().any(|e| matches!(e, RotationEvent::Tainted(_))) {
+            self.bundle.send_replace(Arc::new(bundle));
+            self.write_bundle_files()?;
+        }
+        if events.iter().any(|e| matches!(e, RotationEvent::Activated(_))) {
+            self.renew_server_svid()?;
+        }
+        Ok(())
+    }
+
+    fn server_svid_due(&self) -> bool {
+        let expiry = self.server_svid_expiry.read().map(|e| *e).unwrap_or(SystemTime::UNIX_EPOCH);
+        let half = SERVER_SVID_TTL / 2;
+        expiry.duration_since(SystemTime::now()).map_or(true, |left| left < half)
+    }
+
+    /// Issues the server's TLS SVID (`spiffe://<td>/signet/server`) with a fresh key.
+    fn renew_server_svid(&self) -> Result<(), ServerError> {
+        let id = self.server_id()?;
+        let key = KeyPair::generate().map_err(|e| ServerError::Internal(e.to_string()))?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        let uri = id.as_str().try_into().map_err(|e: rcgen::Error| ServerError::Internal(e.to_string()))?;
+        params.subject_alt_names = vec![SanType::URI(uri)];
+        let csr = params.serialize_request(&key).map_err(|e| ServerError::Internal(e.to_string()))?;
+        let request = X509SvidRequest {
+            csr_der: csr.der(),
+            spiffe_id: &id,
+            ttl: SERVER_SVID_TTL,
+            dns_names: &[],
+            csr_id_rule: CsrIdRule::Exact,
+        };
+        // The server ID is reserved for workloads but minted here directly by the CA.
+        let minted = self.read()?.mint_x509_svid(&request)?;
+        let chain: Vec<CertificateDer<'static>> = minted.chain.clone();
+        let certified = signet_tls::certified_key(chain, &key.serialize_der())
+            .map_err(|e| ServerError::Internal(e.to_string()))?;
+        self.server_svid.set(certified);
+        if let Ok(mut expiry) = self.server_svid_expiry.write() {
+            *expiry = minted.not_after;
+        }
+        Ok(())
+    }
+
+    fn write_bundle_files(&self) -> Result<(), ServerError> {
+        let Some((pem_path, json_path)) = &self.bundle_files else { return Ok(()) };
+        let bundle = self.bundle();
+        for (path, content) in [(pem_path, bundle.to_pem()), (json_path, bundle.to_spiffe_json())] {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, content.as_bytes())
+                .and_then(|()| std::fs::rename(&tmp, path))
+                .map_err(|e| ServerError::Io(format!("writing {}: {e}", path.display())))?;
+        }
+        Ok(())
+    }
+
+    /// The CA's authorities, for `signet ca show`.
+    pub fn authorities(&self) -> Vec<signet_ca::AuthorityInfo> {
+        self.read().map(|ca| ca.authorities()).unwrap_or_default()
+    }
+
+    /// Forces rotation steps (exposed for tests and the admin CLI).
+    pub fn force(&self, kind: AuthorityKind, step: &str) -> Result<Vec<RotationEvent>, ServerError> {
+        match step {
+            "prepare" => self.command(|ca| ca.prepare(kind)),
+            "activate" => self.command(|ca| ca.activate(kind)),
+            other => Err(ServerError::InvalidArgument(format!("unknown CA step {other:?}"))),
+        }
+    }
+
+    /// Spawns the rotation loop.
+    pub fn spawn_rotation(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                if let Err(error) = this.tick() {
+                    warn!(%error, "CA rotation step failed; retrying");
+                }
+            }
+        })
+    }
+}
+
+impl BundleSource for AuthorityService {
+    fn bundles(&self) -> Arc<BundleSet> {
+        let mut set = BundleSet::new();
+        set.insert((*self.bundle()).clone());
+        Arc::new(set)
+    }
+}

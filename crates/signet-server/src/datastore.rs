@@ -1,0 +1,375 @@
+//! The standalone datastore: SQLite in WAL mode with numbered migrations, holding entries, join
+//! tokens, attested agents and the CA journal. Calls run on the blocking pool.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use signet_core::{EntryId, RegistrationEntry};
+use signet_spiffe::SpiffeId;
+
+/// Datastore failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DatastoreError {
+    /// The database file cannot be opened or is not a healthy SQLite database.
+    #[error("database {path} is unusable: {reason}. Restore it from a backup or move it away deliberately")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What SQLite said.
+        reason: String,
+    },
+    /// The database was written by a newer Signet.
+    #[error("database schema version {found} is newer than this Signet supports ({supported})")]
+    TooNew {
+        /// Version found.
+        found: i64,
+        /// Highest version this build knows.
+        supported: i64,
+    },
+    /// A query failed.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored row does not decode.
+    #[error("stored {what} does not decode: {reason}")]
+    Decode {
+        /// Which kind of row.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The blocking task panicked or was cancelled.
+    #[error("datastore task failed: {0}")]
+    Task(String),
+}
+
+type Result<T, E = DatastoreError> = std::result::Result<T, E>;
+
+/// Each step brings the schema from version `index` to `index + 1`.
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE entries (
+        id TEXT PRIMARY KEY,
+        spiffe_id TEXT NOT NULL,
+        parent_id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        revision INTEGER NOT NULL
+     );
+     CREATE INDEX entries_parent ON entries(parent_id);
+     CREATE TABLE join_tokens (
+        token_hash TEXT PRIMARY KEY,
+        agent_id TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at INTEGER
+     );
+     CREATE TABLE agents (
+        spiffe_id TEXT PRIMARY KEY,
+        attestation_type TEXT NOT NULL,
+        attested_at INTEGER NOT NULL,
+        svid_expires_at INTEGER NOT NULL,
+        banned INTEGER NOT NULL DEFAULT 0,
+        selectors TEXT NOT NULL DEFAULT '[]'
+     );
+     CREATE TABLE ca_journal (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        event TEXT NOT NULL
+     );",
+];
+
+/// An attested agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRecord {
+    /// The agent's SPIFFE ID.
+    pub spiffe_id: SpiffeId,
+    /// `join_token` or `k8s_psat`.
+    pub attestation_type: String,
+    /// When it attested.
+    pub attested_at: SystemTime,
+    /// When its current SVID expires.
+    pub svid_expires_at: SystemTime,
+    /// Banned agents may not attest again.
+    pub banned: bool,
+    /// Node selectors from attestation.
+    pub selectors: Vec<String>,
+}
+
+/// The outcome of redeeming a join token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenRedemption {
+    /// Valid: the agent gets this ID.
+    Accepted(SpiffeId),
+    /// Never issued.
+    Unknown,
+    /// Already used once.
+    AlreadyUsed,
+    /// Past its expiry.
+    Expired,
+}
+
+/// Handle to the SQLite database.
+#[derive(Debug, Clone)]
+pub struct Datastore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn from_unix(secs: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+}
+
+impl Datastore {
+    /// Opens (creating if needed) and migrates the database; a damaged file is an error.
+    pub fn open(path: &Path) -> Result<Self> {
+        let corrupt = |reason: String| DatastoreError::Corrupt { path: path.to_owned(), reason };
+        let conn = Connection::open(path).map_err(|e| corrupt(e.to_string()))?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(|e| corrupt(e.to_string()))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(corrupt(format!("cannot enable WAL (journal_mode is {mode})")));
+        }
+        let check: String = conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(|e| corrupt(e.to_string()))?;
+        if check != "ok" {
+            return Err(corrupt(check));
+        }
+        conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")?;
+        let store = Self { conn: Arc::new(Mutex::new(conn)) };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let mut conn = self.lock()?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let supported = MIGRATIONS.len() as i64;
+        if version > supported {
+            return Err(DatastoreError::TooNew { found: version, supported });
+        }
+        for (index, step) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(step)?;
+            tx.pragma_update(None, "user_version", index as i64 + 1)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>> {
+        self.conn.lock().map_err(|_| DatastoreError::Task("database mutex poisoned".into()))
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard =
+                conn.lock().map_err(|_| DatastoreError::Task("database mutex poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| DatastoreError::Task(e.to_string()))?
+    }
+
+    /// All entries.
+    pub async fn list_entries(&self) -> Result<Vec<RegistrationEntry>> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare("SELECT body FROM entries ORDER BY id")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            rows.map(|body| decode_entry(&body?)).collect()
+        })
+        .await
+    }
+
+    /// Inserts or replaces an entry.
+    pub async fn put_entry(&self, entry: RegistrationEntry) -> Result<()> {
+        let body = serde_json::to_string(&entry)
+            .map_err(|e| DatastoreError::Decode { what: "entry", reason: e.to_string() })?;
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO entries (id, spiffe_id, parent_id, body, revision) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(id) DO UPDATE SET spiffe_id=excluded.spiffe_id, parent_id=excluded.parent_id,
+                 body=excluded.body, revision=excluded.revision",
+                params![
+                    entry.id.as_str(),
+                    entry.spiffe_id.as_str(),
+                    entry.parent_id.as_str(),
+                    body,
+                    i64::try_from(entry.revision).unwrap_or(i64::MAX)
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Deletes an entry; returns whether it existed.
+    pub async fn delete_entry(&self, id: EntryId) -> Result<bool> {
+        self.call(move |conn| Ok(conn.execute("DELETE FROM entries WHERE id = ?1", [id.as_str()])? > 0))
+            .await
+    }
+
+    /// Stores a join token by its hash.
+    pub async fn create_join_token(
+        &self,
+        token_hash: String,
+        agent_id: SpiffeId,
+        expires_at: SystemTime,
+    ) -> Result<()> {
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO join_tokens (token_hash, agent_id, expires_at) VALUES (?1, ?2, ?3)",
+                params![token_hash, agent_id.as_str(), unix(expires_at)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Redeems a join token atomically: at most one caller ever gets `Accepted`.
+    pub async fn redeem_join_token(&self, token_hash: String, now: SystemTime) -> Result<TokenRedemption> {
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let row: Option<(String, i64, Option<i64>)> = tx
+                .query_row(
+                    "SELECT agent_id, expires_at, used_at FROM join_tokens WHERE token_hash = ?1",
+                    [&token_hash],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            let outcome = match row {
+                None => TokenRedemption::Unknown,
+                Some((_, _, Some(_))) => TokenRedemption::AlreadyUsed,
+                Some((_, expires_at, None)) if expires_at <= unix(now) => TokenRedemption::Expired,
+                Some((agent_id, _, None)) => {
+                    tx.execute(
+                        "UPDATE join_tokens SET used_at = ?1 WHERE token_hash = ?2 AND used_at IS NULL",
+                        params![unix(now), token_hash],
+                    )?;
+                    let id = SpiffeId::new(&agent_id).map_err(|e| DatastoreError::Decode {
+                        what: "join token",
+                        reason: e.to_string(),
+                    })?;
+                    TokenRedemption::Accepted(id)
+                }
+            };
+            tx.commit()?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    /// Records or refreshes an attested agent, keeping its ban flag.
+    pub async fn upsert_agent(&self, record: AgentRecord) -> Result<()> {
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO agents (spiffe_id, attestation_type, attested_at, svid_expires_at, banned, selectors)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(spiffe_id) DO UPDATE SET attestation_type=excluded.attestation_type,
+                 attested_at=excluded.attested_at, svid_expires_at=excluded.svid_expires_at,
+                 selectors=excluded.selectors",
+                params![
+                    record.spiffe_id.as_str(),
+                    record.attestation_type,
+                    unix(record.attested_at),
+                    unix(record.svid_expires_at),
+                    record.banned,
+                    serde_json::to_string(&record.selectors).unwrap_or_else(|_| "[]".into()),
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Updates the expiry of an agent's SVID after renewal.
+    pub async fn set_agent_svid_expiry(&self, id: SpiffeId, expires_at: SystemTime) -> Result<()> {
+        self.call(move |conn| {
+            conn.execute(
+                "UPDATE agents SET svid_expires_at = ?1 WHERE spiffe_id = ?2",
+                params![unix(expires_at), id.as_str()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// All agents.
+    pub async fn list_agents(&self) -> Result<Vec<AgentRecord>> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT spiffe_id, attestation_type, attested_at, svid_expires_at, banned, selectors FROM agents ORDER BY spiffe_id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, bool>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })?;
+            rows.map(|row| {
+                let (id, kind, attested, expires, banned, selectors) = row?;
+                Ok(AgentRecord {
+                    spiffe_id: SpiffeId::new(&id)
+                        .map_err(|e| DatastoreError::Decode { what: "agent", reason: e.to_string() })?,
+                    attestation_type: kind,
+                    attested_at: from_unix(attested),
+                    svid_expires_at: from_unix(expires),
+                    banned,
+                    selectors: serde_json::from_str(&selectors).unwrap_or_default(),
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    /// Removes an agent (eviction): its SVID is no longer accepted and it must attest again.
+    pub async fn delete_agent(&self, id: SpiffeId) -> Result<bool> {
+        self.call(move |conn| Ok(conn.execute("DELETE FROM agents WHERE spiffe_id = ?1", [id.as_str()])? > 0))
+            .await
+    }
+
+    /// Bans an agent; returns whether it existed.
+    pub async fn ban_agent(&self, id: SpiffeId) -> Result<bool> {
+        self.call(move |conn| {
+            Ok(conn.execute("UPDATE agents SET banned = 1 WHERE spiffe_id = ?1", [id.as_str()])? > 0)
+        })
+        .await
+    }
+
+    /// Appends a CA event to the journal.
+    pub async fn journal(&self, event: String) -> Result<()> {
+        self.call(move |conn| {
+            conn.execute("INSERT INTO ca_journal (at, event) VALUES (?1, ?2)", params![unix(SystemTime::now()), event])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The last `limit` journal events, oldest first.
+    pub async fn journal_tail(&self, limit: u32) -> Result<Vec<String>> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare("SELECT event FROM (SELECT id, event FROM ca_journal ORDER BY id DESC LIMIT ?1) ORDER BY id")?;
+            let rows = stmt.query_map([limit], |r| r.get::<_, String>(0))?;
+            rows.collect::<std::result::Result<_, _>>().map_err(Into::into)
+        })
+        .await
+    }
+}
+
+fn decode_entry(body: &str) -> Result<RegistrationEntry> {
+    serde_json::from_str(body).map_err(|e| DatastoreError::Decode { what: "entry", reason: e.to_string() })
+}

@@ -1,0 +1,185 @@
+//! The entry index: entries grouped by the agent they are parented to, with a change signal per
+//! agent so that only that agent's sync streams wake up.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use signet_core::{EntryId, RegistrationEntry};
+use signet_spiffe::SpiffeId;
+use tokio::sync::watch;
+
+/// Entries of one agent.
+pub type AgentEntries = BTreeMap<EntryId, Arc<RegistrationEntry>>;
+
+#[derive(Debug)]
+struct Slot {
+    entries: AgentEntries,
+    changed: watch::Sender<u64>,
+}
+
+impl Slot {
+    fn new() -> Self {
+        Self { entries: BTreeMap::new(), changed: watch::channel(0).0 }
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|revision| *revision += 1);
+    }
+}
+
+/// Entries by id and by parent agent.
+#[derive(Debug, Default)]
+pub struct EntryIndex {
+    inner: RwLock<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    by_id: HashMap<EntryId, Arc<RegistrationEntry>>,
+    by_agent: HashMap<SpiffeId, Slot>,
+}
+
+impl EntryIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replaces the whole content (start-up load).
+    pub fn load(&self, entries: Vec<RegistrationEntry>) {
+        for entry in entries {
+            self.upsert(entry);
+        }
+    }
+
+    /// Inserts or replaces an entry, moving it between agents if its parent changed.
+    pub fn upsert(&self, entry: RegistrationEntry) {
+        let Ok(mut inner) = self.inner.write() else { return };
+        let entry = Arc::new(entry);
+        if let Some(old) = inner.by_id.insert(entry.id.clone(), entry.clone()) {
+            if old.parent_id != entry.parent_id {
+                if let Some(slot) = inner.by_agent.get_mut(&old.parent_id) {
+                    slot.entries.remove(&old.id);
+                    slot.bump();
+                }
+            }
+        }
+        let slot = inner.by_agent.entry(entry.parent_id.clone()).or_insert_with(Slot::new);
+        slot.entries.insert(entry.id.clone(), entry);
+        slot.bump();
+    }
+
+    /// Removes an entry.
+    pub fn remove(&self, id: &EntryId) -> Option<Arc<RegistrationEntry>> {
+        let mut inner = self.inner.write().ok()?;
+        let old = inner.by_id.remove(id)?;
+        if let Some(slot) = inner.by_agent.get_mut(&old.parent_id) {
+            slot.entries.remove(id);
+            slot.bump();
+        }
+        Some(old)
+    }
+
+    /// One entry.
+    pub fn get(&self, id: &EntryId) -> Option<Arc<RegistrationEntry>> {
+        self.inner.read().ok()?.by_id.get(id).cloned()
+    }
+
+    /// All entries, ordered by id.
+    pub fn all(&self) -> Vec<Arc<RegistrationEntry>> {
+        let Ok(inner) = self.inner.read() else { return Vec::new() };
+        let mut all: Vec<_> = inner.by_id.values().cloned().collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.inner.read().map_or(0, |i| i.by_id.len())
+    }
+
+    /// Whether the index is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The entries of one agent, right now.
+    pub fn agent_entries(&self, agent: &SpiffeId) -> AgentEntries {
+        self.inner
+            .read()
+            .ok()
+            .and_then(|i| i.by_agent.get(agent).map(|s| s.entries.clone()))
+            .unwrap_or_default()
+    }
+
+    /// The entry `id` if it is parented to `agent` (the CSR authorisation check).
+    pub fn authorized_entry(&self, agent: &SpiffeId, id: &EntryId) -> Option<Arc<RegistrationEntry>> {
+        self.get(id).filter(|e| &e.parent_id == agent)
+    }
+
+    /// A receiver that changes whenever `agent`'s entries do.
+    pub fn subscribe(&self, agent: &SpiffeId) -> watch::Receiver<u64> {
+        if let Ok(inner) = self.inner.read() {
+            if let Some(slot) = inner.by_agent.get(agent) {
+                return slot.changed.subscribe();
+            }
+        }
+        match self.inner.write() {
+            Ok(mut inner) => inner.by_agent.entry(agent.clone()).or_insert_with(Slot::new).changed.subscribe(),
+            Err(_) => watch::channel(0).1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use signet_core::SelectorSet;
+
+    use super::*;
+
+    fn entry(id: &str, parent: &str) -> RegistrationEntry {
+        RegistrationEntry {
+            id: EntryId::new(id),
+            spiffe_id: SpiffeId::new("spiffe://example.org/app").unwrap(),
+            parent_id: SpiffeId::new(parent).unwrap(),
+            selectors: SelectorSet::parse_all(&["unix:uid:1"]).unwrap(),
+            x509_svid_ttl: Duration::from_secs(60),
+            jwt_svid_ttl: Duration::from_secs(60),
+            dns_names: vec![],
+            federates_with: vec![],
+            admin: false,
+            downstream: false,
+            hint: String::new(),
+            revision: 1,
+        }
+    }
+
+    const A: &str = "spiffe://example.org/signet/agent/join/a";
+    const B: &str = "spiffe://example.org/signet/agent/join/b";
+
+    #[test]
+    fn entries_follow_their_parent_and_only_that_agent_is_woken() {
+        let index = EntryIndex::new();
+        let a = SpiffeId::new(A).unwrap();
+        let b = SpiffeId::new(B).unwrap();
+        let mut rx_a = index.subscribe(&a);
+        let mut rx_b = index.subscribe(&b);
+        index.upsert(entry("e1", A));
+        assert!(rx_a.has_changed().unwrap());
+        assert!(!rx_b.has_changed().unwrap());
+        rx_a.mark_unchanged();
+        assert_eq!(index.agent_entries(&a).len(), 1);
+        assert!(index.authorized_entry(&a, &EntryId::new("e1")).is_some());
+        assert!(index.authorized_entry(&b, &EntryId::new("e1")).is_none());
+        // Re-parenting moves it and wakes both.
+        index.upsert(entry("e1", B));
+        assert!(rx_a.has_changed().unwrap() && rx_b.has_changed().unwrap());
+        assert!(index.agent_entries(&a).is_empty());
+        assert_eq!(index.agent_entries(&b).len(), 1);
+        index.remove(&EntryId::new("e1"));
+        assert!(index.is_empty());
+        assert!(index.agent_entries(&b).is_empty());
+    }
+}

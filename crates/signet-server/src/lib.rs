@@ -1,0 +1,239 @@
+//! Signet's signing server (DESIGN §6): the CA, join-token node attestation, the agent API over
+//! TLS, the admin API on a local Unix socket, the entry index fed from SQLite, the bundle files,
+//! and health/metrics endpoints.
+
+pub mod admin_api;
+pub mod agent_api;
+pub mod agents;
+pub mod authority;
+pub mod datastore;
+pub mod error;
+pub mod health;
+pub mod index;
+pub mod join_token;
+pub mod metrics;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use signet_ca::{CaConfig, CertificateAuthority, FileKeyStore, KeyAlgorithm, SystemClock};
+use signet_proto::admin::admin_server::AdminServer;
+use signet_proto::agent::agent_service_server::AgentServiceServer;
+use signet_spiffe::TrustDomain;
+use signet_tls::SpiffeClientVerifier;
+use tokio::net::{TcpListener, UnixListener};
+use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tracing::{debug, info};
+
+pub use error::ServerError;
+
+/// Everything `signet server` can be told.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The trust domain.
+    pub trust_domain: TrustDomain,
+    /// Directory for the database, CA keys and bundle files (created 0700).
+    pub data_dir: PathBuf,
+    /// Agent API listen address.
+    pub bind_address: SocketAddr,
+    /// Admin API Unix socket.
+    pub admin_socket: PathBuf,
+    /// Health/metrics listen address (`None` = off).
+    pub health_address: Option<SocketAddr>,
+    /// CA key algorithm.
+    pub ca_key_algorithm: KeyAlgorithm,
+    /// CA lifetime.
+    pub ca_ttl: Duration,
+    /// Default X509-SVID TTL for entries that set none.
+    pub default_x509_svid_ttl: Duration,
+    /// Default JWT-SVID TTL for entries that set none.
+    pub default_jwt_svid_ttl: Duration,
+    /// Agent SVID lifetime.
+    pub agent_svid_ttl: Duration,
+    /// How often the CA checks whether to rotate.
+    pub rotation_check_interval: Duration,
+}
+
+impl ServerConfig {
+    /// Defaults of DESIGN §5 for a trust domain and data directory.
+    pub fn new(trust_domain: TrustDomain, data_dir: PathBuf) -> Self {
+        let admin_socket = data_dir.join("admin.sock");
+        Self {
+            trust_domain,
+            data_dir,
+            bind_address: SocketAddr::from(([0, 0, 0, 0], 8081)),
+            admin_socket,
+            health_address: Some(SocketAddr::from(([127, 0, 0, 1], 8082))),
+            ca_key_algorithm: KeyAlgorithm::EcP256,
+            ca_ttl: signet_ca::ca::DEFAULT_CA_TTL,
+            default_x509_svid_ttl: signet_ca::ca::DEFAULT_X509_SVID_TTL,
+            default_jwt_svid_ttl: signet_ca::ca::DEFAULT_JWT_SVID_TTL,
+            agent_svid_ttl: Duration::from_secs(3600),
+            rotation_check_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A started server.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// Where the agent API listens.
+    pub agent_address: SocketAddr,
+    /// Where the health endpoints listen.
+    pub health_address: Option<SocketAddr>,
+    /// The admin socket.
+    pub admin_socket: PathBuf,
+    /// The bundle PEM file agents bootstrap from.
+    pub bundle_pem: PathBuf,
+    /// The CA, for in-process callers.
+    pub authority: Arc<authority::AuthorityService>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Stops every task.
+    pub fn shutdown(self) {
+        for task in self.tasks {
+            task.abort();
+        }
+        let _ = std::fs::remove_file(&self.admin_socket);
+    }
+}
+
+fn private_dir(path: &Path) -> Result<(), ServerError> {
+    std::fs::create_dir_all(path).map_err(|e| ServerError::Io(format!("creating {}: {e}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| ServerError::Io(format!("securing {}: {e}", path.display())))
+}
+
+/// Opens the stores, starts every listener and background task, and returns once the server is
+/// ready.
+pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    private_dir(&config.data_dir)?;
+    let datastore = datastore::Datastore::open(&config.data_dir.join("signet.db"))?;
+
+    let mut ca_config = CaConfig::new(config.trust_domain.clone());
+    ca_config.x509_key_algorithm = config.ca_key_algorithm;
+    ca_config.ca_ttl = config.ca_ttl;
+    let store = Arc::new(FileKeyStore::new(config.data_dir.join("ca-keys.json")));
+    let ca = CertificateAuthority::open(ca_config, store, Arc::new(SystemClock))?;
+    let authority = authority::AuthorityService::new(ca, Some(config.data_dir.clone()))?;
+
+    let index = Arc::new(index::EntryIndex::new());
+    index.load(datastore.list_entries().await?);
+    let agents = Arc::new(agents::AgentRegistry::new(&datastore.list_agents().await?));
+    let metrics = Arc::new(metrics::ServerMetrics::default());
+    metrics.entries.set(i64::try_from(index.len()).unwrap_or(i64::MAX));
+    info!(entries = index.len(), agents = agents.active_count(), "state loaded");
+
+    let api = agent_api::AgentApi {
+        authority: authority.clone(),
+        index: index.clone(),
+        agents,
+        datastore: datastore.clone(),
+        metrics: metrics.clone(),
+        agent_svid_ttl: config.agent_svid_ttl,
+    };
+    let admin = admin_api::AdminApi {
+        api: api.clone(),
+        trust_domain: config.trust_domain.clone(),
+        default_x509_ttl: config.default_x509_svid_ttl,
+        default_jwt_ttl: config.default_jwt_svid_ttl,
+    };
+
+    let mut tasks = vec![authority.spawn_rotation(config.rotation_check_interval)];
+
+    // Agent API: TLS with the server SVID; agent client certificates verified against our own
+    // bundle and required by every RPC except attestation.
+    let is_agent: signet_tls::IdPolicy = Arc::new(|id: &signet_spiffe::SpiffeId| {
+        let mut s = id.segments();
+        s.next() == Some("signet") && s.next() == Some("agent")
+    });
+    let verifier = Arc::new(SpiffeClientVerifier::new(authority.clone(), is_agent, false));
+    let mut tls = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(authority.server_svid());
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = TcpListener::bind(config.bind_address)
+        .await
+        .map_err(|e| ServerError::Io(format!("binding agent API on {}: {e}", config.bind_address)))?;
+    let agent_address = listener.local_addr().map_err(|e| ServerError::Io(e.to_string()))?;
+    let (conn_tx, conn_rx) = tokio::sync::mpsc::channel(128);
+    tasks.push(tokio::spawn(async move {
+        loop {
+            let Ok((tcp, peer)) = listener.accept().await else { continue };
+            let acceptor = acceptor.clone();
+            let conn_tx = conn_tx.clone();
+            // Handshakes run concurrently so one slow client cannot stall accepting.
+            tokio::spawn(async move {
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = conn_tx.send(Ok::<_, std::io::Error>(stream)).await;
+                    }
+                    Ok(Err(error)) => debug!(%peer, %error, "TLS handshake failed"),
+                    Err(_) => debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    }));
+    let agent_service = AgentServiceServer::new(api)
+        .max_decoding_message_size(16 * 1024 * 1024)
+        .max_encoding_message_size(16 * 1024 * 1024);
+    tasks.push(tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .add_service(agent_service)
+            .serve_with_incoming(ReceiverStream::new(conn_rx))
+            .await;
+        if let Err(error) = result {
+            tracing::error!(%error, "agent API stopped");
+        }
+    }));
+
+    // Admin API on a Unix socket only the server's user can reach.
+    if let Some(parent) = config.admin_socket.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| ServerError::Io(e.to_string()))?;
+    }
+    let _ = std::fs::remove_file(&config.admin_socket);
+    let admin_listener = UnixListener::bind(&config.admin_socket)
+        .map_err(|e| ServerError::Io(format!("binding admin socket {}: {e}", config.admin_socket.display())))?;
+    std::fs::set_permissions(&config.admin_socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| ServerError::Io(e.to_string()))?;
+    tasks.push(tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .add_service(AdminServer::new(admin))
+            .serve_with_incoming(UnixListenerStream::new(admin_listener))
+            .await;
+        if let Err(error) = result {
+            tracing::error!(%error, "admin API stopped");
+        }
+    }));
+
+    let mut health_address = None;
+    if let Some(address) = config.health_address {
+        let mut registry = prometheus_client::registry::Registry::default();
+        metrics.register(&mut registry);
+        let state = Arc::new(health::HealthState { ready: Default::default(), registry });
+        let (bound, task) = health::serve(address, state.clone())
+            .await
+            .map_err(|e| ServerError::Io(format!("binding health endpoint on {address}: {e}")))?;
+        state.ready.store(true, Ordering::Relaxed);
+        health_address = Some(bound);
+        tasks.push(task);
+    }
+
+    info!(%agent_address, admin_socket = %config.admin_socket.display(), trust_domain = %config.trust_domain, "signet server ready");
+    Ok(RunningServer {
+        agent_address,
+        health_address,
+        admin_socket: config.admin_socket.clone(),
+        bundle_pem: config.data_dir.join("bundle.pem"),
+        authority,
+        tasks,
+    })
+}

@@ -1,0 +1,256 @@
+//! rustls integration for SPIFFE: verifiers that authenticate peers by X509-SVID against the
+//! bundle of the peer's trust domain and authorise them by SPIFFE ID, and resolvers that serve a
+//! rotating SVID.
+
+use std::fmt;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use signet_spiffe::{BundleSet, SpiffeId, verify_chain};
+
+/// Where verifiers read the current trust bundles from; changes apply to the next handshake.
+pub trait BundleSource: Send + Sync + fmt::Debug {
+    /// The bundles to trust right now.
+    fn bundles(&self) -> Arc<BundleSet>;
+}
+
+/// A bundle source updated by its owner.
+#[derive(Debug, Default)]
+pub struct SharedBundles(RwLock<Arc<BundleSet>>);
+
+impl SharedBundles {
+    /// A source holding `bundles`.
+    pub fn new(bundles: BundleSet) -> Self {
+        Self(RwLock::new(Arc::new(bundles)))
+    }
+
+    /// Replaces the bundles.
+    pub fn set(&self, bundles: BundleSet) {
+        if let Ok(mut current) = self.0.write() {
+            *current = Arc::new(bundles);
+        }
+    }
+}
+
+impl BundleSource for SharedBundles {
+    fn bundles(&self) -> Arc<BundleSet> {
+        self.0.read().map(|b| b.clone()).unwrap_or_default()
+    }
+}
+
+/// Decides whether an authenticated peer ID is acceptable.
+pub type IdPolicy = Arc<dyn Fn(&SpiffeId) -> bool + Send + Sync>;
+
+fn provider() -> Arc<CryptoProvider> {
+    CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+}
+
+fn algorithms() -> WebPkiSupportedAlgorithms {
+    provider().signature_verification_algorithms
+}
+
+fn verify_peer(
+    bundles: &dyn BundleSource,
+    policy: &IdPolicy,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    now: UnixTime,
+) -> Result<SpiffeId, rustls::Error> {
+    let mut chain = Vec::with_capacity(1 + intermediates.len());
+    chain.push(end_entity.clone());
+    chain.extend(intermediates.iter().cloned());
+    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(now.as_secs());
+    let id = verify_chain(&chain, &bundles.bundles(), at)
+        .map_err(|e| rustls::Error::General(format!("peer X509-SVID rejected: {e}")))?;
+    if !policy(&id) {
+        return Err(rustls::Error::General(format!("peer {id} is not authorised")));
+    }
+    Ok(id)
+}
+
+/// Verifies a server's X509-SVID (client side).
+pub struct SpiffeServerVerifier {
+    bundles: Arc<dyn BundleSource>,
+    policy: IdPolicy,
+}
+
+impl fmt::Debug for SpiffeServerVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpiffeServerVerifier").finish_non_exhaustive()
+    }
+}
+
+impl SpiffeServerVerifier {
+    /// Accepts servers whose SVID verifies against `bundles` and whose ID passes `policy`.
+    pub fn new(bundles: Arc<dyn BundleSource>, policy: IdPolicy) -> Self {
+        Self { bundles, policy }
+    }
+
+    /// Accepts exactly one server ID.
+    pub fn for_id(bundles: Arc<dyn BundleSource>, expected: SpiffeId) -> Self {
+        Self::new(bundles, Arc::new(move |id| *id == expected))
+    }
+}
+
+impl ServerCertVerifier for SpiffeServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        verify_peer(self.bundles.as_ref(), &self.policy, end_entity, intermediates, now)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &algorithms())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        algorithms().supported_schemes()
+    }
+}
+
+/// Verifies clients' X509-SVIDs (server side). Client certificates are optional at the TLS
+/// layer when `mandatory` is false, so that an unauthenticated call (node attestation) can
+/// share the port; handlers then require a peer certificate themselves.
+pub struct SpiffeClientVerifier {
+    bundles: Arc<dyn BundleSource>,
+    policy: IdPolicy,
+    mandatory: bool,
+}
+
+impl fmt::Debug for SpiffeClientVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpiffeClientVerifier").field("mandatory", &self.mandatory).finish_non_exhaustive()
+    }
+}
+
+impl SpiffeClientVerifier {
+    /// Accepts clients whose SVID verifies against `bundles` and whose ID passes `policy`.
+    pub fn new(bundles: Arc<dyn BundleSource>, policy: IdPolicy, mandatory: bool) -> Self {
+        Self { bundles, policy, mandatory }
+    }
+}
+
+impl ClientCertVerifier for SpiffeClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        verify_peer(self.bundles.as_ref(), &self.policy, end_entity, intermediates, now)?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &algorithms())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        algorithms().supported_schemes()
+    }
+}
+
+/// Builds a rustls certified key from a DER chain (leaf first) and a PKCS#8 key.
+pub fn certified_key(chain: Vec<CertificateDer<'static>>, pkcs8: &[u8]) -> Result<Arc<CertifiedKey>, rustls::Error> {
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8.to_vec()));
+    let signing_key = provider().key_provider.load_private_key(key)?;
+    Ok(Arc::new(CertifiedKey::new(chain, signing_key)))
+}
+
+/// Serves whatever SVID was set last, for both server and client roles.
+#[derive(Debug, Default)]
+pub struct RotatingSvid(RwLock<Option<Arc<CertifiedKey>>>);
+
+impl RotatingSvid {
+    /// An empty resolver (no certificate until `set`).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replaces the SVID.
+    pub fn set(&self, key: Arc<CertifiedKey>) {
+        if let Ok(mut current) = self.0.write() {
+            *current = Some(key);
+        }
+    }
+
+    /// The current SVID.
+    pub fn get(&self) -> Option<Arc<CertifiedKey>> {
+        self.0.read().ok().and_then(|k| k.clone())
+    }
+}
+
+impl rustls::server::ResolvesServerCert for RotatingSvid {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.get()
+    }
+}
+
+impl rustls::client::ResolvesClientCert for RotatingSvid {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        self.get()
+    }
+
+    fn has_certs(&self) -> bool {
+        self.get().is_some()
+    }
+}
+
+/// The SPIFFE ID in a peer's leaf certificate (already verified by the TLS layer).
+pub fn peer_id(peer_certs: &[CertificateDer<'_>]) -> Option<SpiffeId> {
+    peer_certs.first().and_then(|leaf| signet_spiffe::x509::validate_leaf(leaf).ok())
+}
