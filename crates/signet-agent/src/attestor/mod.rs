@@ -1,0 +1,3 @@
+//! Workload attestors: turn a peer into selectors.
+
+pub mod unix;

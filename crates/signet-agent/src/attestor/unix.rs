@@ -1,0 +1,205 @@
+//! The `unix` workload attestor: uid/gid from the kernel's peer credentials, supplementary groups
+//! from `/proc/<pid>/status`, user and group names from the passwd and group files, and
+//! optionally the binary's path and SHA-256.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use aws_lc_rs::digest::{Context, SHA256};
+use signet_core::{Selector, SelectorSet};
+
+use crate::peer::PeerInfo;
+
+/// Largest binary hashed for `unix:sha256` (bounds the work a workload can cause).
+const MAX_HASHED_BINARY_BYTES: u64 = 1 << 30;
+
+/// Where the attestor reads from and what it reports.
+#[derive(Debug, Clone)]
+pub struct UnixAttestorConfig {
+    /// The `/proc` to read (a fixture directory in tests).
+    pub proc_root: PathBuf,
+    /// The passwd file.
+    pub passwd: PathBuf,
+    /// The group file.
+    pub group: PathBuf,
+    /// Report `unix:path` of the workload binary.
+    pub discover_path: bool,
+    /// Report `unix:sha256` of the workload binary (reads the binary; implies a path lookup).
+    pub hash_binary: bool,
+}
+
+impl Default for UnixAttestorConfig {
+    fn default() -> Self {
+        Self {
+            proc_root: PathBuf::from("/proc"),
+            passwd: PathBuf::from("/etc/passwd"),
+            group: PathBuf::from("/etc/group"),
+            discover_path: true,
+            hash_binary: false,
+        }
+    }
+}
+
+/// Why attestation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AttestError {
+    /// The kernel did not report the peer's PID.
+    #[error("the peer's process id is unknown")]
+    NoPid,
+    /// `/proc/<pid>` could not be read (the process exited?).
+    #[error("reading /proc for pid {pid}: {source}")]
+    Proc {
+        /// The process.
+        pid: i32,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn selector(kind: &str, value: String) -> Option<Selector> {
+    Selector::new("unix", &format!("{kind}:{value}")).ok()
+}
+
+/// Name of `id` in a passwd/group style file (`name:x:id:...`).
+fn name_of(file: &Path, id: u32) -> Option<String> {
+    let content = std::fs::read_to_string(file).ok()?;
+    content.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let _password = fields.next()?;
+        let value: u32 = fields.next()?.parse().ok()?;
+        (value == id && !name.is_empty()).then(|| name.to_owned())
+    })
+}
+
+/// The supplementary groups listed in `/proc/<pid>/status`.
+pub fn supplementary_groups(status: &str) -> BTreeSet<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|rest| rest.split_whitespace().filter_map(|g| g.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Attests a peer. Runs blocking file I/O: call it on the blocking pool.
+pub fn attest(config: &UnixAttestorConfig, peer: &PeerInfo) -> Result<SelectorSet, AttestError> {
+    let pid = peer.pid.ok_or(AttestError::NoPid)?;
+    let proc_dir = config.proc_root.join(pid.to_string());
+    let status = std::fs::read_to_string(proc_dir.join("status")).map_err(|source| AttestError::Proc { pid, source })?;
+    let mut set = SelectorSet::new();
+    let mut add = |s: Option<Selector>| {
+        if let Some(s) = s {
+            set.insert(s);
+        }
+    };
+    add(selector("uid", peer.uid.to_string()));
+    add(selector("gid", peer.gid.to_string()));
+    add(name_of(&config.passwd, peer.uid).and_then(|n| selector("user", n)));
+    add(name_of(&config.group, peer.gid).and_then(|n| selector("group", n)));
+    for gid in supplementary_groups(&status) {
+        add(selector("supplementary_gid", gid.to_string()));
+        add(name_of(&config.group, gid).and_then(|n| selector("supplementary_group", n)));
+    }
+    if config.discover_path || config.hash_binary {
+        let exe = proc_dir.join("exe");
+        if let Ok(path) = std::fs::read_link(&exe) {
+            add(selector("path", path.to_string_lossy().into_owned()));
+        }
+        if config.hash_binary {
+            // Hash through /proc/<pid>/exe: the binary the process runs, even if the path was
+            // replaced since.
+            if let Some(hex) = sha256_file(&exe) {
+                add(selector("sha256", hex));
+            }
+        }
+    }
+    Ok(set)
+}
+
+fn sha256_file(path: &Path) -> Option<String> {
+    let file = std::fs::File::open(path).ok()?;
+    let mut reader = file.take(MAX_HASHED_BINARY_BYTES);
+    let mut context = Context::new(&SHA256);
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let n = reader.read(&mut buffer).ok()?;
+        if n == 0 {
+            break;
+        }
+        context.update(&buffer[..n]);
+    }
+    Some(context.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> (tempfile::TempDir, UnixAttestorConfig) {
+        let dir = tempfile::tempdir().unwrap();
+        let proc_dir = dir.path().join("proc/4242");
+        std::fs::create_dir_all(&proc_dir).unwrap();
+        std::fs::write(proc_dir.join("status"), "Name:\tapp\nUid:\t1000\t1000\t1000\t1000\nGid:\t1000\t1000\t1000\t1000\nGroups:\t27 100 \n").unwrap();
+        let binary = dir.path().join("app-bin");
+        std::fs::write(&binary, b"hello").unwrap();
+        std::os::unix::fs::symlink(&binary, proc_dir.join("exe")).unwrap();
+        std::fs::write(dir.path().join("passwd"), "root:x:0:0::/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n").unwrap();
+        std::fs::write(dir.path().join("group"), "root:x:0:\nsudo:x:27:alice\nusers:x:100:\nalice:x:1000:\n").unwrap();
+        let config = UnixAttestorConfig {
+            proc_root: dir.path().join("proc"),
+            passwd: dir.path().join("passwd"),
+            group: dir.path().join("group"),
+            discover_path: true,
+            hash_binary: true,
+        };
+        (dir, config)
+    }
+
+    #[test]
+    fn reports_every_unix_selector() {
+        let (dir, config) = fixture();
+        let peer = PeerInfo { pid: Some(4242), uid: 1000, gid: 1000, pidfd: None };
+        let set = attest(&config, &peer).unwrap();
+        let binary = dir.path().join("app-bin");
+        let expected = [
+            "unix:uid:1000".to_owned(),
+            "unix:gid:1000".into(),
+            "unix:user:alice".into(),
+            "unix:group:alice".into(),
+            "unix:supplementary_gid:27".into(),
+            "unix:supplementary_group:sudo".into(),
+            "unix:supplementary_gid:100".into(),
+            "unix:supplementary_group:users".into(),
+            format!("unix:path:{}", binary.display()),
+            // sha256("hello")
+            "unix:sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824".into(),
+        ];
+        let got = set.to_strings();
+        for s in expected {
+            assert!(got.contains(&s), "missing {s} in {got:?}");
+        }
+        assert_eq!(got.len(), 10);
+    }
+
+    #[test]
+    fn unknown_names_and_missing_processes() {
+        let (_dir, config) = fixture();
+        let peer = PeerInfo { pid: Some(4242), uid: 5555, gid: 5555, pidfd: None };
+        let got = attest(&config, &peer).unwrap().to_strings();
+        assert!(got.contains(&"unix:uid:5555".to_owned()));
+        assert!(!got.iter().any(|s| s.starts_with("unix:user:")));
+        let gone = PeerInfo { pid: Some(9999), uid: 0, gid: 0, pidfd: None };
+        assert!(matches!(attest(&config, &gone), Err(AttestError::Proc { pid: 9999, .. })));
+        let no_pid = PeerInfo { pid: None, uid: 0, gid: 0, pidfd: None };
+        assert!(matches!(attest(&config, &no_pid), Err(AttestError::NoPid)));
+    }
+
+    #[test]
+    fn groups_line_parsing_is_tolerant() {
+        assert!(supplementary_groups("Name: x\n").is_empty());
+        assert_eq!(supplementary_groups("Groups:\n").len(), 0);
+        assert_eq!(supplementary_groups("Groups:\t1 2 x 3\n").len(), 3);
+    }
+}

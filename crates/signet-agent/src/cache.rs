@@ -1,0 +1,271 @@
+//! The agent's cache: this node's entries, the X509-SVID signed for each (keys in memory only),
+//! JWT-SVIDs by audience, and the trust bundle. Every change bumps a watch channel so that
+//! Workload API streams push the new full state at once.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use signet_core::{EntryId, RegistrationEntry, SelectorSet};
+use signet_spiffe::{Bundle, X509Svid};
+use tokio::sync::{Notify, watch};
+
+/// An X509-SVID held for an entry.
+#[derive(Debug, Clone)]
+pub struct CachedSvid {
+    /// The SVID and its key.
+    pub svid: X509Svid,
+    /// The authority that signed it.
+    pub authority_id: String,
+    /// When to re-sign it (½ TTL ± 10 %).
+    pub refresh_at: SystemTime,
+    /// The entry revision it was signed for.
+    pub revision: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Slot {
+    entry: Arc<RegistrationEntry>,
+    svid: Option<Arc<CachedSvid>>,
+}
+
+#[derive(Debug, Clone)]
+struct CachedJwt {
+    token: String,
+    refresh_at: SystemTime,
+    expiry: SystemTime,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    entries: BTreeMap<EntryId, Slot>,
+    bundle: Option<Arc<Bundle>>,
+    tainted: HashSet<String>,
+    jwts: HashMap<(EntryId, Vec<String>), CachedJwt>,
+    synced: bool,
+}
+
+/// The identities a workload is entitled to.
+#[derive(Debug, Clone, Default)]
+pub struct Identities {
+    /// Matching entries whose SVID is ready, default identity first.
+    pub ready: Vec<(Arc<RegistrationEntry>, Arc<CachedSvid>)>,
+    /// Whether some matching entry is still waiting for its SVID.
+    pub pending: bool,
+}
+
+/// The agent cache.
+#[derive(Debug)]
+pub struct SvidCache {
+    state: RwLock<State>,
+    changed: watch::Sender<u64>,
+    signer: Notify,
+}
+
+impl Default for SvidCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Picks when to re-sign an SVID: at half its lifetime, ± 10 % jitter, so a fleet does not
+/// re-sign in lockstep.
+pub fn refresh_time(issued: SystemTime, not_after: SystemTime) -> SystemTime {
+    let life = not_after.duration_since(issued).unwrap_or_default();
+    let half = life / 2;
+    let spread = life / 10;
+    let mut byte = [0u8; 2];
+    let _ = aws_lc_rs::rand::fill(&mut byte);
+    let unit = f64::from(u16::from_le_bytes(byte)) / f64::from(u16::MAX); // 0..=1
+    let jitter = spread.mul_f64(unit * 2.0);
+    issued + half.saturating_sub(spread) + jitter
+}
+
+impl SvidCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self { state: RwLock::new(State::default()), changed: watch::channel(0).0, signer: Notify::new() }
+    }
+
+    fn update<T>(&self, f: impl FnOnce(&mut State) -> T) -> Option<T> {
+        let result = self.state.write().ok().map(|mut s| f(&mut s));
+        self.changed.send_modify(|n| *n += 1);
+        result
+    }
+
+    fn read<T: Default>(&self, f: impl FnOnce(&State) -> T) -> T {
+        self.state.read().map(|s| f(&s)).unwrap_or_default()
+    }
+
+    /// Notified on every change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Woken when there may be something to sign.
+    pub fn signer_wakeup(&self) -> &Notify {
+        &self.signer
+    }
+
+    /// Sets the trust bundle.
+    pub fn set_bundle(&self, bundle: Bundle) {
+        self.update(|s| s.bundle = Some(Arc::new(bundle)));
+    }
+
+    /// The trust bundle.
+    pub fn bundle(&self) -> Option<Arc<Bundle>> {
+        self.read(|s| s.bundle.clone())
+    }
+
+    /// Replaces all entries (a new snapshot); SVIDs of unchanged entries are kept.
+    pub fn replace_entries(&self, entries: Vec<RegistrationEntry>) {
+        self.update(|s| {
+            let mut next = BTreeMap::new();
+            for entry in entries {
+                let svid = s.entries.get(&entry.id).and_then(|old| old.svid.clone());
+                next.insert(entry.id.clone(), Slot { entry: Arc::new(entry), svid });
+            }
+            s.entries = next;
+            s.jwts.retain(|(id, _), _| s.entries.contains_key(id));
+            s.synced = true;
+        });
+        self.signer.notify_one();
+    }
+
+    /// Applies a delta.
+    pub fn apply_delta(&self, upserted: Vec<RegistrationEntry>, removed: &[EntryId]) {
+        self.update(|s| {
+            for id in removed {
+                s.entries.remove(id);
+            }
+            for entry in upserted {
+                let svid = s.entries.get(&entry.id).and_then(|old| old.svid.clone());
+                s.entries.insert(entry.id.clone(), Slot { entry: Arc::new(entry), svid });
+            }
+            s.jwts.retain(|(id, _), _| s.entries.contains_key(id));
+        });
+        self.signer.notify_one();
+    }
+
+    /// Records tainted authorities; their SVIDs become due at once.
+    pub fn set_tainted(&self, tainted: Vec<String>) {
+        let tainted: HashSet<String> = tainted.into_iter().collect();
+        let changed = self.read(|s| s.tainted != tainted);
+        if changed {
+            self.update(|s| s.tainted = tainted);
+            self.signer.notify_one();
+        }
+    }
+
+    /// Whether the first snapshot has arrived.
+    pub fn is_synced(&self) -> bool {
+        self.read(|s| s.synced)
+    }
+
+    /// Entries that need an SVID now: none yet, due for rotation, changed since signing, or
+    /// signed by a tainted authority.
+    pub fn due(&self, now: SystemTime) -> Vec<Arc<RegistrationEntry>> {
+        self.read(|s| {
+            s.entries
+                .values()
+                .filter(|slot| match &slot.svid {
+                    None => true,
+                    Some(svid) => {
+                        svid.refresh_at <= now
+                            || svid.revision != slot.entry.revision
+                            || s.tainted.contains(&svid.authority_id)
+                    }
+                })
+                .map(|slot| slot.entry.clone())
+                .collect()
+        })
+    }
+
+    /// The earliest scheduled rotation.
+    pub fn next_refresh(&self) -> Option<SystemTime> {
+        self.read(|s| s.entries.values().filter_map(|slot| slot.svid.as_ref().map(|v| v.refresh_at)).min())
+    }
+
+    /// Stores a freshly signed SVID, unless the entry vanished or changed meanwhile.
+    pub fn store_svid(&self, entry_id: &EntryId, svid: CachedSvid) {
+        self.update(|s| {
+            if let Some(slot) = s.entries.get_mut(entry_id) {
+                if slot.entry.revision == svid.revision {
+                    slot.svid = Some(Arc::new(svid));
+                }
+            }
+        });
+    }
+
+    /// Number of entries and of entries with an SVID.
+    pub fn counts(&self) -> (usize, usize) {
+        self.read(|s| (s.entries.len(), s.entries.values().filter(|e| e.svid.is_some()).count()))
+    }
+
+    /// The entries matching `selectors`, default first (ordered by SPIFFE ID, then entry id),
+    /// with duplicate non-empty hints dropped.
+    pub fn identities(&self, selectors: &SelectorSet) -> Identities {
+        self.read(|s| {
+            let mut matching: Vec<&Slot> = s.entries.values().filter(|slot| slot.entry.matches(selectors)).collect();
+            matching.sort_by(|a, b| (&a.entry.spiffe_id, &a.entry.id).cmp(&(&b.entry.spiffe_id, &b.entry.id)));
+            let mut hints = HashSet::new();
+            let mut out = Identities::default();
+            for slot in matching {
+                match &slot.svid {
+                    Some(svid) => {
+                        if !slot.entry.hint.is_empty() && !hints.insert(slot.entry.hint.clone()) {
+                            continue;
+                        }
+                        out.ready.push((slot.entry.clone(), svid.clone()));
+                    }
+                    None => out.pending = true,
+                }
+            }
+            out
+        })
+    }
+
+    /// The matching entries regardless of SVID state (for JWT minting).
+    pub fn matching_entries(&self, selectors: &SelectorSet) -> Vec<Arc<RegistrationEntry>> {
+        self.read(|s| {
+            let mut v: Vec<_> = s.entries.values().filter(|slot| slot.entry.matches(selectors)).map(|slot| slot.entry.clone()).collect();
+            v.sort_by(|a, b| (&a.spiffe_id, &a.id).cmp(&(&b.spiffe_id, &b.id)));
+            v
+        })
+    }
+
+    /// A cached JWT-SVID still before its refresh time.
+    pub fn cached_jwt(&self, entry: &EntryId, audience: &[String], now: SystemTime) -> Option<String> {
+        let key = (entry.clone(), audience.to_vec());
+        self.read(|s| s.jwts.get(&key).filter(|j| j.refresh_at > now && j.expiry > now).map(|j| j.token.clone()))
+    }
+
+    /// Caches a JWT-SVID until half its lifetime.
+    pub fn store_jwt(&self, entry: &EntryId, audience: &[String], token: String, issued: SystemTime, expiry: SystemTime) {
+        let life = expiry.duration_since(issued).unwrap_or(Duration::ZERO);
+        let cached = CachedJwt { token, refresh_at: issued + life / 2, expiry };
+        if let Ok(mut s) = self.state.write() {
+            // Bounded: at most 16 audiences per entry are kept.
+            let per_entry = s.jwts.keys().filter(|(id, _)| id == entry).count();
+            if per_entry >= 16 {
+                s.jwts.retain(|(id, _), _| id != entry);
+            }
+            s.jwts.insert((entry.clone(), audience.to_vec()), cached);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_is_half_life_with_bounded_jitter() {
+        let issued = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let not_after = issued + Duration::from_secs(3600);
+        for _ in 0..200 {
+            let at = refresh_time(issued, not_after).duration_since(issued).unwrap().as_secs();
+            assert!((1440..=2160).contains(&at), "{at}");
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The agent's own identity: bootstrap trust, join-token attestation, persistence of the agent
+//! SVID and latest bundle in the data directory, and renewal.
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType};
+use signet_proto::agent::{AttestAgentRequest, RenewAgentRequest, attest_agent_request::Attestation};
+use signet_spiffe::{Bundle, BundleSet, SpiffeId, TrustDomain, X509Svid};
+use signet_tls::SharedBundles;
+
+use crate::error::AgentError;
+
+const SVID_FILE: &str = "agent-svid.der";
+const KEY_FILE: &str = "agent-key.der";
+const BUNDLE_FILE: &str = "bundle.json";
+
+/// Reads a trust bundle file: SPIFFE bundle JSON or PEM certificates.
+pub fn read_bundle_file(path: &Path, trust_domain: &TrustDomain) -> Result<Bundle, AgentError> {
+    let bytes = std::fs::read(path).map_err(|e| AgentError::Config(format!("reading trust bundle {}: {e}", path.display())))?;
+    let parsed = if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+        Bundle::from_spiffe_json(trust_domain.clone(), &bytes)
+    } else {
+        Bundle::from_pem(trust_domain.clone(), &bytes)
+    };
+    parsed.map_err(|e| AgentError::Config(format!("trust bundle {}: {e}", path.display())))
+}
+
+/// A bundle set holding one bundle.
+pub fn single(bundle: Bundle) -> BundleSet {
+    let mut set = BundleSet::new();
+    set.insert(bundle);
+    set
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
+    let tmp = path.with_extension("tmp");
+    let result = (|| {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| AgentError::Io(format!("writing {}: {e}", path.display())))
+}
+
+/// The agent's persisted state.
+#[derive(Debug, Clone)]
+pub struct PersistedIdentity {
+    /// The agent SVID.
+    pub svid: X509Svid,
+    /// The latest bundle.
+    pub bundle: Bundle,
+}
+
+/// Where the agent keeps its identity.
+#[derive(Debug, Clone)]
+pub struct IdentityStore {
+    dir: PathBuf,
+    trust_domain: TrustDomain,
+}
+
+impl IdentityStore {
+    /// A store in `dir`.
+    pub fn new(dir: PathBuf, trust_domain: TrustDomain) -> Self {
+        Self { dir, trust_domain }
+    }
+
+    /// Loads the persisted SVID and bundle, if both exist and the SVID has not expired.
+    pub fn load(&self, now: SystemTime) -> Option<PersistedIdentity> {
+        let chain = std::fs::read(self.dir.join(SVID_FILE)).ok()?;
+        let key = std::fs::read(self.dir.join(KEY_FILE)).ok()?;
+        let bundle_json = std::fs::read(self.dir.join(BUNDLE_FILE)).ok()?;
+        let svid = X509Svid::parse(&chain, &key).ok()?;
+        if svid.not_after() <= now || !svid.spiffe_id().is_member_of(&self.trust_domain) {
+            return None;
+        }
+        let bundle = Bundle::from_spiffe_json(self.trust_domain.clone(), &bundle_json).ok()?;
+        Some(PersistedIdentity { svid, bundle })
+    }
+
+    /// Persists the agent SVID (key mode 0600).
+    pub fn save_svid(&self, svid: &X509Svid) -> Result<(), AgentError> {
+        write_private(&self.dir.join(KEY_FILE), svid.private_key_pkcs8())?;
+        write_private(&self.dir.join(SVID_FILE), &svid.chain_der())
+    }
+
+    /// Persists the bundle.
+    pub fn save_bundle(&self, bundle: &Bundle) -> Result<(), AgentError> {
+        write_private(&self.dir.join(BUNDLE_FILE), bundle.to_spiffe_json().as_bytes())
+    }
+}
+
+/// A new P-256 key and a CSR for it, naming `id` if given.
+pub fn key_and_csr(id: Option<&SpiffeId>) -> Result<(KeyPair, Vec<u8>), AgentError> {
+    let key = KeyPair::generate().map_err(|e| AgentError::Internal(e.to_string()))?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    if let Some(id) = id {
+        let uri = id.as_str().try_into().map_err(|e: rcgen::Error| AgentError::Internal(e.to_string()))?;
+        params.subject_alt_names = vec![SanType::URI(uri)];
+    }
+    let csr = params.serialize_request(&key).map_err(|e| AgentError::Internal(e.to_string()))?;
+    Ok((key, csr.der().to_vec()))
+}
+
+/// Attests with a join token; returns the agent SVID and the server's bundle.
+pub async fn attest_with_join_token(
+    server_address: &str,
+    bootstrap: Bundle,
+    server_id: SpiffeId,
+    join_token: &str,
+) -> Result<PersistedIdentity, AgentError> {
+    let trust_domain = bootstrap.trust_domain().clone();
+    let bundles = Arc::new(SharedBundles::new(single(bootstrap)));
+    let mut client = crate::client::connect(server_address, bundles, server_id, None)
+        .map_err(|e| AgentError::Unavailable(e.to_string()))?;
+    let (key, csr) = key_and_csr(None)?;
+    let response = client
+        .attest_agent(AttestAgentRequest { attestation: Some(Attestation::JoinToken(join_token.to_owned())), csr })
+        .await
+        .map_err(AgentError::from_status)?
+        .into_inner();
+    let svid = X509Svid::parse(&response.svid_chain, &key.serialize_der())
+        .map_err(|e| AgentError::Server(format!("server returned an invalid agent SVID: {e}")))?;
+    let bundle_msg = response.bundle.ok_or_else(|| AgentError::Server("attestation response has no bundle".into()))?;
+    let bundle = Bundle::from_spiffe_json(trust_domain, &bundle_msg.spiffe_json)
+        .map_err(|e| AgentError::Server(format!("server bundle: {e}")))?;
+    Ok(PersistedIdentity { svid, bundle })
+}
+
+/// Renews the agent SVID over the authenticated channel.
+pub async fn renew(
+    client: &mut signet_proto::agent::agent_service_client::AgentServiceClient<tonic::transport::Channel>,
+    id: &SpiffeId,
+) -> Result<X509Svid, AgentError> {
+    let (key, csr) = key_and_csr(Some(id))?;
+    let response = client.renew_agent(RenewAgentRequest { csr }).await.map_err(AgentError::from_status)?.into_inner();
+    X509Svid::parse(&response.svid_chain, &key.serialize_der())
+        .map_err(|e| AgentError::Server(format!("server returned an invalid agent SVID: {e}")))
+}

@@ -1,0 +1,169 @@
+//! Signet's node agent (DESIGN §7): attests to the server, syncs this node's entries, pre-signs
+//! and rotates their SVIDs, attests workloads and serves the SPIFFE Workload API on a Unix socket.
+
+pub mod attestor;
+pub mod cache;
+pub mod client;
+pub mod error;
+pub mod identity;
+pub mod manager;
+pub mod peer;
+pub mod workload_api;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use futures::StreamExt;
+use signet_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
+use signet_spiffe::TrustDomain;
+use signet_tls::{RotatingSvid, SharedBundles};
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tracing::{info, warn};
+
+pub use attestor::unix::UnixAttestorConfig;
+pub use error::AgentError;
+
+use crate::identity::{IdentityStore, read_bundle_file, single};
+use crate::manager::AgentContext;
+
+/// Everything `signet agent` can be told.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The trust domain.
+    pub trust_domain: TrustDomain,
+    /// Server agent-API address (`host:port`).
+    pub server_address: String,
+    /// Bootstrap trust bundle (PEM or SPIFFE JSON) used to authenticate the server the first
+    /// time; later the latest bundle from the data directory is used.
+    pub trust_bundle_path: PathBuf,
+    /// Join token for the first attestation.
+    pub join_token: Option<String>,
+    /// Directory for the agent SVID and bundle (created 0700).
+    pub data_dir: PathBuf,
+    /// Workload API socket; its directory is created and written only by the agent.
+    pub socket_path: PathBuf,
+    /// The unix workload attestor.
+    pub unix_attestor: UnixAttestorConfig,
+}
+
+/// A started agent.
+#[derive(Debug)]
+pub struct RunningAgent {
+    /// The Workload API socket.
+    pub socket_path: PathBuf,
+    /// The agent's SPIFFE ID.
+    pub agent_id: signet_spiffe::SpiffeId,
+    /// The cache (for tests and benchmarks).
+    pub cache: Arc<cache::SvidCache>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningAgent {
+    /// Stops every task and removes the socket.
+    pub fn shutdown(self) {
+        for task in self.tasks {
+            task.abort();
+        }
+        let _ = std::fs::remove_file(&self.socket_path);
+    }
+}
+
+fn private_dir(path: &std::path::Path) -> Result<(), AgentError> {
+    std::fs::create_dir_all(path).map_err(|e| AgentError::Io(format!("creating {}: {e}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| AgentError::Io(format!("securing {}: {e}", path.display())))
+}
+
+/// Attests (or reuses the persisted identity), starts sync, signer, renewal and the Workload
+/// API, and returns once the socket is listening.
+pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    private_dir(&config.data_dir)?;
+    let store = IdentityStore::new(config.data_dir.clone(), config.trust_domain.clone());
+    let server_id = signet_core::server_id(&config.trust_domain).map_err(|e| AgentError::Internal(e.to_string()))?;
+
+    let identity = match store.load(SystemTime::now()) {
+        Some(identity) => {
+            info!(agent = %identity.svid.spiffe_id(), "reusing the persisted agent identity");
+            identity
+        }
+        None => {
+            let token = config.join_token.as_deref().ok_or_else(|| {
+                AgentError::Config("no valid persisted agent identity and no join token: create one with `signet token create`".into())
+            })?;
+            let bootstrap = read_bundle_file(&config.trust_bundle_path, &config.trust_domain)?;
+            let identity =
+                identity::attest_with_join_token(&config.server_address, bootstrap, server_id.clone(), token).await?;
+            store.save_svid(&identity.svid)?;
+            store.save_bundle(&identity.bundle)?;
+            info!(agent = %identity.svid.spiffe_id(), "attested with a join token");
+            identity
+        }
+    };
+    let agent_id = identity.svid.spiffe_id().clone();
+
+    let bundles = Arc::new(SharedBundles::new(single(identity.bundle.clone())));
+    let agent_tls = Arc::new(RotatingSvid::new());
+    let client = client::connect(&config.server_address, bundles.clone(), server_id, Some(agent_tls.clone()))
+        .map_err(|e| AgentError::Unavailable(e.to_string()))?;
+    let cache = Arc::new(cache::SvidCache::new());
+    let context = Arc::new(AgentContext {
+        trust_domain: config.trust_domain.clone(),
+        cache: cache.clone(),
+        bundles,
+        agent_tls,
+        agent_svid: RwLock::new(identity.svid.clone()),
+        store,
+        client,
+    });
+    context.install_agent_svid(identity.svid)?;
+    context.apply_bundle(identity.bundle);
+
+    let mut tasks = vec![
+        tokio::spawn(context.clone().run_sync()),
+        tokio::spawn(context.clone().run_signer()),
+        tokio::spawn(context.clone().run_renewal()),
+    ];
+
+    let socket_dir = config
+        .socket_path
+        .parent()
+        .ok_or_else(|| AgentError::Config("socket path has no directory".into()))?;
+    std::fs::create_dir_all(socket_dir).map_err(|e| AgentError::Io(format!("creating {}: {e}", socket_dir.display())))?;
+    // Only the agent writes the directory; everyone may traverse it to reach the socket.
+    std::fs::set_permissions(socket_dir, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| AgentError::Io(e.to_string()))?;
+    let _ = std::fs::remove_file(&config.socket_path);
+    let listener = UnixListener::bind(&config.socket_path)
+        .map_err(|e| AgentError::Io(format!("binding {}: {e}", config.socket_path.display())))?;
+    std::fs::set_permissions(&config.socket_path, std::fs::Permissions::from_mode(0o777))
+        .map_err(|e| AgentError::Io(e.to_string()))?;
+    let incoming = UnixListenerStream::new(listener).filter_map(|conn| async move {
+        match conn.and_then(peer::PeerStream::new) {
+            Ok(stream) => Some(Ok::<_, std::io::Error>(stream)),
+            Err(error) => {
+                warn!(%error, "dropping a Workload API connection without peer credentials");
+                None
+            }
+        }
+    });
+    let api = workload_api::WorkloadApi { context, attestor: config.unix_attestor.clone() };
+    let service = SpiffeWorkloadApiServer::new(api)
+        .max_decoding_message_size(64 * 1024)
+        .max_encoding_message_size(8 * 1024 * 1024);
+    tasks.push(tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .concurrency_limit_per_connection(64)
+            .add_service(service)
+            .serve_with_incoming(incoming)
+            .await;
+        if let Err(error) = result {
+            tracing::error!(%error, "Workload API stopped");
+        }
+    }));
+    info!(agent = %agent_id, socket = %config.socket_path.display(), "signet agent ready");
+    Ok(RunningAgent { socket_path: config.socket_path, agent_id, cache, tasks })
+}

@@ -1,0 +1,254 @@
+//! The agent's background work: the entry sync stream (with reconnect, backoff and jitter), the
+//! signer that pre-signs and rotates SVIDs in batches, and renewal of the agent's own SVID.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use signet_core::{EntryId, RegistrationEntry};
+use signet_proto::agent::agent_service_client::AgentServiceClient;
+use signet_proto::agent::{SignX509SvidsRequest, SvidRequest, SyncEntriesRequest, sync_entries_response::Update};
+use signet_spiffe::{Bundle, TrustDomain, X509Svid};
+use signet_tls::{RotatingSvid, SharedBundles};
+use tonic::transport::Channel;
+use tracing::{debug, info, warn};
+
+use crate::cache::{CachedSvid, SvidCache, refresh_time};
+use crate::error::AgentError;
+use crate::identity::{IdentityStore, key_and_csr, renew, single};
+
+/// Largest CSR batch sent to the server.
+const SIGN_BATCH: usize = 500;
+
+/// State shared by the agent's tasks.
+#[derive(Debug)]
+pub struct AgentContext {
+    /// The trust domain.
+    pub trust_domain: TrustDomain,
+    /// The cache.
+    pub cache: Arc<SvidCache>,
+    /// Bundles trusted when talking to the server.
+    pub bundles: Arc<SharedBundles>,
+    /// The agent SVID presented to the server.
+    pub agent_tls: Arc<RotatingSvid>,
+    /// The agent SVID itself.
+    pub agent_svid: RwLock<X509Svid>,
+    /// Persistence.
+    pub store: IdentityStore,
+    /// The authenticated client.
+    pub client: AgentServiceClient<Channel>,
+}
+
+/// Exponential backoff from 200 ms to 30 s with ±50 % jitter.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { next: Duration::from_millis(200) }
+    }
+}
+
+impl Backoff {
+    /// The next delay.
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(Duration::from_secs(30));
+        let mut byte = [0u8; 1];
+        let _ = aws_lc_rs::rand::fill(&mut byte);
+        base.mul_f64(0.5 + f64::from(byte[0]) / 255.0)
+    }
+
+    /// Back to the shortest delay after a success.
+    pub fn reset(&mut self) {
+        self.next = Duration::from_millis(200);
+    }
+}
+
+impl AgentContext {
+    fn client(&self) -> AgentServiceClient<Channel> {
+        self.client.clone()
+    }
+
+    /// Applies a new bundle everywhere: cache (workloads), TLS trust, disk.
+    pub fn apply_bundle(&self, bundle: Bundle) {
+        if let Err(error) = self.store.save_bundle(&bundle) {
+            warn!(%error, "could not persist the bundle");
+        }
+        self.bundles.set(single(bundle.clone()));
+        self.cache.set_bundle(bundle);
+    }
+
+    /// Runs the entry sync stream forever, reconnecting with backoff.
+    pub async fn run_sync(self: Arc<Self>) {
+        let mut backoff = Backoff::default();
+        loop {
+            match self.sync_once(&mut backoff).await {
+                Ok(()) => debug!("sync stream ended; reconnecting"),
+                Err(AgentError::Refused(reason)) => {
+                    warn!(%reason, "the server refused this agent; it must be attested again (restart it with a new join token)");
+                }
+                Err(error) => warn!(%error, "entry sync failed; retrying"),
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+
+    async fn sync_once(&self, backoff: &mut Backoff) -> Result<(), AgentError> {
+        let mut stream = self
+            .client()
+            .sync_entries(SyncEntriesRequest {})
+            .await
+            .map_err(AgentError::from_status)?
+            .into_inner();
+        let mut snapshot: Vec<RegistrationEntry> = Vec::new();
+        while let Some(message) = stream.message().await.map_err(AgentError::from_status)? {
+            backoff.reset();
+            self.cache.set_tainted(message.tainted_authorities);
+            match message.update {
+                Some(Update::Bundle(b)) => {
+                    let bundle = Bundle::from_spiffe_json(self.trust_domain.clone(), &b.spiffe_json)
+                        .map_err(|e| AgentError::Server(format!("bundle update: {e}")))?;
+                    debug!(sequence = b.sequence, "bundle update");
+                    self.apply_bundle(bundle);
+                }
+                Some(Update::Snapshot(chunk)) => {
+                    for wire in &chunk.entries {
+                        snapshot.push(self.parse_entry(wire)?);
+                    }
+                    if chunk.last {
+                        let count = snapshot.len();
+                        self.cache.replace_entries(std::mem::take(&mut snapshot));
+                        info!(entries = count, "entry snapshot received");
+                    }
+                }
+                Some(Update::Delta(delta)) => {
+                    let upserted = delta.upserted.iter().map(|w| self.parse_entry(w)).collect::<Result<Vec<_>, _>>()?;
+                    let removed: Vec<EntryId> = delta.removed.into_iter().map(EntryId::new).collect();
+                    debug!(upserted = upserted.len(), removed = removed.len(), "entry delta");
+                    self.cache.apply_delta(upserted, &removed);
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn parse_entry(&self, wire: &signet_proto::agent::Entry) -> Result<RegistrationEntry, AgentError> {
+        RegistrationEntry::try_from(wire).map_err(|e| AgentError::Server(format!("entry {}: {e}", wire.id)))
+    }
+
+    /// Pre-signs new entries and rotates due SVIDs, forever.
+    pub async fn run_signer(self: Arc<Self>) {
+        let mut backoff = Backoff::default();
+        loop {
+            let now = SystemTime::now();
+            let due = self.cache.due(now);
+            if due.is_empty() {
+                let wait = self
+                    .cache
+                    .next_refresh()
+                    .and_then(|at| at.duration_since(now).ok())
+                    .unwrap_or(Duration::from_secs(3600));
+                tokio::select! {
+                    () = self.cache.signer_wakeup().notified() => {}
+                    () = tokio::time::sleep(wait) => {}
+                }
+                continue;
+            }
+            match self.sign(due).await {
+                Ok(()) => backoff.reset(),
+                Err(error) => {
+                    warn!(%error, "signing failed; retrying");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        }
+    }
+
+    async fn sign(&self, due: Vec<Arc<RegistrationEntry>>) -> Result<(), AgentError> {
+        for batch in due.chunks(SIGN_BATCH) {
+            // Keys and CSRs are made off the async threads: P-256 keygen is CPU work.
+            let batch = batch.to_vec();
+            let prepared = tokio::task::spawn_blocking(move || {
+                batch
+                    .into_iter()
+                    .map(|entry| key_and_csr(Some(&entry.spiffe_id)).map(|(key, csr)| (entry, key, csr)))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await
+            .map_err(|e| AgentError::Internal(e.to_string()))??;
+            let requests = prepared
+                .iter()
+                .map(|(entry, _, csr)| SvidRequest { entry_id: entry.id.to_string(), csr: csr.clone() })
+                .collect();
+            let response = self
+                .client()
+                .sign_x509_svids(SignX509SvidsRequest { requests })
+                .await
+                .map_err(AgentError::from_status)?
+                .into_inner();
+            let now = SystemTime::now();
+            for ((entry, key, _), result) in prepared.iter().zip(response.results) {
+                if !result.error.is_empty() || result.entry_id != entry.id.as_str() {
+                    warn!(entry = %entry.id, error = %result.error, "server refused to sign");
+                    continue;
+                }
+                match X509Svid::parse(&result.svid_chain, &key.serialize_der()) {
+                    Ok(svid) if svid.spiffe_id() == &entry.spiffe_id => {
+                        let refresh_at = refresh_time(now, svid.not_after());
+                        self.cache.store_svid(
+                            &entry.id,
+                            CachedSvid { svid, authority_id: result.authority_id, refresh_at, revision: entry.revision },
+                        );
+                    }
+                    Ok(svid) => warn!(entry = %entry.id, got = %svid.spiffe_id(), "server signed the wrong ID; discarded"),
+                    Err(error) => warn!(entry = %entry.id, %error, "server returned an invalid SVID; discarded"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Renews the agent SVID at half its lifetime, forever.
+    pub async fn run_renewal(self: Arc<Self>) {
+        let mut backoff = Backoff::default();
+        loop {
+            let (id, not_after) = match self.agent_svid.read() {
+                Ok(svid) => (svid.spiffe_id().clone(), svid.not_after()),
+                Err(_) => return,
+            };
+            // Renew when half of the remaining lifetime is left: at half-life for a fresh SVID.
+            let half_left = not_after.duration_since(SystemTime::now()).unwrap_or_default() / 2;
+            tokio::time::sleep(half_left).await;
+            let mut client = self.client();
+            match renew(&mut client, &id).await {
+                Ok(svid) => {
+                    if let Err(error) = self.install_agent_svid(svid) {
+                        warn!(%error, "could not install the renewed agent SVID");
+                    } else {
+                        info!(agent = %id, "agent SVID renewed");
+                        backoff.reset();
+                    }
+                }
+                Err(error) => {
+                    warn!(%error, "agent SVID renewal failed; retrying");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        }
+    }
+
+    /// Uses and persists a new agent SVID.
+    pub fn install_agent_svid(&self, svid: X509Svid) -> Result<(), AgentError> {
+        let certified = signet_tls::certified_key(svid.chain().to_vec(), svid.private_key_pkcs8())
+            .map_err(|e| AgentError::Internal(e.to_string()))?;
+        self.store.save_svid(&svid)?;
+        self.agent_tls.set(certified);
+        if let Ok(mut current) = self.agent_svid.write() {
+            *current = svid;
+        }
+        Ok(())
+    }
+}
