@@ -1,27 +1,56 @@
-//! Command-line entry point of Signet: argument parsing and dispatch to the component crates.
+//! The `signet` command: argument parsing and dispatch to the server, agent and admin code.
 
-use clap::{CommandFactory, Parser};
+pub mod cli;
+pub mod commands;
+pub mod output;
+pub mod uds;
 
-/// Signet: SPIFFE workload identity for Kubernetes and standalone hosts.
-///
-/// Signet gives every workload a short-lived, automatically rotated SPIFFE identity (X509-SVID
-/// or JWT-SVID) over the standard SPIFFE Workload API. One binary runs the signing server, the
-/// node agent, the CSI driver and the admin commands.
-#[derive(Debug, Parser)]
-#[command(name = "signet", version, about, long_about)]
-pub struct Cli {}
+use clap::CommandFactory;
+use tracing_subscriber::EnvFilter;
+
+pub use cli::Cli;
+use cli::{AgentCommand, Command, LogArgs, LogFormat};
+
+fn init_logging(log: &LogArgs) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&log.log_level).map_err(|e| anyhow::anyhow!("--log-level: {e}"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match log.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    }
+    .map_err(|e| anyhow::anyhow!("logging: {e}"))
+}
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let Cli {} = cli;
-    // No subcommand yet: show what the binary is and how to get help.
-    Cli::command().print_help()?;
-    println!();
-    Ok(())
+    let Cli { log, command } = cli;
+    let Some(command) = command else {
+        Cli::command().print_help()?;
+        println!();
+        return Ok(());
+    };
+    init_logging(&log)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match command {
+            Command::Server(args) => commands::daemons::run_server(args).await,
+            Command::Agent(AgentCommand { action: Some(action), .. }) => commands::admin::agent(action).await,
+            Command::Agent(AgentCommand { action: None, run }) => commands::daemons::run_agent(run).await,
+            Command::Quickstart(args) => commands::quickstart::run(args).await,
+            Command::Entry(c) => commands::admin::entry(c).await,
+            Command::Token(c) => commands::admin::token(c).await,
+            Command::Bundle(c) => commands::admin::bundle(c).await,
+            Command::Svid(c) => commands::workload::svid(c).await,
+            Command::Jwt(c) => commands::workload::jwt(c).await,
+            Command::Healthcheck(args) => commands::workload::healthcheck(args).await,
+        }
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
     #[test]
@@ -30,9 +59,15 @@ mod tests {
         assert_eq!(version.kind(), clap::error::ErrorKind::DisplayVersion);
         assert!(version.to_string().contains(env!("CARGO_PKG_VERSION")));
         let help = Cli::try_parse_from(["signet", "--help"]).unwrap_err();
-        assert_eq!(help.kind(), clap::error::ErrorKind::DisplayHelp);
-        assert!(help.to_string().contains("SPIFFE"));
+        assert!(help.to_string().contains("quickstart"));
         assert!(Cli::try_parse_from(["signet", "--no-such-flag"]).is_err());
-        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn agent_runs_or_manages() {
+        let run = Cli::try_parse_from(["signet", "agent", "--trust-domain", "example.org"]).unwrap();
+        assert!(matches!(run.command, Some(Command::Agent(AgentCommand { action: None, .. }))));
+        let list = Cli::try_parse_from(["signet", "agent", "list"]).unwrap();
+        assert!(matches!(list.command, Some(Command::Agent(AgentCommand { action: Some(_), .. }))));
     }
 }

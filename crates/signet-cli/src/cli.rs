@@ -1,0 +1,438 @@
+//! Command-line definitions. Server and agent options exist three ways, in priority order: a
+//! flag, its environment variable, and the TOML config file (same names, snake_case).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+use crate::output::OutputFormat;
+
+/// Signet: SPIFFE workload identity for Kubernetes and standalone hosts.
+///
+/// Signet gives every workload a short-lived, automatically rotated SPIFFE identity (X509-SVID
+/// or JWT-SVID) over the standard SPIFFE Workload API. One binary runs the signing server, the
+/// node agent and the admin commands. New here? Run `signet quickstart`.
+#[derive(Debug, Parser)]
+#[command(name = "signet", version, about, long_about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Logging options.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log filter (tracing `EnvFilter` syntax, e.g. `info,signet_agent=debug`).
+    #[arg(long, global = true, env = "SIGNET_LOG", default_value = "info")]
+    pub log_level: String,
+    /// Log format.
+    #[arg(long, global = true, env = "SIGNET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the signing server (CA, node attestation, agent API, admin API).
+    Server(ServerArgs),
+    /// Run the node agent (serves the Workload API), or manage agents with a subcommand.
+    #[command(args_conflicts_with_subcommands = true)]
+    Agent(AgentCommand),
+    /// Start a server and an agent on this machine with an identity for you, until Ctrl-C.
+    Quickstart(QuickstartArgs),
+    /// Manage registration entries (admin API).
+    #[command(subcommand)]
+    Entry(EntryCommand),
+    /// Manage join tokens (admin API).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Show the trust bundle (admin API).
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+    /// Fetch or watch your X509-SVIDs (Workload API).
+    #[command(subcommand)]
+    Svid(SvidCommand),
+    /// Fetch or validate JWT-SVIDs (Workload API).
+    #[command(subcommand)]
+    Jwt(JwtCommand),
+    /// Check that an agent (Workload API) or a server (admin API) answers.
+    Healthcheck(HealthcheckArgs),
+}
+
+/// Parses `90s`, `15m`, `1h`, `7d` or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let value: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 90s, 15m, 1h or 7d"))?;
+    let seconds = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown unit {unit:?} in {text:?}; use s, m, h or d")),
+    };
+    value.checked_mul(seconds).map(Duration::from_secs).ok_or_else(|| format!("{text:?} is too long"))
+}
+
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    Option::<String>::deserialize(d)?.map(|s| parse_duration(&s).map_err(serde::de::Error::custom)).transpose()
+}
+
+/// `signet server` options (also the keys of `server.toml`).
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerArgs {
+    /// TOML config file with the same options (flags and env override it).
+    #[arg(long, env = "SIGNET_SERVER_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Trust domain, e.g. example.org.
+    #[arg(long, env = "SIGNET_TRUST_DOMAIN")]
+    pub trust_domain: Option<String>,
+    /// Directory for the database, CA keys and bundle files [default: /var/lib/signet/server].
+    #[arg(long, env = "SIGNET_SERVER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Agent API address [default: 0.0.0.0:8081].
+    #[arg(long, env = "SIGNET_BIND_ADDRESS")]
+    pub bind_address: Option<SocketAddr>,
+    /// Admin API socket [default: <data-dir>/admin.sock].
+    #[arg(long, env = "SIGNET_ADMIN_SOCKET")]
+    pub admin_socket: Option<PathBuf>,
+    /// Health and metrics address [default: 127.0.0.1:8082].
+    #[arg(long, env = "SIGNET_HEALTH_ADDRESS")]
+    pub health_address: Option<SocketAddr>,
+    /// CA key type: ec-p256, ec-p384 or rsa-2048 [default: ec-p256].
+    #[arg(long, env = "SIGNET_CA_KEY_TYPE")]
+    pub ca_key_type: Option<String>,
+    /// CA lifetime [default: 24h].
+    #[arg(long, env = "SIGNET_CA_TTL", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub ca_ttl: Option<Duration>,
+    /// X509-SVID lifetime of entries that set none [default: 1h].
+    #[arg(long, env = "SIGNET_X509_SVID_TTL", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub default_x509_svid_ttl: Option<Duration>,
+    /// JWT-SVID lifetime of entries that set none [default: 5m].
+    #[arg(long, env = "SIGNET_JWT_SVID_TTL", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub default_jwt_svid_ttl: Option<Duration>,
+    /// Agent SVID lifetime [default: 1h].
+    #[arg(long, env = "SIGNET_AGENT_SVID_TTL", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub agent_svid_ttl: Option<Duration>,
+}
+
+/// `signet agent`: run, or an admin subcommand.
+#[derive(Debug, Args)]
+pub struct AgentCommand {
+    #[command(subcommand)]
+    pub action: Option<AgentAction>,
+    #[command(flatten)]
+    pub run: AgentArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentAction {
+    /// List attested agents.
+    List(AdminArgs),
+    /// Evict an agent: its SVID stops working and it must attest again.
+    Evict(AgentTarget),
+    /// Ban an agent: evicted for good, even with a new join token for the same ID.
+    Ban(AgentTarget),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentTarget {
+    /// The agent's SPIFFE ID.
+    pub spiffe_id: String,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// `signet agent` options (also the keys of `agent.toml`).
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentArgs {
+    /// TOML config file with the same options (flags and env override it).
+    #[arg(long, env = "SIGNET_AGENT_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Trust domain, e.g. example.org.
+    #[arg(long, env = "SIGNET_TRUST_DOMAIN")]
+    pub trust_domain: Option<String>,
+    /// Server agent API address [default: 127.0.0.1:8081].
+    #[arg(long, env = "SIGNET_SERVER_ADDRESS")]
+    pub server_address: Option<String>,
+    /// Bootstrap trust bundle (the server's bundle.pem) [default: /var/lib/signet/server/bundle.pem].
+    #[arg(long, env = "SIGNET_TRUST_BUNDLE")]
+    pub trust_bundle: Option<PathBuf>,
+    /// Join token for the first attestation (from `signet token create`).
+    #[arg(long, env = "SIGNET_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// Directory for the agent's identity [default: /var/lib/signet/agent].
+    #[arg(long, env = "SIGNET_AGENT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Workload API socket [default: /run/signet/sockets/api.sock].
+    #[arg(long, env = "SIGNET_SOCKET_PATH")]
+    pub socket_path: Option<PathBuf>,
+    /// Also report unix:sha256 of each workload's binary.
+    #[arg(long, env = "SIGNET_HASH_WORKLOAD_BINARY")]
+    pub hash_workload_binary: Option<bool>,
+    /// The /proc to read workloads from [default: /proc].
+    #[arg(long, env = "SIGNET_PROC_ROOT")]
+    pub proc_root: Option<PathBuf>,
+}
+
+/// `signet quickstart` options.
+#[derive(Debug, Args)]
+pub struct QuickstartArgs {
+    /// Directory for all quickstart state [default: <tmp>/signet-quickstart-<uid>].
+    #[arg(long, env = "SIGNET_QUICKSTART_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Trust domain.
+    #[arg(long, default_value = "example.org")]
+    pub trust_domain: String,
+    /// SPIFFE ID for you [default: spiffe://<trust-domain>/quickstart/<user>].
+    #[arg(long)]
+    pub spiffe_id: Option<String>,
+    /// X509-SVID lifetime of your identity (short to watch rotation).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub svid_ttl: Duration,
+    /// Agent API address of the embedded server.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub bind_address: SocketAddr,
+}
+
+/// Where the admin API is.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// Admin API socket of the server.
+    #[arg(long, env = "SIGNET_ADMIN_SOCKET", default_value = "/var/lib/signet/server/admin.sock")]
+    pub admin_socket: PathBuf,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
+}
+
+/// Fields of an entry.
+#[derive(Debug, Clone, Args)]
+pub struct EntryFields {
+    /// The SPIFFE ID to grant.
+    #[arg(long)]
+    pub spiffe_id: String,
+    /// The agent that serves it (see `signet agent list`).
+    #[arg(long)]
+    pub parent_id: String,
+    /// A selector the workload must have, e.g. unix:uid:1000 (repeatable; all must match).
+    #[arg(long = "selector", required = true)]
+    pub selectors: Vec<String>,
+    /// X509-SVID lifetime [default: server's].
+    #[arg(long, value_parser = parse_duration)]
+    pub x509_svid_ttl: Option<Duration>,
+    /// JWT-SVID lifetime [default: server's].
+    #[arg(long, value_parser = parse_duration)]
+    pub jwt_svid_ttl: Option<Duration>,
+    /// DNS SAN (repeatable).
+    #[arg(long = "dns-name")]
+    pub dns_names: Vec<String>,
+    /// Trust domain whose bundle the workload receives (repeatable).
+    #[arg(long = "federates-with")]
+    pub federates_with: Vec<String>,
+    /// Hint shown to workloads holding several identities.
+    #[arg(long, default_value = "")]
+    pub hint: String,
+    /// Admin workload.
+    #[arg(long)]
+    pub admin: bool,
+    /// Downstream workload.
+    #[arg(long)]
+    pub downstream: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EntryCommand {
+    /// Create an entry.
+    Create {
+        #[command(flatten)]
+        fields: EntryFields,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Replace an entry's fields.
+    Update {
+        /// Entry id.
+        #[arg(long)]
+        id: String,
+        #[command(flatten)]
+        fields: EntryFields,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List entries.
+    List {
+        /// Only entries of this agent.
+        #[arg(long)]
+        parent_id: Option<String>,
+        /// Only entries granting this ID.
+        #[arg(long)]
+        spiffe_id: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Show one entry.
+    Show {
+        /// Entry id.
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Delete an entry.
+    Delete {
+        /// Entry id.
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a single-use join token for a new agent.
+    Create {
+        /// Lifetime.
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        ttl: Duration,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// Bundle output format.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum BundleFormat {
+    /// PEM certificates.
+    Pem,
+    /// SPIFFE bundle JSON.
+    Spiffe,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Print this trust domain's bundle.
+    Show {
+        /// Format.
+        #[arg(long, value_enum, default_value_t = BundleFormat::Pem)]
+        format: BundleFormat,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// Where the Workload API is.
+#[derive(Debug, Clone, Args)]
+pub struct WorkloadArgs {
+    /// Workload API endpoint (unix:///path or a path).
+    #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET", default_value = "unix:///run/signet/sockets/api.sock")]
+    pub socket: String,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SvidCommand {
+    /// Fetch your X509-SVIDs once.
+    Fetch {
+        /// Write svid.N.pem, svid.N.key and bundle.pem into this directory.
+        #[arg(long)]
+        write: Option<PathBuf>,
+        #[command(flatten)]
+        workload: WorkloadArgs,
+    },
+    /// Print every X509-SVID update as it arrives (rotation, bundle changes), until Ctrl-C.
+    Watch {
+        #[command(flatten)]
+        workload: WorkloadArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JwtCommand {
+    /// Fetch a JWT-SVID for an audience.
+    Fetch {
+        /// Audience (repeatable).
+        #[arg(long = "audience", required = true)]
+        audience: Vec<String>,
+        /// Only this identity.
+        #[arg(long)]
+        spiffe_id: Option<String>,
+        #[command(flatten)]
+        workload: WorkloadArgs,
+    },
+    /// Validate a JWT-SVID through the agent.
+    Validate {
+        /// Expected audience.
+        #[arg(long)]
+        audience: String,
+        /// The token.
+        token: String,
+        #[command(flatten)]
+        workload: WorkloadArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// Check a server through its admin socket instead of an agent.
+    #[arg(long)]
+    pub admin_socket: Option<PathBuf>,
+    /// Workload API endpoint of the agent.
+    #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET", default_value = "unix:///run/signet/sockets/api.sock")]
+    pub socket: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86400));
+        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+        assert!(parse_duration("1y").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn server_config_file_keys_match_flags() {
+        let file: ServerArgs = toml::from_str("trust_domain = \"example.org\"\nca_ttl = \"12h\"\n").unwrap();
+        assert_eq!(file.ca_ttl, Some(Duration::from_secs(43200)));
+        assert!(toml::from_str::<ServerArgs>("no_such_option = 1").is_err());
+        let agent: AgentArgs = toml::from_str("server_address = \"10.0.0.1:8081\"\nhash_workload_binary = true\n").unwrap();
+        assert_eq!(agent.hash_workload_binary, Some(true));
+    }
+}

@@ -1,0 +1,134 @@
+//! `signet server` and `signet agent`: options merged from flags, environment and config file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::de::DeserializeOwned;
+use signet_agent::{AgentConfig, UnixAttestorConfig};
+use signet_server::ServerConfig;
+use signet_spiffe::TrustDomain;
+
+use crate::cli::{AgentArgs, ServerArgs};
+
+fn read_config<T: DeserializeOwned + Default>(path: Option<&Path>) -> anyhow::Result<T> {
+    let Some(path) = path else { return Ok(T::default()) };
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+}
+
+fn trust_domain(value: Option<String>) -> anyhow::Result<TrustDomain> {
+    let Some(name) = value else {
+        bail!("the trust domain is required: --trust-domain, SIGNET_TRUST_DOMAIN or trust_domain in the config file")
+    };
+    TrustDomain::new(&name).with_context(|| format!("invalid trust domain {name:?}"))
+}
+
+/// Resolves `signet server` options.
+pub fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
+    let file: ServerArgs = read_config(args.config.as_deref())?;
+    let ServerArgs {
+        config: _,
+        trust_domain: td,
+        data_dir,
+        bind_address,
+        admin_socket,
+        health_address,
+        ca_key_type,
+        ca_ttl,
+        default_x509_svid_ttl,
+        default_jwt_svid_ttl,
+        agent_svid_ttl,
+    } = args;
+    let data_dir = data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("/var/lib/signet/server"));
+    let mut config = ServerConfig::new(trust_domain(td.or(file.trust_domain))?, data_dir);
+    if let Some(address) = bind_address.or(file.bind_address) {
+        config.bind_address = address;
+    }
+    if let Some(socket) = admin_socket.or(file.admin_socket) {
+        config.admin_socket = socket;
+    }
+    if let Some(address) = health_address.or(file.health_address) {
+        config.health_address = Some(address);
+    }
+    if let Some(kind) = ca_key_type.or(file.ca_key_type) {
+        config.ca_key_algorithm = kind.parse().context("--ca-key-type")?;
+    }
+    let pick = |flag: Option<Duration>, file: Option<Duration>, default: Duration| flag.or(file).unwrap_or(default);
+    config.ca_ttl = pick(ca_ttl, file.ca_ttl, config.ca_ttl);
+    config.default_x509_svid_ttl = pick(default_x509_svid_ttl, file.default_x509_svid_ttl, config.default_x509_svid_ttl);
+    config.default_jwt_svid_ttl = pick(default_jwt_svid_ttl, file.default_jwt_svid_ttl, config.default_jwt_svid_ttl);
+    config.agent_svid_ttl = pick(agent_svid_ttl, file.agent_svid_ttl, config.agent_svid_ttl);
+    anyhow::ensure!(config.ca_ttl >= Duration::from_secs(600), "--ca-ttl must be at least 10m");
+    Ok(config)
+}
+
+/// Resolves `signet agent` options.
+pub fn agent_config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
+    let file: AgentArgs = read_config(args.config.as_deref())?;
+    let AgentArgs {
+        config: _,
+        trust_domain: td,
+        server_address,
+        trust_bundle,
+        join_token,
+        data_dir,
+        socket_path,
+        hash_workload_binary,
+        proc_root,
+    } = args;
+    let mut unix = UnixAttestorConfig::default();
+    unix.hash_binary = hash_workload_binary.or(file.hash_workload_binary).unwrap_or(false);
+    if let Some(root) = proc_root.or(file.proc_root) {
+        unix.proc_root = root;
+    }
+    Ok(AgentConfig {
+        trust_domain: trust_domain(td.or(file.trust_domain))?,
+        server_address: server_address.or(file.server_address).unwrap_or_else(|| "127.0.0.1:8081".into()),
+        trust_bundle_path: trust_bundle
+            .or(file.trust_bundle)
+            .unwrap_or_else(|| PathBuf::from("/var/lib/signet/server/bundle.pem")),
+        join_token: join_token.or(file.join_token),
+        data_dir: data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("/var/lib/signet/agent")),
+        socket_path: socket_path.or(file.socket_path).unwrap_or_else(|| PathBuf::from("/run/signet/sockets/api.sock")),
+        unix_attestor: unix,
+    })
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+/// Runs the server until a signal.
+pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
+    let config = server_config(args)?;
+    let server = signet_server::start(config).await?;
+    eprintln!("signet server listening on {} (admin socket {})", server.agent_address, server.admin_socket.display());
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown();
+    Ok(())
+}
+
+/// Runs the agent until a signal.
+pub async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
+    let config = agent_config(args)?;
+    let agent = signet_agent::start(config).await?;
+    eprintln!("signet agent {} serving the Workload API on {}", agent.agent_id, agent.socket_path.display());
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    agent.shutdown();
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! One module per command family.
+
+pub mod admin;
+pub mod daemons;
+pub mod quickstart;
+pub mod workload;

@@ -1,0 +1,188 @@
+//! Workload commands: talk to the agent's Workload API like any workload would.
+
+use std::path::Path;
+
+use anyhow::Context;
+use base64::Engine;
+use serde::Serialize;
+use signet_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
+use signet_proto::workload::{JwtsvidRequest, ValidateJwtsvidRequest, X509BundlesRequest, X509svidRequest, X509svidResponse};
+use tonic::transport::Channel;
+
+use crate::cli::{HealthcheckArgs, JwtCommand, SvidCommand, WorkloadArgs};
+use crate::output;
+
+async fn client(args: &WorkloadArgs) -> anyhow::Result<SpiffeWorkloadApiClient<Channel>> {
+    let path = crate::uds::endpoint_path(&args.socket)?;
+    Ok(SpiffeWorkloadApiClient::new(crate::uds::channel(&path).await?))
+}
+
+fn request<T>(body: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(body);
+    request.metadata_mut().insert("workload.spiffe.io", tonic::metadata::MetadataValue::from_static("true"));
+    request
+}
+
+fn status(err: tonic::Status) -> anyhow::Error {
+    match err.code() {
+        tonic::Code::PermissionDenied => anyhow::anyhow!(
+            "the agent has no identity for this process ({}); is there an entry whose selectors match you?",
+            err.message()
+        ),
+        _ => anyhow::anyhow!("{} ({:?})", err.message(), err.code()),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct SvidView {
+    spiffe_id: String,
+    hint: String,
+    not_after: String,
+    chain_length: usize,
+}
+
+fn views(response: &X509svidResponse) -> Vec<SvidView> {
+    response
+        .svids
+        .iter()
+        .map(|s| {
+            let certs = signet_spiffe::bundle::split_der_certificates(&s.x509_svid).unwrap_or_default();
+            let not_after = certs
+                .first()
+                .and_then(|c| signet_spiffe::x509::not_after_of(c))
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| output::time(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)))
+                .unwrap_or_default();
+            SvidView { spiffe_id: s.spiffe_id.clone(), hint: s.hint.clone(), not_after, chain_length: certs.len() }
+        })
+        .collect()
+}
+
+fn human(views: &Vec<SvidView>) -> String {
+    let mut out = String::new();
+    for (i, v) in views.iter().enumerate() {
+        out.push_str(&format!(
+            "SVID #{i}{}\n  SPIFFE ID : {}\n  Expires   : {}\n  Chain     : {} certificate(s)\n",
+            if i == 0 { " (default)" } else { "" },
+            v.spiffe_id,
+            v.not_after,
+            v.chain_length
+        ));
+        if !v.hint.is_empty() {
+            out.push_str(&format!("  Hint      : {}\n", v.hint));
+        }
+    }
+    out
+}
+
+fn pem(tag: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {tag}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {tag}-----\n"));
+    out
+}
+
+fn write_files(dir: &Path, response: &X509svidResponse) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (i, svid) in response.svids.iter().enumerate() {
+        let certs = signet_spiffe::bundle::split_der_certificates(&svid.x509_svid)?;
+        let chain: String = certs.iter().map(|c| pem("CERTIFICATE", c)).collect();
+        std::fs::write(dir.join(format!("svid.{i}.pem")), chain)?;
+        let key_path = dir.join(format!("svid.{i}.key"));
+        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&key_path)?;
+        std::io::Write::write_all(&mut file, pem("PRIVATE KEY", &svid.x509_svid_key).as_bytes())?;
+        let bundle: String =
+            signet_spiffe::bundle::split_der_certificates(&svid.bundle)?.iter().map(|c| pem("CERTIFICATE", c)).collect();
+        std::fs::write(dir.join(format!("bundle.{i}.pem")), bundle)?;
+    }
+    eprintln!("wrote {} SVID(s) to {}", response.svids.len(), dir.display());
+    Ok(())
+}
+
+/// `signet svid ...`
+pub async fn svid(command: SvidCommand) -> anyhow::Result<()> {
+    match command {
+        SvidCommand::Fetch { write, workload } => {
+            let mut stream = client(&workload).await?.fetch_x509svid(request(X509svidRequest {})).await.map_err(status)?.into_inner();
+            let response = stream.message().await.map_err(status)?.context("the agent closed the stream")?;
+            if let Some(dir) = write {
+                write_files(&dir, &response)?;
+            }
+            output::print(workload.output, &views(&response), human)
+        }
+        SvidCommand::Watch { workload } => {
+            let mut stream = client(&workload).await?.fetch_x509svid(request(X509svidRequest {})).await.map_err(status)?.into_inner();
+            let mut update = 0u64;
+            loop {
+                tokio::select! {
+                    message = stream.message() => {
+                        let Some(response) = message.map_err(status)? else { anyhow::bail!("the agent closed the stream") };
+                        update += 1;
+                        eprintln!("--- update {update}");
+                        output::print(workload.output, &views(&response), human)?;
+                    }
+                    () = crate::commands::daemons::shutdown_signal() => return Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// `signet jwt ...`
+pub async fn jwt(command: JwtCommand) -> anyhow::Result<()> {
+    match command {
+        JwtCommand::Fetch { audience, spiffe_id, workload } => {
+            let response = client(&workload)
+                .await?
+                .fetch_jwtsvid(request(JwtsvidRequest { audience, spiffe_id: spiffe_id.unwrap_or_default() }))
+                .await
+                .map_err(status)?
+                .into_inner();
+            let view: Vec<_> = response.svids.iter().map(|s| serde_json::json!({"spiffe_id": s.spiffe_id, "token": s.svid, "hint": s.hint})).collect();
+            output::print(workload.output, &view, |_| {
+                response.svids.iter().map(|s| format!("{}\n{}\n", s.spiffe_id, s.svid)).collect()
+            })
+        }
+        JwtCommand::Validate { audience, token, workload } => {
+            let response = client(&workload)
+                .await?
+                .validate_jwtsvid(request(ValidateJwtsvidRequest { audience, svid: token }))
+                .await
+                .map_err(status)?
+                .into_inner();
+            let claims = response.claims.map(|c| format!("{c:?}")).unwrap_or_default();
+            let view = serde_json::json!({"valid": true, "spiffe_id": response.spiffe_id});
+            output::print(workload.output, &view, |_| format!("Valid JWT-SVID for {}\n", response.spiffe_id))?;
+            tracing::debug!(%claims, "claims");
+            Ok(())
+        }
+    }
+}
+
+/// `signet healthcheck`
+pub async fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<()> {
+    if let Some(socket) = args.admin_socket {
+        let channel = crate::uds::channel(&socket).await?;
+        signet_proto::admin::admin_client::AdminClient::new(channel)
+            .get_bundle(signet_proto::admin::GetBundleRequest {})
+            .await
+            .map_err(|e| anyhow::anyhow!("server unhealthy: {}", e.message()))?;
+        println!("server is healthy");
+        return Ok(());
+    }
+    let workload = WorkloadArgs { socket: args.socket, output: output::OutputFormat::Human };
+    let result = client(&workload).await?.fetch_x509_bundles(request(X509BundlesRequest {})).await;
+    // Any answer from the Workload API, including "no identity for you", means the agent works.
+    match result {
+        Ok(_) => {}
+        Err(e) if e.code() == tonic::Code::PermissionDenied => {}
+        Err(e) => anyhow::bail!("agent unhealthy: {} ({:?})", e.message(), e.code()),
+    }
+    println!("agent is healthy");
+    Ok(())
+}

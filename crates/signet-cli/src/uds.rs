@@ -1,0 +1,44 @@
+//! gRPC channels over Unix sockets (admin API and Workload API clients).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint};
+
+/// Connects to a gRPC server on a Unix socket.
+pub async fn channel(path: &Path) -> anyhow::Result<Channel> {
+    let path: PathBuf = path.to_owned();
+    let shown = path.display().to_string();
+    Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+        }))
+        .await
+        .with_context(|| format!("cannot connect to {shown} (is the process running, and may you open the socket?)"))
+}
+
+/// Parses a Workload API endpoint (`unix:///path` or a plain path).
+pub fn endpoint_path(endpoint: &str) -> anyhow::Result<PathBuf> {
+    if let Some(path) = endpoint.strip_prefix("unix://") {
+        anyhow::ensure!(path.starts_with('/'), "endpoint {endpoint:?} must be unix:///absolute/path");
+        return Ok(PathBuf::from(path));
+    }
+    anyhow::ensure!(!endpoint.contains("://"), "only unix:// endpoints are supported, got {endpoint:?}");
+    Ok(PathBuf::from(endpoint))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(endpoint_path("unix:///tmp/a.sock").unwrap(), PathBuf::from("/tmp/a.sock"));
+        assert_eq!(endpoint_path("/tmp/a.sock").unwrap(), PathBuf::from("/tmp/a.sock"));
+        assert!(endpoint_path("unix://relative").is_err());
+        assert!(endpoint_path("tcp://127.0.0.1:1").is_err());
+    }
+}
