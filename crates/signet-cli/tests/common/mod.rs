@@ -1,0 +1,168 @@
+//! A real deployment for tests: `signet server` and `signet agent` as separate processes on
+//! loopback and temporary Unix sockets.
+
+#![allow(dead_code, reason = "each test binary uses a subset")]
+#![expect(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test harness fails loudly")]
+
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TD: &str = "example.org";
+
+pub fn signet_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_signet")
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub struct Deployment {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub health_port: u16,
+    pub server: Option<Child>,
+    pub agent: Option<Child>,
+    pub agent_id: String,
+}
+
+impl Deployment {
+    pub fn server_dir(&self) -> PathBuf {
+        self.dir.path().join("server")
+    }
+    pub fn admin_socket(&self) -> PathBuf {
+        self.server_dir().join("admin.sock")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("sockets/api.sock")
+    }
+    pub fn endpoint(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    /// Starts a server and an agent and waits until both are ready.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        // Let other users traverse to the socket (the socket dir itself is the agent's).
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut d = Self { dir, port: free_port(), health_port: free_port(), server: None, agent: None, agent_id: String::new() };
+        d.start_server();
+        let token = d.token();
+        d.start_agent(Some(&token));
+        d
+    }
+
+    pub fn start_server(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("server.log")).unwrap();
+        let child = Command::new(signet_bin())
+            .args(["server", "--trust-domain", TD])
+            .arg("--data-dir")
+            .arg(self.server_dir())
+            .args(["--bind-address", &format!("127.0.0.1:{}", self.port)])
+            .args(["--health-address", &format!("127.0.0.1:{}", self.health_port)])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.server = Some(child);
+        let admin = self.admin_socket();
+        wait_for("the server", Duration::from_secs(20), || {
+            admin.exists() && self.admin(&["bundle", "show"]).status.success()
+        });
+    }
+
+    pub fn start_agent(&mut self, token: Option<&str>) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("agent.log")).unwrap();
+        let mut cmd = Command::new(signet_bin());
+        cmd.args(["agent", "--trust-domain", TD])
+            .args(["--server-address", &format!("127.0.0.1:{}", self.port)])
+            .arg("--trust-bundle")
+            .arg(self.server_dir().join("bundle.pem"))
+            .arg("--data-dir")
+            .arg(self.dir.path().join("agent"))
+            .arg("--socket-path")
+            .arg(self.socket())
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(token) = token {
+            cmd.args(["--join-token", token]);
+        }
+        let _ = std::fs::remove_file(self.socket());
+        self.agent = Some(cmd.spawn().unwrap());
+        let socket = self.socket();
+        wait_for("the agent socket", Duration::from_secs(20), || socket.exists());
+        let list = self.admin(&["agent", "list", "-o", "json"]);
+        let agents: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+        self.agent_id = agents[0]["spiffe_id"].as_str().unwrap().to_owned();
+    }
+
+    pub fn token(&self) -> String {
+        let out = self.admin(&["token", "create", "-o", "json"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["token"].as_str().unwrap().to_owned()
+    }
+
+    pub fn admin(&self, args: &[&str]) -> Output {
+        Command::new(signet_bin()).args(args).arg("--admin-socket").arg(self.admin_socket()).output().unwrap()
+    }
+
+    pub fn workload(&self, args: &[&str]) -> Output {
+        Command::new(signet_bin()).args(args).arg("--socket").arg(self.endpoint()).output().unwrap()
+    }
+
+    /// Creates an entry for this process's uid; returns its id.
+    pub fn create_entry(&self, spiffe_id: &str, selector: &str, extra: &[&str]) -> String {
+        let mut args = vec!["entry", "create", "--spiffe-id", spiffe_id, "--parent-id", &self.agent_id, "--selector", selector, "-o", "json"];
+        args.extend_from_slice(extra);
+        let out = self.admin(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["id"].as_str().unwrap().to_owned()
+    }
+
+    pub fn kill_server(&mut self) {
+        if let Some(mut child) = self.server.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn kill_agent(&mut self) {
+        if let Some(mut child) = self.agent.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        let read = |n: &str| std::fs::read_to_string(self.dir.path().join(n)).unwrap_or_default();
+        format!("--- server.log\n{}\n--- agent.log\n{}", read("server.log"), read("agent.log"))
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        self.kill_agent();
+        self.kill_server();
+    }
+}
+
+pub fn my_uid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+pub fn socket_exists(p: &Path) -> bool {
+    p.exists()
+}
