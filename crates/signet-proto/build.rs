@@ -2,7 +2,11 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto");
-    let files = ["workload.proto", "signet/agent/v1/agent.proto", "signet/admin/v1/admin.proto"];
+    let files = [
+        "workload.proto",
+        "signet/agent/v1/agent.proto",
+        "signet/admin/v1/admin.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={root}/{file}");
     }

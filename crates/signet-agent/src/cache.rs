@@ -84,7 +84,11 @@ pub fn refresh_time(issued: SystemTime, not_after: SystemTime) -> SystemTime {
 impl SvidCache {
     /// An empty cache.
     pub fn new() -> Self {
-        Self { state: RwLock::new(State::default()), changed: watch::channel(0).0, signer: Notify::new() }
+        Self {
+            state: RwLock::new(State::default()),
+            changed: watch::channel(0).0,
+            signer: Notify::new(),
+        }
     }
 
     fn update<T>(&self, f: impl FnOnce(&mut State) -> T) -> Option<T> {
@@ -123,7 +127,13 @@ impl SvidCache {
             let mut next = BTreeMap::new();
             for entry in entries {
                 let svid = s.entries.get(&entry.id).and_then(|old| old.svid.clone());
-                next.insert(entry.id.clone(), Slot { entry: Arc::new(entry), svid });
+                next.insert(
+                    entry.id.clone(),
+                    Slot {
+                        entry: Arc::new(entry),
+                        svid,
+                    },
+                );
             }
             s.entries = next;
             s.jwts.retain(|(id, _), _| s.entries.contains_key(id));
@@ -140,7 +150,13 @@ impl SvidCache {
             }
             for entry in upserted {
                 let svid = s.entries.get(&entry.id).and_then(|old| old.svid.clone());
-                s.entries.insert(entry.id.clone(), Slot { entry: Arc::new(entry), svid });
+                s.entries.insert(
+                    entry.id.clone(),
+                    Slot {
+                        entry: Arc::new(entry),
+                        svid,
+                    },
+                );
             }
             s.jwts.retain(|(id, _), _| s.entries.contains_key(id));
         });
@@ -183,31 +199,47 @@ impl SvidCache {
 
     /// The earliest scheduled rotation.
     pub fn next_refresh(&self) -> Option<SystemTime> {
-        self.read(|s| s.entries.values().filter_map(|slot| slot.svid.as_ref().map(|v| v.refresh_at)).min())
+        self.read(|s| {
+            s.entries
+                .values()
+                .filter_map(|slot| slot.svid.as_ref().map(|v| v.refresh_at))
+                .min()
+        })
     }
 
     /// Stores a freshly signed SVID, unless the entry vanished or changed meanwhile.
     pub fn store_svid(&self, entry_id: &EntryId, svid: CachedSvid) {
         self.update(|s| {
-            if let Some(slot) = s.entries.get_mut(entry_id) {
-                if slot.entry.revision == svid.revision {
-                    slot.svid = Some(Arc::new(svid));
-                }
+            if let Some(slot) = s.entries.get_mut(entry_id)
+                && slot.entry.revision == svid.revision
+            {
+                slot.svid = Some(Arc::new(svid));
             }
         });
     }
 
     /// Number of entries and of entries with an SVID.
     pub fn counts(&self) -> (usize, usize) {
-        self.read(|s| (s.entries.len(), s.entries.values().filter(|e| e.svid.is_some()).count()))
+        self.read(|s| {
+            (
+                s.entries.len(),
+                s.entries.values().filter(|e| e.svid.is_some()).count(),
+            )
+        })
     }
 
     /// The entries matching `selectors`, default first (ordered by SPIFFE ID, then entry id),
     /// with duplicate non-empty hints dropped.
     pub fn identities(&self, selectors: &SelectorSet) -> Identities {
         self.read(|s| {
-            let mut matching: Vec<&Slot> = s.entries.values().filter(|slot| slot.entry.matches(selectors)).collect();
-            matching.sort_by(|a, b| (&a.entry.spiffe_id, &a.entry.id).cmp(&(&b.entry.spiffe_id, &b.entry.id)));
+            let mut matching: Vec<&Slot> = s
+                .entries
+                .values()
+                .filter(|slot| slot.entry.matches(selectors))
+                .collect();
+            matching.sort_by(|a, b| {
+                (&a.entry.spiffe_id, &a.entry.id).cmp(&(&b.entry.spiffe_id, &b.entry.id))
+            });
             let mut hints = HashSet::new();
             let mut out = Identities::default();
             for slot in matching {
@@ -228,22 +260,48 @@ impl SvidCache {
     /// The matching entries regardless of SVID state (for JWT minting).
     pub fn matching_entries(&self, selectors: &SelectorSet) -> Vec<Arc<RegistrationEntry>> {
         self.read(|s| {
-            let mut v: Vec<_> = s.entries.values().filter(|slot| slot.entry.matches(selectors)).map(|slot| slot.entry.clone()).collect();
+            let mut v: Vec<_> = s
+                .entries
+                .values()
+                .filter(|slot| slot.entry.matches(selectors))
+                .map(|slot| slot.entry.clone())
+                .collect();
             v.sort_by(|a, b| (&a.spiffe_id, &a.id).cmp(&(&b.spiffe_id, &b.id)));
             v
         })
     }
 
     /// A cached JWT-SVID still before its refresh time.
-    pub fn cached_jwt(&self, entry: &EntryId, audience: &[String], now: SystemTime) -> Option<String> {
+    pub fn cached_jwt(
+        &self,
+        entry: &EntryId,
+        audience: &[String],
+        now: SystemTime,
+    ) -> Option<String> {
         let key = (entry.clone(), audience.to_vec());
-        self.read(|s| s.jwts.get(&key).filter(|j| j.refresh_at > now && j.expiry > now).map(|j| j.token.clone()))
+        self.read(|s| {
+            s.jwts
+                .get(&key)
+                .filter(|j| j.refresh_at > now && j.expiry > now)
+                .map(|j| j.token.clone())
+        })
     }
 
     /// Caches a JWT-SVID until half its lifetime.
-    pub fn store_jwt(&self, entry: &EntryId, audience: &[String], token: String, issued: SystemTime, expiry: SystemTime) {
+    pub fn store_jwt(
+        &self,
+        entry: &EntryId,
+        audience: &[String],
+        token: String,
+        issued: SystemTime,
+        expiry: SystemTime,
+    ) {
         let life = expiry.duration_since(issued).unwrap_or(Duration::ZERO);
-        let cached = CachedJwt { token, refresh_at: issued + life / 2, expiry };
+        let cached = CachedJwt {
+            token,
+            refresh_at: issued + life / 2,
+            expiry,
+        };
         if let Ok(mut s) = self.state.write() {
             // Bounded: at most 16 audiences per entry are kept.
             let per_entry = s.jwts.keys().filter(|(id, _)| id == entry).count();
@@ -264,7 +322,10 @@ mod tests {
         let issued = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
         let not_after = issued + Duration::from_secs(3600);
         for _ in 0..200 {
-            let at = refresh_time(issued, not_after).duration_since(issued).unwrap().as_secs();
+            let at = refresh_time(issued, not_after)
+                .duration_since(issued)
+                .unwrap()
+                .as_secs();
             assert!((1440..=2160).contains(&at), "{at}");
         }
     }

@@ -19,7 +19,9 @@ pub fn connect(
     agent_svid: Option<Arc<RotatingSvid>>,
 ) -> Result<AgentServiceClient<Channel>, tonic::transport::Error> {
     let verifier = Arc::new(SpiffeServerVerifier::for_id(bundles, server_id));
-    let builder = rustls::ClientConfig::builder().dangerous().with_custom_certificate_verifier(verifier);
+    let builder = rustls::ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
     let mut tls = match agent_svid {
         Some(svid) => builder.with_client_cert_resolver(svid),
         None => builder.with_no_client_auth(),

@@ -29,8 +29,13 @@ impl AgentError {
     pub fn from_status(status: tonic::Status) -> Self {
         use tonic::Code;
         match status.code() {
-            Code::PermissionDenied | Code::Unauthenticated => Self::Refused(status.message().to_owned()),
-            Code::InvalidArgument | Code::FailedPrecondition | Code::NotFound | Code::Unimplemented => {
+            Code::PermissionDenied | Code::Unauthenticated => {
+                Self::Refused(status.message().to_owned())
+            }
+            Code::InvalidArgument
+            | Code::FailedPrecondition
+            | Code::NotFound
+            | Code::Unimplemented => {
                 Self::Server(format!("{:?}: {}", status.code(), status.message()))
             }
             _ => Self::Unavailable(format!("{:?}: {}", status.code(), status.message())),

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType};
-use signet_proto::agent::{AttestAgentRequest, RenewAgentRequest, attest_agent_request::Attestation};
+use signet_proto::agent::{
+    AttestAgentRequest, RenewAgentRequest, attest_agent_request::Attestation,
+};
 use signet_spiffe::{Bundle, BundleSet, SpiffeId, TrustDomain, X509Svid};
 use signet_tls::SharedBundles;
 
@@ -19,7 +21,8 @@ const BUNDLE_FILE: &str = "bundle.json";
 
 /// Reads a trust bundle file: SPIFFE bundle JSON or PEM certificates.
 pub fn read_bundle_file(path: &Path, trust_domain: &TrustDomain) -> Result<Bundle, AgentError> {
-    let bytes = std::fs::read(path).map_err(|e| AgentError::Config(format!("reading trust bundle {}: {e}", path.display())))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| AgentError::Config(format!("reading trust bundle {}: {e}", path.display())))?;
     let parsed = if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
         Bundle::from_spiffe_json(trust_domain.clone(), &bytes)
     } else {
@@ -39,7 +42,12 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
     let tmp = path.with_extension("tmp");
     let result = (|| {
         use std::io::Write;
-        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -90,7 +98,10 @@ impl IdentityStore {
 
     /// Persists the bundle.
     pub fn save_bundle(&self, bundle: &Bundle) -> Result<(), AgentError> {
-        write_private(&self.dir.join(BUNDLE_FILE), bundle.to_spiffe_json().as_bytes())
+        write_private(
+            &self.dir.join(BUNDLE_FILE),
+            bundle.to_spiffe_json().as_bytes(),
+        )
     }
 }
 
@@ -100,10 +111,15 @@ pub fn key_and_csr(id: Option<&SpiffeId>) -> Result<(KeyPair, Vec<u8>), AgentErr
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
     if let Some(id) = id {
-        let uri = id.as_str().try_into().map_err(|e: rcgen::Error| AgentError::Internal(e.to_string()))?;
+        let uri = id
+            .as_str()
+            .try_into()
+            .map_err(|e: rcgen::Error| AgentError::Internal(e.to_string()))?;
         params.subject_alt_names = vec![SanType::URI(uri)];
     }
-    let csr = params.serialize_request(&key).map_err(|e| AgentError::Internal(e.to_string()))?;
+    let csr = params
+        .serialize_request(&key)
+        .map_err(|e| AgentError::Internal(e.to_string()))?;
     Ok((key, csr.der().to_vec()))
 }
 
@@ -120,13 +136,18 @@ pub async fn attest_with_join_token(
         .map_err(|e| AgentError::Unavailable(e.to_string()))?;
     let (key, csr) = key_and_csr(None)?;
     let response = client
-        .attest_agent(AttestAgentRequest { attestation: Some(Attestation::JoinToken(join_token.to_owned())), csr })
+        .attest_agent(AttestAgentRequest {
+            attestation: Some(Attestation::JoinToken(join_token.to_owned())),
+            csr,
+        })
         .await
         .map_err(AgentError::from_status)?
         .into_inner();
     let svid = X509Svid::parse(&response.svid_chain, &key.serialize_der())
         .map_err(|e| AgentError::Server(format!("server returned an invalid agent SVID: {e}")))?;
-    let bundle_msg = response.bundle.ok_or_else(|| AgentError::Server("attestation response has no bundle".into()))?;
+    let bundle_msg = response
+        .bundle
+        .ok_or_else(|| AgentError::Server("attestation response has no bundle".into()))?;
     let bundle = Bundle::from_spiffe_json(trust_domain, &bundle_msg.spiffe_json)
         .map_err(|e| AgentError::Server(format!("server bundle: {e}")))?;
     Ok(PersistedIdentity { svid, bundle })
@@ -134,11 +155,17 @@ pub async fn attest_with_join_token(
 
 /// Renews the agent SVID over the authenticated channel.
 pub async fn renew(
-    client: &mut signet_proto::agent::agent_service_client::AgentServiceClient<tonic::transport::Channel>,
+    client: &mut signet_proto::agent::agent_service_client::AgentServiceClient<
+        tonic::transport::Channel,
+    >,
     id: &SpiffeId,
 ) -> Result<X509Svid, AgentError> {
     let (key, csr) = key_and_csr(Some(id))?;
-    let response = client.renew_agent(RenewAgentRequest { csr }).await.map_err(AgentError::from_status)?.into_inner();
+    let response = client
+        .renew_agent(RenewAgentRequest { csr })
+        .await
+        .map_err(AgentError::from_status)?
+        .into_inner();
     X509Svid::parse(&response.svid_chain, &key.serialize_der())
         .map_err(|e| AgentError::Server(format!("server returned an invalid agent SVID: {e}")))
 }

@@ -72,7 +72,8 @@ impl RunningAgent {
 }
 
 fn private_dir(path: &std::path::Path) -> Result<(), AgentError> {
-    std::fs::create_dir_all(path).map_err(|e| AgentError::Io(format!("creating {}: {e}", path.display())))?;
+    std::fs::create_dir_all(path)
+        .map_err(|e| AgentError::Io(format!("creating {}: {e}", path.display())))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| AgentError::Io(format!("securing {}: {e}", path.display())))
 }
@@ -83,7 +84,8 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     private_dir(&config.data_dir)?;
     let store = IdentityStore::new(config.data_dir.clone(), config.trust_domain.clone());
-    let server_id = signet_core::server_id(&config.trust_domain).map_err(|e| AgentError::Internal(e.to_string()))?;
+    let server_id = signet_core::server_id(&config.trust_domain)
+        .map_err(|e| AgentError::Internal(e.to_string()))?;
 
     let identity = match store.load(SystemTime::now()) {
         Some(identity) => {
@@ -95,8 +97,13 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
                 AgentError::Config("no valid persisted agent identity and no join token: create one with `signet token create`".into())
             })?;
             let bootstrap = read_bundle_file(&config.trust_bundle_path, &config.trust_domain)?;
-            let identity =
-                identity::attest_with_join_token(&config.server_address, bootstrap, server_id.clone(), token).await?;
+            let identity = identity::attest_with_join_token(
+                &config.server_address,
+                bootstrap,
+                server_id.clone(),
+                token,
+            )
+            .await?;
             store.save_svid(&identity.svid)?;
             store.save_bundle(&identity.bundle)?;
             info!(agent = %identity.svid.spiffe_id(), "attested with a join token");
@@ -107,8 +114,13 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
 
     let bundles = Arc::new(SharedBundles::new(single(identity.bundle.clone())));
     let agent_tls = Arc::new(RotatingSvid::new());
-    let client = client::connect(&config.server_address, bundles.clone(), server_id, Some(agent_tls.clone()))
-        .map_err(|e| AgentError::Unavailable(e.to_string()))?;
+    let client = client::connect(
+        &config.server_address,
+        bundles.clone(),
+        server_id,
+        Some(agent_tls.clone()),
+    )
+    .map_err(|e| AgentError::Unavailable(e.to_string()))?;
     let cache = Arc::new(cache::SvidCache::new());
     let context = Arc::new(AgentContext {
         trust_domain: config.trust_domain.clone(),
@@ -132,7 +144,8 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         .socket_path
         .parent()
         .ok_or_else(|| AgentError::Config("socket path has no directory".into()))?;
-    std::fs::create_dir_all(socket_dir).map_err(|e| AgentError::Io(format!("creating {}: {e}", socket_dir.display())))?;
+    std::fs::create_dir_all(socket_dir)
+        .map_err(|e| AgentError::Io(format!("creating {}: {e}", socket_dir.display())))?;
     // Only the agent writes the directory; everyone may traverse it to reach the socket.
     std::fs::set_permissions(socket_dir, std::fs::Permissions::from_mode(0o755))
         .map_err(|e| AgentError::Io(e.to_string()))?;
@@ -150,7 +163,10 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
             }
         }
     });
-    let api = workload_api::WorkloadApi { context, attestor: config.unix_attestor.clone() };
+    let api = workload_api::WorkloadApi {
+        context,
+        attestor: config.unix_attestor.clone(),
+    };
     let service = SpiffeWorkloadApiServer::new(api)
         .max_decoding_message_size(64 * 1024)
         .max_encoding_message_size(8 * 1024 * 1024);
@@ -165,5 +181,10 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         }
     }));
     info!(agent = %agent_id, socket = %config.socket_path.display(), "signet agent ready");
-    Ok(RunningAgent { socket_path: config.socket_path, agent_id, cache, tasks })
+    Ok(RunningAgent {
+        socket_path: config.socket_path,
+        agent_id,
+        cache,
+        tasks,
+    })
 }

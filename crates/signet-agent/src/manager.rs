@@ -6,7 +6,9 @@ use std::time::{Duration, SystemTime};
 
 use signet_core::{EntryId, RegistrationEntry};
 use signet_proto::agent::agent_service_client::AgentServiceClient;
-use signet_proto::agent::{SignX509SvidsRequest, SvidRequest, SyncEntriesRequest, sync_entries_response::Update};
+use signet_proto::agent::{
+    SignX509SvidsRequest, SvidRequest, SyncEntriesRequest, sync_entries_response::Update,
+};
 use signet_spiffe::{Bundle, TrustDomain, X509Svid};
 use signet_tls::{RotatingSvid, SharedBundles};
 use tonic::transport::Channel;
@@ -46,7 +48,9 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self { next: Duration::from_millis(200) }
+        Self {
+            next: Duration::from_millis(200),
+        }
     }
 }
 
@@ -108,8 +112,9 @@ impl AgentContext {
             self.cache.set_tainted(message.tainted_authorities);
             match message.update {
                 Some(Update::Bundle(b)) => {
-                    let bundle = Bundle::from_spiffe_json(self.trust_domain.clone(), &b.spiffe_json)
-                        .map_err(|e| AgentError::Server(format!("bundle update: {e}")))?;
+                    let bundle =
+                        Bundle::from_spiffe_json(self.trust_domain.clone(), &b.spiffe_json)
+                            .map_err(|e| AgentError::Server(format!("bundle update: {e}")))?;
                     debug!(sequence = b.sequence, "bundle update");
                     self.apply_bundle(bundle);
                 }
@@ -124,9 +129,18 @@ impl AgentContext {
                     }
                 }
                 Some(Update::Delta(delta)) => {
-                    let upserted = delta.upserted.iter().map(|w| self.parse_entry(w)).collect::<Result<Vec<_>, _>>()?;
-                    let removed: Vec<EntryId> = delta.removed.into_iter().map(EntryId::new).collect();
-                    debug!(upserted = upserted.len(), removed = removed.len(), "entry delta");
+                    let upserted = delta
+                        .upserted
+                        .iter()
+                        .map(|w| self.parse_entry(w))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let removed: Vec<EntryId> =
+                        delta.removed.into_iter().map(EntryId::new).collect();
+                    debug!(
+                        upserted = upserted.len(),
+                        removed = removed.len(),
+                        "entry delta"
+                    );
                     self.cache.apply_delta(upserted, &removed);
                 }
                 None => {}
@@ -135,8 +149,12 @@ impl AgentContext {
         Ok(())
     }
 
-    fn parse_entry(&self, wire: &signet_proto::agent::Entry) -> Result<RegistrationEntry, AgentError> {
-        RegistrationEntry::try_from(wire).map_err(|e| AgentError::Server(format!("entry {}: {e}", wire.id)))
+    fn parse_entry(
+        &self,
+        wire: &signet_proto::agent::Entry,
+    ) -> Result<RegistrationEntry, AgentError> {
+        RegistrationEntry::try_from(wire)
+            .map_err(|e| AgentError::Server(format!("entry {}: {e}", wire.id)))
     }
 
     /// Pre-signs new entries and rotates due SVIDs, forever.
@@ -174,14 +192,19 @@ impl AgentContext {
             let prepared = tokio::task::spawn_blocking(move || {
                 batch
                     .into_iter()
-                    .map(|entry| key_and_csr(Some(&entry.spiffe_id)).map(|(key, csr)| (entry, key, csr)))
+                    .map(|entry| {
+                        key_and_csr(Some(&entry.spiffe_id)).map(|(key, csr)| (entry, key, csr))
+                    })
                     .collect::<Result<Vec<_>, _>>()
             })
             .await
             .map_err(|e| AgentError::Internal(e.to_string()))??;
             let requests = prepared
                 .iter()
-                .map(|(entry, _, csr)| SvidRequest { entry_id: entry.id.to_string(), csr: csr.clone() })
+                .map(|(entry, _, csr)| SvidRequest {
+                    entry_id: entry.id.to_string(),
+                    csr: csr.clone(),
+                })
                 .collect();
             let response = self
                 .client()
@@ -200,11 +223,20 @@ impl AgentContext {
                         let refresh_at = refresh_time(now, svid.not_after());
                         self.cache.store_svid(
                             &entry.id,
-                            CachedSvid { svid, authority_id: result.authority_id, refresh_at, revision: entry.revision },
+                            CachedSvid {
+                                svid,
+                                authority_id: result.authority_id,
+                                refresh_at,
+                                revision: entry.revision,
+                            },
                         );
                     }
-                    Ok(svid) => warn!(entry = %entry.id, got = %svid.spiffe_id(), "server signed the wrong ID; discarded"),
-                    Err(error) => warn!(entry = %entry.id, %error, "server returned an invalid SVID; discarded"),
+                    Ok(svid) => {
+                        warn!(entry = %entry.id, got = %svid.spiffe_id(), "server signed the wrong ID; discarded")
+                    }
+                    Err(error) => {
+                        warn!(entry = %entry.id, %error, "server returned an invalid SVID; discarded")
+                    }
                 }
             }
         }
@@ -220,7 +252,10 @@ impl AgentContext {
                 Err(_) => return,
             };
             // Renew when half of the remaining lifetime is left: at half-life for a fresh SVID.
-            let half_left = not_after.duration_since(SystemTime::now()).unwrap_or_default() / 2;
+            let half_left = not_after
+                .duration_since(SystemTime::now())
+                .unwrap_or_default()
+                / 2;
             tokio::time::sleep(half_left).await;
             let mut client = self.client();
             match renew(&mut client, &id).await {

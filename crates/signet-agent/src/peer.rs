@@ -37,7 +37,12 @@ impl PeerInfo {
             .and_then(Pid::from_raw)
             .and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok())
             .map(Arc::new);
-        Ok(Self { pid, uid: cred.uid(), gid: cred.gid(), pidfd })
+        Ok(Self {
+            pid,
+            uid: cred.uid(),
+            gid: cred.gid(),
+            pidfd,
+        })
     }
 
     /// Whether the process that connected is still alive (so `/proc/<pid>` still describes it).
@@ -45,10 +50,15 @@ impl PeerInfo {
     pub fn still_alive(&self) -> bool {
         let Some(fd) = &self.pidfd else { return false };
         let mut fds = [PollFd::new(fd.as_ref(), PollFlags::IN)];
-        let zero = Timespec { tv_sec: 0, tv_nsec: 0 };
+        let zero = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         match poll(&mut fds, Some(&zero)) {
             Ok(0) => true,
-            Ok(_) => !fds[0].revents().intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR),
+            Ok(_) => !fds[0]
+                .revents()
+                .intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR),
             Err(_) => false,
         }
     }
@@ -77,13 +87,21 @@ impl Connected for PeerStream {
 }
 
 impl AsyncRead for PeerStream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for PeerStream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -113,9 +131,19 @@ mod tests {
         let pid = Pid::from_raw(child.id() as i32).unwrap();
         let fd = pidfd_open(pid, PidfdFlags::empty()).unwrap();
         child.wait().unwrap();
-        let info = PeerInfo { pid: Some(pid.as_raw_pid()), uid: 0, gid: 0, pidfd: Some(Arc::new(fd)) };
+        let info = PeerInfo {
+            pid: Some(pid.as_raw_pid()),
+            uid: 0,
+            gid: 0,
+            pidfd: Some(Arc::new(fd)),
+        };
         assert!(!info.still_alive());
-        let unknown = PeerInfo { pid: None, uid: 0, gid: 0, pidfd: None };
+        let unknown = PeerInfo {
+            pid: None,
+            uid: 0,
+            gid: 0,
+            pidfd: None,
+        };
         assert!(!unknown.still_alive());
     }
 }

@@ -44,10 +44,16 @@ pub struct WorkloadApi {
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 fn check_header<T>(request: &Request<T>) -> Result<(), Status> {
-    let values: Vec<_> = request.metadata().get_all("workload.spiffe.io").iter().collect();
+    let values: Vec<_> = request
+        .metadata()
+        .get_all("workload.spiffe.io")
+        .iter()
+        .collect();
     match values.as_slice() {
         [one] if one.as_bytes() == b"true" => Ok(()),
-        _ => Err(Status::invalid_argument("security header missing from request")),
+        _ => Err(Status::invalid_argument(
+            "security header missing from request",
+        )),
     }
 }
 
@@ -72,7 +78,9 @@ impl WorkloadApi {
             .extensions()
             .get::<PeerInfo>()
             .cloned()
-            .ok_or_else(|| Status::unavailable("workload attestation failed: no peer credentials"))?;
+            .ok_or_else(|| {
+                Status::unavailable("workload attestation failed: no peer credentials")
+            })?;
         let config = self.attestor.clone();
         let attested_peer = peer.clone();
         let selectors = tokio::task::spawn_blocking(move || attest(&config, &attested_peer))
@@ -84,7 +92,9 @@ impl WorkloadApi {
             })?;
         if !peer.still_alive() {
             warn!(pid = ?peer.pid, "caller exited during attestation (possible PID reuse); refused");
-            return Err(Status::unauthenticated("caller process changed during attestation"));
+            return Err(Status::unauthenticated(
+                "caller process changed during attestation",
+            ));
         }
         Ok(selectors)
     }
@@ -100,14 +110,21 @@ impl WorkloadApi {
             if !identities.ready.is_empty() || (!identities.pending && self.cache().is_synced()) {
                 return identities;
             }
-            if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_err()
+            {
                 return identities;
             }
         }
     }
 
     fn x509_response(&self, identities: &Identities) -> X509svidResponse {
-        let bundle = self.cache().bundle().map(|b| b.to_der_concat()).unwrap_or_default();
+        let bundle = self
+            .cache()
+            .bundle()
+            .map(|b| b.to_der_concat())
+            .unwrap_or_default();
         let svids = identities
             .ready
             .iter()
@@ -119,7 +136,11 @@ impl WorkloadApi {
                 hint: entry.hint.clone(),
             })
             .collect();
-        X509svidResponse { svids, crl: Vec::new(), federated_bundles: HashMap::new() }
+        X509svidResponse {
+            svids,
+            crl: Vec::new(),
+            federated_bundles: HashMap::new(),
+        }
     }
 
     fn bundles_response(&self) -> X509BundlesResponse {
@@ -127,13 +148,19 @@ impl WorkloadApi {
         if let Some(bundle) = self.cache().bundle() {
             bundles.insert(td_key(bundle.trust_domain()), bundle.to_der_concat());
         }
-        X509BundlesResponse { crl: Vec::new(), bundles }
+        X509BundlesResponse {
+            crl: Vec::new(),
+            bundles,
+        }
     }
 
     fn jwt_bundles_response(&self) -> JwtBundlesResponse {
         let mut bundles = HashMap::new();
         if let Some(bundle) = self.cache().bundle() {
-            bundles.insert(td_key(bundle.trust_domain()), bundle.to_jwks_json().into_bytes());
+            bundles.insert(
+                td_key(bundle.trust_domain()),
+                bundle.to_jwks_json().into_bytes(),
+            );
         }
         JwtBundlesResponse { bundles }
     }
@@ -146,16 +173,21 @@ fn json_to_prost(value: &serde_json::Value) -> prost_types::Value {
         serde_json::Value::Bool(b) => Kind::BoolValue(*b),
         serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
         serde_json::Value::String(s) => Kind::StringValue(s.clone()),
-        serde_json::Value::Array(items) => {
-            Kind::ListValue(prost_types::ListValue { values: items.iter().map(json_to_prost).collect() })
-        }
+        serde_json::Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+            values: items.iter().map(json_to_prost).collect(),
+        }),
         serde_json::Value::Object(map) => Kind::StructValue(json_object_to_struct(map)),
     };
     prost_types::Value { kind: Some(kind) }
 }
 
 fn json_object_to_struct(map: &serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
-    prost_types::Struct { fields: map.iter().map(|(k, v)| (k.clone(), json_to_prost(v))).collect() }
+    prost_types::Struct {
+        fields: map
+            .iter()
+            .map(|(k, v)| (k.clone(), json_to_prost(v)))
+            .collect(),
+    }
 }
 
 #[tonic::async_trait]
@@ -201,7 +233,12 @@ impl SpiffeWorkloadApi for WorkloadApi {
         request: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
         let selectors = self.attest(&request).await?;
-        if self.identities_when_ready(&selectors).await.ready.is_empty() {
+        if self
+            .identities_when_ready(&selectors)
+            .await
+            .ready
+            .is_empty()
+        {
             return Err(no_identity());
         }
         let this = self.clone();
@@ -225,19 +262,27 @@ impl SpiffeWorkloadApi for WorkloadApi {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn fetch_jwtsvid(&self, request: Request<JwtsvidRequest>) -> Result<Response<JwtsvidResponse>, Status> {
+    async fn fetch_jwtsvid(
+        &self,
+        request: Request<JwtsvidRequest>,
+    ) -> Result<Response<JwtsvidResponse>, Status> {
         let selectors = self.attest(&request).await?;
         let body = request.into_inner();
         if body.audience.is_empty() || body.audience.iter().any(String::is_empty) {
             return Err(Status::invalid_argument("audience must be specified"));
         }
-        if body.audience.len() > MAX_AUDIENCES || body.audience.iter().any(|a| a.len() > MAX_FIELD_BYTES) {
+        if body.audience.len() > MAX_AUDIENCES
+            || body.audience.iter().any(|a| a.len() > MAX_FIELD_BYTES)
+        {
             return Err(Status::invalid_argument("too many or too long audiences"));
         }
         let wanted = if body.spiffe_id.is_empty() {
             None
         } else {
-            Some(SpiffeId::new(&body.spiffe_id).map_err(|e| Status::invalid_argument(format!("invalid spiffe_id: {e}")))?)
+            Some(
+                SpiffeId::new(&body.spiffe_id)
+                    .map_err(|e| Status::invalid_argument(format!("invalid spiffe_id: {e}")))?,
+            )
         };
         let mut audience = body.audience.clone();
         audience.sort();
@@ -263,19 +308,28 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 None => {
                     let mut client = self.context.client.clone();
                     let minted = client
-                        .mint_jwt_svid(MintJwtSvidRequest { entry_id: entry.id.to_string(), audience: audience.clone() })
+                        .mint_jwt_svid(MintJwtSvidRequest {
+                            entry_id: entry.id.to_string(),
+                            audience: audience.clone(),
+                        })
                         .await
                         .map_err(|status| {
                             warn!(entry = %entry.id, %status, "JWT-SVID minting failed");
                             Status::unavailable("could not mint a JWT-SVID; try again")
                         })?
                         .into_inner();
-                    let expiry = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(minted.expires_at).unwrap_or(0));
-                    self.cache().store_jwt(&entry.id, &audience, minted.token.clone(), now, expiry);
+                    let expiry = SystemTime::UNIX_EPOCH
+                        + Duration::from_secs(u64::try_from(minted.expires_at).unwrap_or(0));
+                    self.cache()
+                        .store_jwt(&entry.id, &audience, minted.token.clone(), now, expiry);
                     minted.token
                 }
             };
-            svids.push(pb::Jwtsvid { spiffe_id: entry.spiffe_id.to_string(), svid: token, hint: entry.hint.clone() });
+            svids.push(pb::Jwtsvid {
+                spiffe_id: entry.spiffe_id.to_string(),
+                svid: token,
+                hint: entry.hint.clone(),
+            });
         }
         Ok(Response::new(JwtsvidResponse { svids }))
     }
@@ -328,8 +382,13 @@ impl SpiffeWorkloadApi for WorkloadApi {
         }
         let bundles = self.context.bundles.clone();
         let set = signet_tls::BundleSource::bundles(bundles.as_ref());
-        let svid = JwtSvid::validate(&body.svid, &set, &body.audience, JwtValidation::at(SystemTime::now()))
-            .map_err(|e| Status::invalid_argument(format!("invalid JWT-SVID: {e}")))?;
+        let svid = JwtSvid::validate(
+            &body.svid,
+            &set,
+            &body.audience,
+            JwtValidation::at(SystemTime::now()),
+        )
+        .map_err(|e| Status::invalid_argument(format!("invalid JWT-SVID: {e}")))?;
         Ok(Response::new(ValidateJwtsvidResponse {
             spiffe_id: svid.spiffe_id().to_string(),
             claims: Some(json_object_to_struct(svid.claims())),
@@ -338,7 +397,10 @@ impl SpiffeWorkloadApi for WorkloadApi {
 
     type FetchWITSVIDStream = ResponseStream<WitsvidResponse>;
 
-    async fn fetch_witsvid(&self, request: Request<WitsvidRequest>) -> Result<Response<Self::FetchWITSVIDStream>, Status> {
+    async fn fetch_witsvid(
+        &self,
+        request: Request<WitsvidRequest>,
+    ) -> Result<Response<Self::FetchWITSVIDStream>, Status> {
         check_header(&request)?;
         Err(Status::unimplemented("WIT-SVIDs are not supported"))
     }

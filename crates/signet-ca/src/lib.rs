@@ -16,8 +16,8 @@ pub mod upstream;
 
 pub use authority::{Authority, JwtAuthority, X509Authority};
 pub use ca::{AuthorityInfo, AuthorityKind, CaConfig, CertificateAuthority};
-pub use csr::CsrIdRule;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use csr::CsrIdRule;
 pub use error::{Error, KeyStoreError, Result};
 pub use key::{AuthorityKey, KeyAlgorithm};
 pub use keystore::{FileKeyStore, KeyStore, PersistedState};

@@ -353,7 +353,10 @@ fn agent_csrs_may_omit_the_id_only_when_allowed() {
     let key = KeyPair::generate().unwrap();
     let unnamed = csr_with_uris(&key, &[]);
     let mut req = request(&unnamed, &id, &[]);
-    assert!(matches!(ca.mint_x509_svid(&req), Err(Error::CsrIdMismatch { .. })));
+    assert!(matches!(
+        ca.mint_x509_svid(&req),
+        Err(Error::CsrIdMismatch { .. })
+    ));
     req.csr_id_rule = signet_ca::CsrIdRule::ExactOrNone;
     let svid = ca.mint_x509_svid(&req).unwrap();
     let (_, leaf) = x509_parser::parse_x509_certificate(&svid.chain[0]).unwrap();
@@ -361,6 +364,12 @@ fn agent_csrs_may_omit_the_id_only_when_allowed() {
     assert!(matches!(san.value.general_names[..], [GeneralName::URI(u)] if u == id.as_str()));
     // Even then, a CSR naming another ID is refused.
     let other = csr_with_uris(&key, &["spiffe://example.org/signet/agent/join/zzz"]);
-    let req = X509SvidRequest { csr_der: &other, ..req };
-    assert!(matches!(ca.mint_x509_svid(&req), Err(Error::CsrIdMismatch { .. })));
+    let req = X509SvidRequest {
+        csr_der: &other,
+        ..req
+    };
+    assert!(matches!(
+        ca.mint_x509_svid(&req),
+        Err(Error::CsrIdMismatch { .. })
+    ));
 }

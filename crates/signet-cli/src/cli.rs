@@ -75,20 +75,34 @@ pub enum Command {
 /// Parses `90s`, `15m`, `1h`, `7d` or plain seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let value: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 90s, 15m, 1h or 7d"))?;
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90s, 15m, 1h or 7d"))?;
     let seconds = match unit {
         "" | "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(format!("unknown unit {unit:?} in {text:?}; use s, m, h or d")),
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {text:?}; use s, m, h or d"
+            ));
+        }
     };
-    value.checked_mul(seconds).map(Duration::from_secs).ok_or_else(|| format!("{text:?} is too long"))
+    value
+        .checked_mul(seconds)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    Option::<String>::deserialize(d)?.map(|s| parse_duration(&s).map_err(serde::de::Error::custom)).transpose()
+    Option::<String>::deserialize(d)?
+        .map(|s| parse_duration(&s).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 /// `signet server` options (also the keys of `server.toml`).
@@ -220,7 +234,11 @@ pub struct QuickstartArgs {
 #[derive(Debug, Clone, Args)]
 pub struct AdminArgs {
     /// Admin API socket of the server.
-    #[arg(long, env = "SIGNET_ADMIN_SOCKET", default_value = "/var/lib/signet/server/admin.sock")]
+    #[arg(
+        long,
+        env = "SIGNET_ADMIN_SOCKET",
+        default_value = "/var/lib/signet/server/admin.sock"
+    )]
     pub admin_socket: PathBuf,
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Human)]
@@ -345,7 +363,11 @@ pub enum BundleCommand {
 #[derive(Debug, Clone, Args)]
 pub struct WorkloadArgs {
     /// Workload API endpoint (unix:///path or a path).
-    #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET", default_value = "unix:///run/signet/sockets/api.sock")]
+    #[arg(
+        long,
+        env = "SPIFFE_ENDPOINT_SOCKET",
+        default_value = "unix:///run/signet/sockets/api.sock"
+    )]
     pub socket: String,
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Human)]
@@ -400,7 +422,11 @@ pub struct HealthcheckArgs {
     #[arg(long)]
     pub admin_socket: Option<PathBuf>,
     /// Workload API endpoint of the agent.
-    #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET", default_value = "unix:///run/signet/sockets/api.sock")]
+    #[arg(
+        long,
+        env = "SPIFFE_ENDPOINT_SOCKET",
+        default_value = "unix:///run/signet/sockets/api.sock"
+    )]
     pub socket: String,
 }
 
@@ -429,10 +455,13 @@ mod tests {
 
     #[test]
     fn server_config_file_keys_match_flags() {
-        let file: ServerArgs = toml::from_str("trust_domain = \"example.org\"\nca_ttl = \"12h\"\n").unwrap();
+        let file: ServerArgs =
+            toml::from_str("trust_domain = \"example.org\"\nca_ttl = \"12h\"\n").unwrap();
         assert_eq!(file.ca_ttl, Some(Duration::from_secs(43200)));
         assert!(toml::from_str::<ServerArgs>("no_such_option = 1").is_err());
-        let agent: AgentArgs = toml::from_str("server_address = \"10.0.0.1:8081\"\nhash_workload_binary = true\n").unwrap();
+        let agent: AgentArgs =
+            toml::from_str("server_address = \"10.0.0.1:8081\"\nhash_workload_binary = true\n")
+                .unwrap();
         assert_eq!(agent.hash_workload_binary, Some(true));
     }
 }

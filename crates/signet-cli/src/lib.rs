@@ -12,8 +12,11 @@ pub use cli::Cli;
 use cli::{AgentCommand, Command, LogArgs, LogFormat};
 
 fn init_logging(log: &LogArgs) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(&log.log_level).map_err(|e| anyhow::anyhow!("--log-level: {e}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_new(&log.log_level).map_err(|e| anyhow::anyhow!("--log-level: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match log.log_format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -30,12 +33,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     };
     init_logging(&log)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         match command {
             Command::Server(args) => commands::daemons::run_server(args).await,
-            Command::Agent(AgentCommand { action: Some(action), .. }) => commands::admin::agent(action).await,
-            Command::Agent(AgentCommand { action: None, run }) => commands::daemons::run_agent(run).await,
+            Command::Agent(AgentCommand {
+                action: Some(action),
+                ..
+            }) => commands::admin::agent(action).await,
+            Command::Agent(AgentCommand { action: None, run }) => {
+                commands::daemons::run_agent(run).await
+            }
             Command::Quickstart(args) => commands::quickstart::run(args).await,
             Command::Entry(c) => commands::admin::entry(c).await,
             Command::Token(c) => commands::admin::token(c).await,
@@ -65,9 +75,19 @@ mod tests {
 
     #[test]
     fn agent_runs_or_manages() {
-        let run = Cli::try_parse_from(["signet", "agent", "--trust-domain", "example.org"]).unwrap();
-        assert!(matches!(run.command, Some(Command::Agent(AgentCommand { action: None, .. }))));
+        let run =
+            Cli::try_parse_from(["signet", "agent", "--trust-domain", "example.org"]).unwrap();
+        assert!(matches!(
+            run.command,
+            Some(Command::Agent(AgentCommand { action: None, .. }))
+        ));
         let list = Cli::try_parse_from(["signet", "agent", "list"]).unwrap();
-        assert!(matches!(list.command, Some(Command::Agent(AgentCommand { action: Some(_), .. }))));
+        assert!(matches!(
+            list.command,
+            Some(Command::Agent(AgentCommand {
+                action: Some(_),
+                ..
+            }))
+        ));
     }
 }

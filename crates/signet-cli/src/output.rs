@@ -14,7 +14,11 @@ pub enum OutputFormat {
 }
 
 /// Prints `value` as JSON or through `human`.
-pub fn print<T: Serialize>(format: OutputFormat, value: &T, human: impl FnOnce(&T) -> String) -> anyhow::Result<()> {
+pub fn print<T: Serialize>(
+    format: OutputFormat,
+    value: &T,
+    human: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
     match format {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(value)?),
         OutputFormat::Human => print!("{}", human(value)),
@@ -36,7 +40,12 @@ pub fn time(unix: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
 
 #[cfg(test)]

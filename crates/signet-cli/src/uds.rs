@@ -17,16 +17,26 @@ pub async fn channel(path: &Path) -> anyhow::Result<Channel> {
             async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
         }))
         .await
-        .with_context(|| format!("cannot connect to {shown} (is the process running, and may you open the socket?)"))
+        .with_context(|| {
+            format!(
+                "cannot connect to {shown} (is the process running, and may you open the socket?)"
+            )
+        })
 }
 
 /// Parses a Workload API endpoint (`unix:///path` or a plain path).
 pub fn endpoint_path(endpoint: &str) -> anyhow::Result<PathBuf> {
     if let Some(path) = endpoint.strip_prefix("unix://") {
-        anyhow::ensure!(path.starts_with('/'), "endpoint {endpoint:?} must be unix:///absolute/path");
+        anyhow::ensure!(
+            path.starts_with('/'),
+            "endpoint {endpoint:?} must be unix:///absolute/path"
+        );
         return Ok(PathBuf::from(path));
     }
-    anyhow::ensure!(!endpoint.contains("://"), "only unix:// endpoints are supported, got {endpoint:?}");
+    anyhow::ensure!(
+        !endpoint.contains("://"),
+        "only unix:// endpoints are supported, got {endpoint:?}"
+    );
     Ok(PathBuf::from(endpoint))
 }
 
@@ -36,8 +46,14 @@ mod tests {
 
     #[test]
     fn endpoints() {
-        assert_eq!(endpoint_path("unix:///tmp/a.sock").unwrap(), PathBuf::from("/tmp/a.sock"));
-        assert_eq!(endpoint_path("/tmp/a.sock").unwrap(), PathBuf::from("/tmp/a.sock"));
+        assert_eq!(
+            endpoint_path("unix:///tmp/a.sock").unwrap(),
+            PathBuf::from("/tmp/a.sock")
+        );
+        assert_eq!(
+            endpoint_path("/tmp/a.sock").unwrap(),
+            PathBuf::from("/tmp/a.sock")
+        );
         assert!(endpoint_path("unix://relative").is_err());
         assert!(endpoint_path("tcp://127.0.0.1:1").is_err());
     }

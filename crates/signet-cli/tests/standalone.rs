@@ -1,7 +1,12 @@
 //! End-to-end tests of standalone mode: real `signet server` and `signet agent` processes, real
 //! TLS on loopback, real Unix sockets, and the third-party `spiffe` crate as the workload.
 
-#![expect(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
 
 mod common;
 
@@ -16,7 +21,9 @@ use spiffe::WorkloadApiClient;
 use spiffe::bundle::BundleSource;
 
 async fn client(d: &Deployment) -> WorkloadApiClient {
-    WorkloadApiClient::connect_to(d.endpoint()).await.expect("connect with the spiffe crate")
+    WorkloadApiClient::connect_to(d.endpoint())
+        .await
+        .expect("connect with the spiffe crate")
 }
 
 /// Retries until the agent has the identity (entries propagate asynchronously).
@@ -35,7 +42,11 @@ async fn fetch_x509(d: &Deployment) -> spiffe::X509Svid {
 async fn spiffe_crate_fetches_svids_bundles_and_jwts() {
     let d = Deployment::start();
     let id = format!("spiffe://{TD}/interop");
-    d.create_entry(&id, &format!("unix:uid:{}", my_uid()), &["--dns-name", "interop.local"]);
+    d.create_entry(
+        &id,
+        &format!("unix:uid:{}", my_uid()),
+        &["--dns-name", "interop.local"],
+    );
 
     let svid = fetch_x509(&d).await;
     assert_eq!(svid.spiffe_id().to_string(), id);
@@ -43,45 +54,86 @@ async fn spiffe_crate_fetches_svids_bundles_and_jwts() {
     let client = client(&d).await;
     let bundles = client.fetch_x509_bundles().await.unwrap();
     let td = spiffe::TrustDomain::new(TD).unwrap();
-    let bundle = bundles.bundle_for_trust_domain(&td).unwrap().expect("own trust domain bundle");
+    let bundle = bundles
+        .bundle_for_trust_domain(&td)
+        .unwrap()
+        .expect("own trust domain bundle");
     assert!(!bundle.authorities().is_empty());
 
     // The chain verifies against the bundle with OpenSSL too.
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(signet_bin()).args(["svid", "fetch", "--write"]).arg(dir.path()).arg("--socket").arg(d.endpoint()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(signet_bin())
+        .args(["svid", "fetch", "--write"])
+        .arg(dir.path())
+        .arg("--socket")
+        .arg(d.endpoint())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let verify = Command::new("openssl")
         .args(["verify", "-x509_strict", "-purpose", "sslclient", "-CAfile"])
         .arg(dir.path().join("bundle.0.pem"))
         .arg(dir.path().join("svid.0.pem"))
         .output()
         .unwrap();
-    assert!(verify.status.success(), "openssl: {}", String::from_utf8_lossy(&verify.stderr));
+    assert!(
+        verify.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
 
     // JWT-SVID: fetched, validated by the agent, and validated locally by the spiffe crate.
     let token = client.fetch_jwt_token(["audience-a"], None).await.unwrap();
-    let validated = client.validate_jwt_token("audience-a", &token).await.unwrap();
+    let validated = client
+        .validate_jwt_token("audience-a", &token)
+        .await
+        .unwrap();
     assert_eq!(validated.spiffe_id().to_string(), id);
-    assert!(client.validate_jwt_token("audience-b", &token).await.is_err(), "wrong audience must fail");
+    assert!(
+        client
+            .validate_jwt_token("audience-b", &token)
+            .await
+            .is_err(),
+        "wrong audience must fail"
+    );
     let jwt_bundles = client.fetch_jwt_bundles().await.unwrap();
     let local = spiffe::JwtSvid::parse_and_validate(&token, &jwt_bundles, &["audience-a"]).unwrap();
     assert_eq!(local.spiffe_id().to_string(), id);
     // A second fetch for the same audience comes from the agent's cache.
-    assert_eq!(client.fetch_jwt_token(["audience-a"], None).await.unwrap(), token);
+    assert_eq!(
+        client.fetch_jwt_token(["audience-a"], None).await.unwrap(),
+        token
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rotation_is_pushed_to_open_streams() {
     let d = Deployment::start();
     let id = format!("spiffe://{TD}/rotating");
-    d.create_entry(&id, &format!("unix:uid:{}", my_uid()), &["--x509-svid-ttl", "6s"]);
+    d.create_entry(
+        &id,
+        &format!("unix:uid:{}", my_uid()),
+        &["--x509-svid-ttl", "6s"],
+    );
     fetch_x509(&d).await;
     let client = client(&d).await;
     let mut stream = client.stream_x509_svids().await.unwrap();
     let first = stream.next().await.unwrap().unwrap();
-    let second = tokio::time::timeout(Duration::from_secs(15), stream.next()).await.expect("a rotation within 15 s").unwrap().unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(15), stream.next())
+        .await
+        .expect("a rotation within 15 s")
+        .unwrap()
+        .unwrap();
     assert_eq!(second.spiffe_id(), first.spiffe_id());
-    assert_ne!(second.leaf().as_ref(), first.leaf().as_ref(), "a new certificate was pushed");
+    assert_ne!(
+        second.leaf().as_ref(),
+        first.leaf().as_ref(),
+        "a new certificate was pushed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -90,7 +142,11 @@ async fn x509_source_follows_updates() {
     let id = format!("spiffe://{TD}/source");
     d.create_entry(&id, &format!("unix:uid:{}", my_uid()), &[]);
     fetch_x509(&d).await;
-    let source = spiffe::X509Source::builder().endpoint(d.endpoint()).build().await.unwrap();
+    let source = spiffe::X509Source::builder()
+        .endpoint(d.endpoint())
+        .build()
+        .await
+        .unwrap();
     let svid = source.svid().unwrap();
     assert_eq!(svid.spiffe_id().to_string(), id);
     let td = spiffe::TrustDomain::new(TD).unwrap();
@@ -100,35 +156,62 @@ async fn x509_source_follows_updates() {
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_security_header_is_invalid_argument() {
     let d = Deployment::start();
-    d.create_entry(&format!("spiffe://{TD}/h"), &format!("unix:uid:{}", my_uid()), &[]);
+    d.create_entry(
+        &format!("spiffe://{TD}/h"),
+        &format!("unix:uid:{}", my_uid()),
+        &[],
+    );
     let channel = {
         let path = d.socket();
         tonic::transport::Endpoint::from_static("http://localhost")
             .connect_with_connector(tower::service_fn(move |_| {
                 let path = path.clone();
-                async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
             }))
             .await
             .unwrap()
     };
-    let mut raw = signet_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(channel);
-    let status = raw.fetch_x509svid(signet_proto::workload::X509svidRequest {}).await.unwrap_err();
+    let mut raw =
+        signet_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(channel);
+    let status = raw
+        .fetch_x509svid(signet_proto::workload::X509svidRequest {})
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert_eq!(status.message(), "security header missing from request");
     let mut wrong = tonic::Request::new(signet_proto::workload::X509BundlesRequest {});
-    wrong.metadata_mut().insert("workload.spiffe.io", "TRUE".parse().unwrap());
-    assert_eq!(raw.fetch_x509_bundles(wrong).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    wrong
+        .metadata_mut()
+        .insert("workload.spiffe.io", "TRUE".parse().unwrap());
+    assert_eq!(
+        raw.fetch_x509_bundles(wrong).await.unwrap_err().code(),
+        tonic::Code::InvalidArgument
+    );
     // WIT profile is not implemented.
     let mut wit = tonic::Request::new(signet_proto::workload::WitsvidRequest::default());
-    wit.metadata_mut().insert("workload.spiffe.io", "true".parse().unwrap());
-    assert_eq!(raw.fetch_witsvid(wit).await.unwrap_err().code(), tonic::Code::Unimplemented);
+    wit.metadata_mut()
+        .insert("workload.spiffe.io", "true".parse().unwrap());
+    assert_eq!(
+        raw.fetch_witsvid(wit).await.unwrap_err().code(),
+        tonic::Code::Unimplemented
+    );
 }
 
 #[test]
 fn unregistered_user_gets_permission_denied() {
     let d = Deployment::start();
-    d.create_entry(&format!("spiffe://{TD}/root-only"), &format!("unix:uid:{}", my_uid()), &[]);
-    wait_for("the SVID", Duration::from_secs(10), || d.workload(&["svid", "fetch"]).status.success());
+    d.create_entry(
+        &format!("spiffe://{TD}/root-only"),
+        &format!("unix:uid:{}", my_uid()),
+        &[],
+    );
+    wait_for("the SVID", Duration::from_secs(10), || {
+        d.workload(&["svid", "fetch"]).status.success()
+    });
     if my_uid() != 0 {
         eprintln!("skipping the other-user half: needs root to switch uid");
         return;
@@ -149,7 +232,11 @@ fn unregistered_user_gets_permission_denied() {
 fn garbage_and_oversized_messages_do_not_hurt_the_agent() {
     use std::io::{Read, Write};
     let d = Deployment::start();
-    d.create_entry(&format!("spiffe://{TD}/g"), &format!("unix:uid:{}", my_uid()), &[]);
+    d.create_entry(
+        &format!("spiffe://{TD}/g"),
+        &format!("unix:uid:{}", my_uid()),
+        &[],
+    );
     let mut raw = std::os::unix::net::UnixStream::connect(d.socket()).unwrap();
     raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     raw.write_all(&[0xff; 4096]).unwrap();
@@ -160,9 +247,15 @@ fn garbage_and_oversized_messages_do_not_hurt_the_agent() {
     let out = d.workload(&["jwt", "validate", "--audience", "a", &huge]);
     assert!(!out.status.success());
     // The agent still serves.
-    wait_for("the SVID", Duration::from_secs(10), || d.workload(&["svid", "fetch"]).status.success());
+    wait_for("the SVID", Duration::from_secs(10), || {
+        d.workload(&["svid", "fetch"]).status.success()
+    });
     let out = d.workload(&["jwt", "validate", "--audience", "a", "not.a.jwt"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("InvalidArgument"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("InvalidArgument"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -170,33 +263,51 @@ fn server_restart_keeps_workloads_served_and_entries() {
     let mut d = Deployment::start();
     let selector = format!("unix:uid:{}", my_uid());
     d.create_entry(&format!("spiffe://{TD}/before"), &selector, &[]);
-    wait_for("the SVID", Duration::from_secs(10), || d.workload(&["svid", "fetch"]).status.success());
+    wait_for("the SVID", Duration::from_secs(10), || {
+        d.workload(&["svid", "fetch"]).status.success()
+    });
     d.kill_server();
     // Cached SVIDs keep being served while the server is down.
     let out = d.workload(&["svid", "fetch", "-o", "json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     d.start_server();
     // Entries survived the restart (SQLite), and new ones reach the reconnected agent.
     let list = d.admin(&["entry", "list", "-o", "json"]);
     let entries: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(entries.as_array().unwrap().len(), 1);
     d.create_entry(&format!("spiffe://{TD}/after"), &selector, &[]);
-    wait_for("the new identity after the restart", Duration::from_secs(30), || {
-        let out = d.workload(&["svid", "fetch", "-o", "json"]);
-        String::from_utf8_lossy(&out.stdout).contains("/after")
-    });
+    wait_for(
+        "the new identity after the restart",
+        Duration::from_secs(30),
+        || {
+            let out = d.workload(&["svid", "fetch", "-o", "json"]);
+            String::from_utf8_lossy(&out.stdout).contains("/after")
+        },
+    );
 }
 
 #[test]
 fn agent_restart_reuses_its_identity() {
     let mut d = Deployment::start();
-    d.create_entry(&format!("spiffe://{TD}/a"), &format!("unix:uid:{}", my_uid()), &[]);
-    wait_for("the SVID", Duration::from_secs(10), || d.workload(&["svid", "fetch"]).status.success());
+    d.create_entry(
+        &format!("spiffe://{TD}/a"),
+        &format!("unix:uid:{}", my_uid()),
+        &[],
+    );
+    wait_for("the SVID", Duration::from_secs(10), || {
+        d.workload(&["svid", "fetch"]).status.success()
+    });
     let id_before = d.agent_id.clone();
     d.kill_agent();
     d.start_agent(None);
     assert_eq!(d.agent_id, id_before);
-    wait_for("the SVID after restart", Duration::from_secs(10), || d.workload(&["svid", "fetch"]).status.success());
+    wait_for("the SVID after restart", Duration::from_secs(10), || {
+        d.workload(&["svid", "fetch"]).status.success()
+    });
 }
 
 #[test]
@@ -205,27 +316,62 @@ fn corrupt_database_is_a_clear_error() {
     std::fs::create_dir_all(dir.path().join("server")).unwrap();
     std::fs::write(dir.path().join("server/signet.db"), vec![0x42; 8192]).unwrap();
     let out = Command::new(signet_bin())
-        .args(["server", "--trust-domain", TD, "--bind-address", "127.0.0.1:0", "--health-address", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "server",
+            "--trust-domain",
+            TD,
+            "--bind-address",
+            "127.0.0.1:0",
+            "--health-address",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path().join("server"))
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is unusable"), "{err}");
-    assert_eq!(std::fs::read(dir.path().join("server/signet.db")).unwrap(), vec![0x42; 8192], "never replaced");
+    assert_eq!(
+        std::fs::read(dir.path().join("server/signet.db")).unwrap(),
+        vec![0x42; 8192],
+        "never replaced"
+    );
 }
 
 /// An agent client authenticated with its own SVID, for the hostile-agent tests.
-async fn rogue_agent(d: &Deployment, token: &str) -> (String, signet_proto::agent::agent_service_client::AgentServiceClient<tonic::transport::Channel>) {
+async fn rogue_agent(
+    d: &Deployment,
+    token: &str,
+) -> (
+    String,
+    signet_proto::agent::agent_service_client::AgentServiceClient<tonic::transport::Channel>,
+) {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let td = signet_spiffe::TrustDomain::new(TD).unwrap();
-    let bootstrap = signet_agent::identity::read_bundle_file(&d.server_dir().join("bundle.pem"), &td).unwrap();
+    let bootstrap =
+        signet_agent::identity::read_bundle_file(&d.server_dir().join("bundle.pem"), &td).unwrap();
     let server_id = signet_core::server_id(&td).unwrap();
     let address = format!("127.0.0.1:{}", d.port);
-    let identity = signet_agent::identity::attest_with_join_token(&address, bootstrap.clone(), server_id.clone(), token).await.unwrap();
+    let identity = signet_agent::identity::attest_with_join_token(
+        &address,
+        bootstrap.clone(),
+        server_id.clone(),
+        token,
+    )
+    .await
+    .unwrap();
     let svid = Arc::new(signet_tls::RotatingSvid::new());
-    svid.set(signet_tls::certified_key(identity.svid.chain().to_vec(), identity.svid.private_key_pkcs8()).unwrap());
-    let bundles = Arc::new(signet_tls::SharedBundles::new(signet_agent::identity::single(bootstrap)));
+    svid.set(
+        signet_tls::certified_key(
+            identity.svid.chain().to_vec(),
+            identity.svid.private_key_pkcs8(),
+        )
+        .unwrap(),
+    );
+    let bundles = Arc::new(signet_tls::SharedBundles::new(
+        signet_agent::identity::single(bootstrap),
+    ));
     let client = signet_agent::client::connect(&address, bundles, server_id, Some(svid)).unwrap();
     (identity.svid.spiffe_id().to_string(), client)
 }
@@ -233,13 +379,23 @@ async fn rogue_agent(d: &Deployment, token: &str) -> (String, signet_proto::agen
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_cannot_get_svids_for_entries_of_another_agent() {
     let d = Deployment::start();
-    let entry = d.create_entry(&format!("spiffe://{TD}/victim"), &format!("unix:uid:{}", my_uid()), &[]);
+    let entry = d.create_entry(
+        &format!("spiffe://{TD}/victim"),
+        &format!("unix:uid:{}", my_uid()),
+        &[],
+    );
     let (rogue_id, mut rogue) = rogue_agent(&d, &d.token()).await;
     assert_ne!(rogue_id, d.agent_id);
-    let (_, csr) = signet_agent::identity::key_and_csr(Some(&signet_spiffe::SpiffeId::new(&format!("spiffe://{TD}/victim")).unwrap())).unwrap();
+    let (_, csr) = signet_agent::identity::key_and_csr(Some(
+        &signet_spiffe::SpiffeId::new(&format!("spiffe://{TD}/victim")).unwrap(),
+    ))
+    .unwrap();
     let response = rogue
         .sign_x509_svids(signet_proto::agent::SignX509SvidsRequest {
-            requests: vec![signet_proto::agent::SvidRequest { entry_id: entry.clone(), csr }],
+            requests: vec![signet_proto::agent::SvidRequest {
+                entry_id: entry.clone(),
+                csr,
+            }],
         })
         .await
         .unwrap()
@@ -247,44 +403,100 @@ async fn an_agent_cannot_get_svids_for_entries_of_another_agent() {
     assert!(response.results[0].svid_chain.is_empty());
     assert!(!response.results[0].error.is_empty());
     let jwt = rogue
-        .mint_jwt_svid(signet_proto::agent::MintJwtSvidRequest { entry_id: entry, audience: vec!["x".into()] })
+        .mint_jwt_svid(signet_proto::agent::MintJwtSvidRequest {
+            entry_id: entry,
+            audience: vec!["x".into()],
+        })
         .await
         .unwrap_err();
     assert_eq!(jwt.code(), tonic::Code::PermissionDenied);
 
     // Its own entry, but a CSR that smuggles another ID: refused too.
     let own = {
-        let out = d.admin(&["entry", "create", "--spiffe-id", &format!("spiffe://{TD}/rogue-own"), "--parent-id", &rogue_id, "--selector", "unix:uid:4242", "-o", "json"]);
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["id"].as_str().unwrap().to_owned()
+        let out = d.admin(&[
+            "entry",
+            "create",
+            "--spiffe-id",
+            &format!("spiffe://{TD}/rogue-own"),
+            "--parent-id",
+            &rogue_id,
+            "--selector",
+            "unix:uid:4242",
+            "-o",
+            "json",
+        ]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     };
-    let (_, smuggled) = signet_agent::identity::key_and_csr(Some(&signet_spiffe::SpiffeId::new(&format!("spiffe://{TD}/victim")).unwrap())).unwrap();
+    let (_, smuggled) = signet_agent::identity::key_and_csr(Some(
+        &signet_spiffe::SpiffeId::new(&format!("spiffe://{TD}/victim")).unwrap(),
+    ))
+    .unwrap();
     let response = rogue
         .sign_x509_svids(signet_proto::agent::SignX509SvidsRequest {
-            requests: vec![signet_proto::agent::SvidRequest { entry_id: own, csr: smuggled }],
+            requests: vec![signet_proto::agent::SvidRequest {
+                entry_id: own,
+                csr: smuggled,
+            }],
         })
         .await
         .unwrap()
         .into_inner();
-    assert!(response.results[0].error.contains("CSR"), "{}", response.results[0].error);
+    assert!(
+        response.results[0].error.contains("CSR"),
+        "{}",
+        response.results[0].error
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn join_tokens_are_single_use_and_expire() {
     let d = Deployment::start();
     let td = signet_spiffe::TrustDomain::new(TD).unwrap();
-    let bootstrap = signet_agent::identity::read_bundle_file(&d.server_dir().join("bundle.pem"), &td).unwrap();
+    let bootstrap =
+        signet_agent::identity::read_bundle_file(&d.server_dir().join("bundle.pem"), &td).unwrap();
     let server_id = signet_core::server_id(&td).unwrap();
     let address = format!("127.0.0.1:{}", d.port);
     let token = d.token();
-    signet_agent::identity::attest_with_join_token(&address, bootstrap.clone(), server_id.clone(), &token).await.unwrap();
-    let reused = signet_agent::identity::attest_with_join_token(&address, bootstrap.clone(), server_id.clone(), &token).await.unwrap_err();
+    signet_agent::identity::attest_with_join_token(
+        &address,
+        bootstrap.clone(),
+        server_id.clone(),
+        &token,
+    )
+    .await
+    .unwrap();
+    let reused = signet_agent::identity::attest_with_join_token(
+        &address,
+        bootstrap.clone(),
+        server_id.clone(),
+        &token,
+    )
+    .await
+    .unwrap_err();
     assert!(reused.to_string().contains("already used"), "{reused}");
-    let unknown = signet_agent::identity::attest_with_join_token(&address, bootstrap.clone(), server_id.clone(), "nope").await.unwrap_err();
+    let unknown = signet_agent::identity::attest_with_join_token(
+        &address,
+        bootstrap.clone(),
+        server_id.clone(),
+        "nope",
+    )
+    .await
+    .unwrap_err();
     assert!(unknown.to_string().contains("not valid"), "{unknown}");
     let out = d.admin(&["token", "create", "--ttl", "1s", "-o", "json"]);
     let short: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let expired = signet_agent::identity::attest_with_join_token(&address, bootstrap, server_id, short["token"].as_str().unwrap()).await.unwrap_err();
+    let expired = signet_agent::identity::attest_with_join_token(
+        &address,
+        bootstrap,
+        server_id,
+        short["token"].as_str().unwrap(),
+    )
+    .await
+    .unwrap_err();
     assert!(expired.to_string().contains("expired"), "{expired}");
 }
 
@@ -292,20 +504,37 @@ async fn join_tokens_are_single_use_and_expire() {
 async fn banned_and_evicted_agents_are_refused() {
     let d = Deployment::start();
     let (rogue_id, mut rogue) = rogue_agent(&d, &d.token()).await;
-    let mut stream = rogue.sync_entries(signet_proto::agent::SyncEntriesRequest {}).await.unwrap().into_inner();
-    assert!(stream.message().await.unwrap().is_some(), "first message is the bundle");
+    let mut stream = rogue
+        .sync_entries(signet_proto::agent::SyncEntriesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        stream.message().await.unwrap().is_some(),
+        "first message is the bundle"
+    );
     let out = d.admin(&["agent", "ban", &rogue_id]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The open stream ends with PermissionDenied; new calls are refused.
     let ended = loop {
-        match tokio::time::timeout(Duration::from_secs(5), stream.message()).await.expect("stream reacts to the ban") {
+        match tokio::time::timeout(Duration::from_secs(5), stream.message())
+            .await
+            .expect("stream reacts to the ban")
+        {
             Ok(Some(_)) => continue,
             Ok(None) => panic!("stream ended without a status"),
             Err(status) => break status,
         }
     };
     assert_eq!(ended.code(), tonic::Code::PermissionDenied);
-    let refused = rogue.sync_entries(signet_proto::agent::SyncEntriesRequest {}).await.unwrap_err();
+    let refused = rogue
+        .sync_entries(signet_proto::agent::SyncEntriesRequest {})
+        .await
+        .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::PermissionDenied);
     assert!(refused.message().contains("banned"));
 

@@ -167,9 +167,18 @@ mod tests {
     fn validation_rules() {
         let td = TrustDomain::new("example.org").unwrap();
         assert!(entry("spiffe://example.org/app").validate(&td).is_ok());
-        assert!(matches!(entry("spiffe://other.org/app").validate(&td), Err(EntryError::ForeignTrustDomain(..))));
-        assert!(matches!(entry("spiffe://example.org").validate(&td), Err(EntryError::NoPath(_))));
-        assert!(matches!(entry("spiffe://example.org/signet/server").validate(&td), Err(EntryError::Reserved(_))));
+        assert!(matches!(
+            entry("spiffe://other.org/app").validate(&td),
+            Err(EntryError::ForeignTrustDomain(..))
+        ));
+        assert!(matches!(
+            entry("spiffe://example.org").validate(&td),
+            Err(EntryError::NoPath(_))
+        ));
+        assert!(matches!(
+            entry("spiffe://example.org/signet/server").validate(&td),
+            Err(EntryError::Reserved(_))
+        ));
         let mut e = entry("spiffe://example.org/app");
         e.selectors = SelectorSet::new();
         assert_eq!(e.validate(&td), Err(EntryError::NoSelectors));
@@ -180,13 +189,20 @@ mod tests {
         e.x509_svid_ttl = Duration::ZERO;
         assert_eq!(e.validate(&td), Err(EntryError::ZeroTtl));
         // "signetx" is not the reserved segment.
-        assert!(entry("spiffe://example.org/signetx/a").validate(&td).is_ok());
+        assert!(
+            entry("spiffe://example.org/signetx/a")
+                .validate(&td)
+                .is_ok()
+        );
     }
 
     #[test]
     fn reserved_ids() {
         let td = TrustDomain::new("example.org").unwrap();
-        assert_eq!(server_id(&td).unwrap().as_str(), "spiffe://example.org/signet/server");
+        assert_eq!(
+            server_id(&td).unwrap().as_str(),
+            "spiffe://example.org/signet/server"
+        );
         assert_eq!(
             reserved_agent_id(&td, "join", &["abc"]).unwrap().as_str(),
             "spiffe://example.org/signet/agent/join/abc"

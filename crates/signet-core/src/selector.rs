@@ -57,17 +57,23 @@ impl FromStr for Selector {
         if s.len() > MAX_SELECTOR_BYTES || s.chars().any(char::is_control) {
             return Err(SelectorError::BadValue);
         }
-        let (kind, value) =
-            s.split_once(':').ok_or_else(|| SelectorError::MissingSeparator(s.to_owned()))?;
+        let (kind, value) = s
+            .split_once(':')
+            .ok_or_else(|| SelectorError::MissingSeparator(s.to_owned()))?;
         if kind.is_empty()
-            || !kind.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            || !kind
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         {
             return Err(SelectorError::BadType(kind.to_owned()));
         }
         if value.is_empty() {
             return Err(SelectorError::EmptyValue(s.to_owned()));
         }
-        Ok(Self { kind: kind.to_owned(), value: value.to_owned() })
+        Ok(Self {
+            kind: kind.to_owned(),
+            value: value.to_owned(),
+        })
     }
 }
 
@@ -91,7 +97,9 @@ impl Serialize for Selector {
 
 impl<'de> Deserialize<'de> for Selector {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -108,7 +116,11 @@ impl SelectorSet {
 
     /// Parses each string.
     pub fn parse_all<S: AsRef<str>>(items: &[S]) -> Result<Self, SelectorError> {
-        items.iter().map(|s| s.as_ref().parse()).collect::<Result<_, _>>().map(Self)
+        items
+            .iter()
+            .map(|s| s.as_ref().parse())
+            .collect::<Result<_, _>>()
+            .map(Self)
     }
 
     /// Adds a selector.
@@ -155,7 +167,9 @@ impl FromIterator<Selector> for SelectorSet {
 
 impl fmt::Debug for SelectorSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.0.iter().map(ToString::to_string)).finish()
+        f.debug_set()
+            .entries(self.0.iter().map(ToString::to_string))
+            .finish()
     }
 }
 
@@ -175,13 +189,31 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        assert!(matches!("nocolon".parse::<Selector>(), Err(SelectorError::MissingSeparator(_))));
-        assert!(matches!(":x".parse::<Selector>(), Err(SelectorError::BadType(_))));
-        assert!(matches!("Unix:uid:1".parse::<Selector>(), Err(SelectorError::BadType(_))));
-        assert!(matches!("unix:".parse::<Selector>(), Err(SelectorError::EmptyValue(_))));
-        assert!(matches!("unix:a\nb".parse::<Selector>(), Err(SelectorError::BadValue)));
+        assert!(matches!(
+            "nocolon".parse::<Selector>(),
+            Err(SelectorError::MissingSeparator(_))
+        ));
+        assert!(matches!(
+            ":x".parse::<Selector>(),
+            Err(SelectorError::BadType(_))
+        ));
+        assert!(matches!(
+            "Unix:uid:1".parse::<Selector>(),
+            Err(SelectorError::BadType(_))
+        ));
+        assert!(matches!(
+            "unix:".parse::<Selector>(),
+            Err(SelectorError::EmptyValue(_))
+        ));
+        assert!(matches!(
+            "unix:a\nb".parse::<Selector>(),
+            Err(SelectorError::BadValue)
+        ));
         let long = format!("unix:{}", "x".repeat(1100));
-        assert!(matches!(long.parse::<Selector>(), Err(SelectorError::BadValue)));
+        assert!(matches!(
+            long.parse::<Selector>(),
+            Err(SelectorError::BadValue)
+        ));
     }
 
     #[test]

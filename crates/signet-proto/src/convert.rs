@@ -19,7 +19,10 @@ pub struct InvalidMessage {
 }
 
 fn invalid(field: &'static str, reason: impl ToString) -> InvalidMessage {
-    InvalidMessage { field, reason: reason.to_string() }
+    InvalidMessage {
+        field,
+        reason: reason.to_string(),
+    }
 }
 
 impl From<&RegistrationEntry> for agent::Entry {
@@ -32,7 +35,11 @@ impl From<&RegistrationEntry> for agent::Entry {
             x509_svid_ttl_seconds: u32::try_from(entry.x509_svid_ttl.as_secs()).unwrap_or(u32::MAX),
             jwt_svid_ttl_seconds: u32::try_from(entry.jwt_svid_ttl.as_secs()).unwrap_or(u32::MAX),
             dns_names: entry.dns_names.clone(),
-            federates_with: entry.federates_with.iter().map(ToString::to_string).collect(),
+            federates_with: entry
+                .federates_with
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
             admin: entry.admin,
             downstream: entry.downstream,
             hint: entry.hint.clone(),
@@ -48,7 +55,8 @@ impl TryFrom<&agent::Entry> for RegistrationEntry {
             id: EntryId::new(wire.id.clone()),
             spiffe_id: SpiffeId::new(&wire.spiffe_id).map_err(|e| invalid("spiffe_id", e))?,
             parent_id: SpiffeId::new(&wire.parent_id).map_err(|e| invalid("parent_id", e))?,
-            selectors: SelectorSet::parse_all(&wire.selectors).map_err(|e| invalid("selectors", e))?,
+            selectors: SelectorSet::parse_all(&wire.selectors)
+                .map_err(|e| invalid("selectors", e))?,
             x509_svid_ttl: Duration::from_secs(wire.x509_svid_ttl_seconds.into()),
             jwt_svid_ttl: Duration::from_secs(wire.jwt_svid_ttl_seconds.into()),
             dns_names: wire.dns_names.clone(),
@@ -89,9 +97,15 @@ mod tests {
         assert_eq!(agent::Entry::from(&entry), wire);
         let mut bad = wire.clone();
         bad.spiffe_id = "spiffe://example.org/a/".into();
-        assert_eq!(RegistrationEntry::try_from(&bad).unwrap_err().field, "spiffe_id");
+        assert_eq!(
+            RegistrationEntry::try_from(&bad).unwrap_err().field,
+            "spiffe_id"
+        );
         let mut bad = wire;
         bad.selectors = vec!["nocolon".into()];
-        assert_eq!(RegistrationEntry::try_from(&bad).unwrap_err().field, "selectors");
+        assert_eq!(
+            RegistrationEntry::try_from(&bad).unwrap_err().field,
+            "selectors"
+        );
     }
 }

@@ -1,6 +1,11 @@
 //! Generated gRPC code for Signet's protocols, compiled from `proto/`.
 
-#![allow(missing_docs, clippy::all, clippy::pedantic, missing_debug_implementations)]
+#![allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    missing_debug_implementations
+)]
 
 /// The SPIFFE Workload API. The proto has no package, so the generated file is `_.rs`; method
 /// paths are `/SpiffeWorkloadAPI/<Method>` as every SPIFFE client expects.

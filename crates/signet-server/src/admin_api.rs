@@ -35,7 +35,8 @@ pub struct AdminApi {
 }
 
 fn unix(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn agent_message(record: &AgentRecord) -> pb::Agent {
@@ -56,42 +57,60 @@ fn parse_id(field: &str, raw: &str) -> Result<SpiffeId, Status> {
 impl AdminApi {
     fn new_entry_id() -> Result<EntryId, ServerError> {
         let mut bytes = [0u8; 16];
-        aws_lc_rs::rand::fill(&mut bytes).map_err(|_| ServerError::Internal("no randomness".into()))?;
-        Ok(EntryId::new(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+        aws_lc_rs::rand::fill(&mut bytes)
+            .map_err(|_| ServerError::Internal("no randomness".into()))?;
+        Ok(EntryId::new(
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        ))
     }
 
     fn typed_entry(&self, wire: Option<Entry>) -> Result<RegistrationEntry, Status> {
         let wire = wire.ok_or_else(|| Status::invalid_argument("entry is required"))?;
-        let mut entry =
-            RegistrationEntry::try_from(&wire).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mut entry = RegistrationEntry::try_from(&wire)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         if entry.x509_svid_ttl.is_zero() {
             entry.x509_svid_ttl = self.default_x509_ttl;
         }
         if entry.jwt_svid_ttl.is_zero() {
             entry.jwt_svid_ttl = self.default_jwt_ttl;
         }
-        entry.validate(&self.trust_domain).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        entry
+            .validate(&self.trust_domain)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         for name in &entry.dns_names {
-            signet_ca::profile::validate_dns_name(name).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            signet_ca::profile::validate_dns_name(name)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
         }
         if !entry.parent_id.is_member_of(&self.trust_domain) {
-            return Err(Status::invalid_argument("parent_id must be an agent of this trust domain"));
+            return Err(Status::invalid_argument(
+                "parent_id must be an agent of this trust domain",
+            ));
         }
         Ok(entry)
     }
 
     async fn store(&self, entry: RegistrationEntry) -> Result<Entry, Status> {
-        self.api.datastore.put_entry(entry.clone()).await.map_err(ServerError::from)?;
+        self.api
+            .datastore
+            .put_entry(entry.clone())
+            .await
+            .map_err(ServerError::from)?;
         let wire = Entry::from(&entry);
         self.api.index.upsert(entry);
-        self.api.metrics.entries.set(i64::try_from(self.api.index.len()).unwrap_or(i64::MAX));
+        self.api
+            .metrics
+            .entries
+            .set(i64::try_from(self.api.index.len()).unwrap_or(i64::MAX));
         Ok(wire)
     }
 }
 
 #[tonic::async_trait]
 impl Admin for AdminApi {
-    async fn create_entry(&self, request: Request<CreateEntryRequest>) -> Result<Response<Entry>, Status> {
+    async fn create_entry(
+        &self,
+        request: Request<CreateEntryRequest>,
+    ) -> Result<Response<Entry>, Status> {
         let mut entry = self.typed_entry(request.into_inner().entry)?;
         entry.id = Self::new_entry_id()?;
         entry.revision = 1;
@@ -99,7 +118,10 @@ impl Admin for AdminApi {
         Ok(Response::new(self.store(entry).await?))
     }
 
-    async fn update_entry(&self, request: Request<UpdateEntryRequest>) -> Result<Response<Entry>, Status> {
+    async fn update_entry(
+        &self,
+        request: Request<UpdateEntryRequest>,
+    ) -> Result<Response<Entry>, Status> {
         let mut entry = self.typed_entry(request.into_inner().entry)?;
         let old = self
             .api
@@ -111,27 +133,53 @@ impl Admin for AdminApi {
         Ok(Response::new(self.store(entry).await?))
     }
 
-    async fn delete_entry(&self, request: Request<DeleteEntryRequest>) -> Result<Response<DeleteEntryResponse>, Status> {
+    async fn delete_entry(
+        &self,
+        request: Request<DeleteEntryRequest>,
+    ) -> Result<Response<DeleteEntryResponse>, Status> {
         let id = EntryId::new(request.into_inner().id);
-        if !self.api.datastore.delete_entry(id.clone()).await.map_err(ServerError::from)? {
+        if !self
+            .api
+            .datastore
+            .delete_entry(id.clone())
+            .await
+            .map_err(ServerError::from)?
+        {
             return Err(Status::not_found(format!("no entry {id}")));
         }
         self.api.index.remove(&id);
-        self.api.metrics.entries.set(i64::try_from(self.api.index.len()).unwrap_or(i64::MAX));
+        self.api
+            .metrics
+            .entries
+            .set(i64::try_from(self.api.index.len()).unwrap_or(i64::MAX));
         info!(entry = %id, "entry deleted");
         Ok(Response::new(DeleteEntryResponse {}))
     }
 
-    async fn get_entry(&self, request: Request<GetEntryRequest>) -> Result<Response<Entry>, Status> {
+    async fn get_entry(
+        &self,
+        request: Request<GetEntryRequest>,
+    ) -> Result<Response<Entry>, Status> {
         let id = EntryId::new(request.into_inner().id);
-        let entry = self.api.index.get(&id).ok_or_else(|| Status::not_found(format!("no entry {id}")))?;
+        let entry = self
+            .api
+            .index
+            .get(&id)
+            .ok_or_else(|| Status::not_found(format!("no entry {id}")))?;
         Ok(Response::new(Entry::from(entry.as_ref())))
     }
 
-    async fn list_entries(&self, request: Request<ListEntriesRequest>) -> Result<Response<ListEntriesResponse>, Status> {
+    async fn list_entries(
+        &self,
+        request: Request<ListEntriesRequest>,
+    ) -> Result<Response<ListEntriesResponse>, Status> {
         let filter = request.into_inner();
-        let parent = (!filter.parent_id.is_empty()).then(|| parse_id("parent_id", &filter.parent_id)).transpose()?;
-        let spiffe = (!filter.spiffe_id.is_empty()).then(|| parse_id("spiffe_id", &filter.spiffe_id)).transpose()?;
+        let parent = (!filter.parent_id.is_empty())
+            .then(|| parse_id("parent_id", &filter.parent_id))
+            .transpose()?;
+        let spiffe = (!filter.spiffe_id.is_empty())
+            .then(|| parse_id("spiffe_id", &filter.spiffe_id))
+            .transpose()?;
         let entries = self
             .api
             .index
@@ -153,7 +201,9 @@ impl Admin for AdminApi {
             secs => Duration::from_secs(secs.into()),
         };
         if ttl > MAX_JOIN_TOKEN_TTL {
-            return Err(Status::invalid_argument("join tokens may live at most 7 days"));
+            return Err(Status::invalid_argument(
+                "join tokens may live at most 7 days",
+            ));
         }
         let token = generate_token()?;
         let agent_id = agent_id_for(&self.trust_domain, &token)?;
@@ -171,31 +221,62 @@ impl Admin for AdminApi {
         }))
     }
 
-    async fn list_agents(&self, _request: Request<ListAgentsRequest>) -> Result<Response<ListAgentsResponse>, Status> {
-        let agents = self.api.datastore.list_agents().await.map_err(ServerError::from)?;
-        Ok(Response::new(ListAgentsResponse { agents: agents.iter().map(agent_message).collect() }))
+    async fn list_agents(
+        &self,
+        _request: Request<ListAgentsRequest>,
+    ) -> Result<Response<ListAgentsResponse>, Status> {
+        let agents = self
+            .api
+            .datastore
+            .list_agents()
+            .await
+            .map_err(ServerError::from)?;
+        Ok(Response::new(ListAgentsResponse {
+            agents: agents.iter().map(agent_message).collect(),
+        }))
     }
 
-    async fn evict_agent(&self, request: Request<pb::AgentRequest>) -> Result<Response<pb::AgentResponse>, Status> {
+    async fn evict_agent(
+        &self,
+        request: Request<pb::AgentRequest>,
+    ) -> Result<Response<pb::AgentResponse>, Status> {
         let id = parse_id("spiffe_id", &request.into_inner().spiffe_id)?;
         let record = self.find_agent(&id).await?;
-        self.api.datastore.delete_agent(id.clone()).await.map_err(ServerError::from)?;
+        self.api
+            .datastore
+            .delete_agent(id.clone())
+            .await
+            .map_err(ServerError::from)?;
         self.api.agents.evict(&id);
         info!(agent = %id, "agent evicted");
-        Ok(Response::new(pb::AgentResponse { agent: Some(agent_message(&record)) }))
+        Ok(Response::new(pb::AgentResponse {
+            agent: Some(agent_message(&record)),
+        }))
     }
 
-    async fn ban_agent(&self, request: Request<pb::AgentRequest>) -> Result<Response<pb::AgentResponse>, Status> {
+    async fn ban_agent(
+        &self,
+        request: Request<pb::AgentRequest>,
+    ) -> Result<Response<pb::AgentResponse>, Status> {
         let id = parse_id("spiffe_id", &request.into_inner().spiffe_id)?;
         let mut record = self.find_agent(&id).await?;
-        self.api.datastore.ban_agent(id.clone()).await.map_err(ServerError::from)?;
+        self.api
+            .datastore
+            .ban_agent(id.clone())
+            .await
+            .map_err(ServerError::from)?;
         self.api.agents.ban(id.clone());
         record.banned = true;
         info!(agent = %id, "agent banned");
-        Ok(Response::new(pb::AgentResponse { agent: Some(agent_message(&record)) }))
+        Ok(Response::new(pb::AgentResponse {
+            agent: Some(agent_message(&record)),
+        }))
     }
 
-    async fn get_bundle(&self, _request: Request<GetBundleRequest>) -> Result<Response<BundleMessage>, Status> {
+    async fn get_bundle(
+        &self,
+        _request: Request<GetBundleRequest>,
+    ) -> Result<Response<BundleMessage>, Status> {
         let bundle = self.api.authority.bundle();
         Ok(Response::new(BundleMessage {
             trust_domain: bundle.trust_domain().to_string(),

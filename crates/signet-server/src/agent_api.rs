@@ -42,7 +42,8 @@ pub struct AgentApi {
 }
 
 fn unix(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn bundle_message(bundle: &Bundle) -> pb::Bundle {
@@ -66,27 +67,44 @@ impl AgentApi {
             .extensions()
             .get::<TlsConnectInfo<TcpConnectInfo>>()
             .and_then(TlsConnectInfo::peer_certs)
-            .ok_or_else(|| Status::unauthenticated("an agent X509-SVID client certificate is required"))?;
+            .ok_or_else(|| {
+                Status::unauthenticated("an agent X509-SVID client certificate is required")
+            })?;
         let id = signet_tls::peer_id(&certs)
             .filter(is_agent_id)
-            .ok_or_else(|| Status::unauthenticated("the client certificate is not an agent SVID"))?;
+            .ok_or_else(|| {
+                Status::unauthenticated("the client certificate is not an agent SVID")
+            })?;
         match self.agents.check(&id) {
             Ok(()) => Ok(id),
-            Err(AgentRefusal::Unknown) => {
-                Err(Status::permission_denied(format!("agent {id} is not attested (evicted?); attest again")))
+            Err(AgentRefusal::Unknown) => Err(Status::permission_denied(format!(
+                "agent {id} is not attested (evicted?); attest again"
+            ))),
+            Err(AgentRefusal::Banned) => {
+                Err(Status::permission_denied(format!("agent {id} is banned")))
             }
-            Err(AgentRefusal::Banned) => Err(Status::permission_denied(format!("agent {id} is banned"))),
         }
     }
 
-    async fn attest_join_token(&self, token: &str, csr: &[u8]) -> Result<AttestAgentResponse, Status> {
+    async fn attest_join_token(
+        &self,
+        token: &str,
+        csr: &[u8],
+    ) -> Result<AttestAgentResponse, Status> {
         let refuse = |metrics: &ServerMetrics, result: &'static str, message: &str| {
-            metrics.attestations.get_or_create(&AttestationLabels { result }).inc();
+            metrics
+                .attestations
+                .get_or_create(&AttestationLabels { result })
+                .inc();
             warn!(result, "join token attestation refused");
             Status::permission_denied(message.to_owned())
         };
         if token.is_empty() || token.len() > 256 {
-            return Err(refuse(&self.metrics, "malformed", "join token is malformed"));
+            return Err(refuse(
+                &self.metrics,
+                "malformed",
+                "join token is malformed",
+            ));
         }
         let outcome = self
             .datastore
@@ -95,16 +113,34 @@ impl AgentApi {
             .map_err(crate::error::ServerError::from)?;
         let agent_id = match outcome {
             TokenRedemption::Accepted(id) => id,
-            TokenRedemption::Unknown => return Err(refuse(&self.metrics, "unknown_token", "join token is not valid")),
-            TokenRedemption::AlreadyUsed => {
-                return Err(refuse(&self.metrics, "reused_token", "join token was already used"));
+            TokenRedemption::Unknown => {
+                return Err(refuse(
+                    &self.metrics,
+                    "unknown_token",
+                    "join token is not valid",
+                ));
             }
-            TokenRedemption::Expired => return Err(refuse(&self.metrics, "expired_token", "join token has expired")),
+            TokenRedemption::AlreadyUsed => {
+                return Err(refuse(
+                    &self.metrics,
+                    "reused_token",
+                    "join token was already used",
+                ));
+            }
+            TokenRedemption::Expired => {
+                return Err(refuse(
+                    &self.metrics,
+                    "expired_token",
+                    "join token has expired",
+                ));
+            }
         };
         if self.agents.is_banned(&agent_id) {
             return Err(refuse(&self.metrics, "banned", "this agent is banned"));
         }
-        let minted = self.authority.mint_agent_svid(csr, &agent_id, self.agent_svid_ttl)?;
+        let minted = self
+            .authority
+            .mint_agent_svid(csr, &agent_id, self.agent_svid_ttl)?;
         let now = SystemTime::now();
         self.datastore
             .upsert_agent(AgentRecord {
@@ -118,12 +154,22 @@ impl AgentApi {
             .await
             .map_err(crate::error::ServerError::from)?;
         self.agents.attested(agent_id.clone());
-        self.metrics.attestations.get_or_create(&AttestationLabels { result: "ok" }).inc();
-        self.metrics.svids_signed.get_or_create(&SvidLabels { kind: "agent" }).inc();
+        self.metrics
+            .attestations
+            .get_or_create(&AttestationLabels { result: "ok" })
+            .inc();
+        self.metrics
+            .svids_signed
+            .get_or_create(&SvidLabels { kind: "agent" })
+            .inc();
         info!(agent = %agent_id, "agent attested with a join token");
         Ok(AttestAgentResponse {
             spiffe_id: agent_id.to_string(),
-            svid_chain: minted.chain.iter().flat_map(|c| c.iter().copied()).collect(),
+            svid_chain: minted
+                .chain
+                .iter()
+                .flat_map(|c| c.iter().copied())
+                .collect(),
             bundle: Some(bundle_message(&self.authority.bundle())),
         })
     }
@@ -144,14 +190,19 @@ fn delta(
 ) -> (Vec<pb::Entry>, Vec<String>) {
     let mut upserted = Vec::new();
     for (id, entry) in current {
-        let same = sent.get(id).is_some_and(|old| Arc::ptr_eq(old, entry) || **old == **entry);
+        let same = sent
+            .get(id)
+            .is_some_and(|old| Arc::ptr_eq(old, entry) || **old == **entry);
         if !same {
             upserted.push(pb::Entry::from(entry.as_ref()));
             sent.insert(id.clone(), entry.clone());
         }
     }
-    let removed: Vec<String> =
-        sent.keys().filter(|id| !current.contains_key(*id)).map(ToString::to_string).collect();
+    let removed: Vec<String> = sent
+        .keys()
+        .filter(|id| !current.contains_key(*id))
+        .map(ToString::to_string)
+        .collect();
     for id in &removed {
         sent.remove(&EntryId::new(id.clone()));
     }
@@ -166,12 +217,12 @@ impl AgentService for AgentApi {
     ) -> Result<Response<AttestAgentResponse>, Status> {
         let body = request.into_inner();
         match body.attestation {
-            Some(pb::attest_agent_request::Attestation::JoinToken(token)) => {
-                Ok(Response::new(self.attest_join_token(&token, &body.csr).await?))
-            }
-            Some(pb::attest_agent_request::Attestation::K8sPsatToken(_)) => Err(Status::unimplemented(
-                "k8s_psat attestation needs the server in Kubernetes mode",
+            Some(pb::attest_agent_request::Attestation::JoinToken(token)) => Ok(Response::new(
+                self.attest_join_token(&token, &body.csr).await?,
             )),
+            Some(pb::attest_agent_request::Attestation::K8sPsatToken(_)) => Err(
+                Status::unimplemented("k8s_psat attestation needs the server in Kubernetes mode"),
+            ),
             None => Err(Status::invalid_argument("no attestation data")),
         }
     }
@@ -255,7 +306,9 @@ impl AgentService for AgentApi {
         let agent = self.authorize(&request)?;
         let requests = request.into_inner().requests;
         if requests.len() > MAX_CSRS_PER_BATCH {
-            return Err(Status::invalid_argument(format!("at most {MAX_CSRS_PER_BATCH} CSRs per batch")));
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_CSRS_PER_BATCH} CSRs per batch"
+            )));
         }
         let this = self.clone();
         let results = tokio::task::spawn_blocking(move || {
@@ -321,8 +374,13 @@ impl AgentService for AgentApi {
             issuer: None,
         };
         let token = self.authority.mint_jwt(&req)?;
-        self.metrics.svids_signed.get_or_create(&SvidLabels { kind: "jwt" }).inc();
-        let expires_at = signet_spiffe::JwtSvid::parse_insecure(&token).map(|t| unix(t.expiry())).unwrap_or(0);
+        self.metrics
+            .svids_signed
+            .get_or_create(&SvidLabels { kind: "jwt" })
+            .inc();
+        let expires_at = signet_spiffe::JwtSvid::parse_insecure(&token)
+            .map(|t| unix(t.expiry()))
+            .unwrap_or(0);
         Ok(Response::new(MintJwtSvidResponse { token, expires_at }))
     }
 
@@ -332,14 +390,23 @@ impl AgentService for AgentApi {
     ) -> Result<Response<RenewAgentResponse>, Status> {
         let agent = self.authorize(&request)?;
         let csr = request.into_inner().csr;
-        let minted = self.authority.mint_agent_svid(&csr, &agent, self.agent_svid_ttl)?;
+        let minted = self
+            .authority
+            .mint_agent_svid(&csr, &agent, self.agent_svid_ttl)?;
         self.datastore
             .set_agent_svid_expiry(agent.clone(), minted.not_after)
             .await
             .map_err(crate::error::ServerError::from)?;
-        self.metrics.svids_signed.get_or_create(&SvidLabels { kind: "agent" }).inc();
+        self.metrics
+            .svids_signed
+            .get_or_create(&SvidLabels { kind: "agent" })
+            .inc();
         Ok(Response::new(RenewAgentResponse {
-            svid_chain: minted.chain.iter().flat_map(|c| c.iter().copied()).collect(),
+            svid_chain: minted
+                .chain
+                .iter()
+                .flat_map(|c| c.iter().copied())
+                .collect(),
         }))
     }
 }

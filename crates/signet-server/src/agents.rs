@@ -28,8 +28,14 @@ pub struct AgentRegistry {
 impl AgentRegistry {
     /// A registry holding `records`.
     pub fn new(records: &[AgentRecord]) -> Self {
-        let agents = records.iter().map(|r| (r.spiffe_id.clone(), r.banned)).collect();
-        Self { agents: RwLock::new(agents), changed: watch::channel(0).0 }
+        let agents = records
+            .iter()
+            .map(|r| (r.spiffe_id.clone(), r.banned))
+            .collect();
+        Self {
+            agents: RwLock::new(agents),
+            changed: watch::channel(0).0,
+        }
     }
 
     /// Whether `id` may use the agent API.
@@ -77,6 +83,8 @@ impl AgentRegistry {
 
     /// Number of agents allowed in.
     pub fn active_count(&self) -> usize {
-        self.agents.read().map_or(0, |a| a.values().filter(|banned| !**banned).count())
+        self.agents
+            .read()
+            .map_or(0, |a| a.values().filter(|banned| !**banned).count())
     }
 }

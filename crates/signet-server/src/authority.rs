@@ -33,7 +33,10 @@ pub struct AuthorityService {
 
 impl AuthorityService {
     /// Wraps an opened CA; `bundle_dir` receives `bundle.pem` and `bundle.json`.
-    pub fn new(ca: CertificateAuthority, bundle_dir: Option<PathBuf>) -> Result<Arc<Self>, ServerError> {
+    pub fn new(
+        ca: CertificateAuthority,
+        bundle_dir: Option<PathBuf>,
+    ) -> Result<Arc<Self>, ServerError> {
         let bundle = ca.bundle()?;
         let service = Arc::new(Self {
             ca: RwLock::new(ca),
@@ -48,11 +51,15 @@ impl AuthorityService {
     }
 
     fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, CertificateAuthority>, ServerError> {
-        self.ca.read().map_err(|_| ServerError::Internal("CA lock poisoned".into()))
+        self.ca
+            .read()
+            .map_err(|_| ServerError::Internal("CA lock poisoned".into()))
     }
 
     fn write(&self) -> Result<std::sync::RwLockWriteGuard<'_, CertificateAuthority>, ServerError> {
-        self.ca.write().map_err(|_| ServerError::Internal("CA lock poisoned".into()))
+        self.ca
+            .write()
+            .map_err(|_| ServerError::Internal("CA lock poisoned".into()))
     }
 
     /// The trust domain's SPIFFE ID for the server.
@@ -78,7 +85,9 @@ impl AuthorityService {
 
     /// Tainted X.509 authority ids.
     pub fn tainted_authorities(&self) -> Vec<String> {
-        self.read().map(|ca| ca.tainted_x509_authorities()).unwrap_or_default()
+        self.read()
+            .map(|ca| ca.tainted_x509_authorities())
+            .unwrap_or_default()
     }
 
     /// Signs a workload X509-SVID.
@@ -92,7 +101,12 @@ impl AuthorityService {
     }
 
     /// Signs an agent SVID: the CSR may omit the ID, which the server assigns.
-    pub fn mint_agent_svid(&self, csr: &[u8], id: &SpiffeId, ttl: Duration) -> Result<MintedX509Svid, ServerError> {
+    pub fn mint_agent_svid(
+        &self,
+        csr: &[u8],
+        id: &SpiffeId,
+        ttl: Duration,
+    ) -> Result<MintedX509Svid, ServerError> {
         let request = X509SvidRequest {
             csr_der: csr,
             spiffe_id: id,
@@ -114,7 +128,10 @@ impl AuthorityService {
     }
 
     /// Operator commands (`signet ca prepare|activate|taint|revoke`).
-    pub fn command(&self, f: impl FnOnce(&mut CertificateAuthority) -> Result<Vec<RotationEvent>, signet_ca::Error>) -> Result<Vec<RotationEvent>, ServerError> {
+    pub fn command(
+        &self,
+        f: impl FnOnce(&mut CertificateAuthority) -> Result<Vec<RotationEvent>, signet_ca::Error>,
+    ) -> Result<Vec<RotationEvent>, ServerError> {
         let events = f(&mut *self.write()?)?;
         self.after_change(&events)?;
         Ok(events)
@@ -129,20 +146,33 @@ impl AuthorityService {
         }
         let bundle = self.read()?.bundle()?;
         let changed = self.bundle.borrow().sequence() != bundle.sequence();
-        if changed || events.iter().any(|e| matches!(e, RotationEvent::Tainted(_))) {
+        if changed
+            || events
+                .iter()
+                .any(|e| matches!(e, RotationEvent::Tainted(_)))
+        {
             self.bundle.send_replace(Arc::new(bundle));
             self.write_bundle_files()?;
         }
-        if events.iter().any(|e| matches!(e, RotationEvent::Activated(_))) {
+        if events
+            .iter()
+            .any(|e| matches!(e, RotationEvent::Activated(_)))
+        {
             self.renew_server_svid()?;
         }
         Ok(())
     }
 
     fn server_svid_due(&self) -> bool {
-        let expiry = self.server_svid_expiry.read().map(|e| *e).unwrap_or(SystemTime::UNIX_EPOCH);
+        let expiry = self
+            .server_svid_expiry
+            .read()
+            .map(|e| *e)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
         let half = SERVER_SVID_TTL / 2;
-        expiry.duration_since(SystemTime::now()).map_or(true, |left| left < half)
+        expiry
+            .duration_since(SystemTime::now())
+            .map_or(true, |left| left < half)
     }
 
     /// Issues the server's TLS SVID (`spiffe://<td>/signet/server`) with a fresh key.
@@ -151,9 +181,14 @@ impl AuthorityService {
         let key = KeyPair::generate().map_err(|e| ServerError::Internal(e.to_string()))?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
-        let uri = id.as_str().try_into().map_err(|e: rcgen::Error| ServerError::Internal(e.to_string()))?;
+        let uri = id
+            .as_str()
+            .try_into()
+            .map_err(|e: rcgen::Error| ServerError::Internal(e.to_string()))?;
         params.subject_alt_names = vec![SanType::URI(uri)];
-        let csr = params.serialize_request(&key).map_err(|e| ServerError::Internal(e.to_string()))?;
+        let csr = params
+            .serialize_request(&key)
+            .map_err(|e| ServerError::Internal(e.to_string()))?;
         let request = X509SvidRequest {
             csr_der: csr.der(),
             spiffe_id: &id,
@@ -174,9 +209,14 @@ impl AuthorityService {
     }
 
     fn write_bundle_files(&self) -> Result<(), ServerError> {
-        let Some((pem_path, json_path)) = &self.bundle_files else { return Ok(()) };
+        let Some((pem_path, json_path)) = &self.bundle_files else {
+            return Ok(());
+        };
         let bundle = self.bundle();
-        for (path, content) in [(pem_path, bundle.to_pem()), (json_path, bundle.to_spiffe_json())] {
+        for (path, content) in [
+            (pem_path, bundle.to_pem()),
+            (json_path, bundle.to_spiffe_json()),
+        ] {
             let tmp = path.with_extension("tmp");
             std::fs::write(&tmp, content.as_bytes())
                 .and_then(|()| std::fs::rename(&tmp, path))
@@ -191,11 +231,17 @@ impl AuthorityService {
     }
 
     /// Forces rotation steps (exposed for tests and the admin CLI).
-    pub fn force(&self, kind: AuthorityKind, step: &str) -> Result<Vec<RotationEvent>, ServerError> {
+    pub fn force(
+        &self,
+        kind: AuthorityKind,
+        step: &str,
+    ) -> Result<Vec<RotationEvent>, ServerError> {
         match step {
             "prepare" => self.command(|ca| ca.prepare(kind)),
             "activate" => self.command(|ca| ca.activate(kind)),
-            other => Err(ServerError::InvalidArgument(format!("unknown CA step {other:?}"))),
+            other => Err(ServerError::InvalidArgument(format!(
+                "unknown CA step {other:?}"
+            ))),
         }
     }
 

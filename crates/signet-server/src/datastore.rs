@@ -14,7 +14,9 @@ use signet_spiffe::SpiffeId;
 #[non_exhaustive]
 pub enum DatastoreError {
     /// The database file cannot be opened or is not a healthy SQLite database.
-    #[error("database {path} is unusable: {reason}. Restore it from a backup or move it away deliberately")]
+    #[error(
+        "database {path} is unusable: {reason}. Restore it from a backup or move it away deliberately"
+    )]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -48,8 +50,7 @@ pub enum DatastoreError {
 type Result<T, E = DatastoreError> = std::result::Result<T, E>;
 
 /// Each step brings the schema from version `index` to `index + 1`.
-const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE entries (
+const MIGRATIONS: &[&str] = &["CREATE TABLE entries (
         id TEXT PRIMARY KEY,
         spiffe_id TEXT NOT NULL,
         parent_id TEXT NOT NULL,
@@ -75,8 +76,7 @@ const MIGRATIONS: &[&str] = &[
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         at INTEGER NOT NULL,
         event TEXT NOT NULL
-     );",
-];
+     );"];
 
 /// An attested agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,7 +115,8 @@ pub struct Datastore {
 }
 
 fn unix(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn from_unix(secs: i64) -> SystemTime {
@@ -125,14 +126,19 @@ fn from_unix(secs: i64) -> SystemTime {
 impl Datastore {
     /// Opens (creating if needed) and migrates the database; a damaged file is an error.
     pub fn open(path: &Path) -> Result<Self> {
-        let corrupt = |reason: String| DatastoreError::Corrupt { path: path.to_owned(), reason };
+        let corrupt = |reason: String| DatastoreError::Corrupt {
+            path: path.to_owned(),
+            reason,
+        };
         let conn = Connection::open(path).map_err(|e| corrupt(e.to_string()))?;
         conn.busy_timeout(Duration::from_secs(5))?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
             .map_err(|e| corrupt(e.to_string()))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(corrupt(format!("cannot enable WAL (journal_mode is {mode})")));
+            return Err(corrupt(format!(
+                "cannot enable WAL (journal_mode is {mode})"
+            )));
         }
         let check: String = conn
             .query_row("PRAGMA quick_check", [], |r| r.get(0))
@@ -141,7 +147,9 @@ impl Datastore {
             return Err(corrupt(check));
         }
         conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")?;
-        let store = Self { conn: Arc::new(Mutex::new(conn)) };
+        let store = Self {
+            conn: Arc::new(Mutex::new(conn)),
+        };
         store.migrate()?;
         Ok(store)
     }
@@ -151,9 +159,16 @@ impl Datastore {
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let supported = MIGRATIONS.len() as i64;
         if version > supported {
-            return Err(DatastoreError::TooNew { found: version, supported });
+            return Err(DatastoreError::TooNew {
+                found: version,
+                supported,
+            });
         }
-        for (index, step) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
+        for (index, step) in MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(version).unwrap_or(0))
+        {
             let tx = conn.transaction()?;
             tx.execute_batch(step)?;
             tx.pragma_update(None, "user_version", index as i64 + 1)?;
@@ -163,7 +178,9 @@ impl Datastore {
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>> {
-        self.conn.lock().map_err(|_| DatastoreError::Task("database mutex poisoned".into()))
+        self.conn
+            .lock()
+            .map_err(|_| DatastoreError::Task("database mutex poisoned".into()))
     }
 
     async fn call<T: Send + 'static>(
@@ -172,8 +189,9 @@ impl Datastore {
     ) -> Result<T> {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard =
-                conn.lock().map_err(|_| DatastoreError::Task("database mutex poisoned".into()))?;
+            let mut guard = conn
+                .lock()
+                .map_err(|_| DatastoreError::Task("database mutex poisoned".into()))?;
             f(&mut guard)
         })
         .await
@@ -192,8 +210,10 @@ impl Datastore {
 
     /// Inserts or replaces an entry.
     pub async fn put_entry(&self, entry: RegistrationEntry) -> Result<()> {
-        let body = serde_json::to_string(&entry)
-            .map_err(|e| DatastoreError::Decode { what: "entry", reason: e.to_string() })?;
+        let body = serde_json::to_string(&entry).map_err(|e| DatastoreError::Decode {
+            what: "entry",
+            reason: e.to_string(),
+        })?;
         self.call(move |conn| {
             conn.execute(
                 "INSERT INTO entries (id, spiffe_id, parent_id, body, revision) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -214,8 +234,10 @@ impl Datastore {
 
     /// Deletes an entry; returns whether it existed.
     pub async fn delete_entry(&self, id: EntryId) -> Result<bool> {
-        self.call(move |conn| Ok(conn.execute("DELETE FROM entries WHERE id = ?1", [id.as_str()])? > 0))
-            .await
+        self.call(move |conn| {
+            Ok(conn.execute("DELETE FROM entries WHERE id = ?1", [id.as_str()])? > 0)
+        })
+        .await
     }
 
     /// Stores a join token by its hash.
@@ -236,7 +258,11 @@ impl Datastore {
     }
 
     /// Redeems a join token atomically: at most one caller ever gets `Accepted`.
-    pub async fn redeem_join_token(&self, token_hash: String, now: SystemTime) -> Result<TokenRedemption> {
+    pub async fn redeem_join_token(
+        &self,
+        token_hash: String,
+        now: SystemTime,
+    ) -> Result<TokenRedemption> {
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let row: Option<(String, i64, Option<i64>)> = tx
@@ -338,14 +364,19 @@ impl Datastore {
 
     /// Removes an agent (eviction): its SVID is no longer accepted and it must attest again.
     pub async fn delete_agent(&self, id: SpiffeId) -> Result<bool> {
-        self.call(move |conn| Ok(conn.execute("DELETE FROM agents WHERE spiffe_id = ?1", [id.as_str()])? > 0))
-            .await
+        self.call(move |conn| {
+            Ok(conn.execute("DELETE FROM agents WHERE spiffe_id = ?1", [id.as_str()])? > 0)
+        })
+        .await
     }
 
     /// Bans an agent; returns whether it existed.
     pub async fn ban_agent(&self, id: SpiffeId) -> Result<bool> {
         self.call(move |conn| {
-            Ok(conn.execute("UPDATE agents SET banned = 1 WHERE spiffe_id = ?1", [id.as_str()])? > 0)
+            Ok(conn.execute(
+                "UPDATE agents SET banned = 1 WHERE spiffe_id = ?1",
+                [id.as_str()],
+            )? > 0)
         })
         .await
     }
@@ -353,7 +384,10 @@ impl Datastore {
     /// Appends a CA event to the journal.
     pub async fn journal(&self, event: String) -> Result<()> {
         self.call(move |conn| {
-            conn.execute("INSERT INTO ca_journal (at, event) VALUES (?1, ?2)", params![unix(SystemTime::now()), event])?;
+            conn.execute(
+                "INSERT INTO ca_journal (at, event) VALUES (?1, ?2)",
+                params![unix(SystemTime::now()), event],
+            )?;
             Ok(())
         })
         .await
@@ -371,5 +405,8 @@ impl Datastore {
 }
 
 fn decode_entry(body: &str) -> Result<RegistrationEntry> {
-    serde_json::from_str(body).map_err(|e| DatastoreError::Decode { what: "entry", reason: e.to_string() })
+    serde_json::from_str(body).map_err(|e| DatastoreError::Decode {
+        what: "entry",
+        reason: e.to_string(),
+    })
 }

@@ -40,10 +40,12 @@ impl From<ServerError> for Status {
             ServerError::PermissionDenied(m) => Status::permission_denied(m.clone()),
             ServerError::Unauthenticated(m) => Status::unauthenticated(m.clone()),
             ServerError::NotFound(m) => Status::not_found(m.clone()),
-            ServerError::Ca(Ca::InvalidCsr(_) | Ca::CsrIdMismatch { .. } | Ca::InvalidRequest(_)) => {
-                Status::invalid_argument(err.to_string())
+            ServerError::Ca(
+                Ca::InvalidCsr(_) | Ca::CsrIdMismatch { .. } | Ca::InvalidRequest(_),
+            ) => Status::invalid_argument(err.to_string()),
+            ServerError::Ca(Ca::InvalidTransition(_)) => {
+                Status::failed_precondition(err.to_string())
             }
-            ServerError::Ca(Ca::InvalidTransition(_)) => Status::failed_precondition(err.to_string()),
             ServerError::Ca(_) | ServerError::Datastore(_) | ServerError::Io(_) => {
                 // Details go to the server log, not to the caller.
                 tracing::error!(error = %err, "request failed");

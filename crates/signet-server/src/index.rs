@@ -19,7 +19,10 @@ struct Slot {
 
 impl Slot {
     fn new() -> Self {
-        Self { entries: BTreeMap::new(), changed: watch::channel(0).0 }
+        Self {
+            entries: BTreeMap::new(),
+            changed: watch::channel(0).0,
+        }
     }
 
     fn bump(&self) {
@@ -54,17 +57,21 @@ impl EntryIndex {
 
     /// Inserts or replaces an entry, moving it between agents if its parent changed.
     pub fn upsert(&self, entry: RegistrationEntry) {
-        let Ok(mut inner) = self.inner.write() else { return };
+        let Ok(mut inner) = self.inner.write() else {
+            return;
+        };
         let entry = Arc::new(entry);
-        if let Some(old) = inner.by_id.insert(entry.id.clone(), entry.clone()) {
-            if old.parent_id != entry.parent_id {
-                if let Some(slot) = inner.by_agent.get_mut(&old.parent_id) {
-                    slot.entries.remove(&old.id);
-                    slot.bump();
-                }
-            }
+        if let Some(old) = inner.by_id.insert(entry.id.clone(), entry.clone())
+            && old.parent_id != entry.parent_id
+            && let Some(slot) = inner.by_agent.get_mut(&old.parent_id)
+        {
+            slot.entries.remove(&old.id);
+            slot.bump();
         }
-        let slot = inner.by_agent.entry(entry.parent_id.clone()).or_insert_with(Slot::new);
+        let slot = inner
+            .by_agent
+            .entry(entry.parent_id.clone())
+            .or_insert_with(Slot::new);
         slot.entries.insert(entry.id.clone(), entry);
         slot.bump();
     }
@@ -87,7 +94,9 @@ impl EntryIndex {
 
     /// All entries, ordered by id.
     pub fn all(&self) -> Vec<Arc<RegistrationEntry>> {
-        let Ok(inner) = self.inner.read() else { return Vec::new() };
+        let Ok(inner) = self.inner.read() else {
+            return Vec::new();
+        };
         let mut all: Vec<_> = inner.by_id.values().cloned().collect();
         all.sort_by(|a, b| a.id.cmp(&b.id));
         all
@@ -113,19 +122,28 @@ impl EntryIndex {
     }
 
     /// The entry `id` if it is parented to `agent` (the CSR authorisation check).
-    pub fn authorized_entry(&self, agent: &SpiffeId, id: &EntryId) -> Option<Arc<RegistrationEntry>> {
+    pub fn authorized_entry(
+        &self,
+        agent: &SpiffeId,
+        id: &EntryId,
+    ) -> Option<Arc<RegistrationEntry>> {
         self.get(id).filter(|e| &e.parent_id == agent)
     }
 
     /// A receiver that changes whenever `agent`'s entries do.
     pub fn subscribe(&self, agent: &SpiffeId) -> watch::Receiver<u64> {
-        if let Ok(inner) = self.inner.read() {
-            if let Some(slot) = inner.by_agent.get(agent) {
-                return slot.changed.subscribe();
-            }
+        if let Ok(inner) = self.inner.read()
+            && let Some(slot) = inner.by_agent.get(agent)
+        {
+            return slot.changed.subscribe();
         }
         match self.inner.write() {
-            Ok(mut inner) => inner.by_agent.entry(agent.clone()).or_insert_with(Slot::new).changed.subscribe(),
+            Ok(mut inner) => inner
+                .by_agent
+                .entry(agent.clone())
+                .or_insert_with(Slot::new)
+                .changed
+                .subscribe(),
             Err(_) => watch::channel(0).1,
         }
     }
@@ -165,7 +183,7 @@ mod tests {
         let a = SpiffeId::new(A).unwrap();
         let b = SpiffeId::new(B).unwrap();
         let mut rx_a = index.subscribe(&a);
-        let mut rx_b = index.subscribe(&b);
+        let rx_b = index.subscribe(&b);
         index.upsert(entry("e1", A));
         assert!(rx_a.has_changed().unwrap());
         assert!(!rx_b.has_changed().unwrap());

@@ -105,7 +105,8 @@ impl RunningServer {
 }
 
 fn private_dir(path: &Path) -> Result<(), ServerError> {
-    std::fs::create_dir_all(path).map_err(|e| ServerError::Io(format!("creating {}: {e}", path.display())))?;
+    std::fs::create_dir_all(path)
+        .map_err(|e| ServerError::Io(format!("creating {}: {e}", path.display())))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| ServerError::Io(format!("securing {}: {e}", path.display())))
 }
@@ -128,8 +129,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     index.load(datastore.list_entries().await?);
     let agents = Arc::new(agents::AgentRegistry::new(&datastore.list_agents().await?));
     let metrics = Arc::new(metrics::ServerMetrics::default());
-    metrics.entries.set(i64::try_from(index.len()).unwrap_or(i64::MAX));
-    info!(entries = index.len(), agents = agents.active_count(), "state loaded");
+    metrics
+        .entries
+        .set(i64::try_from(index.len()).unwrap_or(i64::MAX));
+    info!(
+        entries = index.len(),
+        agents = agents.active_count(),
+        "state loaded"
+    );
 
     let api = agent_api::AgentApi {
         authority: authority.clone(),
@@ -154,20 +161,28 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         let mut s = id.segments();
         s.next() == Some("signet") && s.next() == Some("agent")
     });
-    let verifier = Arc::new(SpiffeClientVerifier::new(authority.clone(), is_agent, false));
+    let verifier = Arc::new(SpiffeClientVerifier::new(
+        authority.clone(),
+        is_agent,
+        false,
+    ));
     let mut tls = rustls::ServerConfig::builder()
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(authority.server_svid());
     tls.alpn_protocols = vec![b"h2".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let listener = TcpListener::bind(config.bind_address)
-        .await
-        .map_err(|e| ServerError::Io(format!("binding agent API on {}: {e}", config.bind_address)))?;
-    let agent_address = listener.local_addr().map_err(|e| ServerError::Io(e.to_string()))?;
+    let listener = TcpListener::bind(config.bind_address).await.map_err(|e| {
+        ServerError::Io(format!("binding agent API on {}: {e}", config.bind_address))
+    })?;
+    let agent_address = listener
+        .local_addr()
+        .map_err(|e| ServerError::Io(e.to_string()))?;
     let (conn_tx, conn_rx) = tokio::sync::mpsc::channel(128);
     tasks.push(tokio::spawn(async move {
         loop {
-            let Ok((tcp, peer)) = listener.accept().await else { continue };
+            let Ok((tcp, peer)) = listener.accept().await else {
+                continue;
+            };
             let acceptor = acceptor.clone();
             let conn_tx = conn_tx.clone();
             // Handshakes run concurrently so one slow client cannot stall accepting.
@@ -200,8 +215,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         std::fs::create_dir_all(parent).map_err(|e| ServerError::Io(e.to_string()))?;
     }
     let _ = std::fs::remove_file(&config.admin_socket);
-    let admin_listener = UnixListener::bind(&config.admin_socket)
-        .map_err(|e| ServerError::Io(format!("binding admin socket {}: {e}", config.admin_socket.display())))?;
+    let admin_listener = UnixListener::bind(&config.admin_socket).map_err(|e| {
+        ServerError::Io(format!(
+            "binding admin socket {}: {e}",
+            config.admin_socket.display()
+        ))
+    })?;
     std::fs::set_permissions(&config.admin_socket, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| ServerError::Io(e.to_string()))?;
     tasks.push(tokio::spawn(async move {
@@ -218,7 +237,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     if let Some(address) = config.health_address {
         let mut registry = prometheus_client::registry::Registry::default();
         metrics.register(&mut registry);
-        let state = Arc::new(health::HealthState { ready: Default::default(), registry });
+        let state = Arc::new(health::HealthState {
+            ready: Default::default(),
+            registry,
+        });
         let (bound, task) = health::serve(address, state.clone())
             .await
             .map_err(|e| ServerError::Io(format!("binding health endpoint on {address}: {e}")))?;

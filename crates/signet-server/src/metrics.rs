@@ -40,9 +40,21 @@ impl ServerMetrics {
     pub fn register(&self, registry: &mut Registry) {
         let sub = registry.sub_registry_with_prefix("signet_server");
         sub.register("svids_signed", "SVIDs signed", self.svids_signed.clone());
-        sub.register("svids_refused", "SVID requests refused", self.svids_refused.clone());
-        sub.register("attestations", "Node attestations by result", self.attestations.clone());
-        sub.register("sync_streams", "Open SyncEntries streams", self.sync_streams.clone());
+        sub.register(
+            "svids_refused",
+            "SVID requests refused",
+            self.svids_refused.clone(),
+        );
+        sub.register(
+            "attestations",
+            "Node attestations by result",
+            self.attestations.clone(),
+        );
+        sub.register(
+            "sync_streams",
+            "Open SyncEntries streams",
+            self.sync_streams.clone(),
+        );
         sub.register("entries", "Registration entries", self.entries.clone());
     }
 }

@@ -71,7 +71,9 @@ fn verify_peer(
     let id = verify_chain(&chain, &bundles.bundles(), at)
         .map_err(|e| rustls::Error::General(format!("peer X509-SVID rejected: {e}")))?;
     if !policy(&id) {
-        return Err(rustls::Error::General(format!("peer {id} is not authorised")));
+        return Err(rustls::Error::General(format!(
+            "peer {id} is not authorised"
+        )));
     }
     Ok(id)
 }
@@ -84,7 +86,8 @@ pub struct SpiffeServerVerifier {
 
 impl fmt::Debug for SpiffeServerVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SpiffeServerVerifier").finish_non_exhaustive()
+        f.debug_struct("SpiffeServerVerifier")
+            .finish_non_exhaustive()
     }
 }
 
@@ -109,7 +112,13 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        verify_peer(self.bundles.as_ref(), &self.policy, end_entity, intermediates, now)?;
+        verify_peer(
+            self.bundles.as_ref(),
+            &self.policy,
+            end_entity,
+            intermediates,
+            now,
+        )?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -147,14 +156,20 @@ pub struct SpiffeClientVerifier {
 
 impl fmt::Debug for SpiffeClientVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SpiffeClientVerifier").field("mandatory", &self.mandatory).finish_non_exhaustive()
+        f.debug_struct("SpiffeClientVerifier")
+            .field("mandatory", &self.mandatory)
+            .finish_non_exhaustive()
     }
 }
 
 impl SpiffeClientVerifier {
     /// Accepts clients whose SVID verifies against `bundles` and whose ID passes `policy`.
     pub fn new(bundles: Arc<dyn BundleSource>, policy: IdPolicy, mandatory: bool) -> Self {
-        Self { bundles, policy, mandatory }
+        Self {
+            bundles,
+            policy,
+            mandatory,
+        }
     }
 }
 
@@ -177,7 +192,13 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        verify_peer(self.bundles.as_ref(), &self.policy, end_entity, intermediates, now)?;
+        verify_peer(
+            self.bundles.as_ref(),
+            &self.policy,
+            end_entity,
+            intermediates,
+            now,
+        )?;
         Ok(ClientCertVerified::assertion())
     }
 
@@ -205,7 +226,10 @@ impl ClientCertVerifier for SpiffeClientVerifier {
 }
 
 /// Builds a rustls certified key from a DER chain (leaf first) and a PKCS#8 key.
-pub fn certified_key(chain: Vec<CertificateDer<'static>>, pkcs8: &[u8]) -> Result<Arc<CertifiedKey>, rustls::Error> {
+pub fn certified_key(
+    chain: Vec<CertificateDer<'static>>,
+    pkcs8: &[u8],
+) -> Result<Arc<CertifiedKey>, rustls::Error> {
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8.to_vec()));
     let signing_key = provider().key_provider.load_private_key(key)?;
     Ok(Arc::new(CertifiedKey::new(chain, signing_key)))
@@ -252,5 +276,7 @@ impl rustls::client::ResolvesClientCert for RotatingSvid {
 
 /// The SPIFFE ID in a peer's leaf certificate (already verified by the TLS layer).
 pub fn peer_id(peer_certs: &[CertificateDer<'_>]) -> Option<SpiffeId> {
-    peer_certs.first().and_then(|leaf| signet_spiffe::x509::validate_leaf(leaf).ok())
+    peer_certs
+        .first()
+        .and_then(|leaf| signet_spiffe::x509::validate_leaf(leaf).ok())
 }

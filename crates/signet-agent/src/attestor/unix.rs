@@ -79,7 +79,11 @@ pub fn supplementary_groups(status: &str) -> BTreeSet<u32> {
     status
         .lines()
         .find_map(|l| l.strip_prefix("Groups:"))
-        .map(|rest| rest.split_whitespace().filter_map(|g| g.parse().ok()).collect())
+        .map(|rest| {
+            rest.split_whitespace()
+                .filter_map(|g| g.parse().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -87,7 +91,8 @@ pub fn supplementary_groups(status: &str) -> BTreeSet<u32> {
 pub fn attest(config: &UnixAttestorConfig, peer: &PeerInfo) -> Result<SelectorSet, AttestError> {
     let pid = peer.pid.ok_or(AttestError::NoPid)?;
     let proc_dir = config.proc_root.join(pid.to_string());
-    let status = std::fs::read_to_string(proc_dir.join("status")).map_err(|source| AttestError::Proc { pid, source })?;
+    let status = std::fs::read_to_string(proc_dir.join("status"))
+        .map_err(|source| AttestError::Proc { pid, source })?;
     let mut set = SelectorSet::new();
     let mut add = |s: Option<Selector>| {
         if let Some(s) = s {
@@ -130,7 +135,14 @@ fn sha256_file(path: &Path) -> Option<String> {
         }
         context.update(&buffer[..n]);
     }
-    Some(context.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect())
+    Some(
+        context
+            .finish()
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -145,8 +157,16 @@ mod tests {
         let binary = dir.path().join("app-bin");
         std::fs::write(&binary, b"hello").unwrap();
         std::os::unix::fs::symlink(&binary, proc_dir.join("exe")).unwrap();
-        std::fs::write(dir.path().join("passwd"), "root:x:0:0::/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n").unwrap();
-        std::fs::write(dir.path().join("group"), "root:x:0:\nsudo:x:27:alice\nusers:x:100:\nalice:x:1000:\n").unwrap();
+        std::fs::write(
+            dir.path().join("passwd"),
+            "root:x:0:0::/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("group"),
+            "root:x:0:\nsudo:x:27:alice\nusers:x:100:\nalice:x:1000:\n",
+        )
+        .unwrap();
         let config = UnixAttestorConfig {
             proc_root: dir.path().join("proc"),
             passwd: dir.path().join("passwd"),
@@ -160,7 +180,12 @@ mod tests {
     #[test]
     fn reports_every_unix_selector() {
         let (dir, config) = fixture();
-        let peer = PeerInfo { pid: Some(4242), uid: 1000, gid: 1000, pidfd: None };
+        let peer = PeerInfo {
+            pid: Some(4242),
+            uid: 1000,
+            gid: 1000,
+            pidfd: None,
+        };
         let set = attest(&config, &peer).unwrap();
         let binary = dir.path().join("app-bin");
         let expected = [
@@ -186,13 +211,31 @@ mod tests {
     #[test]
     fn unknown_names_and_missing_processes() {
         let (_dir, config) = fixture();
-        let peer = PeerInfo { pid: Some(4242), uid: 5555, gid: 5555, pidfd: None };
+        let peer = PeerInfo {
+            pid: Some(4242),
+            uid: 5555,
+            gid: 5555,
+            pidfd: None,
+        };
         let got = attest(&config, &peer).unwrap().to_strings();
         assert!(got.contains(&"unix:uid:5555".to_owned()));
         assert!(!got.iter().any(|s| s.starts_with("unix:user:")));
-        let gone = PeerInfo { pid: Some(9999), uid: 0, gid: 0, pidfd: None };
-        assert!(matches!(attest(&config, &gone), Err(AttestError::Proc { pid: 9999, .. })));
-        let no_pid = PeerInfo { pid: None, uid: 0, gid: 0, pidfd: None };
+        let gone = PeerInfo {
+            pid: Some(9999),
+            uid: 0,
+            gid: 0,
+            pidfd: None,
+        };
+        assert!(matches!(
+            attest(&config, &gone),
+            Err(AttestError::Proc { pid: 9999, .. })
+        ));
+        let no_pid = PeerInfo {
+            pid: None,
+            uid: 0,
+            gid: 0,
+            pidfd: None,
+        };
         assert!(matches!(attest(&config, &no_pid), Err(AttestError::NoPid)));
     }
 

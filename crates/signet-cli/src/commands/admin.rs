@@ -10,11 +10,15 @@ use signet_proto::admin::{
 use signet_proto::agent::Entry;
 use tonic::transport::Channel;
 
-use crate::cli::{AdminArgs, AgentAction, BundleCommand, BundleFormat, EntryCommand, EntryFields, TokenCommand};
+use crate::cli::{
+    AdminArgs, AgentAction, BundleCommand, BundleFormat, EntryCommand, EntryFields, TokenCommand,
+};
 use crate::output::{self, OutputFormat};
 
 async fn client(admin: &AdminArgs) -> anyhow::Result<AdminClient<Channel>> {
-    Ok(AdminClient::new(crate::uds::channel(&admin.admin_socket).await?))
+    Ok(AdminClient::new(
+        crate::uds::channel(&admin.admin_socket).await?,
+    ))
 }
 
 fn status(err: tonic::Status) -> anyhow::Error {
@@ -84,7 +88,9 @@ fn human_entry(e: &EntryView) -> String {
 }
 
 fn wire_entry(id: String, f: EntryFields) -> Entry {
-    let secs = |d: Option<std::time::Duration>| d.map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+    let secs = |d: Option<std::time::Duration>| {
+        d.map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+    };
     Entry {
         id,
         spiffe_id: f.spiffe_id,
@@ -111,7 +117,9 @@ pub async fn entry(command: EntryCommand) -> anyhow::Result<()> {
         EntryCommand::Create { fields, admin } => {
             let entry = client(&admin)
                 .await?
-                .create_entry(CreateEntryRequest { entry: Some(wire_entry(String::new(), fields)) })
+                .create_entry(CreateEntryRequest {
+                    entry: Some(wire_entry(String::new(), fields)),
+                })
                 .await
                 .map_err(status)?
                 .into_inner();
@@ -120,21 +128,38 @@ pub async fn entry(command: EntryCommand) -> anyhow::Result<()> {
         EntryCommand::Update { id, fields, admin } => {
             let entry = client(&admin)
                 .await?
-                .update_entry(UpdateEntryRequest { entry: Some(wire_entry(id, fields)) })
+                .update_entry(UpdateEntryRequest {
+                    entry: Some(wire_entry(id, fields)),
+                })
                 .await
                 .map_err(status)?
                 .into_inner();
             print_entry(admin.output, entry)
         }
         EntryCommand::Show { id, admin } => {
-            let entry = client(&admin).await?.get_entry(GetEntryRequest { id }).await.map_err(status)?.into_inner();
+            let entry = client(&admin)
+                .await?
+                .get_entry(GetEntryRequest { id })
+                .await
+                .map_err(status)?
+                .into_inner();
             print_entry(admin.output, entry)
         }
         EntryCommand::Delete { id, admin } => {
-            client(&admin).await?.delete_entry(DeleteEntryRequest { id: id.clone() }).await.map_err(status)?;
-            output::print(admin.output, &serde_json::json!({ "deleted": id }), |_| format!("Deleted entry {id}\n"))
+            client(&admin)
+                .await?
+                .delete_entry(DeleteEntryRequest { id: id.clone() })
+                .await
+                .map_err(status)?;
+            output::print(admin.output, &serde_json::json!({ "deleted": id }), |_| {
+                format!("Deleted entry {id}\n")
+            })
         }
-        EntryCommand::List { parent_id, spiffe_id, admin } => {
+        EntryCommand::List {
+            parent_id,
+            spiffe_id,
+            admin,
+        } => {
             let entries = client(&admin)
                 .await?
                 .list_entries(ListEntriesRequest {
@@ -147,7 +172,11 @@ pub async fn entry(command: EntryCommand) -> anyhow::Result<()> {
                 .entries;
             let views: Vec<EntryView> = entries.into_iter().map(Into::into).collect();
             output::print(admin.output, &views, |views| {
-                let mut out = format!("Found {} entr{}\n", views.len(), if views.len() == 1 { "y" } else { "ies" });
+                let mut out = format!(
+                    "Found {} entr{}\n",
+                    views.len(),
+                    if views.len() == 1 { "y" } else { "ies" }
+                );
                 for v in views {
                     out.push('\n');
                     out.push_str(&human_entry(v));
@@ -188,13 +217,21 @@ pub async fn token(command: TokenCommand) -> anyhow::Result<()> {
 pub async fn agent(action: AgentAction) -> anyhow::Result<()> {
     let (admin, agents) = match action {
         AgentAction::List(admin) => {
-            let agents = client(&admin).await?.list_agents(ListAgentsRequest {}).await.map_err(status)?.into_inner().agents;
+            let agents = client(&admin)
+                .await?
+                .list_agents(ListAgentsRequest {})
+                .await
+                .map_err(status)?
+                .into_inner()
+                .agents;
             (admin, agents)
         }
         AgentAction::Evict(target) => {
             let agent = client(&target.admin)
                 .await?
-                .evict_agent(AgentRequest { spiffe_id: target.spiffe_id })
+                .evict_agent(AgentRequest {
+                    spiffe_id: target.spiffe_id,
+                })
                 .await
                 .map_err(status)?
                 .into_inner()
@@ -204,7 +241,9 @@ pub async fn agent(action: AgentAction) -> anyhow::Result<()> {
         AgentAction::Ban(target) => {
             let agent = client(&target.admin)
                 .await?
-                .ban_agent(AgentRequest { spiffe_id: target.spiffe_id })
+                .ban_agent(AgentRequest {
+                    spiffe_id: target.spiffe_id,
+                })
                 .await
                 .map_err(status)?
                 .into_inner()
@@ -243,7 +282,12 @@ pub async fn agent(action: AgentAction) -> anyhow::Result<()> {
 /// `signet bundle show`
 pub async fn bundle(command: BundleCommand) -> anyhow::Result<()> {
     let BundleCommand::Show { format, admin } = command;
-    let message = client(&admin).await?.get_bundle(GetBundleRequest {}).await.map_err(status)?.into_inner();
+    let message = client(&admin)
+        .await?
+        .get_bundle(GetBundleRequest {})
+        .await
+        .map_err(status)?
+        .into_inner();
     let trust_domain = signet_spiffe::TrustDomain::new(&message.trust_domain)?;
     let bundle = signet_spiffe::Bundle::from_spiffe_json(trust_domain, &message.spiffe_json)?;
     match format {

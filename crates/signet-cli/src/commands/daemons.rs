@@ -12,14 +12,19 @@ use signet_spiffe::TrustDomain;
 use crate::cli::{AgentArgs, ServerArgs};
 
 fn read_config<T: DeserializeOwned + Default>(path: Option<&Path>) -> anyhow::Result<T> {
-    let Some(path) = path else { return Ok(T::default()) };
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+    let Some(path) = path else {
+        return Ok(T::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
 }
 
 fn trust_domain(value: Option<String>) -> anyhow::Result<TrustDomain> {
     let Some(name) = value else {
-        bail!("the trust domain is required: --trust-domain, SIGNET_TRUST_DOMAIN or trust_domain in the config file")
+        bail!(
+            "the trust domain is required: --trust-domain, SIGNET_TRUST_DOMAIN or trust_domain in the config file"
+        )
     };
     TrustDomain::new(&name).with_context(|| format!("invalid trust domain {name:?}"))
 }
@@ -40,7 +45,9 @@ pub fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         default_jwt_svid_ttl,
         agent_svid_ttl,
     } = args;
-    let data_dir = data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("/var/lib/signet/server"));
+    let data_dir = data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/signet/server"));
     let mut config = ServerConfig::new(trust_domain(td.or(file.trust_domain))?, data_dir);
     if let Some(address) = bind_address.or(file.bind_address) {
         config.bind_address = address;
@@ -54,12 +61,25 @@ pub fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
     if let Some(kind) = ca_key_type.or(file.ca_key_type) {
         config.ca_key_algorithm = kind.parse().context("--ca-key-type")?;
     }
-    let pick = |flag: Option<Duration>, file: Option<Duration>, default: Duration| flag.or(file).unwrap_or(default);
+    let pick = |flag: Option<Duration>, file: Option<Duration>, default: Duration| {
+        flag.or(file).unwrap_or(default)
+    };
     config.ca_ttl = pick(ca_ttl, file.ca_ttl, config.ca_ttl);
-    config.default_x509_svid_ttl = pick(default_x509_svid_ttl, file.default_x509_svid_ttl, config.default_x509_svid_ttl);
-    config.default_jwt_svid_ttl = pick(default_jwt_svid_ttl, file.default_jwt_svid_ttl, config.default_jwt_svid_ttl);
+    config.default_x509_svid_ttl = pick(
+        default_x509_svid_ttl,
+        file.default_x509_svid_ttl,
+        config.default_x509_svid_ttl,
+    );
+    config.default_jwt_svid_ttl = pick(
+        default_jwt_svid_ttl,
+        file.default_jwt_svid_ttl,
+        config.default_jwt_svid_ttl,
+    );
     config.agent_svid_ttl = pick(agent_svid_ttl, file.agent_svid_ttl, config.agent_svid_ttl);
-    anyhow::ensure!(config.ca_ttl >= Duration::from_secs(600), "--ca-ttl must be at least 10m");
+    anyhow::ensure!(
+        config.ca_ttl >= Duration::from_secs(600),
+        "--ca-ttl must be at least 10m"
+    );
     Ok(config)
 }
 
@@ -77,20 +97,31 @@ pub fn agent_config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
         hash_workload_binary,
         proc_root,
     } = args;
-    let mut unix = UnixAttestorConfig::default();
-    unix.hash_binary = hash_workload_binary.or(file.hash_workload_binary).unwrap_or(false);
-    if let Some(root) = proc_root.or(file.proc_root) {
-        unix.proc_root = root;
-    }
+    let defaults = UnixAttestorConfig::default();
+    let unix = UnixAttestorConfig {
+        hash_binary: hash_workload_binary
+            .or(file.hash_workload_binary)
+            .unwrap_or(false),
+        proc_root: proc_root
+            .or(file.proc_root)
+            .unwrap_or_else(|| defaults.proc_root.clone()),
+        ..defaults
+    };
     Ok(AgentConfig {
         trust_domain: trust_domain(td.or(file.trust_domain))?,
-        server_address: server_address.or(file.server_address).unwrap_or_else(|| "127.0.0.1:8081".into()),
+        server_address: server_address
+            .or(file.server_address)
+            .unwrap_or_else(|| "127.0.0.1:8081".into()),
         trust_bundle_path: trust_bundle
             .or(file.trust_bundle)
             .unwrap_or_else(|| PathBuf::from("/var/lib/signet/server/bundle.pem")),
         join_token: join_token.or(file.join_token),
-        data_dir: data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("/var/lib/signet/agent")),
-        socket_path: socket_path.or(file.socket_path).unwrap_or_else(|| PathBuf::from("/run/signet/sockets/api.sock")),
+        data_dir: data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("/var/lib/signet/agent")),
+        socket_path: socket_path
+            .or(file.socket_path)
+            .unwrap_or_else(|| PathBuf::from("/run/signet/sockets/api.sock")),
         unix_attestor: unix,
     })
 }
@@ -115,7 +146,11 @@ pub async fn shutdown_signal() {
 pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let config = server_config(args)?;
     let server = signet_server::start(config).await?;
-    eprintln!("signet server listening on {} (admin socket {})", server.agent_address, server.admin_socket.display());
+    eprintln!(
+        "signet server listening on {} (admin socket {})",
+        server.agent_address,
+        server.admin_socket.display()
+    );
     shutdown_signal().await;
     tracing::info!("shutting down");
     server.shutdown();
@@ -126,7 +161,11 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
 pub async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     let config = agent_config(args)?;
     let agent = signet_agent::start(config).await?;
-    eprintln!("signet agent {} serving the Workload API on {}", agent.agent_id, agent.socket_path.display());
+    eprintln!(
+        "signet agent {} serving the Workload API on {}",
+        agent.agent_id,
+        agent.socket_path.display()
+    );
     shutdown_signal().await;
     tracing::info!("shutting down");
     agent.shutdown();

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use signet_proto::admin::admin_client::AdminClient;
-use signet_proto::admin::{CreateEntryRequest, CreateJoinTokenRequest, ListEntriesRequest, UpdateEntryRequest};
+use signet_proto::admin::{
+    CreateEntryRequest, CreateJoinTokenRequest, ListEntriesRequest, UpdateEntryRequest,
+};
 use signet_proto::agent::Entry;
 use signet_server::ServerConfig;
 use signet_spiffe::{SpiffeId, TrustDomain};
@@ -17,35 +19,70 @@ use crate::commands::daemons::shutdown_signal;
 /// The invoking user's uid and name.
 fn current_user() -> anyhow::Result<(u32, String)> {
     // /proc/self is owned by the process's effective uid.
-    let uid = std::fs::metadata("/proc/self").context("reading /proc/self")?.uid();
-    let from_passwd = std::fs::read_to_string("/etc/passwd").ok().and_then(|passwd| {
-        passwd.lines().find_map(|line| {
-            let mut f = line.split(':');
-            let name = f.next()?;
-            let _ = f.next()?;
-            (f.next()?.parse::<u32>().ok()? == uid).then(|| name.to_owned())
-        })
-    });
+    let uid = std::fs::metadata("/proc/self")
+        .context("reading /proc/self")?
+        .uid();
+    let from_passwd = std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|line| {
+                let mut f = line.split(':');
+                let name = f.next()?;
+                let _ = f.next()?;
+                (f.next()?.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+            })
+        });
     let name = from_passwd.unwrap_or_else(|| format!("uid-{uid}"));
     Ok((uid, name))
 }
 
 fn sanitize(segment: &str) -> String {
-    segment.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' }).collect()
+    segment
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
-async fn ensure_entry(admin: &mut AdminClient<tonic::transport::Channel>, entry: Entry) -> anyhow::Result<Entry> {
+async fn ensure_entry(
+    admin: &mut AdminClient<tonic::transport::Channel>,
+    entry: Entry,
+) -> anyhow::Result<Entry> {
     let existing = admin
-        .list_entries(ListEntriesRequest { spiffe_id: entry.spiffe_id.clone(), parent_id: String::new() })
+        .list_entries(ListEntriesRequest {
+            spiffe_id: entry.spiffe_id.clone(),
+            parent_id: String::new(),
+        })
         .await?
         .into_inner()
         .entries
         .into_iter()
         .find(|e| e.selectors == entry.selectors);
     let saved = match existing {
-        Some(old) if old.parent_id == entry.parent_id && old.x509_svid_ttl_seconds == entry.x509_svid_ttl_seconds => old,
-        Some(old) => admin.update_entry(UpdateEntryRequest { entry: Some(Entry { id: old.id, ..entry }) }).await?.into_inner(),
-        None => admin.create_entry(CreateEntryRequest { entry: Some(entry) }).await?.into_inner(),
+        Some(old)
+            if old.parent_id == entry.parent_id
+                && old.x509_svid_ttl_seconds == entry.x509_svid_ttl_seconds =>
+        {
+            old
+        }
+        Some(old) => admin
+            .update_entry(UpdateEntryRequest {
+                entry: Some(Entry {
+                    id: old.id,
+                    ..entry
+                }),
+            })
+            .await?
+            .into_inner(),
+        None => admin
+            .create_entry(CreateEntryRequest { entry: Some(entry) })
+            .await?
+            .into_inner(),
     };
     Ok(saved)
 }
@@ -67,12 +104,17 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     let mut server_config = ServerConfig::new(trust_domain.clone(), dir.join("server"));
     server_config.bind_address = args.bind_address;
     server_config.health_address = None;
-    let server = signet_server::start(server_config).await.context("starting the server")?;
+    let server = signet_server::start(server_config)
+        .await
+        .context("starting the server")?;
 
     let mut admin = AdminClient::new(crate::uds::channel(&server.admin_socket).await?);
     eprintln!("[2/4] creating a join token and starting the agent");
     let agent_dir = dir.join("agent");
-    let token = admin.create_join_token(CreateJoinTokenRequest { ttl_seconds: 600 }).await?.into_inner();
+    let token = admin
+        .create_join_token(CreateJoinTokenRequest { ttl_seconds: 600 })
+        .await?
+        .into_inner();
     let socket_path = dir.join("sockets").join("api.sock");
     let agent_config = signet_agent::AgentConfig {
         trust_domain: trust_domain.clone(),
@@ -83,7 +125,9 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         socket_path: socket_path.clone(),
         unix_attestor: signet_agent::UnixAttestorConfig::default(),
     };
-    let agent = signet_agent::start(agent_config).await.context("starting the agent")?;
+    let agent = signet_agent::start(agent_config)
+        .await
+        .context("starting the agent")?;
 
     eprintln!("[3/4] registering {spiffe_id} for uid {uid} ({user})");
     let entry = ensure_entry(
@@ -102,7 +146,10 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     eprintln!("[4/4] ready\n");
     print_next_steps(&socket_path, &server.admin_socket, &entry);
     shutdown_signal().await;
-    eprintln!("\nshutting down (state kept in {}; run quickstart again to resume)", dir.display());
+    eprintln!(
+        "\nshutting down (state kept in {}; run quickstart again to resume)",
+        dir.display()
+    );
     agent.shutdown();
     server.shutdown();
     Ok(())
@@ -111,7 +158,9 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
 fn print_next_steps(socket: &Path, admin_socket: &Path, entry: &Entry) {
     let socket = socket.display();
     let admin = admin_socket.display();
-    println!("Signet is running. Workload API socket:\n\n    export SPIFFE_ENDPOINT_SOCKET=unix://{socket}\n");
+    println!(
+        "Signet is running. Workload API socket:\n\n    export SPIFFE_ENDPOINT_SOCKET=unix://{socket}\n"
+    );
     println!("Your identity: {} (entry {})\n", entry.spiffe_id, entry.id);
     println!("Try, in another terminal (with SPIFFE_ENDPOINT_SOCKET exported):");
     println!("    signet svid fetch                       # your X509-SVID");

@@ -6,7 +6,9 @@ use anyhow::Context;
 use base64::Engine;
 use serde::Serialize;
 use signet_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
-use signet_proto::workload::{JwtsvidRequest, ValidateJwtsvidRequest, X509BundlesRequest, X509svidRequest, X509svidResponse};
+use signet_proto::workload::{
+    JwtsvidRequest, ValidateJwtsvidRequest, X509BundlesRequest, X509svidRequest, X509svidResponse,
+};
 use tonic::transport::Channel;
 
 use crate::cli::{HealthcheckArgs, JwtCommand, SvidCommand, WorkloadArgs};
@@ -14,12 +16,17 @@ use crate::output;
 
 async fn client(args: &WorkloadArgs) -> anyhow::Result<SpiffeWorkloadApiClient<Channel>> {
     let path = crate::uds::endpoint_path(&args.socket)?;
-    Ok(SpiffeWorkloadApiClient::new(crate::uds::channel(&path).await?))
+    Ok(SpiffeWorkloadApiClient::new(
+        crate::uds::channel(&path).await?,
+    ))
 }
 
 fn request<T>(body: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(body);
-    request.metadata_mut().insert("workload.spiffe.io", tonic::metadata::MetadataValue::from_static("true"));
+    request.metadata_mut().insert(
+        "workload.spiffe.io",
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
     request
 }
 
@@ -46,19 +53,25 @@ fn views(response: &X509svidResponse) -> Vec<SvidView> {
         .svids
         .iter()
         .map(|s| {
-            let certs = signet_spiffe::bundle::split_der_certificates(&s.x509_svid).unwrap_or_default();
+            let certs =
+                signet_spiffe::bundle::split_der_certificates(&s.x509_svid).unwrap_or_default();
             let not_after = certs
                 .first()
                 .and_then(|c| signet_spiffe::x509::not_after_of(c))
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map(|d| output::time(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)))
                 .unwrap_or_default();
-            SvidView { spiffe_id: s.spiffe_id.clone(), hint: s.hint.clone(), not_after, chain_length: certs.len() }
+            SvidView {
+                spiffe_id: s.spiffe_id.clone(),
+                hint: s.hint.clone(),
+                not_after,
+                chain_length: certs.len(),
+            }
         })
         .collect()
 }
 
-fn human(views: &Vec<SvidView>) -> String {
+fn human(views: &[SvidView]) -> String {
     let mut out = String::new();
     for (i, v) in views.iter().enumerate() {
         out.push_str(&format!(
@@ -94,13 +107,27 @@ fn write_files(dir: &Path, response: &X509svidResponse) -> anyhow::Result<()> {
         let chain: String = certs.iter().map(|c| pem("CERTIFICATE", c)).collect();
         std::fs::write(dir.join(format!("svid.{i}.pem")), chain)?;
         let key_path = dir.join(format!("svid.{i}.key"));
-        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&key_path)?;
-        std::io::Write::write_all(&mut file, pem("PRIVATE KEY", &svid.x509_svid_key).as_bytes())?;
-        let bundle: String =
-            signet_spiffe::bundle::split_der_certificates(&svid.bundle)?.iter().map(|c| pem("CERTIFICATE", c)).collect();
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&key_path)?;
+        std::io::Write::write_all(
+            &mut file,
+            pem("PRIVATE KEY", &svid.x509_svid_key).as_bytes(),
+        )?;
+        let bundle: String = signet_spiffe::bundle::split_der_certificates(&svid.bundle)?
+            .iter()
+            .map(|c| pem("CERTIFICATE", c))
+            .collect();
         std::fs::write(dir.join(format!("bundle.{i}.pem")), bundle)?;
     }
-    eprintln!("wrote {} SVID(s) to {}", response.svids.len(), dir.display());
+    eprintln!(
+        "wrote {} SVID(s) to {}",
+        response.svids.len(),
+        dir.display()
+    );
     Ok(())
 }
 
@@ -108,15 +135,29 @@ fn write_files(dir: &Path, response: &X509svidResponse) -> anyhow::Result<()> {
 pub async fn svid(command: SvidCommand) -> anyhow::Result<()> {
     match command {
         SvidCommand::Fetch { write, workload } => {
-            let mut stream = client(&workload).await?.fetch_x509svid(request(X509svidRequest {})).await.map_err(status)?.into_inner();
-            let response = stream.message().await.map_err(status)?.context("the agent closed the stream")?;
+            let mut stream = client(&workload)
+                .await?
+                .fetch_x509svid(request(X509svidRequest {}))
+                .await
+                .map_err(status)?
+                .into_inner();
+            let response = stream
+                .message()
+                .await
+                .map_err(status)?
+                .context("the agent closed the stream")?;
             if let Some(dir) = write {
                 write_files(&dir, &response)?;
             }
-            output::print(workload.output, &views(&response), human)
+            output::print(workload.output, &views(&response), |v| human(v))
         }
         SvidCommand::Watch { workload } => {
-            let mut stream = client(&workload).await?.fetch_x509svid(request(X509svidRequest {})).await.map_err(status)?.into_inner();
+            let mut stream = client(&workload)
+                .await?
+                .fetch_x509svid(request(X509svidRequest {}))
+                .await
+                .map_err(status)?
+                .into_inner();
             let mut update = 0u64;
             loop {
                 tokio::select! {
@@ -124,7 +165,7 @@ pub async fn svid(command: SvidCommand) -> anyhow::Result<()> {
                         let Some(response) = message.map_err(status)? else { anyhow::bail!("the agent closed the stream") };
                         update += 1;
                         eprintln!("--- update {update}");
-                        output::print(workload.output, &views(&response), human)?;
+                        output::print(workload.output, &views(&response), |v| human(v))?;
                     }
                     () = crate::commands::daemons::shutdown_signal() => return Ok(()),
                 }
@@ -136,28 +177,51 @@ pub async fn svid(command: SvidCommand) -> anyhow::Result<()> {
 /// `signet jwt ...`
 pub async fn jwt(command: JwtCommand) -> anyhow::Result<()> {
     match command {
-        JwtCommand::Fetch { audience, spiffe_id, workload } => {
+        JwtCommand::Fetch {
+            audience,
+            spiffe_id,
+            workload,
+        } => {
             let response = client(&workload)
                 .await?
-                .fetch_jwtsvid(request(JwtsvidRequest { audience, spiffe_id: spiffe_id.unwrap_or_default() }))
+                .fetch_jwtsvid(request(JwtsvidRequest {
+                    audience,
+                    spiffe_id: spiffe_id.unwrap_or_default(),
+                }))
                 .await
                 .map_err(status)?
                 .into_inner();
             let view: Vec<_> = response.svids.iter().map(|s| serde_json::json!({"spiffe_id": s.spiffe_id, "token": s.svid, "hint": s.hint})).collect();
             output::print(workload.output, &view, |_| {
-                response.svids.iter().map(|s| format!("{}\n{}\n", s.spiffe_id, s.svid)).collect()
+                response
+                    .svids
+                    .iter()
+                    .map(|s| format!("{}\n{}\n", s.spiffe_id, s.svid))
+                    .collect()
             })
         }
-        JwtCommand::Validate { audience, token, workload } => {
+        JwtCommand::Validate {
+            audience,
+            token,
+            workload,
+        } => {
             let response = client(&workload)
                 .await?
-                .validate_jwtsvid(request(ValidateJwtsvidRequest { audience, svid: token }))
+                .validate_jwtsvid(request(ValidateJwtsvidRequest {
+                    audience,
+                    svid: token,
+                }))
                 .await
                 .map_err(status)?
                 .into_inner();
-            let claims = response.claims.map(|c| format!("{c:?}")).unwrap_or_default();
+            let claims = response
+                .claims
+                .map(|c| format!("{c:?}"))
+                .unwrap_or_default();
             let view = serde_json::json!({"valid": true, "spiffe_id": response.spiffe_id});
-            output::print(workload.output, &view, |_| format!("Valid JWT-SVID for {}\n", response.spiffe_id))?;
+            output::print(workload.output, &view, |_| {
+                format!("Valid JWT-SVID for {}\n", response.spiffe_id)
+            })?;
             tracing::debug!(%claims, "claims");
             Ok(())
         }
@@ -175,8 +239,14 @@ pub async fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<()> {
         println!("server is healthy");
         return Ok(());
     }
-    let workload = WorkloadArgs { socket: args.socket, output: output::OutputFormat::Human };
-    let result = client(&workload).await?.fetch_x509_bundles(request(X509BundlesRequest {})).await;
+    let workload = WorkloadArgs {
+        socket: args.socket,
+        output: output::OutputFormat::Human,
+    };
+    let result = client(&workload)
+        .await?
+        .fetch_x509_bundles(request(X509BundlesRequest {}))
+        .await;
     // Any answer from the Workload API, including "no identity for you", means the agent works.
     match result {
         Ok(_) => {}

@@ -2,7 +2,7 @@
 //! loopback and temporary Unix sockets.
 
 #![allow(dead_code, reason = "each test binary uses a subset")]
-#![expect(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test harness fails loudly")]
+#![expect(clippy::unwrap_used, reason = "test harness fails loudly")]
 
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
@@ -17,7 +17,11 @@ pub fn signet_bin() -> &'static str {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
@@ -56,7 +60,14 @@ impl Deployment {
         let dir = tempfile::tempdir().unwrap();
         // Let other users traverse to the socket (the socket dir itself is the agent's).
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let mut d = Self { dir, port: free_port(), health_port: free_port(), server: None, agent: None, agent_id: String::new() };
+        let mut d = Self {
+            dir,
+            port: free_port(),
+            health_port: free_port(),
+            server: None,
+            agent: None,
+            agent_id: String::new(),
+        };
         d.start_server();
         let token = d.token();
         d.start_agent(Some(&token));
@@ -70,7 +81,10 @@ impl Deployment {
             .arg("--data-dir")
             .arg(self.server_dir())
             .args(["--bind-address", &format!("127.0.0.1:{}", self.port)])
-            .args(["--health-address", &format!("127.0.0.1:{}", self.health_port)])
+            .args([
+                "--health-address",
+                &format!("127.0.0.1:{}", self.health_port),
+            ])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -83,7 +97,11 @@ impl Deployment {
     }
 
     pub fn start_agent(&mut self, token: Option<&str>) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("agent.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("agent.log"))
+            .unwrap();
         let mut cmd = Command::new(signet_bin());
         cmd.args(["agent", "--trust-domain", TD])
             .args(["--server-address", &format!("127.0.0.1:{}", self.port)])
@@ -101,7 +119,9 @@ impl Deployment {
         let _ = std::fs::remove_file(self.socket());
         self.agent = Some(cmd.spawn().unwrap());
         let socket = self.socket();
-        wait_for("the agent socket", Duration::from_secs(20), || socket.exists());
+        wait_for("the agent socket", Duration::from_secs(20), || {
+            socket.exists()
+        });
         let list = self.admin(&["agent", "list", "-o", "json"]);
         let agents: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
         self.agent_id = agents[0]["spiffe_id"].as_str().unwrap().to_owned();
@@ -109,25 +129,54 @@ impl Deployment {
 
     pub fn token(&self) -> String {
         let out = self.admin(&["token", "create", "-o", "json"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         v["token"].as_str().unwrap().to_owned()
     }
 
     pub fn admin(&self, args: &[&str]) -> Output {
-        Command::new(signet_bin()).args(args).arg("--admin-socket").arg(self.admin_socket()).output().unwrap()
+        Command::new(signet_bin())
+            .args(args)
+            .arg("--admin-socket")
+            .arg(self.admin_socket())
+            .output()
+            .unwrap()
     }
 
     pub fn workload(&self, args: &[&str]) -> Output {
-        Command::new(signet_bin()).args(args).arg("--socket").arg(self.endpoint()).output().unwrap()
+        Command::new(signet_bin())
+            .args(args)
+            .arg("--socket")
+            .arg(self.endpoint())
+            .output()
+            .unwrap()
     }
 
     /// Creates an entry for this process's uid; returns its id.
     pub fn create_entry(&self, spiffe_id: &str, selector: &str, extra: &[&str]) -> String {
-        let mut args = vec!["entry", "create", "--spiffe-id", spiffe_id, "--parent-id", &self.agent_id, "--selector", selector, "-o", "json"];
+        let mut args = vec![
+            "entry",
+            "create",
+            "--spiffe-id",
+            spiffe_id,
+            "--parent-id",
+            &self.agent_id,
+            "--selector",
+            selector,
+            "-o",
+            "json",
+        ];
         args.extend_from_slice(extra);
         let out = self.admin(&args);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         v["id"].as_str().unwrap().to_owned()
     }
@@ -148,7 +197,11 @@ impl Deployment {
 
     pub fn logs(&self) -> String {
         let read = |n: &str| std::fs::read_to_string(self.dir.path().join(n)).unwrap_or_default();
-        format!("--- server.log\n{}\n--- agent.log\n{}", read("server.log"), read("agent.log"))
+        format!(
+            "--- server.log\n{}\n--- agent.log\n{}",
+            read("server.log"),
+            read("agent.log")
+        )
     }
 }
 
