@@ -8,6 +8,7 @@ pub mod error;
 pub mod identity;
 pub mod manager;
 pub mod peer;
+pub mod telemetry;
 pub mod workload_api;
 
 use std::os::unix::fs::PermissionsExt;
@@ -47,6 +48,8 @@ pub struct AgentConfig {
     pub socket_path: PathBuf,
     /// The unix workload attestor.
     pub unix_attestor: UnixAttestorConfig,
+    /// Health and metrics address (`None` = off).
+    pub health_address: Option<std::net::SocketAddr>,
 }
 
 /// A started agent.
@@ -163,9 +166,17 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
             }
         }
     });
+    let metrics = Arc::new(telemetry::AgentMetrics::default());
+    if let Some(address) = config.health_address {
+        let (_, task) = telemetry::serve(address, cache.clone(), metrics.clone())
+            .await
+            .map_err(|e| AgentError::Io(format!("binding health endpoint on {address}: {e}")))?;
+        tasks.push(task);
+    }
     let api = workload_api::WorkloadApi {
         context,
         attestor: config.unix_attestor.clone(),
+        metrics,
     };
     let service = SpiffeWorkloadApiServer::new(api)
         .max_decoding_message_size(64 * 1024)

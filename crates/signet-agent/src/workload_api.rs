@@ -25,6 +25,7 @@ use crate::attestor::unix::{UnixAttestorConfig, attest};
 use crate::cache::{Identities, SvidCache};
 use crate::manager::AgentContext;
 use crate::peer::PeerInfo;
+use crate::telemetry::AgentMetrics;
 
 /// How long a stream waits for SVIDs of matching entries that are still being signed.
 const PENDING_WAIT: Duration = Duration::from_secs(10);
@@ -39,6 +40,7 @@ const MAX_TOKEN_BYTES: usize = 16 * 1024;
 pub struct WorkloadApi {
     pub(crate) context: Arc<AgentContext>,
     pub(crate) attestor: UnixAttestorConfig,
+    pub(crate) metrics: Arc<AgentMetrics>,
 }
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -66,6 +68,12 @@ fn td_key(trust_domain: &signet_spiffe::TrustDomain) -> String {
 }
 
 impl WorkloadApi {
+    fn record<T>(&self, method: &'static str, result: Result<T, Status>) -> Result<T, Status> {
+        self.metrics
+            .call(method, result.as_ref().map(|_| ()).map_err(Status::code));
+        result
+    }
+
     fn cache(&self) -> &Arc<SvidCache> {
         &self.context.cache
     }
@@ -87,10 +95,12 @@ impl WorkloadApi {
             .await
             .map_err(|_| Status::unavailable("workload attestation failed"))?
             .map_err(|error| {
+                self.metrics.attestation_failures.inc();
                 debug!(%error, "workload attestation failed");
                 Status::unavailable("workload attestation failed")
             })?;
         if !peer.still_alive() {
+            self.metrics.attestation_failures.inc();
             warn!(pid = ?peer.pid, "caller exited during attestation (possible PID reuse); refused");
             return Err(Status::unauthenticated(
                 "caller process changed during attestation",
@@ -198,32 +208,36 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         request: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
-        let selectors = self.attest(&request).await?;
-        let first = self.identities_when_ready(&selectors).await;
-        if first.ready.is_empty() {
-            return Err(no_identity());
-        }
-        let this = self.clone();
-        let mut changes = self.cache().subscribe();
-        let stream = async_stream::try_stream! {
-            changes.borrow_and_update();
-            let mut last = this.x509_response(&first);
-            yield last.clone();
-            while changes.changed().await.is_ok() {
-                changes.borrow_and_update();
-                let identities = this.cache().identities(&selectors);
-                if identities.ready.is_empty() {
-                    // Every identity was redacted: tell the workload to stop using them.
-                    Err(no_identity())?;
-                }
-                let next = this.x509_response(&identities);
-                if next != last {
-                    last = next.clone();
-                    yield next;
-                }
+        let result = async {
+            let selectors = self.attest(&request).await?;
+            let first = self.identities_when_ready(&selectors).await;
+            if first.ready.is_empty() {
+                return Err(no_identity());
             }
-        };
-        Ok(Response::new(Box::pin(stream)))
+            let this = self.clone();
+            let mut changes = self.cache().subscribe();
+            let stream = async_stream::try_stream! {
+                changes.borrow_and_update();
+                let mut last = this.x509_response(&first);
+                yield last.clone();
+                while changes.changed().await.is_ok() {
+                    changes.borrow_and_update();
+                    let identities = this.cache().identities(&selectors);
+                    if identities.ready.is_empty() {
+                        // Every identity was redacted: tell the workload to stop using them.
+                        Err(no_identity())?;
+                    }
+                    let next = this.x509_response(&identities);
+                    if next != last {
+                        last = next.clone();
+                        yield next;
+                    }
+                }
+            };
+            Ok(Response::new(Box::pin(stream) as ResponseStream<_>))
+        }
+        .await;
+        self.record("FetchX509SVID", result)
     }
 
     type FetchX509BundlesStream = ResponseStream<X509BundlesResponse>;
@@ -232,106 +246,119 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         request: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
-        let selectors = self.attest(&request).await?;
-        if self
-            .identities_when_ready(&selectors)
-            .await
-            .ready
-            .is_empty()
-        {
-            return Err(no_identity());
-        }
-        let this = self.clone();
-        let mut changes = self.cache().subscribe();
-        let stream = async_stream::try_stream! {
-            changes.borrow_and_update();
-            let mut last = this.bundles_response();
-            yield last.clone();
-            while changes.changed().await.is_ok() {
-                changes.borrow_and_update();
-                if this.cache().identities(&selectors).ready.is_empty() {
-                    Err(no_identity())?;
-                }
-                let next = this.bundles_response();
-                if next != last {
-                    last = next.clone();
-                    yield next;
-                }
+        let result = async {
+            let selectors = self.attest(&request).await?;
+            if self
+                .identities_when_ready(&selectors)
+                .await
+                .ready
+                .is_empty()
+            {
+                return Err(no_identity());
             }
-        };
-        Ok(Response::new(Box::pin(stream)))
+            let this = self.clone();
+            let mut changes = self.cache().subscribe();
+            let stream = async_stream::try_stream! {
+                changes.borrow_and_update();
+                let mut last = this.bundles_response();
+                yield last.clone();
+                while changes.changed().await.is_ok() {
+                    changes.borrow_and_update();
+                    if this.cache().identities(&selectors).ready.is_empty() {
+                        Err(no_identity())?;
+                    }
+                    let next = this.bundles_response();
+                    if next != last {
+                        last = next.clone();
+                        yield next;
+                    }
+                }
+            };
+            Ok(Response::new(Box::pin(stream) as ResponseStream<_>))
+        }
+        .await;
+        self.record("FetchX509Bundles", result)
     }
 
     async fn fetch_jwtsvid(
         &self,
         request: Request<JwtsvidRequest>,
     ) -> Result<Response<JwtsvidResponse>, Status> {
-        let selectors = self.attest(&request).await?;
-        let body = request.into_inner();
-        if body.audience.is_empty() || body.audience.iter().any(String::is_empty) {
-            return Err(Status::invalid_argument("audience must be specified"));
-        }
-        if body.audience.len() > MAX_AUDIENCES
-            || body.audience.iter().any(|a| a.len() > MAX_FIELD_BYTES)
-        {
-            return Err(Status::invalid_argument("too many or too long audiences"));
-        }
-        let wanted = if body.spiffe_id.is_empty() {
-            None
-        } else {
-            Some(
-                SpiffeId::new(&body.spiffe_id)
-                    .map_err(|e| Status::invalid_argument(format!("invalid spiffe_id: {e}")))?,
-            )
-        };
-        let mut audience = body.audience.clone();
-        audience.sort();
-        audience.dedup();
-        let entries: Vec<_> = self
-            .cache()
-            .matching_entries(&selectors)
-            .into_iter()
-            .filter(|e| wanted.as_ref().is_none_or(|w| &e.spiffe_id == w))
-            .collect();
-        if entries.is_empty() {
-            return Err(no_identity());
-        }
-        let mut svids = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for entry in entries {
-            if !seen.insert(entry.spiffe_id.clone()) {
-                continue;
+        let result = async {
+            let selectors = self.attest(&request).await?;
+            let body = request.into_inner();
+            if body.audience.is_empty() || body.audience.iter().any(String::is_empty) {
+                return Err(Status::invalid_argument("audience must be specified"));
             }
-            let now = SystemTime::now();
-            let token = match self.cache().cached_jwt(&entry.id, &audience, now) {
-                Some(token) => token,
-                None => {
-                    let mut client = self.context.client.clone();
-                    let minted = client
-                        .mint_jwt_svid(MintJwtSvidRequest {
-                            entry_id: entry.id.to_string(),
-                            audience: audience.clone(),
-                        })
-                        .await
-                        .map_err(|status| {
-                            warn!(entry = %entry.id, %status, "JWT-SVID minting failed");
-                            Status::unavailable("could not mint a JWT-SVID; try again")
-                        })?
-                        .into_inner();
-                    let expiry = SystemTime::UNIX_EPOCH
-                        + Duration::from_secs(u64::try_from(minted.expires_at).unwrap_or(0));
-                    self.cache()
-                        .store_jwt(&entry.id, &audience, minted.token.clone(), now, expiry);
-                    minted.token
-                }
+            if body.audience.len() > MAX_AUDIENCES
+                || body.audience.iter().any(|a| a.len() > MAX_FIELD_BYTES)
+            {
+                return Err(Status::invalid_argument("too many or too long audiences"));
+            }
+            let wanted = if body.spiffe_id.is_empty() {
+                None
+            } else {
+                Some(
+                    SpiffeId::new(&body.spiffe_id)
+                        .map_err(|e| Status::invalid_argument(format!("invalid spiffe_id: {e}")))?,
+                )
             };
-            svids.push(pb::Jwtsvid {
-                spiffe_id: entry.spiffe_id.to_string(),
-                svid: token,
-                hint: entry.hint.clone(),
-            });
+            let mut audience = body.audience.clone();
+            audience.sort();
+            audience.dedup();
+            let entries: Vec<_> = self
+                .cache()
+                .matching_entries(&selectors)
+                .into_iter()
+                .filter(|e| wanted.as_ref().is_none_or(|w| &e.spiffe_id == w))
+                .collect();
+            if entries.is_empty() {
+                return Err(no_identity());
+            }
+            let mut svids = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            for entry in entries {
+                if !seen.insert(entry.spiffe_id.clone()) {
+                    continue;
+                }
+                let now = SystemTime::now();
+                let token = match self.cache().cached_jwt(&entry.id, &audience, now) {
+                    Some(token) => token,
+                    None => {
+                        let mut client = self.context.client.clone();
+                        let minted = client
+                            .mint_jwt_svid(MintJwtSvidRequest {
+                                entry_id: entry.id.to_string(),
+                                audience: audience.clone(),
+                            })
+                            .await
+                            .map_err(|status| {
+                                warn!(entry = %entry.id, %status, "JWT-SVID minting failed");
+                                Status::unavailable("could not mint a JWT-SVID; try again")
+                            })?
+                            .into_inner();
+                        let expiry = SystemTime::UNIX_EPOCH
+                            + Duration::from_secs(u64::try_from(minted.expires_at).unwrap_or(0));
+                        self.cache().store_jwt(
+                            &entry.id,
+                            &audience,
+                            minted.token.clone(),
+                            now,
+                            expiry,
+                        );
+                        minted.token
+                    }
+                };
+                svids.push(pb::Jwtsvid {
+                    spiffe_id: entry.spiffe_id.to_string(),
+                    svid: token,
+                    hint: entry.hint.clone(),
+                });
+            }
+            Ok(Response::new(JwtsvidResponse { svids }))
         }
-        Ok(Response::new(JwtsvidResponse { svids }))
+        .await;
+        self.record("FetchJWTSVID", result)
     }
 
     type FetchJWTBundlesStream = ResponseStream<JwtBundlesResponse>;
@@ -340,59 +367,67 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         request: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        let selectors = self.attest(&request).await?;
-        if self.cache().matching_entries(&selectors).is_empty() {
-            return Err(no_identity());
-        }
-        let this = self.clone();
-        let mut changes = self.cache().subscribe();
-        let stream = async_stream::try_stream! {
-            changes.borrow_and_update();
-            let mut last = this.jwt_bundles_response();
-            yield last.clone();
-            while changes.changed().await.is_ok() {
-                changes.borrow_and_update();
-                if this.cache().matching_entries(&selectors).is_empty() {
-                    Err(no_identity())?;
-                }
-                let next = this.jwt_bundles_response();
-                if next != last {
-                    last = next.clone();
-                    yield next;
-                }
+        let result = async {
+            let selectors = self.attest(&request).await?;
+            if self.cache().matching_entries(&selectors).is_empty() {
+                return Err(no_identity());
             }
-        };
-        Ok(Response::new(Box::pin(stream)))
+            let this = self.clone();
+            let mut changes = self.cache().subscribe();
+            let stream = async_stream::try_stream! {
+                changes.borrow_and_update();
+                let mut last = this.jwt_bundles_response();
+                yield last.clone();
+                while changes.changed().await.is_ok() {
+                    changes.borrow_and_update();
+                    if this.cache().matching_entries(&selectors).is_empty() {
+                        Err(no_identity())?;
+                    }
+                    let next = this.jwt_bundles_response();
+                    if next != last {
+                        last = next.clone();
+                        yield next;
+                    }
+                }
+            };
+            Ok(Response::new(Box::pin(stream) as ResponseStream<_>))
+        }
+        .await;
+        self.record("FetchJWTBundles", result)
     }
 
     async fn validate_jwtsvid(
         &self,
         request: Request<ValidateJwtsvidRequest>,
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
-        self.attest(&request).await?;
-        let body = request.into_inner();
-        if body.audience.is_empty() {
-            return Err(Status::invalid_argument("audience must be specified"));
+        let result = async {
+            self.attest(&request).await?;
+            let body = request.into_inner();
+            if body.audience.is_empty() {
+                return Err(Status::invalid_argument("audience must be specified"));
+            }
+            if body.svid.is_empty() {
+                return Err(Status::invalid_argument("svid must be specified"));
+            }
+            if body.svid.len() > MAX_TOKEN_BYTES || body.audience.len() > MAX_FIELD_BYTES {
+                return Err(Status::invalid_argument("svid or audience too long"));
+            }
+            let bundles = self.context.bundles.clone();
+            let set = signet_tls::BundleSource::bundles(bundles.as_ref());
+            let svid = JwtSvid::validate(
+                &body.svid,
+                &set,
+                &body.audience,
+                JwtValidation::at(SystemTime::now()),
+            )
+            .map_err(|e| Status::invalid_argument(format!("invalid JWT-SVID: {e}")))?;
+            Ok(Response::new(ValidateJwtsvidResponse {
+                spiffe_id: svid.spiffe_id().to_string(),
+                claims: Some(json_object_to_struct(svid.claims())),
+            }))
         }
-        if body.svid.is_empty() {
-            return Err(Status::invalid_argument("svid must be specified"));
-        }
-        if body.svid.len() > MAX_TOKEN_BYTES || body.audience.len() > MAX_FIELD_BYTES {
-            return Err(Status::invalid_argument("svid or audience too long"));
-        }
-        let bundles = self.context.bundles.clone();
-        let set = signet_tls::BundleSource::bundles(bundles.as_ref());
-        let svid = JwtSvid::validate(
-            &body.svid,
-            &set,
-            &body.audience,
-            JwtValidation::at(SystemTime::now()),
-        )
-        .map_err(|e| Status::invalid_argument(format!("invalid JWT-SVID: {e}")))?;
-        Ok(Response::new(ValidateJwtsvidResponse {
-            spiffe_id: svid.spiffe_id().to_string(),
-            claims: Some(json_object_to_struct(svid.claims())),
-        }))
+        .await;
+        self.record("ValidateJWTSVID", result)
     }
 
     type FetchWITSVIDStream = ResponseStream<WitsvidResponse>;
@@ -401,8 +436,12 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         request: Request<WitsvidRequest>,
     ) -> Result<Response<Self::FetchWITSVIDStream>, Status> {
-        check_header(&request)?;
-        Err(Status::unimplemented("WIT-SVIDs are not supported"))
+        let result = async {
+            check_header(&request)?;
+            Err(Status::unimplemented("WIT-SVIDs are not supported"))
+        }
+        .await;
+        self.record("FetchWITSVID", result)
     }
 
     type FetchWITBundlesStream = ResponseStream<WitBundlesResponse>;
@@ -411,7 +450,11 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         request: Request<WitBundlesRequest>,
     ) -> Result<Response<Self::FetchWITBundlesStream>, Status> {
-        check_header(&request)?;
-        Err(Status::unimplemented("WIT-SVIDs are not supported"))
+        let result = async {
+            check_header(&request)?;
+            Err(Status::unimplemented("WIT-SVIDs are not supported"))
+        }
+        .await;
+        self.record("FetchWITBundles", result)
     }
 }

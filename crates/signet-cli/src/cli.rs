@@ -208,6 +208,9 @@ pub struct AgentArgs {
     /// The /proc to read workloads from [default: /proc].
     #[arg(long, env = "SIGNET_PROC_ROOT")]
     pub proc_root: Option<PathBuf>,
+    /// Health and metrics address (/livez, /readyz, /metrics) [default: off].
+    #[arg(long, env = "SIGNET_AGENT_HEALTH_ADDRESS")]
+    pub health_address: Option<SocketAddr>,
 }
 
 /// `signet quickstart` options.

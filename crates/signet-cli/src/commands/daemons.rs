@@ -96,6 +96,7 @@ pub fn agent_config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
         socket_path,
         hash_workload_binary,
         proc_root,
+        health_address,
     } = args;
     let defaults = UnixAttestorConfig::default();
     let unix = UnixAttestorConfig {
@@ -123,6 +124,7 @@ pub fn agent_config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
             .or(file.socket_path)
             .unwrap_or_else(|| PathBuf::from("/run/signet/sockets/api.sock")),
         unix_attestor: unix,
+        health_address: health_address.or(file.health_address),
     })
 }
 

@@ -124,6 +124,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         data_dir: agent_dir,
         socket_path: socket_path.clone(),
         unix_attestor: signet_agent::UnixAttestorConfig::default(),
+        health_address: None,
     };
     let agent = signet_agent::start(agent_config)
         .await

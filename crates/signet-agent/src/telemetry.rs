@@ -1,0 +1,150 @@
+//! The agent's `/livez`, `/readyz` (ready once the first entry snapshot arrived) and `/metrics`
+//! (`signet_agent_*`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::cache::SvidCache;
+
+/// Labels of Workload API counters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    /// RPC name.
+    pub method: &'static str,
+    /// `ok` or the gRPC code name.
+    pub result: &'static str,
+}
+
+/// The agent's metric families.
+#[derive(Debug, Default)]
+pub struct AgentMetrics {
+    /// Workload API calls.
+    pub workload_calls: Family<CallLabels, Counter>,
+    /// Workload attestation failures (including PID-reuse refusals).
+    pub attestation_failures: Counter,
+    /// Entries of this node.
+    pub entries: Gauge,
+    /// Entries whose SVID is ready.
+    pub svids: Gauge,
+}
+
+impl AgentMetrics {
+    /// Counts one Workload API call.
+    pub fn call(&self, method: &'static str, result: Result<(), tonic::Code>) {
+        let result = match result {
+            Ok(()) => "ok",
+            Err(tonic::Code::InvalidArgument) => "invalid_argument",
+            Err(tonic::Code::PermissionDenied) => "permission_denied",
+            Err(tonic::Code::Unauthenticated) => "unauthenticated",
+            Err(tonic::Code::Unavailable) => "unavailable",
+            Err(_) => "error",
+        };
+        self.workload_calls
+            .get_or_create(&CallLabels { method, result })
+            .inc();
+    }
+}
+
+#[derive(Debug)]
+struct HealthState {
+    cache: Arc<SvidCache>,
+    metrics: Arc<AgentMetrics>,
+    registry: Registry,
+}
+
+async fn livez() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<Arc<HealthState>>) -> impl IntoResponse {
+    if state.cache.is_synced() {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the first entry snapshot\n",
+        )
+    }
+}
+
+async fn metrics_handler(State(state): State<Arc<HealthState>>) -> impl IntoResponse {
+    let (entries, svids) = state.cache.counts();
+    state
+        .metrics
+        .entries
+        .set(i64::try_from(entries).unwrap_or(i64::MAX));
+    state
+        .metrics
+        .svids
+        .set(i64::try_from(svids).unwrap_or(i64::MAX));
+    let mut body = String::new();
+    if prometheus_client::encoding::text::encode(&mut body, &state.registry).is_err() {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            String::new(),
+        );
+    }
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+}
+
+/// Binds the health endpoints.
+pub async fn serve(
+    address: SocketAddr,
+    cache: Arc<SvidCache>,
+    metrics: Arc<AgentMetrics>,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let mut registry = Registry::default();
+    let sub = registry.sub_registry_with_prefix("signet_agent");
+    sub.register(
+        "workload_calls",
+        "Workload API calls",
+        metrics.workload_calls.clone(),
+    );
+    sub.register(
+        "attestation_failures",
+        "Workload attestation failures",
+        metrics.attestation_failures.clone(),
+    );
+    sub.register("entries", "Entries of this node", metrics.entries.clone());
+    sub.register(
+        "svids",
+        "Entries with a ready X509-SVID",
+        metrics.svids.clone(),
+    );
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    let local = listener.local_addr()?;
+    let app = Router::new()
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_handler))
+        .with_state(Arc::new(HealthState {
+            cache,
+            metrics,
+            registry,
+        }));
+    let task = tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "health server stopped");
+        }
+    });
+    Ok((local, task))
+}
