@@ -206,12 +206,18 @@ impl AgentContext {
                     csr: csr.clone(),
                 })
                 .collect();
+            let started = std::time::Instant::now();
             let response = self
                 .client()
                 .sign_x509_svids(SignX509SvidsRequest { requests })
                 .await
                 .map_err(AgentError::from_status)?
                 .into_inner();
+            debug!(
+                count = prepared.len(),
+                elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+                "signed a batch"
+            );
             let now = SystemTime::now();
             for ((entry, key, _), result) in prepared.iter().zip(response.results) {
                 if !result.error.is_empty() || result.entry_id != entry.id.as_str() {

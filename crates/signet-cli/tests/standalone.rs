@@ -544,3 +544,37 @@ async fn banned_and_evicted_agents_are_refused() {
     let list = d.admin(&["agent", "list", "-o", "json"]);
     assert!(!String::from_utf8_lossy(&list.stdout).contains(&d.agent_id));
 }
+
+#[test]
+fn health_and_metrics_endpoints() {
+    let d = Deployment::start();
+    d.create_entry(
+        &format!("spiffe://{TD}/m"),
+        &format!("unix:uid:{}", my_uid()),
+        &[],
+    );
+    wait_for("the SVID", Duration::from_secs(10), || {
+        d.workload(&["svid", "fetch"]).status.success()
+    });
+    for port in [d.health_port, d.agent_health_port] {
+        assert_eq!(common::http_get(port, "/livez").0, 200);
+        assert_eq!(common::http_get(port, "/readyz").0, 200);
+    }
+    let (_, server) = common::http_get(d.health_port, "/metrics");
+    assert!(
+        server.contains("signet_server_svids_signed_total{kind=\"x509\"}"),
+        "{server}"
+    );
+    assert!(
+        server.contains("signet_server_attestations_total{result=\"ok\"} 1"),
+        "{server}"
+    );
+    let (_, agent) = common::http_get(d.agent_health_port, "/metrics");
+    assert!(
+        agent.contains("signet_agent_workload_calls_total{method=\"FetchX509SVID\",result=\"ok\"}"),
+        "{agent}"
+    );
+    assert!(agent.contains("signet_agent_svids 1"), "{agent}");
+    assert!(d.workload(&["healthcheck"]).status.success());
+    assert!(d.admin(&["healthcheck"]).status.success());
+}

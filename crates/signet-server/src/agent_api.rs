@@ -311,6 +311,7 @@ impl AgentService for AgentApi {
             )));
         }
         let this = self.clone();
+        let started = std::time::Instant::now();
         let results = tokio::task::spawn_blocking(move || {
             requests
                 .into_iter()
@@ -350,6 +351,11 @@ impl AgentService for AgentApi {
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
+        tracing::debug!(
+            count = results.len(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "signed X509-SVIDs"
+        );
         Ok(Response::new(SignX509SvidsResponse { results }))
     }
 

@@ -183,6 +183,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             let Ok((tcp, peer)) = listener.accept().await else {
                 continue;
             };
+            // Small gRPC frames (unary responses, stream deltas) must not wait for delayed ACKs.
+            let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let conn_tx = conn_tx.clone();
             // Handshakes run concurrently so one slow client cannot stall accepting.

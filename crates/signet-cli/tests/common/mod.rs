@@ -39,6 +39,7 @@ pub struct Deployment {
     pub server: Option<Child>,
     pub agent: Option<Child>,
     pub agent_id: String,
+    pub agent_health_port: u16,
 }
 
 impl Deployment {
@@ -111,6 +112,10 @@ impl Deployment {
             .arg(self.dir.path().join("agent"))
             .arg("--socket-path")
             .arg(self.socket())
+            .args([
+                "--health-address",
+                &format!("127.0.0.1:{}", self.agent_health_port),
+            ])
             .stdout(Stdio::null())
             .stderr(log);
         if let Some(token) = token {
@@ -210,6 +215,29 @@ impl Drop for Deployment {
         self.kill_agent();
         self.kill_server();
     }
+}
+
+/// A plain HTTP/1.1 GET on loopback: (status code, body).
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
 }
 
 pub fn my_uid() -> u32 {
