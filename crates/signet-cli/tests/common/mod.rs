@@ -68,6 +68,7 @@ impl Deployment {
             server: None,
             agent: None,
             agent_id: String::new(),
+            agent_health_port: free_port(),
         };
         d.start_server();
         let token = d.token();
