@@ -177,6 +177,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         context,
         attestor: config.unix_attestor.clone(),
         metrics,
+        x509_memo: Arc::default(),
     };
     let service = SpiffeWorkloadApiServer::new(api)
         .max_decoding_message_size(64 * 1024)

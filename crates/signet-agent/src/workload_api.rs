@@ -41,7 +41,16 @@ pub struct WorkloadApi {
     pub(crate) context: Arc<AgentContext>,
     pub(crate) attestor: UnixAttestorConfig,
     pub(crate) metrics: Arc<AgentMetrics>,
+    /// The X509-SVID response per selector set at a cache revision: the streams of workloads
+    /// with the same selectors share one computation per change instead of one each.
+    pub(crate) x509_memo: Arc<std::sync::Mutex<X509Memo>>,
 }
+
+/// Shared X509-SVID responses: selectors → (cache revision, response or no identity).
+pub(crate) type X509Memo = HashMap<SelectorSet, (u64, Option<Arc<X509svidResponse>>)>;
+
+/// Most selector sets remembered by the response memo before it is reset.
+const MAX_MEMO_ENTRIES: usize = 4096;
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -153,6 +162,27 @@ impl WorkloadApi {
         }
     }
 
+    /// The response for `selectors` at cache `revision` (`None`: no identity), computed once per
+    /// revision and shared.
+    fn shared_x509(&self, selectors: &SelectorSet, revision: u64) -> Option<Arc<X509svidResponse>> {
+        if let Ok(memo) = self.x509_memo.lock()
+            && let Some((at, response)) = memo.get(selectors)
+            && *at == revision
+        {
+            return response.clone();
+        }
+        let identities = self.cache().identities(selectors);
+        let response =
+            (!identities.ready.is_empty()).then(|| Arc::new(self.x509_response(&identities)));
+        if let Ok(mut memo) = self.x509_memo.lock() {
+            if memo.len() >= MAX_MEMO_ENTRIES {
+                memo.clear();
+            }
+            memo.insert(selectors.clone(), (revision, response.clone()));
+        }
+        response
+    }
+
     fn bundles_response(&self) -> X509BundlesResponse {
         let mut bundles = HashMap::new();
         if let Some(bundle) = self.cache().bundle() {
@@ -218,19 +248,18 @@ impl SpiffeWorkloadApi for WorkloadApi {
             let mut changes = self.cache().subscribe();
             let stream = async_stream::try_stream! {
                 changes.borrow_and_update();
-                let mut last = this.x509_response(&first);
-                yield last.clone();
+                let mut last = Arc::new(this.x509_response(&first));
+                yield (*last).clone();
                 while changes.changed().await.is_ok() {
-                    changes.borrow_and_update();
-                    let identities = this.cache().identities(&selectors);
-                    if identities.ready.is_empty() {
+                    let revision = *changes.borrow_and_update();
+                    let Some(next) = this.shared_x509(&selectors, revision) else {
                         // Every identity was redacted: tell the workload to stop using them.
                         Err(no_identity())?;
-                    }
-                    let next = this.x509_response(&identities);
-                    if next != last {
-                        last = next.clone();
-                        yield next;
+                        break;
+                    };
+                    if !Arc::ptr_eq(&next, &last) && *next != *last {
+                        last = next;
+                        yield (*last).clone();
                     }
                 }
             };
