@@ -29,6 +29,7 @@ pub struct AuthorityService {
     server_svid: Arc<RotatingSvid>,
     server_svid_expiry: RwLock<SystemTime>,
     bundle_files: Option<(PathBuf, PathBuf)>,
+    journal: Option<crate::datastore::Datastore>,
 }
 
 impl AuthorityService {
@@ -36,6 +37,7 @@ impl AuthorityService {
     pub fn new(
         ca: CertificateAuthority,
         bundle_dir: Option<PathBuf>,
+        journal: Option<crate::datastore::Datastore>,
     ) -> Result<Arc<Self>, ServerError> {
         let bundle = ca.bundle()?;
         let service = Arc::new(Self {
@@ -44,7 +46,26 @@ impl AuthorityService {
             server_svid: Arc::new(RotatingSvid::new()),
             server_svid_expiry: RwLock::new(SystemTime::UNIX_EPOCH),
             bundle_files: bundle_dir.map(|d| (d.join("bundle.pem"), d.join("bundle.json"))),
+            journal,
         });
+        let summary = service
+            .authorities()
+            .iter()
+            .map(|a| {
+                format!(
+                    "{:?} {} {:?}{}",
+                    a.kind,
+                    a.id,
+                    a.status,
+                    if a.tainted { " tainted" } else { "" }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        service.record(format!(
+            "started: bundle sequence {}, authorities: {summary}",
+            service.bundle().sequence().unwrap_or(0)
+        ));
         service.write_bundle_files()?;
         service.renew_server_svid()?;
         Ok(service)
@@ -143,6 +164,7 @@ impl AuthorityService {
         }
         for event in events {
             info!(?event, "CA rotation");
+            self.record(format!("{event:?}"));
         }
         let bundle = self.read()?.bundle()?;
         let changed = self.bundle.borrow().sequence() != bundle.sequence();
@@ -161,6 +183,15 @@ impl AuthorityService {
             self.renew_server_svid()?;
         }
         Ok(())
+    }
+
+    /// Appends to the CA journal, in order; a failure is logged, never fatal to rotation.
+    fn record(&self, event: String) {
+        if let Some(journal) = &self.journal
+            && let Err(error) = journal.journal_now(&event)
+        {
+            warn!(%error, "could not write the CA journal");
+        }
     }
 
     fn server_svid_due(&self) -> bool {

@@ -381,16 +381,13 @@ impl Datastore {
         .await
     }
 
-    /// Appends a CA event to the journal.
-    pub async fn journal(&self, event: String) -> Result<()> {
-        self.call(move |conn| {
-            conn.execute(
-                "INSERT INTO ca_journal (at, event) VALUES (?1, ?2)",
-                params![unix(SystemTime::now()), event],
-            )?;
-            Ok(())
-        })
-        .await
+    /// Appends a CA event synchronously, so events keep their order (they are rare).
+    pub fn journal_now(&self, event: &str) -> Result<()> {
+        self.lock()?.execute(
+            "INSERT INTO ca_journal (at, event) VALUES (?1, ?2)",
+            params![unix(SystemTime::now()), event],
+        )?;
+        Ok(())
     }
 
     /// The last `limit` journal events, oldest first.

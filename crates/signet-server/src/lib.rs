@@ -123,7 +123,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     ca_config.ca_ttl = config.ca_ttl;
     let store = Arc::new(FileKeyStore::new(config.data_dir.join("ca-keys.json")));
     let ca = CertificateAuthority::open(ca_config, store, Arc::new(SystemClock))?;
-    let authority = authority::AuthorityService::new(ca, Some(config.data_dir.clone()))?;
+    let authority = authority::AuthorityService::new(
+        ca,
+        Some(config.data_dir.clone()),
+        Some(datastore.clone()),
+    )?;
 
     let index = Arc::new(index::EntryIndex::new());
     index.load(datastore.list_entries().await?);
