@@ -57,6 +57,22 @@ fn algorithms() -> WebPkiSupportedAlgorithms {
     provider().signature_verification_algorithms
 }
 
+fn tls12_signature(
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    rustls::crypto::verify_tls12_signature(message, cert, dss, &algorithms())
+}
+
+fn tls13_signature(
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms())
+}
+
 fn verify_peer(
     bundles: &dyn BundleSource,
     policy: &IdPolicy,
@@ -128,7 +144,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &algorithms())
+        tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -137,7 +153,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms())
+        tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -208,7 +224,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &algorithms())
+        tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -217,7 +233,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms())
+        tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -279,4 +295,75 @@ pub fn peer_id(peer_certs: &[CertificateDer<'_>]) -> Option<SpiffeId> {
     peer_certs
         .first()
         .and_then(|leaf| signet_spiffe::x509::validate_leaf(leaf).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use signet_spiffe::{Bundle, TrustDomain};
+    use signet_test_support::{LeafSpec, TestCa, fixed_now};
+
+    use super::*;
+
+    fn bundles(ca: &TestCa) -> Arc<dyn BundleSource> {
+        let mut set = BundleSet::new();
+        set.insert(
+            Bundle::from_der_concat(TrustDomain::new("example.org").unwrap(), &ca.cert_der)
+                .unwrap(),
+        );
+        Arc::new(SharedBundles::new(set))
+    }
+
+    fn now() -> UnixTime {
+        UnixTime::since_unix_epoch(fixed_now().duration_since(SystemTime::UNIX_EPOCH).unwrap())
+    }
+
+    #[test]
+    fn server_verifier_accepts_only_the_expected_id_from_the_trusted_ca() {
+        let ca = TestCa::new("example.org");
+        let expected = SpiffeId::new("spiffe://example.org/signet/server").unwrap();
+        let verifier = SpiffeServerVerifier::for_id(bundles(&ca), expected);
+        let name = ServerName::try_from("signet-server").unwrap();
+        let check = |der: Vec<u8>| {
+            verifier.verify_server_cert(&CertificateDer::from(der), &[], &name, &[], now())
+        };
+        let (good, _) = ca.issue(&LeafSpec::svid("spiffe://example.org/signet/server"));
+        assert!(check(good).is_ok());
+        let (other_id, _) = ca.issue(&LeafSpec::svid("spiffe://example.org/workload"));
+        assert!(check(other_id).is_err());
+        let rogue = TestCa::new("example.org");
+        let (forged, _) = rogue.issue(&LeafSpec::svid("spiffe://example.org/signet/server"));
+        assert!(check(forged).is_err());
+    }
+
+    #[test]
+    fn client_verifier_applies_its_policy_and_optional_auth() {
+        let ca = TestCa::new("example.org");
+        let policy: IdPolicy = Arc::new(|id: &SpiffeId| id.path().starts_with("/signet/agent/"));
+        let verifier = SpiffeClientVerifier::new(bundles(&ca), policy, false);
+        assert!(!verifier.client_auth_mandatory());
+        let (agent, _) = ca.issue(&LeafSpec::svid("spiffe://example.org/signet/agent/join/x"));
+        assert!(
+            verifier
+                .verify_client_cert(&CertificateDer::from(agent.clone()), &[], now())
+                .is_ok()
+        );
+        assert_eq!(
+            peer_id(&[CertificateDer::from(agent)]).unwrap().as_str(),
+            "spiffe://example.org/signet/agent/join/x"
+        );
+        let (workload, _) = ca.issue(&LeafSpec::svid("spiffe://example.org/workload"));
+        assert!(
+            verifier
+                .verify_client_cert(&CertificateDer::from(workload), &[], now())
+                .is_err()
+        );
+        // Expired at handshake time.
+        let later = UnixTime::since_unix_epoch(Duration::from_secs(4_000_000_000));
+        let (agent, _) = ca.issue(&LeafSpec::svid("spiffe://example.org/signet/agent/join/y"));
+        assert!(
+            verifier
+                .verify_client_cert(&CertificateDer::from(agent), &[], later)
+                .is_err()
+        );
+    }
 }
