@@ -11,7 +11,8 @@ use signet_proto::agent::Entry;
 use tonic::transport::Channel;
 
 use crate::cli::{
-    AdminArgs, AgentAction, BundleCommand, BundleFormat, EntryCommand, EntryFields, TokenCommand,
+    AdminArgs, AgentAction, AgentTarget, BundleCommand, BundleFormat, EntryCommand, EntryFields,
+    TokenCommand,
 };
 use crate::output::{self, OutputFormat};
 
@@ -213,6 +214,28 @@ pub async fn token(command: TokenCommand) -> anyhow::Result<()> {
     })
 }
 
+/// Evicts or bans one agent; returns its record.
+async fn change_agent(
+    target: AgentTarget,
+    ban: bool,
+) -> anyhow::Result<Vec<signet_proto::admin::Agent>> {
+    let mut admin = client(&target.admin).await?;
+    let request = AgentRequest {
+        spiffe_id: target.spiffe_id,
+    };
+    let response = if ban {
+        admin.ban_agent(request).await
+    } else {
+        admin.evict_agent(request).await
+    };
+    Ok(response
+        .map_err(status)?
+        .into_inner()
+        .agent
+        .into_iter()
+        .collect())
+}
+
 /// `signet agent list|evict|ban`
 pub async fn agent(action: AgentAction) -> anyhow::Result<()> {
     let (admin, agents) = match action {
@@ -226,30 +249,8 @@ pub async fn agent(action: AgentAction) -> anyhow::Result<()> {
                 .agents;
             (admin, agents)
         }
-        AgentAction::Evict(target) => {
-            let agent = client(&target.admin)
-                .await?
-                .evict_agent(AgentRequest {
-                    spiffe_id: target.spiffe_id,
-                })
-                .await
-                .map_err(status)?
-                .into_inner()
-                .agent;
-            (target.admin, agent.into_iter().collect())
-        }
-        AgentAction::Ban(target) => {
-            let agent = client(&target.admin)
-                .await?
-                .ban_agent(AgentRequest {
-                    spiffe_id: target.spiffe_id,
-                })
-                .await
-                .map_err(status)?
-                .into_inner()
-                .agent;
-            (target.admin, agent.into_iter().collect())
-        }
+        AgentAction::Evict(target) => (target.admin.clone(), change_agent(target, false).await?),
+        AgentAction::Ban(target) => (target.admin.clone(), change_agent(target, true).await?),
     };
     let views: Vec<serde_json::Value> = agents
         .iter()
