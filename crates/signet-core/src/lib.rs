@@ -3,6 +3,8 @@
 
 pub mod entry;
 pub mod selector;
+pub mod template;
 
 pub use entry::{EntryError, EntryId, RegistrationEntry, reserved_agent_id, server_id};
 pub use selector::{Selector, SelectorError, SelectorSet};
+pub use template::{RenderError, Template, TemplateContext, TemplateError};
