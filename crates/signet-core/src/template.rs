@@ -34,7 +34,9 @@ pub enum TemplateError {
     #[error("unterminated comment at byte {0}")]
     BadComment(usize),
     /// The action uses a template feature Signet does not support.
-    #[error("unsupported action {action:?} at byte {offset}: only field paths (.A.B) and `index` are supported")]
+    #[error(
+        "unsupported action {action:?} at byte {offset}: only field paths (.A.B) and `index` are supported"
+    )]
     Unsupported {
         /// Byte offset of the action.
         offset: usize,
@@ -107,7 +109,10 @@ pub trait TemplateContext {
 enum Part {
     Text(String),
     Field(Vec<String>),
-    Index { path: Vec<String>, keys: Vec<String> },
+    Index {
+        path: Vec<String>,
+        keys: Vec<String>,
+    },
 }
 
 /// A parsed template.
@@ -271,12 +276,12 @@ fn parse_path(text: &str, offset: usize) -> Result<Vec<String>, TemplateError> {
 }
 
 fn parse_index(args: &str, offset: usize) -> Result<Part, TemplateError> {
-    let (path_text, mut rest) = args.split_once(char::is_whitespace).ok_or(
-        TemplateError::BadIndex {
-            offset,
-            reason: "index needs a map and at least one key",
-        },
-    )?;
+    let (path_text, mut rest) =
+        args.split_once(char::is_whitespace)
+            .ok_or(TemplateError::BadIndex {
+                offset,
+                reason: "index needs a map and at least one key",
+            })?;
     let path = parse_path(path_text, offset)?;
     let mut keys = Vec::new();
     loop {
@@ -374,7 +379,9 @@ fn resolve_index<'c>(
         None => return Err(RenderError::UnknownField(dotted(path))),
     };
     // Maps hold strings, so only one level of keys can apply.
-    let (first, more) = keys.split_first().ok_or(RenderError::NotAMap(dotted(path)))?;
+    let (first, more) = keys
+        .split_first()
+        .ok_or(RenderError::NotAMap(dotted(path)))?;
     let value = map.get(first).ok_or_else(|| RenderError::MissingKey {
         path: dotted(path),
         key: first.clone(),
@@ -424,7 +431,9 @@ mod tests {
     #[test]
     fn renders_the_default_identity_template() {
         assert_eq!(
-            render("spiffe://{{ .TrustDomain }}/ns/{{ .PodMeta.Namespace }}/sa/{{ .PodSpec.ServiceAccountName }}"),
+            render(
+                "spiffe://{{ .TrustDomain }}/ns/{{ .PodMeta.Namespace }}/sa/{{ .PodSpec.ServiceAccountName }}"
+            ),
             Ok("spiffe://example.org/ns/demo/sa/web".to_owned())
         );
     }
@@ -432,7 +441,10 @@ mod tests {
     #[test]
     fn spacing_and_trim_markers() {
         assert_eq!(render("a{{.PodMeta.Name}}b"), Ok("aweb-0b".to_owned()));
-        assert_eq!(render("a  {{- .PodMeta.Name -}}  b"), Ok("aweb-0b".to_owned()));
+        assert_eq!(
+            render("a  {{- .PodMeta.Name -}}  b"),
+            Ok("aweb-0b".to_owned())
+        );
         assert_eq!(render("a {{/* note */}}b"), Ok("a b".to_owned()));
         assert_eq!(render("plain"), Ok("plain".to_owned()));
         assert!(Template::parse("plain").is_ok_and(|t| t.is_literal()));
