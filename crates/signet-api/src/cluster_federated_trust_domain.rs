@@ -2,6 +2,11 @@
 //! Fetching the bundle is the federation work of a later issue; the type, its validation and its
 //! status are defined now so manifests can be written against them.
 
+#![expect(
+    clippy::duplicated_attributes,
+    reason = "each kube printcolumn(...) repeats keys such as type_, which clippy reads as duplicates"
+)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;

@@ -2,6 +2,11 @@
 //! and meanings follow spire-controller-manager's resource of the same name, so a manifest migrates
 //! by changing its `apiVersion`.
 
+#![expect(
+    clippy::duplicated_attributes,
+    reason = "each kube printcolumn(...) repeats keys such as type_, which clippy reads as duplicates"
+)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;

@@ -1,6 +1,11 @@
 //! `ClusterStaticEntry`: one registration entry written out in full, for workloads the pod
 //! templates cannot describe (nodes, VMs, downstream servers).
 
+#![expect(
+    clippy::duplicated_attributes,
+    reason = "each kube printcolumn(...) repeats keys such as type_, which clippy reads as duplicates"
+)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;

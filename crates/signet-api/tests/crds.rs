@@ -2,6 +2,8 @@
 //! the API server's cost budget and accept/refuse what they should (evaluated with kube-cel, the
 //! Kubernetes CEL library, against the generated schema itself).
 
+#![expect(clippy::unwrap_used, reason = "test helpers fail loudly")]
+
 use std::path::Path;
 
 use kube::core::cel::{ScopeContext, Validator, WarningKind, analyze_rule, compile_schema};

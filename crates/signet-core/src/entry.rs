@@ -136,9 +136,58 @@ impl RegistrationEntry {
         Ok(())
     }
 
+    /// A revision derived from the content alone (FNV-1a over every field but `id` and
+    /// `revision`): replicas computing the same entry agree on it, and it changes whenever
+    /// anything an SVID depends on changes.
+    pub fn content_revision(&self) -> u64 {
+        let mut hash = Fnv::default();
+        hash.field(self.spiffe_id.as_str().as_bytes());
+        hash.field(self.parent_id.as_str().as_bytes());
+        for selector in self.selectors.iter() {
+            hash.field(selector.kind().as_bytes());
+            hash.field(selector.value().as_bytes());
+        }
+        hash.field(&self.x509_svid_ttl.as_nanos().to_le_bytes());
+        hash.field(&self.jwt_svid_ttl.as_nanos().to_le_bytes());
+        for name in &self.dns_names {
+            hash.field(name.as_bytes());
+        }
+        hash.field(b"|");
+        for td in &self.federates_with {
+            hash.field(td.as_str().as_bytes());
+        }
+        hash.field(&[u8::from(self.admin), u8::from(self.downstream)]);
+        hash.field(self.hint.as_bytes());
+        // Zero is reserved for "never signed" on the agent side.
+        hash.0.max(1)
+    }
+
     /// Whether a workload with `workload_selectors` may use this entry.
     pub fn matches(&self, workload_selectors: &SelectorSet) -> bool {
         self.selectors.is_subset_of(workload_selectors)
+    }
+}
+
+/// 64-bit FNV-1a with length-prefixed fields, so field boundaries cannot collide.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn bytes(&mut self, data: &[u8]) {
+        for byte in data {
+            self.0 ^= u64::from(*byte);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn field(&mut self, data: &[u8]) {
+        self.bytes(&(data.len() as u64).to_le_bytes());
+        self.bytes(data);
     }
 }
 
@@ -194,6 +243,21 @@ mod tests {
                 .validate(&td)
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn content_revision_tracks_content_only() {
+        let a = entry("spiffe://example.org/app");
+        let mut b = a.clone();
+        b.id = EntryId::new("other");
+        b.revision = 42;
+        assert_eq!(a.content_revision(), b.content_revision());
+        b.dns_names = vec!["app.example.org".into()];
+        assert_ne!(a.content_revision(), b.content_revision());
+        let mut c = a.clone();
+        c.hint = "x".into();
+        assert_ne!(a.content_revision(), c.content_revision());
+        assert_ne!(a.content_revision(), 0);
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! Signet's domain model, pure: selectors, registration entries and the rule that matches a
 //! workload's selectors to the entries it may use.
 
+pub mod duration;
 pub mod entry;
 pub mod selector;
 pub mod template;
 
+pub use duration::{DurationError, parse_go_duration};
 pub use entry::{EntryError, EntryId, RegistrationEntry, reserved_agent_id, server_id};
 pub use selector::{Selector, SelectorError, SelectorSet};
 pub use template::{RenderError, Template, TemplateContext, TemplateError};

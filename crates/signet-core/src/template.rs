@@ -552,10 +552,10 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn parse_never_panics_and_literals_round_trip(source in "\\PC{0,200}") {
-            if let Ok(template) = Template::parse(&source) {
-                if !source.contains("{{") {
-                    proptest::prop_assert_eq!(template.render(&data()).ok(), Some(source.clone()));
-                }
+            if let Ok(template) = Template::parse(&source)
+                && !source.contains("{{")
+            {
+                proptest::prop_assert_eq!(template.render(&data()).ok(), Some(source.clone()));
             }
         }
     }

@@ -3,6 +3,8 @@
 
 #![expect(clippy::unwrap_used, reason = "test fixtures fail loudly")]
 
+pub mod k8s;
+
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;

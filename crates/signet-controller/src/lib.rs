@@ -1,0 +1,16 @@
+//! Kubernetes mode (DESIGN §8): ClusterSPIFFEIDs, ClusterStaticEntries, pods, namespaces and nodes
+//! become registration entries, computed incrementally in memory and handed to the server's entry
+//! index; status is computed as values for one writer on the leader.
+//!
+//! The computation (`identity`, `static_entry`, `index`, `status`) is pure: no kube client, no
+//! tokio. The watch and write loops live in `runtime`.
+
+pub mod identity;
+pub mod index;
+pub mod label_selector;
+pub mod pod_context;
+pub mod static_entry;
+
+pub use identity::{CompileError, CompiledIdentity};
+pub use index::{ControllerConfig, EntryChange, Index};
+pub use pod_context::ClusterInfo;
