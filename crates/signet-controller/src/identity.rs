@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
 use signet_api::ClusterSPIFFEID;
 use signet_core::{
     EntryId, RegistrationEntry, RenderError, Selector, SelectorSet, Template, TemplateError,
@@ -220,7 +219,6 @@ impl CompiledIdentity {
     pub fn render(
         &self,
         context: &PodContext<'_>,
-        pod: &Pod,
         parent: &SpiffeId,
         trust_domain: &TrustDomain,
         defaults: (Duration, Duration),
@@ -234,7 +232,7 @@ impl CompiledIdentity {
             id: id_text.clone(),
             message: e.to_string(),
         })?;
-        let pod_uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        let pod_uid = context.pod.meta.uid.as_str();
         let mut selectors = SelectorSet::new();
         selectors.insert(
             Selector::new("k8s", &format!("pod-uid:{pod_uid}"))

@@ -8,15 +8,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, PodSpec, PodStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use regex::Regex;
 use signet_api::{ClusterSPIFFEID, ClusterStaticEntry};
 use signet_core::{EntryId, RegistrationEntry, SelectorSet, reserved_agent_id};
 use signet_spiffe::{SpiffeId, TrustDomain};
 
 use crate::identity::{CompileError, CompiledIdentity, PodRenderError, SourceOrder};
-use crate::pod_context::{ClusterInfo, PodContext};
+use crate::pod_context::{ClusterInfo, NodeData, PodContext, PodData};
 use crate::static_entry::{self, CompiledStaticEntry, StaticEntryError};
 
 /// What the controller is configured with.
@@ -102,25 +101,37 @@ pub enum EntryChange {
 #[derive(Debug, Clone)]
 enum Outcome {
     Entry(Arc<RegistrationEntry>),
-    Failed(PodRenderError),
+    Failed(Box<PodRenderError>),
     /// A fallback identity that does not apply because another identity gave the pod an entry.
     Shadowed,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct EntryKey {
-    spiffe_id: SpiffeId,
-    parent_id: SpiffeId,
-    selectors: SelectorSet,
-}
+/// The uniqueness key of an entry (SPIFFE ID, parent, selectors), borrowing the fields of an
+/// entry instead of copying them.
+#[derive(Debug, Clone)]
+struct EntryKey(Arc<RegistrationEntry>);
 
 impl EntryKey {
-    fn of(entry: &RegistrationEntry) -> Self {
-        Self {
-            spiffe_id: entry.spiffe_id.clone(),
-            parent_id: entry.parent_id.clone(),
-            selectors: entry.selectors.clone(),
-        }
+    fn of(entry: &Arc<RegistrationEntry>) -> Self {
+        Self(entry.clone())
+    }
+
+    fn parts(&self) -> (&SpiffeId, &SpiffeId, &SelectorSet) {
+        (&self.0.spiffe_id, &self.0.parent_id, &self.0.selectors)
+    }
+}
+
+impl PartialEq for EntryKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for EntryKey {}
+
+impl std::hash::Hash for EntryKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
     }
 }
 
@@ -130,18 +141,49 @@ struct Claim {
     entry: Arc<RegistrationEntry>,
 }
 
-#[derive(Debug)]
-struct PodSlot {
-    pod: Arc<Pod>,
-    outcomes: BTreeMap<String, Outcome>,
+/// Outcomes of one pod by identity name; a short sorted list (a pod is selected by a few
+/// identities), far smaller than a map per pod.
+#[derive(Debug, Default)]
+struct Outcomes(Vec<(Arc<str>, Outcome)>);
+
+impl Outcomes {
+    fn get(&self, identity: &str) -> Option<&Outcome> {
+        self.0
+            .iter()
+            .find(|(name, _)| &**name == identity)
+            .map(|(_, o)| o)
+    }
+
+    fn insert(&mut self, identity: Arc<str>, outcome: Outcome) {
+        self.0.push((identity, outcome));
+    }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
+struct PodSlot {
+    pod: Arc<PodData>,
+    outcomes: Outcomes,
+}
+
+#[derive(Debug)]
 struct IdentitySlot {
+    name: Arc<str>,
     compiled: Option<Arc<CompiledIdentity>>,
     generation: Option<i64>,
     error: Option<CompileError>,
-    selected: HashSet<String>,
+    selected: HashSet<Arc<str>>,
+}
+
+impl Default for IdentitySlot {
+    fn default() -> Self {
+        Self {
+            name: Arc::from(""),
+            compiled: None,
+            generation: None,
+            error: None,
+            selected: HashSet::new(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -156,10 +198,10 @@ struct StaticSlot {
 pub struct Index {
     config: ControllerConfig,
     namespaces: HashMap<String, Option<BTreeMap<String, String>>>,
-    nodes: HashMap<String, Arc<Node>>,
-    pods: HashMap<String, PodSlot>,
-    pods_by_namespace: HashMap<String, BTreeSet<String>>,
-    pods_by_node: HashMap<String, BTreeSet<String>>,
+    nodes: HashMap<String, Arc<NodeData>>,
+    pods: HashMap<Arc<str>, PodSlot>,
+    pods_by_namespace: HashMap<String, BTreeSet<Arc<str>>>,
+    pods_by_node: HashMap<String, BTreeSet<Arc<str>>>,
     identities: BTreeMap<String, IdentitySlot>,
     statics: BTreeMap<String, StaticSlot>,
     claims: HashMap<EntryKey, Vec<Claim>>,
@@ -171,83 +213,6 @@ pub struct Index {
 /// `namespace/name` of a pod.
 pub fn pod_key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
-}
-
-fn pod_key_of(pod: &Pod) -> String {
-    pod_key(
-        pod.metadata.namespace.as_deref().unwrap_or_default(),
-        pod.metadata.name.as_deref().unwrap_or_default(),
-    )
-}
-
-/// The part of a pod the index needs: metadata without managed fields or the last-applied
-/// annotation, the template-visible scalar spec fields, and the phase. Keeps memory per pod small.
-pub fn slim_pod(pod: &Pod) -> Pod {
-    let mut metadata = ObjectMeta {
-        name: pod.metadata.name.clone(),
-        generate_name: pod.metadata.generate_name.clone(),
-        namespace: pod.metadata.namespace.clone(),
-        uid: pod.metadata.uid.clone(),
-        generation: pod.metadata.generation,
-        labels: pod.metadata.labels.clone(),
-        annotations: pod.metadata.annotations.clone(),
-        ..ObjectMeta::default()
-    };
-    if let Some(annotations) = metadata.annotations.as_mut() {
-        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
-    let spec = pod.spec.as_ref().map(|s| PodSpec {
-        service_account_name: s.service_account_name.clone(),
-        service_account: s.service_account.clone(),
-        node_name: s.node_name.clone(),
-        hostname: s.hostname.clone(),
-        subdomain: s.subdomain.clone(),
-        scheduler_name: s.scheduler_name.clone(),
-        priority_class_name: s.priority_class_name.clone(),
-        restart_policy: s.restart_policy.clone(),
-        dns_policy: s.dns_policy.clone(),
-        runtime_class_name: s.runtime_class_name.clone(),
-        host_network: s.host_network,
-        host_pid: s.host_pid,
-        node_selector: s.node_selector.clone(),
-        ..PodSpec::default()
-    });
-    Pod {
-        metadata,
-        spec,
-        status: Some(PodStatus {
-            phase: pod.status.as_ref().and_then(|s| s.phase.clone()),
-            ..PodStatus::default()
-        }),
-    }
-}
-
-fn slim_node(node: &Node) -> Node {
-    Node {
-        metadata: ObjectMeta {
-            name: node.metadata.name.clone(),
-            uid: node.metadata.uid.clone(),
-            labels: node.metadata.labels.clone(),
-            annotations: node.metadata.annotations.clone(),
-            ..ObjectMeta::default()
-        },
-        spec: node.spec.clone(),
-        status: None,
-    }
-}
-
-fn is_terminal(pod: &Pod) -> bool {
-    matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
-}
-
-fn node_name(pod: &Pod) -> Option<&str> {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .filter(|n| !n.is_empty())
 }
 
 impl Index {
@@ -339,7 +304,7 @@ impl Index {
     }
 
     fn recompute_namespace(&mut self, name: &str) {
-        let keys: Vec<String> = self
+        let keys: Vec<Arc<str>> = self
             .pods_by_namespace
             .get(name)
             .map(|s| s.iter().cloned().collect())
@@ -356,7 +321,7 @@ impl Index {
         let Some(name) = node.metadata.name.clone() else {
             return;
         };
-        let slim = slim_node(node);
+        let slim = NodeData::from_node(node);
         if self.nodes.get(&name).is_some_and(|old| **old == slim) {
             return;
         }
@@ -377,7 +342,7 @@ impl Index {
     }
 
     fn recompute_node(&mut self, name: &str) {
-        let keys: Vec<String> = self
+        let keys: Vec<Arc<str>> = self
             .pods_by_node
             .get(name)
             .map(|s| s.iter().cloned().collect())
@@ -392,22 +357,20 @@ impl Index {
     /// A pod was added or changed. Changes templates cannot see (status other than phase,
     /// managed fields) recompute nothing.
     pub fn apply_pod(&mut self, pod: &Pod) {
-        let key = pod_key_of(pod);
-        let slim = slim_pod(pod);
-        if let Some(slot) = self.pods.get(&key) {
+        let slim = PodData::from_pod(pod);
+        let key: Arc<str> = slim.key().into();
+        if let Some(slot) = self.pods.get(&*key) {
             if *slot.pod == slim {
                 return;
             }
             let old = slot.pod.clone();
             self.unlink_pod(&key, &old);
         }
-        if let Some(namespace) = slim.metadata.namespace.clone() {
-            self.pods_by_namespace
-                .entry(namespace)
-                .or_default()
-                .insert(key.clone());
-        }
-        if let Some(node) = node_name(&slim) {
+        self.pods_by_namespace
+            .entry(slim.meta.namespace.clone())
+            .or_default()
+            .insert(key.clone());
+        if let Some(node) = slim.node_name() {
             self.pods_by_node
                 .entry(node.to_owned())
                 .or_default()
@@ -415,7 +378,7 @@ impl Index {
         }
         let outcomes = self
             .pods
-            .remove(&key)
+            .remove(&*key)
             .map(|s| s.outcomes)
             .unwrap_or_default();
         self.pods.insert(
@@ -431,31 +394,30 @@ impl Index {
     /// A pod was deleted.
     pub fn delete_pod(&mut self, namespace: &str, name: &str) {
         let key = pod_key(namespace, name);
-        let Some(slot) = self.pods.get(&key) else {
+        let Some(slot) = self.pods.get(key.as_str()) else {
             return;
         };
         let pod = slot.pod.clone();
         self.unlink_pod(&key, &pod);
-        if let Some(slot) = self.pods.remove(&key) {
+        if let Some(slot) = self.pods.remove(key.as_str()) {
             self.release(&key, slot.outcomes);
         }
     }
 
     /// Keys (`namespace/name`) of the pods held.
     pub fn pod_keys(&self) -> Vec<String> {
-        self.pods.keys().cloned().collect()
+        self.pods.keys().map(|k| k.to_string()).collect()
     }
 
-    fn unlink_pod(&mut self, key: &str, pod: &Pod) {
-        if let Some(namespace) = pod.metadata.namespace.as_deref()
-            && let Some(set) = self.pods_by_namespace.get_mut(namespace)
-        {
+    fn unlink_pod(&mut self, key: &str, pod: &PodData) {
+        let namespace = pod.meta.namespace.as_str();
+        if let Some(set) = self.pods_by_namespace.get_mut(namespace) {
             set.remove(key);
             if set.is_empty() {
                 self.pods_by_namespace.remove(namespace);
             }
         }
-        if let Some(node) = node_name(pod)
+        if let Some(node) = pod.node_name()
             && let Some(set) = self.pods_by_node.get_mut(node)
         {
             set.remove(key);
@@ -466,9 +428,9 @@ impl Index {
     }
 
     /// Drops a pod's claims and selection records.
-    fn release(&mut self, key: &str, outcomes: BTreeMap<String, Outcome>) {
-        for (identity, outcome) in outcomes {
-            if let Some(slot) = self.identities.get_mut(&identity) {
+    fn release(&mut self, key: &str, outcomes: Outcomes) {
+        for (identity, outcome) in outcomes.0 {
+            if let Some(slot) = self.identities.get_mut(&*identity) {
                 slot.selected.remove(key);
             }
             if let Outcome::Entry(entry) = outcome {
@@ -479,21 +441,17 @@ impl Index {
 
     /// Which identities select the pod, rendered. Empty for pods that cannot have entries
     /// (unscheduled, terminal, node unknown, ignored namespace).
-    fn outcomes_for(&self, pod: &Pod) -> BTreeMap<String, Outcome> {
-        let mut outcomes = BTreeMap::new();
-        let Some(namespace) = pod.metadata.namespace.as_deref() else {
-            return outcomes;
-        };
-        if is_terminal(pod) || self.config.ignores(namespace) {
+    fn outcomes_for(&self, pod: &PodData) -> Outcomes {
+        let mut outcomes = Outcomes::default();
+        let namespace = pod.meta.namespace.as_str();
+        if pod.is_terminal() || self.config.ignores(namespace) {
             return outcomes;
         }
-        let Some(node) = node_name(pod).and_then(|n| self.nodes.get(n)) else {
+        let Some(node) = pod.node_name().and_then(|n| self.nodes.get(n)) else {
             return outcomes;
         };
-        let Some(parent) = node
-            .metadata
-            .uid
-            .as_deref()
+        let Some(parent) = Some(node.meta.uid.as_str())
+            .filter(|uid| !uid.is_empty())
             .and_then(|uid| self.config.agent_id(uid))
         else {
             return outcomes;
@@ -501,63 +459,57 @@ impl Index {
         let namespace_labels = self.namespaces.get(namespace).and_then(Option::as_ref);
         let context = PodContext {
             cluster: &self.config.cluster,
-            pod_meta: &pod.metadata,
-            pod_spec: pod.spec.as_ref(),
+            pod,
             node: Some(node),
         };
         let defaults = (self.config.default_x509_ttl, self.config.default_jwt_ttl);
         let mut covered = false;
         // Non-fallback identities first, so fallback ones know whether the pod is covered.
         for fallback_pass in [false, true] {
-            for (name, slot) in &self.identities {
+            for slot in self.identities.values() {
                 let Some(identity) = slot.compiled.as_ref() else {
                     continue;
                 };
                 if identity.fallback != fallback_pass
                     || !identity.namespace_selector.matches(namespace_labels)
-                    || !identity.pod_selector.matches(pod.metadata.labels.as_ref())
+                    || !identity.pod_selector.matches(pod.meta.labels.as_ref())
                 {
                     continue;
                 }
                 let outcome = if fallback_pass && covered {
                     Outcome::Shadowed
                 } else {
-                    match identity.render(
-                        &context,
-                        pod,
-                        &parent,
-                        &self.config.trust_domain,
-                        defaults,
-                    ) {
+                    match identity.render(&context, &parent, &self.config.trust_domain, defaults) {
                         Ok(entry) => Outcome::Entry(Arc::new(entry)),
-                        Err(error) => Outcome::Failed(error),
+                        Err(error) => Outcome::Failed(Box::new(error)),
                     }
                 };
                 if !fallback_pass && matches!(outcome, Outcome::Entry(_)) {
                     covered = true;
                 }
-                outcomes.insert(name.clone(), outcome);
+                outcomes.insert(slot.name.clone(), outcome);
             }
         }
         outcomes
     }
 
     fn recompute_pod(&mut self, key: &str) {
-        let Some(slot) = self.pods.get(key) else {
+        let Some((key, slot)) = self.pods.get_key_value(key) else {
             return;
         };
+        let key = key.clone();
         let pod = slot.pod.clone();
         let mut outcomes = self.outcomes_for(&pod);
         let old = self
             .pods
-            .get_mut(key)
+            .get_mut(&*key)
             .map(|s| std::mem::take(&mut s.outcomes))
             .unwrap_or_default();
         // Claim the new entries before releasing the old ones, so an entry that changes keeps
         // being served.
-        for (identity, outcome) in &mut outcomes {
-            if let Some(slot) = self.identities.get_mut(identity) {
-                slot.selected.insert(key.to_owned());
+        for (identity, outcome) in &mut outcomes.0 {
+            if let Some(slot) = self.identities.get_mut(&**identity) {
+                slot.selected.insert(key.clone());
             }
             if let Outcome::Entry(entry) = outcome {
                 // Unchanged entries keep their Arc so nothing downstream sees a change.
@@ -569,18 +521,18 @@ impl Index {
                 }
                 let order = self
                     .identities
-                    .get(identity)
+                    .get(&**identity)
                     .and_then(|s| s.compiled.as_ref())
                     .map(|c| c.order.clone())
                     .unwrap_or_default();
                 self.claim(order, entry.clone());
             }
         }
-        for (identity, outcome) in old {
+        for (identity, outcome) in old.0 {
             match outcomes.get(&identity) {
                 None => {
-                    if let Some(slot) = self.identities.get_mut(&identity) {
-                        slot.selected.remove(key);
+                    if let Some(slot) = self.identities.get_mut(&*identity) {
+                        slot.selected.remove(&*key);
                     }
                 }
                 Some(Outcome::Entry(now)) => {
@@ -596,7 +548,7 @@ impl Index {
                 self.unclaim(&entry);
             }
         }
-        if let Some(slot) = self.pods.get_mut(key) {
+        if let Some(slot) = self.pods.get_mut(&*key) {
             slot.outcomes = outcomes;
         }
     }
@@ -614,7 +566,13 @@ impl Index {
             return;
         }
         let compiled = CompiledIdentity::compile(resource);
-        let slot = self.identities.entry(name.clone()).or_default();
+        let slot = self
+            .identities
+            .entry(name.clone())
+            .or_insert_with(|| IdentitySlot {
+                name: name.as_str().into(),
+                ..IdentitySlot::default()
+            });
         slot.generation = resource.metadata.generation;
         let compiled = match compiled {
             Err(error) => {
@@ -632,19 +590,17 @@ impl Index {
             slot.compiled = Some(Arc::new(compiled));
             return;
         }
-        let mut affected: BTreeSet<String> = slot.selected.iter().cloned().collect();
+        let mut affected: BTreeSet<Arc<str>> = slot.selected.iter().cloned().collect();
         let namespaces = &self.namespaces;
         affected.extend(
             self.pods
                 .iter()
                 .filter(|(_, s)| {
-                    let namespace = s.pod.metadata.namespace.as_deref().unwrap_or_default();
-                    compiled
-                        .namespace_selector
-                        .matches(namespaces.get(namespace).and_then(Option::as_ref))
-                        && compiled
-                            .pod_selector
-                            .matches(s.pod.metadata.labels.as_ref())
+                    compiled.namespace_selector.matches(
+                        namespaces
+                            .get(&s.pod.meta.namespace)
+                            .and_then(Option::as_ref),
+                    ) && compiled.pod_selector.matches(s.pod.meta.labels.as_ref())
                 })
                 .map(|(k, _)| k.clone()),
         );
@@ -719,7 +675,7 @@ impl Index {
     fn unclaim_static(&mut self, entry: &RegistrationEntry) {
         let claimed = self
             .claims
-            .get(&EntryKey::of(entry))
+            .get(&EntryKey::of(&Arc::new(entry.clone())))
             .and_then(|list| list.iter().find(|c| *c.entry == *entry))
             .map(|c| c.entry.clone());
         if let Some(claimed) = claimed {
@@ -863,11 +819,11 @@ impl Index {
                 }
             }
         }
-        let mut keys: Vec<&String> = slot.selected.iter().collect();
+        let mut keys: Vec<&Arc<str>> = slot.selected.iter().collect();
         keys.sort();
         for key in keys {
             report.stats.pods_selected += 1;
-            match self.pods.get(key).and_then(|p| p.outcomes.get(name)) {
+            match self.pods.get(&**key).and_then(|p| p.outcomes.get(name)) {
                 Some(Outcome::Entry(entry)) if self.is_published(entry) => {
                     report.stats.entries_to_set += 1;
                 }
@@ -875,7 +831,7 @@ impl Index {
                 Some(Outcome::Failed(error)) => {
                     report.stats.pod_entry_render_failures += 1;
                     if report.failures.len() < MAX_REPORTED_FAILURES {
-                        report.failures.push((key.clone(), error.to_string()));
+                        report.failures.push((key.to_string(), error.to_string()));
                     }
                 }
                 Some(Outcome::Shadowed) | None => {}

@@ -1,0 +1,199 @@
+//! P4 (DESIGN §15): 30,000 pods × 10 ClusterSPIFFEIDs — initial computation time, the cost of one
+//! pod change, and the memory the index holds (RSS). Prints figures; run with
+//! `cargo bench -p signet-controller --bench controller`.
+
+#![expect(clippy::unwrap_used, reason = "bench setup fails loudly")]
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use signet_controller::{ControllerConfig, Index};
+use signet_spiffe::TrustDomain;
+use signet_test_support::k8s::{PodBuilder, cluster_spiffe_id, match_labels, namespace, node};
+
+/// A `/proc/self/status` field in KiB (`VmRSS`, `VmHWM`).
+fn proc_kib(field: &str) -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+const PODS: usize = 30_000;
+const NODES: usize = 100;
+const NAMESPACES: usize = 100;
+const IDENTITIES: usize = 10;
+
+fn pods() -> Vec<Pod> {
+    (0..PODS)
+        .map(|i| {
+            PodBuilder::new(&format!("ns{}", i % NAMESPACES), &format!("pod-{i}"))
+                .label("app", &format!("app{}", i % 50))
+                .label("pod-template-hash", "5d8f7c9b4")
+                .service_account(&format!("sa{}", i % 20))
+                .on_node(&format!("node-{}", i % NODES))
+                .build()
+        })
+        .collect()
+}
+
+fn identities() -> Vec<signet_api::ClusterSPIFFEID> {
+    (0..IDENTITIES)
+        .map(|i| {
+            let fallback = i == IDENTITIES - 1;
+            let mut identity = cluster_spiffe_id(
+                &format!("id{i}"),
+                "spiffe://{{ .TrustDomain }}/ns/{{ .PodMeta.Namespace }}/sa/{{ .PodSpec.ServiceAccountName }}",
+                i64::try_from(i).unwrap(),
+            );
+            if fallback {
+                identity.spec.fallback = true;
+            } else {
+                // Each non-fallback identity selects one team's namespaces and some apps.
+                identity.spec.namespace_selector = match_labels(&[("team", &format!("t{i}"))]);
+            }
+            identity.spec.workload_selector_templates = vec![
+                "k8s:ns:{{ .PodMeta.Namespace }}".into(),
+                "k8s:sa:{{ .PodSpec.ServiceAccountName }}".into(),
+            ];
+            identity.spec.dns_name_templates =
+                vec!["{{ .PodMeta.Name }}.{{ .PodMeta.Namespace }}.svc".into()];
+            identity
+        })
+        .collect()
+}
+
+fn base_index() -> Index {
+    let mut index = Index::new(ControllerConfig::new(
+        TrustDomain::new("example.org").unwrap(),
+        "bench",
+    ));
+    for n in 0..NAMESPACES {
+        let team = format!("t{}", n % (IDENTITIES + 2));
+        index.apply_namespace(&namespace(&format!("ns{n}"), &[("team", &team)]));
+    }
+    for n in 0..NODES {
+        index.apply_node(&node(&format!("node-{n}")));
+    }
+    index
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    let rank = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[rank]
+}
+
+fn main() {
+    let pods = pods();
+    let identities = identities();
+
+    // Order A: resources first, then the pod list (a server starting against a running cluster
+    // whose CR watch synced first).
+    let rss_before = proc_kib("VmRSS:");
+    let start = Instant::now();
+    let mut index = base_index();
+    for identity in &identities {
+        index.apply_identity(identity);
+    }
+    for pod in &pods {
+        index.apply_pod(pod);
+    }
+    let changes = index.take_changes();
+    let initial_a = start.elapsed();
+    drop(changes);
+    let rss_index = proc_kib("VmRSS:").saturating_sub(rss_before);
+    let entries = index.len();
+
+    // Order B: pods first, then the resources (every resource scans all pods).
+    let start = Instant::now();
+    let mut index_b = base_index();
+    for pod in &pods {
+        index_b.apply_pod(pod);
+    }
+    for identity in &identities {
+        index_b.apply_identity(identity);
+    }
+    let changes_b = index_b.take_changes();
+    let initial_b = start.elapsed();
+    assert_eq!(changes_b.len(), entries);
+    drop(changes_b);
+    drop(index_b);
+
+    // One pod change: a label edit (recomputes that pod against all 10 identities) and a pod
+    // deletion + re-creation, each followed by take_changes.
+    let mut relabel = Vec::new();
+    let mut recreate = Vec::new();
+    for i in 0..2_000 {
+        let mut pod = pods[(i * 7919) % PODS].clone();
+        pod.metadata
+            .labels
+            .get_or_insert_default()
+            .insert("revision".into(), i.to_string());
+        let t = Instant::now();
+        index.apply_pod(&pod);
+        let _ = index.take_changes();
+        relabel.push(t.elapsed());
+
+        let ns = pod.metadata.namespace.clone().unwrap();
+        let name = pod.metadata.name.clone().unwrap();
+        let t = Instant::now();
+        index.delete_pod(&ns, &name);
+        index.apply_pod(&pod);
+        let _ = index.take_changes();
+        recreate.push(t.elapsed());
+    }
+
+    // One ClusterSPIFFEID change (template edit) for scale.
+    let mut edited = identities[0].clone();
+    edited.spec.spiffe_id_template =
+        "spiffe://{{ .TrustDomain }}/team0/{{ .PodMeta.Namespace }}/{{ .PodSpec.ServiceAccountName }}".into();
+    let t = Instant::now();
+    index.apply_identity(&edited);
+    let edit_changes = index.take_changes().len();
+    let identity_edit = t.elapsed();
+
+    println!(
+        "P4 controller benchmark: {PODS} pods, {NODES} nodes, {NAMESPACES} namespaces, {IDENTITIES} ClusterSPIFFEIDs (1 fallback)"
+    );
+    println!("  entries published: {entries}");
+    println!(
+        "  initial computation, resources then pods: {:.1} ms",
+        initial_a.as_secs_f64() * 1e3
+    );
+    println!(
+        "  initial computation, pods then resources: {:.1} ms",
+        initial_b.as_secs_f64() * 1e3
+    );
+    println!(
+        "  one pod change (label edit): p50 {:.1} µs, p99 {:.1} µs",
+        percentile(&mut relabel, 0.5).as_secs_f64() * 1e6,
+        percentile(&mut relabel, 0.99).as_secs_f64() * 1e6
+    );
+    println!(
+        "  one pod delete + re-create: p50 {:.1} µs, p99 {:.1} µs",
+        percentile(&mut recreate, 0.5).as_secs_f64() * 1e6,
+        percentile(&mut recreate, 0.99).as_secs_f64() * 1e6
+    );
+    println!(
+        "  one ClusterSPIFFEID template edit: {:.1} ms ({edit_changes} entries changed)",
+        identity_edit.as_secs_f64() * 1e3
+    );
+    println!(
+        "  RSS growth while building the index (pods, index, change list): {:.1} MiB",
+        rss_index as f64 / 1024.0
+    );
+    println!(
+        "  process RSS now {:.1} MiB, peak {:.1} MiB (includes the 30k input pods and a second index)",
+        proc_kib("VmRSS:") as f64 / 1024.0,
+        proc_kib("VmHWM:") as f64 / 1024.0
+    );
+}
