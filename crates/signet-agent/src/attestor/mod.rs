@@ -1,3 +1,4 @@
 //! Workload attestors: turn a peer into selectors.
 
+pub mod k8s;
 pub mod unix;
