@@ -39,6 +39,8 @@ pub struct AgentApi {
     pub(crate) datastore: Datastore,
     pub(crate) metrics: Arc<ServerMetrics>,
     pub(crate) agent_svid_ttl: Duration,
+    /// Kubernetes PSAT node attestation, in Kubernetes mode.
+    pub(crate) psat: Option<Arc<crate::psat::PsatAttestor>>,
 }
 
 fn unix(t: SystemTime) -> i64 {
@@ -138,6 +140,54 @@ impl AgentApi {
         if self.agents.is_banned(&agent_id) {
             return Err(refuse(&self.metrics, "banned", "this agent is banned"));
         }
+        self.issue_agent_svid(agent_id, "join_token", Vec::new(), csr)
+            .await
+    }
+
+    /// PSAT attestation: the API server vouches for the agent's projected token. A node's agent
+    /// may attest again (after a restart or an eviction) and gets the same ID.
+    async fn attest_psat(&self, token: &str, csr: &[u8]) -> Result<AttestAgentResponse, Status> {
+        let Some(psat) = self.psat.as_ref() else {
+            return Err(Status::unimplemented(
+                "k8s_psat attestation needs the server in Kubernetes mode",
+            ));
+        };
+        let agent = match psat.attest(token).await {
+            Ok(agent) => agent,
+            Err(error) => {
+                self.metrics
+                    .attestations
+                    .get_or_create(&AttestationLabels {
+                        result: error.metric_label(),
+                    })
+                    .inc();
+                warn!(%error, "k8s_psat attestation refused");
+                return Err(if error.is_refusal() {
+                    Status::permission_denied(error.to_string())
+                } else {
+                    Status::unavailable(error.to_string())
+                });
+            }
+        };
+        if self.agents.is_banned(&agent.agent_id) {
+            self.metrics
+                .attestations
+                .get_or_create(&AttestationLabels { result: "banned" })
+                .inc();
+            return Err(Status::permission_denied("this agent is banned"));
+        }
+        self.issue_agent_svid(agent.agent_id, "k8s_psat", agent.selectors, csr)
+            .await
+    }
+
+    /// Signs the agent SVID of an attested agent and records the agent.
+    async fn issue_agent_svid(
+        &self,
+        agent_id: SpiffeId,
+        attestation_type: &str,
+        selectors: Vec<String>,
+        csr: &[u8],
+    ) -> Result<AttestAgentResponse, Status> {
         let minted = self
             .authority
             .mint_agent_svid(csr, &agent_id, self.agent_svid_ttl)?;
@@ -145,11 +195,11 @@ impl AgentApi {
         self.datastore
             .upsert_agent(AgentRecord {
                 spiffe_id: agent_id.clone(),
-                attestation_type: "join_token".into(),
+                attestation_type: attestation_type.into(),
                 attested_at: now,
                 svid_expires_at: minted.not_after,
                 banned: false,
-                selectors: Vec::new(),
+                selectors,
             })
             .await
             .map_err(crate::error::ServerError::from)?;
@@ -162,7 +212,7 @@ impl AgentApi {
             .svids_signed
             .get_or_create(&SvidLabels { kind: "agent" })
             .inc();
-        info!(agent = %agent_id, "agent attested with a join token");
+        info!(agent = %agent_id, attestation_type, "agent attested");
         Ok(AttestAgentResponse {
             spiffe_id: agent_id.to_string(),
             svid_chain: minted
@@ -220,9 +270,9 @@ impl AgentService for AgentApi {
             Some(pb::attest_agent_request::Attestation::JoinToken(token)) => Ok(Response::new(
                 self.attest_join_token(&token, &body.csr).await?,
             )),
-            Some(pb::attest_agent_request::Attestation::K8sPsatToken(_)) => Err(
-                Status::unimplemented("k8s_psat attestation needs the server in Kubernetes mode"),
-            ),
+            Some(pb::attest_agent_request::Attestation::K8sPsatToken(token)) => {
+                Ok(Response::new(self.attest_psat(&token, &body.csr).await?))
+            }
             None => Err(Status::invalid_argument("no attestation data")),
         }
     }

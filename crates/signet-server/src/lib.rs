@@ -12,6 +12,7 @@ pub mod health;
 pub mod index;
 pub mod join_token;
 pub mod metrics;
+pub mod psat;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -149,6 +150,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         datastore: datastore.clone(),
         metrics: metrics.clone(),
         agent_svid_ttl: config.agent_svid_ttl,
+        psat: None,
     };
     let admin = admin_api::AdminApi {
         api: api.clone(),

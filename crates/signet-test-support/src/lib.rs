@@ -4,6 +4,7 @@
 #![expect(clippy::unwrap_used, reason = "test fixtures fail loudly")]
 
 pub mod k8s;
+pub mod k8s_mock;
 
 use std::time::{Duration, SystemTime};
 
