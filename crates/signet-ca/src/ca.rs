@@ -144,6 +144,43 @@ impl CertificateAuthority {
         Ok(ca)
     }
 
+    /// Loads an existing CA without creating or rotating anything: how a follower replica of an
+    /// HA server opens the authorities the leader created. `Ok(None)` while the store is empty.
+    pub fn open_existing(
+        config: CaConfig,
+        store: Arc<dyn KeyStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Option<Self>> {
+        let Some(persisted) = store.load()? else {
+            return Ok(None);
+        };
+        let state = decode_state(&config, &persisted)?;
+        Ok(Some(Self {
+            config,
+            store,
+            clock,
+            state,
+        }))
+    }
+
+    /// Re-reads the store and adopts what another writer (the leader) stored. Returns whether
+    /// anything changed.
+    pub fn reload(&mut self) -> Result<bool> {
+        let Some(persisted) = self.store.load()? else {
+            return Ok(false);
+        };
+        if persisted.generation == self.state.generation {
+            return Ok(false);
+        }
+        self.state = decode_state(&self.config, &persisted)?;
+        Ok(true)
+    }
+
+    /// The generation of the state held (increments on every stored change).
+    pub fn generation(&self) -> u64 {
+        self.state.generation
+    }
+
     /// The configuration.
     pub fn config(&self) -> &CaConfig {
         &self.config

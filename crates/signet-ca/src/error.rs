@@ -78,6 +78,14 @@ pub enum KeyStoreError {
         /// Its permission bits.
         mode: u32,
     },
+    /// The store's backend could not be reached (e.g. the Kubernetes API for a Secret store).
+    #[error("key store {store} is unavailable: {reason}")]
+    Unavailable {
+        /// Which store.
+        store: String,
+        /// What failed.
+        reason: String,
+    },
     /// Another writer changed the store since it was read (optimistic concurrency).
     #[error("key store changed concurrently (expected generation {expected}, found {found})")]
     Conflict {

@@ -336,3 +336,43 @@ fn concurrent_writers_conflict_instead_of_overwriting() {
     );
     let _ = Arc::strong_count(&h.store);
 }
+
+/// Two replicas over one store: the follower opens what the leader created without writing,
+/// adopts the leader's rotations on reload, and a stale writer gets a conflict, never a fork.
+#[test]
+fn followers_open_existing_state_and_reload_the_leaders_changes() {
+    let h = Harness::new();
+    let follower_store = h.store.clone();
+    assert!(
+        CertificateAuthority::open_existing(h.config(), follower_store.clone(), h.clock.clone())
+            .unwrap()
+            .is_none()
+    );
+    let mut leader = h.open(h.config());
+    let mut follower =
+        CertificateAuthority::open_existing(h.config(), follower_store, h.clock.clone())
+            .unwrap()
+            .unwrap();
+    assert_eq!(follower.generation(), leader.generation());
+    assert_eq!(follower.bundle().unwrap(), leader.bundle().unwrap());
+    assert!(!follower.reload().unwrap());
+
+    leader.prepare(AuthorityKind::X509).unwrap();
+    assert_ne!(follower.bundle().unwrap(), leader.bundle().unwrap());
+    assert!(follower.reload().unwrap());
+    assert_eq!(follower.bundle().unwrap(), leader.bundle().unwrap());
+    assert_eq!(follower.generation(), leader.generation());
+
+    // A replica that missed a change cannot overwrite it.
+    let mut stale =
+        CertificateAuthority::open_existing(h.config(), h.store.clone(), h.clock.clone())
+            .unwrap()
+            .unwrap();
+    leader.activate(AuthorityKind::X509).unwrap();
+    assert!(matches!(
+        stale.prepare(AuthorityKind::Jwt),
+        Err(Error::KeyStore(KeyStoreError::Conflict { .. }))
+    ));
+    assert!(stale.reload().unwrap());
+    assert_eq!(stale.bundle().unwrap(), leader.bundle().unwrap());
+}

@@ -276,17 +276,60 @@ impl AuthorityService {
         }
     }
 
-    /// Spawns the rotation loop.
+    /// Adopts changes another replica stored (HA followers); publishes the bundle if it changed.
+    pub fn reload(&self) -> Result<bool, ServerError> {
+        let changed = self.write()?.reload()?;
+        if changed {
+            info!("CA state reloaded from the key store");
+            self.bundle.send_replace(Arc::new(self.read()?.bundle()?));
+            self.write_bundle_files()?;
+            self.renew_server_svid()?;
+        } else if self.server_svid_due() {
+            self.renew_server_svid()?;
+        }
+        Ok(changed)
+    }
+
+    /// One step of the rotation loop: the leader (or a lone server) rotates; followers reload.
+    /// A leader that lost a write race reloads and tries again next time.
+    fn rotation_step(&self, leading: bool) {
+        let result = if leading {
+            match self.tick() {
+                Err(ServerError::Ca(signet_ca::Error::KeyStore(
+                    signet_ca::KeyStoreError::Conflict { .. },
+                ))) => {
+                    info!("another replica changed the CA; reloading");
+                    self.reload().map(|_| ())
+                }
+                other => other.map(|_| ()),
+            }
+        } else {
+            self.reload().map(|_| ())
+        };
+        if let Err(error) = result {
+            warn!(%error, "CA rotation step failed; retrying");
+        }
+    }
+
+    /// Spawns the rotation loop of a lone server.
     pub fn spawn_rotation(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        self.spawn_rotation_led(every, None)
+    }
+
+    /// Spawns the rotation loop; with `leader`, only while it reads `true` (the others reload).
+    pub fn spawn_rotation_led(
+        self: &Arc<Self>,
+        every: Duration,
+        leader: Option<watch::Receiver<bool>>,
+    ) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(every);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 interval.tick().await;
-                if let Err(error) = this.tick() {
-                    warn!(%error, "CA rotation step failed; retrying");
-                }
+                let leading = leader.as_ref().is_none_or(|l| *l.borrow());
+                this.rotation_step(leading);
             }
         })
     }

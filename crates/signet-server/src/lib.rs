@@ -11,6 +11,7 @@ pub mod error;
 pub mod health;
 pub mod index;
 pub mod join_token;
+pub mod k8s;
 pub mod metrics;
 pub mod psat;
 
