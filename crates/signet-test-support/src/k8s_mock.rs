@@ -95,3 +95,80 @@ impl MockApiServer {
             .collect()
     }
 }
+
+/// Objects kept by a fake API server with `resourceVersion` semantics: GET by path, POST to the
+/// collection (409 if it exists), PUT (409 if the body's resourceVersion is stale), PATCH (server-side
+/// apply: the body becomes the object).
+#[derive(Debug, Default, Clone)]
+pub struct ObjectStore {
+    objects: Arc<Mutex<std::collections::BTreeMap<String, Value>>>,
+    version: Arc<Mutex<u64>>,
+}
+
+impl ObjectStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The object at `path` (`/api/v1/namespaces/x/configmaps/y`).
+    pub fn get(&self, path: &str) -> Option<Value> {
+        self.objects.lock().ok()?.get(path).cloned()
+    }
+
+    /// Puts an object at `path`, assigning a new resourceVersion.
+    pub fn put(&self, path: &str, mut object: Value) -> Value {
+        let version = {
+            let Ok(mut v) = self.version.lock() else {
+                return object;
+            };
+            *v += 1;
+            *v
+        };
+        object["metadata"]["resourceVersion"] = json!(version.to_string());
+        if let Ok(mut objects) = self.objects.lock() {
+            objects.insert(path.to_owned(), object.clone());
+        }
+        object
+    }
+
+    /// Answers a call if it concerns an object under `collection`; `None` otherwise.
+    pub fn handle(&self, collection: &str, call: &Call) -> Option<Reply> {
+        let path = call.uri.split('?').next().unwrap_or_default();
+        let name_of = |p: &str| p.strip_prefix(collection)?.strip_prefix('/').map(str::to_owned);
+        match call.method.as_str() {
+            "GET" => {
+                let name = name_of(path)?;
+                Some(match self.get(path) {
+                    Some(object) => (200, object),
+                    None => status_error(404, "NotFound", &format!("{name} not found")),
+                })
+            }
+            "POST" if path == collection => {
+                let name = call.body["metadata"]["name"].as_str()?.to_owned();
+                let object_path = format!("{collection}/{name}");
+                if self.get(&object_path).is_some() {
+                    return Some(status_error(409, "AlreadyExists", &format!("{name} already exists")));
+                }
+                Some((201, self.put(&object_path, call.body.clone())))
+            }
+            "PUT" => {
+                name_of(path)?;
+                let current = self.get(path).map(|o| o["metadata"]["resourceVersion"].clone());
+                if current != Some(call.body["metadata"]["resourceVersion"].clone()) {
+                    return Some(status_error(409, "Conflict", "the object has been modified"));
+                }
+                Some((200, self.put(path, call.body.clone())))
+            }
+            "PATCH" => {
+                name_of(path)?;
+                let mut object = call.body.clone();
+                if let Some(existing) = self.get(path) {
+                    object["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"].clone();
+                }
+                Some((200, self.put(path, object)))
+            }
+            _ => None,
+        }
+    }
+}

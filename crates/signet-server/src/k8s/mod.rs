@@ -2,4 +2,5 @@
 //! Lease, the bundle published to a ConfigMap, PSAT node attestation and the controller feeding
 //! the entry index.
 
+pub mod leader;
 pub mod secret_store;
