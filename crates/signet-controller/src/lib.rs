@@ -9,7 +9,9 @@ pub mod identity;
 pub mod index;
 pub mod label_selector;
 pub mod pod_context;
+pub mod runtime;
 pub mod static_entry;
+pub mod status;
 
 pub use identity::{CompileError, CompiledIdentity};
 pub use index::{ControllerConfig, EntryChange, Index};

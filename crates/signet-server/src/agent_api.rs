@@ -293,6 +293,8 @@ impl AgentService for AgentApi {
         let mut agents_changed = agents.subscribe();
         info!(%agent, "agent connected for entry sync");
         let stream = async_stream::try_stream! {
+            // Never hand an agent a partial snapshot (it would drop identities it still needs).
+            index.wait_synced().await;
             metrics.sync_streams.inc();
             let _guard = GaugeGuard(metrics.clone());
             let mut sequence = 0u64;

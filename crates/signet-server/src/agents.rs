@@ -23,6 +23,10 @@ pub enum AgentRefusal {
 pub struct AgentRegistry {
     agents: RwLock<HashMap<SpiffeId, bool>>,
     changed: watch::Sender<u64>,
+    /// In Kubernetes mode agents may talk to any replica: an agent whose SVID (already verified
+    /// by TLS) names a node agent ID under this prefix is accepted even if this replica did not
+    /// attest it. Bans still apply.
+    trusted_prefix: Option<String>,
 }
 
 impl AgentRegistry {
@@ -35,12 +39,27 @@ impl AgentRegistry {
         Self {
             agents: RwLock::new(agents),
             changed: watch::channel(0).0,
+            trusted_prefix: None,
         }
+    }
+
+    /// Accepts agents with a valid SVID under `prefix` (e.g.
+    /// `spiffe://td/signet/agent/k8s/<cluster>/`) without a local attestation record.
+    pub fn with_trusted_prefix(mut self, prefix: String) -> Self {
+        self.trusted_prefix = Some(prefix);
+        self
     }
 
     /// Whether `id` may use the agent API.
     pub fn check(&self, id: &SpiffeId) -> Result<(), AgentRefusal> {
         match self.agents.read().ok().and_then(|a| a.get(id).copied()) {
+            None if self
+                .trusted_prefix
+                .as_ref()
+                .is_some_and(|p| id.as_str().starts_with(p.as_str())) =>
+            {
+                Ok(())
+            }
             None => Err(AgentRefusal::Unknown),
             Some(true) => Err(AgentRefusal::Banned),
             Some(false) => Ok(()),

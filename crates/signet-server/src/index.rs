@@ -31,9 +31,21 @@ impl Slot {
 }
 
 /// Entries by id and by parent agent.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EntryIndex {
     inner: RwLock<Inner>,
+    /// Whether the content is complete (an entry source that lists asynchronously — the
+    /// Kubernetes controller — sets it once every list is in). Agents get no snapshot before.
+    synced: watch::Sender<bool>,
+}
+
+impl Default for EntryIndex {
+    fn default() -> Self {
+        Self {
+            inner: RwLock::default(),
+            synced: watch::channel(true).0,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -43,9 +55,32 @@ struct Inner {
 }
 
 impl EntryIndex {
-    /// An empty index.
+    /// An empty, complete index (the SQLite source loads synchronously).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty index that is not complete until [`mark_synced`](Self::mark_synced).
+    pub fn new_unsynced() -> Self {
+        let index = Self::default();
+        index.synced.send_replace(false);
+        index
+    }
+
+    /// Marks the content complete.
+    pub fn mark_synced(&self) {
+        self.synced.send_replace(true);
+    }
+
+    /// Whether the content is complete.
+    pub fn is_synced(&self) -> bool {
+        *self.synced.borrow()
+    }
+
+    /// Waits until the content is complete.
+    pub async fn wait_synced(&self) {
+        let mut synced = self.synced.subscribe();
+        let _ = synced.wait_for(|s| *s).await;
     }
 
     /// Replaces the whole content (start-up load).

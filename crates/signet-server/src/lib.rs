@@ -58,6 +58,9 @@ pub struct ServerConfig {
     pub agent_svid_ttl: Duration,
     /// How often the CA checks whether to rotate.
     pub rotation_check_interval: Duration,
+    /// Kubernetes mode (CRDs and pods as the entry source, CA in a Secret, PSAT, leader
+    /// election); `None` is standalone mode (SQLite entries, file key store, join tokens).
+    pub kubernetes: Option<k8s::KubernetesOptions>,
 }
 
 impl ServerConfig {
@@ -76,6 +79,7 @@ impl ServerConfig {
             default_jwt_svid_ttl: signet_ca::ca::DEFAULT_JWT_SVID_TTL,
             agent_svid_ttl: Duration::from_secs(3600),
             rotation_check_interval: Duration::from_secs(10),
+            kubernetes: None,
         }
     }
 }
@@ -123,18 +127,79 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let mut ca_config = CaConfig::new(config.trust_domain.clone());
     ca_config.x509_key_algorithm = config.ca_key_algorithm;
     ca_config.ca_ttl = config.ca_ttl;
-    let store = Arc::new(FileKeyStore::new(config.data_dir.join("ca-keys.json")));
-    let ca = CertificateAuthority::open(ca_config, store, Arc::new(SystemClock))?;
+    let mut tasks = Vec::new();
+    let (ca, leader) = match &config.kubernetes {
+        None => {
+            let store = Arc::new(FileKeyStore::new(config.data_dir.join("ca-keys.json")));
+            (
+                CertificateAuthority::open(ca_config, store, Arc::new(SystemClock))?,
+                None,
+            )
+        }
+        Some(kube_options) => {
+            let (leader, task) = open_kubernetes_leader(kube_options).await;
+            tasks.push(task);
+            let ca = open_kubernetes_ca(kube_options, ca_config, *leader.borrow()).await?;
+            (ca, Some(leader))
+        }
+    };
     let authority = authority::AuthorityService::new(
         ca,
         Some(config.data_dir.clone()),
         Some(datastore.clone()),
     )?;
 
-    let index = Arc::new(index::EntryIndex::new());
-    index.load(datastore.list_entries().await?);
-    let agents = Arc::new(agents::AgentRegistry::new(&datastore.list_agents().await?));
     let metrics = Arc::new(metrics::ServerMetrics::default());
+    let (index, agents, psat) = match &config.kubernetes {
+        None => {
+            let index = Arc::new(index::EntryIndex::new());
+            index.load(datastore.list_entries().await?);
+            let agents = Arc::new(agents::AgentRegistry::new(&datastore.list_agents().await?));
+            (index, agents, None)
+        }
+        Some(kube_options) => {
+            let index = Arc::new(index::EntryIndex::new_unsynced());
+            let prefix = signet_core::reserved_agent_id(
+                &config.trust_domain,
+                "k8s",
+                &[&kube_options.cluster_name, "x"],
+            )
+            .map_err(|e| ServerError::InvalidArgument(format!("cluster name: {e}")))?
+            .as_str()
+            .trim_end_matches('x')
+            .to_owned();
+            let agents = Arc::new(
+                agents::AgentRegistry::new(&datastore.list_agents().await?)
+                    .with_trusted_prefix(prefix),
+            );
+            let psat = psat::PsatAttestor::new(
+                psat::PsatConfig {
+                    trust_domain: config.trust_domain.clone(),
+                    cluster_name: kube_options.cluster_name.clone(),
+                    audience: kube_options.psat_audience.clone(),
+                    allowed_service_accounts: kube_options.agent_service_accounts.clone(),
+                    node_label_keys: kube_options.node_label_keys.clone(),
+                },
+                kube_options.client.clone(),
+            );
+            let leader = leader
+                .clone()
+                .unwrap_or_else(|| tokio::sync::watch::channel(true).1);
+            tasks.extend(start_controller(
+                &config,
+                kube_options,
+                index.clone(),
+                leader.clone(),
+            )?);
+            tasks.push(k8s::bundle_configmap::spawn(
+                kube::Api::namespaced(kube_options.client.clone(), &kube_options.namespace),
+                kube_options.bundle_configmap.clone(),
+                authority.clone(),
+                leader,
+            ));
+            (index, agents, Some(Arc::new(psat)))
+        }
+    };
     metrics
         .entries
         .set(i64::try_from(index.len()).unwrap_or(i64::MAX));
@@ -151,7 +216,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         datastore: datastore.clone(),
         metrics: metrics.clone(),
         agent_svid_ttl: config.agent_svid_ttl,
-        psat: None,
+        psat,
     };
     let admin = admin_api::AdminApi {
         api: api.clone(),
@@ -160,7 +225,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         default_jwt_ttl: config.default_jwt_svid_ttl,
     };
 
-    let mut tasks = vec![authority.spawn_rotation(config.rotation_check_interval)];
+    tasks.push(authority.spawn_rotation_led(config.rotation_check_interval, leader));
 
     // Agent API: TLS with the server SVID; agent client certificates verified against our own
     // bundle and required by every RPC except attestation.
@@ -253,7 +318,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         let (bound, task) = health::serve(address, state.clone())
             .await
             .map_err(|e| ServerError::Io(format!("binding health endpoint on {address}: {e}")))?;
-        state.ready.store(true, Ordering::Relaxed);
+        // Ready once the entry set is complete (at once in standalone mode).
+        let ready_index = index.clone();
+        tasks.push(tokio::spawn(async move {
+            ready_index.wait_synced().await;
+            state.ready.store(true, Ordering::Relaxed);
+        }));
         health_address = Some(bound);
         tasks.push(task);
     }
@@ -267,4 +337,104 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         authority,
         tasks,
     })
+}
+
+/// Starts leader election and waits briefly for the first round, so a lone replica starts as
+/// leader instead of as a follower of nobody.
+async fn open_kubernetes_leader(
+    options: &k8s::KubernetesOptions,
+) -> (
+    tokio::sync::watch::Receiver<bool>,
+    tokio::task::JoinHandle<()>,
+) {
+    let elector = k8s::leader::LeaderElector::new(
+        options.client.clone(),
+        k8s::leader::LeaderConfig {
+            namespace: options.namespace.clone(),
+            lease_name: options.lease_name.clone(),
+            identity: options.identity.clone(),
+            lease_duration: options.lease_duration,
+            renew_every: options.lease_duration / 3,
+        },
+    );
+    let (mut leader, task) = elector.spawn();
+    let _ = tokio::time::timeout(Duration::from_secs(2), leader.changed()).await;
+    (leader, task)
+}
+
+/// The leader opens (creating on first start) the CA in its Secret; followers wait for the
+/// leader to have created it and load it without writing.
+async fn open_kubernetes_ca(
+    options: &k8s::KubernetesOptions,
+    ca_config: CaConfig,
+    leading: bool,
+) -> Result<CertificateAuthority, ServerError> {
+    let store: Arc<dyn signet_ca::KeyStore> = Arc::new(
+        k8s::secret_store::SecretKeyStore::new(
+            options.client.clone(),
+            &options.namespace,
+            &options.ca_secret,
+        )
+        .map_err(signet_ca::Error::from)?,
+    );
+    let clock = Arc::new(SystemClock);
+    if leading {
+        match CertificateAuthority::open(ca_config.clone(), store.clone(), clock.clone()) {
+            Ok(ca) => return Ok(ca),
+            Err(signet_ca::Error::KeyStore(signet_ca::KeyStoreError::Conflict { .. })) => {
+                info!("another replica wrote the CA first; loading it");
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    let mut waited = 0u32;
+    loop {
+        let store = store.clone();
+        let config = ca_config.clone();
+        let clock = clock.clone();
+        if let Some(ca) = CertificateAuthority::open_existing(config, store, clock)? {
+            return Ok(ca);
+        }
+        if waited.is_multiple_of(15) {
+            info!(secret = %options.ca_secret, "waiting for the leader to create the CA");
+        }
+        waited += 1;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+fn start_controller(
+    config: &ServerConfig,
+    options: &k8s::KubernetesOptions,
+    index: Arc<index::EntryIndex>,
+    leader: tokio::sync::watch::Receiver<bool>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, ServerError> {
+    let patterns: Vec<&str> = options
+        .ignore_namespaces
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let mut controller_config = signet_controller::ControllerConfig::new(
+        config.trust_domain.clone(),
+        &options.cluster_name,
+    );
+    controller_config.ignore_namespaces = signet_controller::index::anchored(&patterns)
+        .map_err(|e| ServerError::InvalidArgument(format!("ignore namespace pattern: {e}")))?;
+    controller_config.cluster.cluster_domain = options.cluster_domain.clone();
+    controller_config.class_name = options.class_name.clone();
+    controller_config.watch_classless = true;
+    controller_config.default_x509_ttl = config.default_x509_svid_ttl;
+    controller_config.default_jwt_ttl = config.default_jwt_svid_ttl;
+    let runtime_config = signet_controller::runtime::RuntimeConfig {
+        reporter_instance: options.identity.clone(),
+        ..signet_controller::runtime::RuntimeConfig::default()
+    };
+    let client = options.client.clone();
+    Ok(vec![tokio::spawn(signet_controller::runtime::run(
+        client,
+        signet_controller::Index::new(controller_config),
+        index,
+        leader,
+        runtime_config,
+    ))])
 }

@@ -44,7 +44,10 @@ async fn one_replica_leads_renews_and_is_replaced_only_after_expiry() {
     let t0 = Timestamp::from_second(1_795_000_000).unwrap();
 
     assert!(a.step(t0).await.unwrap(), "first replica did not acquire");
-    assert!(!b.step(t0).await.unwrap(), "second replica acquired a held lease");
+    assert!(
+        !b.step(t0).await.unwrap(),
+        "second replica acquired a held lease"
+    );
     let later = t0 + SignedDuration::from_secs(10);
     assert!(a.step(later).await.unwrap(), "holder could not renew");
     // 14 s after the renewal the lease still holds; at 15 s it is expired and b takes over.
@@ -80,5 +83,9 @@ async fn a_stale_write_loses_the_race() {
 async fn api_errors_surface() {
     let (client, _server) = MockApiServer::start(|_| status_error(500, "InternalError", "etcd"));
     let a = elector(client, "server-a");
-    assert!(a.step(Timestamp::from_second(1_795_000_000).unwrap()).await.is_err());
+    assert!(
+        a.step(Timestamp::from_second(1_795_000_000).unwrap())
+            .await
+            .is_err()
+    );
 }

@@ -135,7 +135,11 @@ impl ObjectStore {
     /// Answers a call if it concerns an object under `collection`; `None` otherwise.
     pub fn handle(&self, collection: &str, call: &Call) -> Option<Reply> {
         let path = call.uri.split('?').next().unwrap_or_default();
-        let name_of = |p: &str| p.strip_prefix(collection)?.strip_prefix('/').map(str::to_owned);
+        let name_of = |p: &str| {
+            p.strip_prefix(collection)?
+                .strip_prefix('/')
+                .map(str::to_owned)
+        };
         match call.method.as_str() {
             "GET" => {
                 let name = name_of(path)?;
@@ -148,15 +152,25 @@ impl ObjectStore {
                 let name = call.body["metadata"]["name"].as_str()?.to_owned();
                 let object_path = format!("{collection}/{name}");
                 if self.get(&object_path).is_some() {
-                    return Some(status_error(409, "AlreadyExists", &format!("{name} already exists")));
+                    return Some(status_error(
+                        409,
+                        "AlreadyExists",
+                        &format!("{name} already exists"),
+                    ));
                 }
                 Some((201, self.put(&object_path, call.body.clone())))
             }
             "PUT" => {
                 name_of(path)?;
-                let current = self.get(path).map(|o| o["metadata"]["resourceVersion"].clone());
+                let current = self
+                    .get(path)
+                    .map(|o| o["metadata"]["resourceVersion"].clone());
                 if current != Some(call.body["metadata"]["resourceVersion"].clone()) {
-                    return Some(status_error(409, "Conflict", "the object has been modified"));
+                    return Some(status_error(
+                        409,
+                        "Conflict",
+                        "the object has been modified",
+                    ));
                 }
                 Some((200, self.put(path, call.body.clone())))
             }
@@ -164,7 +178,8 @@ impl ObjectStore {
                 name_of(path)?;
                 let mut object = call.body.clone();
                 if let Some(existing) = self.get(path) {
-                    object["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"].clone();
+                    object["metadata"]["resourceVersion"] =
+                        existing["metadata"]["resourceVersion"].clone();
                 }
                 Some((200, self.put(path, object)))
             }

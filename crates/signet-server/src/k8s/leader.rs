@@ -141,8 +141,7 @@ impl LeaderElector {
                     Ok(false) => false,
                     Err(error) => {
                         warn!(%error, "leader election round failed");
-                        last_renewal
-                            .is_some_and(|t| t.elapsed() < self.config.lease_duration)
+                        last_renewal.is_some_and(|t| t.elapsed() < self.config.lease_duration)
                     }
                 };
                 if *tx.borrow() != leading {

@@ -2,5 +2,82 @@
 //! Lease, the bundle published to a ConfigMap, PSAT node attestation and the controller feeding
 //! the entry index.
 
+pub mod bundle_configmap;
 pub mod leader;
 pub mod secret_store;
+pub mod sink;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// What Kubernetes mode needs besides the common server configuration.
+#[derive(Clone)]
+pub struct KubernetesOptions {
+    /// The API client (in-cluster, or from a kubeconfig).
+    pub client: kube::Client,
+    /// The server's namespace (Secret, ConfigMap, Lease live there).
+    pub namespace: String,
+    /// This replica's identity for leader election (its pod name).
+    pub identity: String,
+    /// Cluster name in agent IDs, selectors and templates.
+    pub cluster_name: String,
+    /// `.ClusterDomain` for templates.
+    pub cluster_domain: String,
+    /// Secret holding the CA keys.
+    pub ca_secret: String,
+    /// ConfigMap receiving the bundle.
+    pub bundle_configmap: String,
+    /// Lease for leader election.
+    pub lease_name: String,
+    /// Audience agent tokens must carry.
+    pub psat_audience: String,
+    /// `namespace:serviceaccount` pairs agents may run as.
+    pub agent_service_accounts: BTreeSet<String>,
+    /// Node label keys reported as agent selectors.
+    pub node_label_keys: BTreeSet<String>,
+    /// Namespaces whose pods get no entries (anchored regexes).
+    pub ignore_namespaces: Vec<String>,
+    /// Only resources of this class are reconciled.
+    pub class_name: Option<String>,
+    /// How long a leader lease lasts.
+    pub lease_duration: Duration,
+}
+
+impl std::fmt::Debug for KubernetesOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubernetesOptions")
+            .field("namespace", &self.namespace)
+            .field("identity", &self.identity)
+            .field("cluster_name", &self.cluster_name)
+            .field("ca_secret", &self.ca_secret)
+            .field("bundle_configmap", &self.bundle_configmap)
+            .field("lease_name", &self.lease_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubernetesOptions {
+    /// Defaults for a server in `namespace` of cluster `cluster_name`.
+    pub fn new(client: kube::Client, namespace: &str, identity: &str, cluster_name: &str) -> Self {
+        Self {
+            client,
+            namespace: namespace.to_owned(),
+            identity: identity.to_owned(),
+            cluster_name: cluster_name.to_owned(),
+            cluster_domain: "cluster.local".to_owned(),
+            ca_secret: "signet-ca".to_owned(),
+            bundle_configmap: "signet-bundle".to_owned(),
+            lease_name: "signet-server".to_owned(),
+            psat_audience: "signet-server".to_owned(),
+            agent_service_accounts: BTreeSet::from([format!("{namespace}:signet-agent")]),
+            node_label_keys: BTreeSet::new(),
+            ignore_namespaces: vec![
+                "kube-system".into(),
+                "kube-public".into(),
+                namespace.to_owned(),
+            ],
+            class_name: None,
+            lease_duration: Duration::from_secs(15),
+        }
+    }
+}

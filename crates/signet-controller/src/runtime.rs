@@ -1,0 +1,464 @@
+//! The controller's I/O: watches on namespaces, nodes, pods and the resources feed the [`Index`]
+//! (one task owns it, so the computation needs no locks); entry changes go to an [`EntrySink`]
+//! (the server's entry index) at once; status values go to one writer that applies them with
+//! server-side apply, only while this replica leads.
+//!
+//! A watch restart relists: objects missing from the new list are deleted only when the list is
+//! complete (`InitDone`), and a watch error keeps the last known state. The sink is told the
+//! state is complete once every watch has listed once, so no agent is ever sent a partial
+//! snapshot after a restart.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt, stream::BoxStream};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::events::{Event as K8sEvent, EventType, Recorder, Reporter};
+use kube::runtime::watcher::{self, Event};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use signet_api::{ClusterSPIFFEID, ClusterStaticEntry};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::index::{EntryChange, Index};
+use crate::status::{identity_status, static_status};
+
+/// Where computed entries go.
+pub trait EntrySink: Send + Sync + 'static {
+    /// Applies changes, in order.
+    fn apply(&self, changes: Vec<EntryChange>);
+    /// Every watch has listed once: the entry set is complete.
+    fn synced(&self);
+}
+
+/// Runtime settings.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// How often status is recomputed and, if changed, written (leader only).
+    pub status_interval: Duration,
+    /// The Events reporter (controller name and this pod's name).
+    pub reporter_instance: String,
+    /// Most events handled before the changes are handed to the sink.
+    pub batch: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            status_interval: Duration::from_secs(2),
+            reporter_instance: "signet-server".into(),
+            batch: 1024,
+        }
+    }
+}
+
+enum Input {
+    Namespace(Box<Event<Namespace>>),
+    Node(Box<Event<Node>>),
+    Pod(Box<Event<Pod>>),
+    Identity(Box<Event<ClusterSPIFFEID>>),
+    Static(Box<Event<ClusterStaticEntry>>),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Kind {
+    Namespace,
+    Node,
+    Pod,
+    Identity,
+    Static,
+}
+
+const KINDS: usize = 5;
+
+fn stream<K>(
+    api: Api<K>,
+    wrap: fn(Event<K>) -> Input,
+    kind: &'static str,
+) -> BoxStream<'static, Input>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    K::DynamicType: Default,
+{
+    watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .filter_map(move |event| async move {
+            match event {
+                Ok(event) => Some(wrap(event)),
+                Err(error) => {
+                    // The watcher retries with backoff; state is kept meanwhile.
+                    warn!(kind, %error, "watch error; keeping the last known state");
+                    None
+                }
+            }
+        })
+        .boxed()
+}
+
+/// A status to write.
+#[derive(Debug, Clone)]
+enum StatusWrite {
+    Identity(String, serde_json::Value, Option<String>),
+    Static(String, serde_json::Value),
+}
+
+struct Loop {
+    index: Index,
+    sink: Arc<dyn EntrySink>,
+    relisting: [Option<HashSet<String>>; KINDS],
+    listed: [bool; KINDS],
+    announced: bool,
+    conditions: HashMap<(Kind, String), Vec<Condition>>,
+    written: HashMap<(Kind, String), serde_json::Value>,
+    reported_failures: HashMap<String, Vec<(String, String)>>,
+}
+
+fn slot(kind: Kind) -> usize {
+    kind as usize
+}
+
+impl Loop {
+    fn names(&self, kind: Kind) -> Vec<String> {
+        match kind {
+            Kind::Namespace => self.index.namespace_names(),
+            Kind::Node => self.index.node_names(),
+            Kind::Pod => self.index.pod_keys(),
+            Kind::Identity => self.index.identity_names(),
+            Kind::Static => self.index.static_names(),
+        }
+    }
+
+    fn delete(&mut self, kind: Kind, name: &str) {
+        match kind {
+            Kind::Namespace => self.index.delete_namespace(name),
+            Kind::Node => self.index.delete_node(name),
+            Kind::Pod => {
+                if let Some((ns, pod)) = name.split_once('/') {
+                    self.index.delete_pod(ns, pod);
+                }
+            }
+            Kind::Identity => {
+                self.index.delete_identity(name);
+                self.conditions.remove(&(kind, name.to_owned()));
+                self.written.remove(&(kind, name.to_owned()));
+            }
+            Kind::Static => {
+                self.index.delete_static(name);
+                self.conditions.remove(&(kind, name.to_owned()));
+                self.written.remove(&(kind, name.to_owned()));
+            }
+        }
+    }
+
+    fn event<K>(
+        &mut self,
+        kind: Kind,
+        event: Event<K>,
+        name_of: fn(&K) -> String,
+        apply: fn(&mut Self, &K),
+    ) {
+        match event {
+            Event::Init => self.relisting[slot(kind)] = Some(HashSet::new()),
+            Event::InitApply(object) => {
+                apply(self, &object);
+                if let Some(seen) = self.relisting[slot(kind)].as_mut() {
+                    seen.insert(name_of(&object));
+                }
+            }
+            Event::InitDone => {
+                if let Some(seen) = self.relisting[slot(kind)].take() {
+                    for name in self.names(kind) {
+                        if !seen.contains(&name) {
+                            debug!(?kind, %name, "gone after relist");
+                            self.delete(kind, &name);
+                        }
+                    }
+                }
+                self.listed[slot(kind)] = true;
+            }
+            Event::Apply(object) => apply(self, &object),
+            Event::Delete(object) => self.delete(kind, &name_of(&object)),
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Namespace(e) => self.event(
+                Kind::Namespace,
+                *e,
+                |o| o.name_any(),
+                |s, o| s.index.apply_namespace(o),
+            ),
+            Input::Node(e) => self.event(
+                Kind::Node,
+                *e,
+                |o| o.name_any(),
+                |s, o| s.index.apply_node(o),
+            ),
+            Input::Pod(e) => self.event(
+                Kind::Pod,
+                *e,
+                |o| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()),
+                |s, o| s.index.apply_pod(o),
+            ),
+            Input::Identity(e) => self.event(
+                Kind::Identity,
+                *e,
+                |o| o.name_any(),
+                |s, o| {
+                    let conditions = o
+                        .status
+                        .as_ref()
+                        .map(|st| st.conditions.clone())
+                        .unwrap_or_default();
+                    s.conditions
+                        .insert((Kind::Identity, o.name_any()), conditions);
+                    s.index.apply_identity(o);
+                },
+            ),
+            Input::Static(e) => self.event(
+                Kind::Static,
+                *e,
+                |o| o.name_any(),
+                |s, o| {
+                    let conditions = o
+                        .status
+                        .as_ref()
+                        .map(|st| st.conditions.clone())
+                        .unwrap_or_default();
+                    s.conditions
+                        .insert((Kind::Static, o.name_any()), conditions);
+                    s.index.apply_static(o);
+                },
+            ),
+        }
+    }
+
+    fn flush(&mut self) {
+        let changes = self.index.take_changes();
+        if !changes.is_empty() {
+            self.sink.apply(changes);
+        }
+        if !self.announced && self.listed.iter().all(|l| *l) {
+            self.announced = true;
+            info!(
+                entries = self.index.len(),
+                "initial lists complete; entry set is authoritative"
+            );
+            self.sink.synced();
+        }
+    }
+
+    /// Status values that differ from what was last written.
+    fn status_writes(&mut self) -> Vec<StatusWrite> {
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let mut writes = Vec::new();
+        for name in self.index.identity_names() {
+            let Some(report) = self.index.identity_report(&name) else {
+                continue;
+            };
+            let key = (Kind::Identity, name.clone());
+            let previous = self.conditions.get(&key).cloned().unwrap_or_default();
+            let status = identity_status(&report, &previous, now.clone());
+            let value = serde_json::to_value(&status).unwrap_or_default();
+            if self.written.get(&key) != Some(&value) {
+                let event = (self.reported_failures.get(&name) != Some(&report.failures)
+                    && !report.failures.is_empty())
+                .then(|| {
+                    report
+                        .failures
+                        .iter()
+                        .map(|(pod, why)| format!("{pod}: {why}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                });
+                self.reported_failures
+                    .insert(name.clone(), report.failures.clone());
+                self.conditions
+                    .insert(key.clone(), status.conditions.clone());
+                self.written.insert(key, value.clone());
+                writes.push(StatusWrite::Identity(name, value, event));
+            }
+        }
+        for name in self.index.static_names() {
+            let Some(report) = self.index.static_report(&name) else {
+                continue;
+            };
+            let key = (Kind::Static, name.clone());
+            let previous = self.conditions.get(&key).cloned().unwrap_or_default();
+            let status = static_status(&report, &previous, now.clone());
+            let value = serde_json::to_value(&status).unwrap_or_default();
+            if self.written.get(&key) != Some(&value) {
+                self.conditions
+                    .insert(key.clone(), status.conditions.clone());
+                self.written.insert(key, value.clone());
+                writes.push(StatusWrite::Static(name, value));
+            }
+        }
+        writes
+    }
+}
+
+/// Runs the controller until the task is dropped.
+pub async fn run(
+    client: kube::Client,
+    index: Index,
+    sink: Arc<dyn EntrySink>,
+    mut leader: watch::Receiver<bool>,
+    config: RuntimeConfig,
+) {
+    let mut inputs = futures::stream::select_all([
+        stream(
+            Api::<Namespace>::all(client.clone()),
+            |e| Input::Namespace(Box::new(e)),
+            "namespaces",
+        ),
+        stream(
+            Api::<Node>::all(client.clone()),
+            |e| Input::Node(Box::new(e)),
+            "nodes",
+        ),
+        stream(
+            Api::<Pod>::all(client.clone()),
+            |e| Input::Pod(Box::new(e)),
+            "pods",
+        ),
+        stream(
+            Api::<ClusterSPIFFEID>::all(client.clone()),
+            |e| Input::Identity(Box::new(e)),
+            "clusterspiffeids",
+        ),
+        stream(
+            Api::<ClusterStaticEntry>::all(client.clone()),
+            |e| Input::Static(Box::new(e)),
+            "clusterstaticentries",
+        ),
+    ]);
+    let (writes_tx, writes_rx) = mpsc::channel::<Vec<StatusWrite>>(4);
+    let (failed_tx, mut failed_rx) = mpsc::unbounded_channel::<(Kind, String)>();
+    tokio::spawn(status_writer(
+        client.clone(),
+        config.reporter_instance.clone(),
+        writes_rx,
+        failed_tx,
+    ));
+
+    let mut state = Loop {
+        index,
+        sink,
+        relisting: Default::default(),
+        listed: [false; KINDS],
+        announced: false,
+        conditions: HashMap::new(),
+        written: HashMap::new(),
+        reported_failures: HashMap::new(),
+    };
+    let mut status_tick = tokio::time::interval(config.status_interval);
+    status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            input = inputs.next() => {
+                let Some(input) = input else { break };
+                state.handle(input);
+                // Drain what is already queued so an initial list is computed in batches.
+                for _ in 1..config.batch {
+                    match inputs.next().now_or_never() {
+                        Some(Some(input)) => state.handle(input),
+                        _ => break,
+                    }
+                }
+                state.flush();
+            }
+            _ = status_tick.tick() => {
+                while let Ok(key) = failed_rx.try_recv() {
+                    state.written.remove(&key);
+                }
+                if *leader.borrow_and_update() && state.announced {
+                    let writes = state.status_writes();
+                    if !writes.is_empty() && writes_tx.try_send(writes).is_err() {
+                        // The writer is behind: forget what we computed so it is resent.
+                        state.written.clear();
+                    }
+                }
+            }
+            changed = leader.changed() => {
+                if changed.is_err() { break }
+                // A new leader writes everything once.
+                state.written.clear();
+                state.reported_failures.clear();
+            }
+        }
+    }
+}
+
+async fn status_writer(
+    client: kube::Client,
+    instance: String,
+    mut writes: mpsc::Receiver<Vec<StatusWrite>>,
+    failed: mpsc::UnboundedSender<(Kind, String)>,
+) {
+    let params = PatchParams::apply("signet").force();
+    let identities: Api<ClusterSPIFFEID> = Api::all(client.clone());
+    let statics: Api<ClusterStaticEntry> = Api::all(client.clone());
+    let recorder = Recorder::new(
+        client,
+        Reporter {
+            controller: "signet".into(),
+            instance: Some(instance),
+        },
+    );
+    while let Some(batch) = writes.recv().await {
+        for write in batch {
+            let (kind, name, result) = match &write {
+                StatusWrite::Identity(name, status, event) => {
+                    let patch = json!({"apiVersion": "signet.dev/v1alpha1", "kind": "ClusterSPIFFEID", "status": status});
+                    let result = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        identities.patch_status(name, &params, &Patch::Apply(&patch)),
+                    )
+                    .await;
+                    if let (Some(note), Ok(Ok(object))) = (event, &result) {
+                        let event = K8sEvent {
+                            type_: EventType::Warning,
+                            reason: "RenderFailed".into(),
+                            note: Some(note.chars().take(1000).collect()),
+                            action: "Render".into(),
+                            secondary: None,
+                        };
+                        if let Err(error) = recorder.publish(&event, &object.object_ref(&())).await
+                        {
+                            debug!(%error, "could not publish event");
+                        }
+                    }
+                    (Kind::Identity, name.clone(), result.map(|r| r.map(|_| ())))
+                }
+                StatusWrite::Static(name, status) => {
+                    let patch = json!({"apiVersion": "signet.dev/v1alpha1", "kind": "ClusterStaticEntry", "status": status});
+                    let result = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        statics.patch_status(name, &params, &Patch::Apply(&patch)),
+                    )
+                    .await;
+                    (Kind::Static, name.clone(), result.map(|r| r.map(|_| ())))
+                }
+            };
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(kube::Error::Api(status))) if status.code == 404 => {}
+                Ok(Err(error)) => {
+                    warn!(%name, %error, "status write failed; will retry");
+                    let _ = failed.send((kind, name));
+                }
+                Err(_) => {
+                    warn!(%name, "status write timed out; will retry");
+                    let _ = failed.send((kind, name));
+                }
+            }
+        }
+    }
+}
