@@ -1,7 +1,6 @@
 //! Lease leader election against a fake API server keeping the Lease with resourceVersion
 //! semantics.
 
-#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
 use std::time::Duration;
 
