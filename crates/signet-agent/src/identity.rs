@@ -97,6 +97,11 @@ impl IdentityStore {
     }
 
     /// Persists the bundle.
+    /// The last bundle saved, for re-attestation.
+    pub fn load_bundle(&self) -> Result<Bundle, AgentError> {
+        read_bundle_file(&self.dir.join(BUNDLE_FILE), &self.trust_domain)
+    }
+
     pub fn save_bundle(&self, bundle: &Bundle) -> Result<(), AgentError> {
         write_private(
             &self.dir.join(BUNDLE_FILE),
@@ -123,12 +128,68 @@ pub fn key_and_csr(id: Option<&SpiffeId>) -> Result<(KeyPair, Vec<u8>), AgentErr
     Ok((key, csr.der().to_vec()))
 }
 
+/// What the agent proves its node with.
+#[derive(Debug, Clone)]
+pub enum NodeCredential {
+    /// A single-use join token.
+    JoinToken(String),
+    /// A projected service-account token file, re-read at every attestation (the kubelet
+    /// rotates it).
+    PsatTokenFile(PathBuf),
+}
+
+impl NodeCredential {
+    fn attestation(&self) -> Result<Attestation, AgentError> {
+        match self {
+            Self::JoinToken(token) => Ok(Attestation::JoinToken(token.clone())),
+            Self::PsatTokenFile(path) => {
+                let token = std::fs::read_to_string(path).map_err(|e| {
+                    AgentError::Config(format!(
+                        "reading the service account token {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                Ok(Attestation::K8sPsatToken(token.trim().to_owned()))
+            }
+        }
+    }
+
+    /// Whether it can be used again (a join token is single-use).
+    pub fn is_reusable(&self) -> bool {
+        matches!(self, Self::PsatTokenFile(_))
+    }
+
+    /// A name for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::JoinToken(_) => "join token",
+            Self::PsatTokenFile(_) => "k8s_psat",
+        }
+    }
+}
+
 /// Attests with a join token; returns the agent SVID and the server's bundle.
 pub async fn attest_with_join_token(
     server_address: &str,
     bootstrap: Bundle,
     server_id: SpiffeId,
     join_token: &str,
+) -> Result<PersistedIdentity, AgentError> {
+    attest(
+        server_address,
+        bootstrap,
+        server_id,
+        &NodeCredential::JoinToken(join_token.to_owned()),
+    )
+    .await
+}
+
+/// Attests with a node credential; returns the agent SVID and the server's bundle.
+pub async fn attest(
+    server_address: &str,
+    bootstrap: Bundle,
+    server_id: SpiffeId,
+    credential: &NodeCredential,
 ) -> Result<PersistedIdentity, AgentError> {
     let trust_domain = bootstrap.trust_domain().clone();
     let bundles = Arc::new(SharedBundles::new(single(bootstrap)));
@@ -137,7 +198,7 @@ pub async fn attest_with_join_token(
     let (key, csr) = key_and_csr(None)?;
     let response = client
         .attest_agent(AttestAgentRequest {
-            attestation: Some(Attestation::JoinToken(join_token.to_owned())),
+            attestation: Some(credential.attestation()?),
             csr,
         })
         .await

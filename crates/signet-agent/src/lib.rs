@@ -42,6 +42,9 @@ pub struct AgentConfig {
     pub trust_bundle_path: PathBuf,
     /// Join token for the first attestation.
     pub join_token: Option<String>,
+    /// Kubernetes mode: the projected service-account token (PSAT node attestation, repeated
+    /// whenever the server refuses the agent) and this node's pod watch for the k8s attestor.
+    pub kubernetes: Option<AgentKubernetes>,
     /// Directory for the agent SVID and bundle (created 0700).
     pub data_dir: PathBuf,
     /// Workload API socket; its directory is created and written only by the agent.
@@ -50,6 +53,29 @@ pub struct AgentConfig {
     pub unix_attestor: UnixAttestorConfig,
     /// Health and metrics address (`None` = off).
     pub health_address: Option<std::net::SocketAddr>,
+}
+
+/// Kubernetes mode of the agent.
+#[derive(Clone)]
+pub struct AgentKubernetes {
+    /// API client (in-cluster or from a kubeconfig).
+    pub client: kube::Client,
+    /// This node's name (pods are watched with `spec.nodeName=<node>`).
+    pub node_name: String,
+    /// The projected token file (audience `signet-server`).
+    pub token_path: PathBuf,
+    /// The k8s workload attestor.
+    pub attestor: attestor::k8s::K8sAttestorConfig,
+}
+
+impl std::fmt::Debug for AgentKubernetes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentKubernetes")
+            .field("node_name", &self.node_name)
+            .field("token_path", &self.token_path)
+            .field("attestor", &self.attestor)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A started agent.
@@ -96,20 +122,18 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
             identity
         }
         None => {
-            let token = config.join_token.as_deref().ok_or_else(|| {
-                AgentError::Config("no valid persisted agent identity and no join token: create one with `signet token create`".into())
-            })?;
+            let credential = node_credential(&config)?;
             let bootstrap = read_bundle_file(&config.trust_bundle_path, &config.trust_domain)?;
-            let identity = identity::attest_with_join_token(
+            let identity = identity::attest(
                 &config.server_address,
                 bootstrap,
                 server_id.clone(),
-                token,
+                &credential,
             )
             .await?;
             store.save_svid(&identity.svid)?;
             store.save_bundle(&identity.bundle)?;
-            info!(agent = %identity.svid.spiffe_id(), "attested with a join token");
+            info!(agent = %identity.svid.spiffe_id(), kind = credential.kind(), "attested");
             identity
         }
     };
@@ -120,7 +144,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
     let client = client::connect(
         &config.server_address,
         bundles.clone(),
-        server_id,
+        server_id.clone(),
         Some(agent_tls.clone()),
     )
     .map_err(|e| AgentError::Unavailable(e.to_string()))?;
@@ -133,6 +157,11 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         agent_svid: RwLock::new(identity.svid.clone()),
         store,
         client,
+        reattest: config.kubernetes.as_ref().map(|k| manager::Reattestation {
+            credential: identity::NodeCredential::PsatTokenFile(k.token_path.clone()),
+            server_address: config.server_address.clone(),
+            server_id: server_id.clone(),
+        }),
     });
     context.install_agent_svid(identity.svid)?;
     context.apply_bundle(identity.bundle);
@@ -173,9 +202,22 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
             .map_err(|e| AgentError::Io(format!("binding health endpoint on {address}: {e}")))?;
         tasks.push(task);
     }
+    let k8s_attestor = match &config.kubernetes {
+        None => None,
+        Some(k) => {
+            let pods = Arc::new(attestor::k8s::pods::PodCache::new());
+            tasks.push(attestor::k8s::watch::spawn(
+                k.client.clone(),
+                k.node_name.clone(),
+                pods.clone(),
+            ));
+            Some(attestor::k8s::K8sAttestor::new(k.attestor.clone(), pods))
+        }
+    };
     let api = workload_api::WorkloadApi {
         context,
         attestor: config.unix_attestor.clone(),
+        k8s_attestor,
         metrics,
         x509_memo: Arc::default(),
     };
@@ -199,4 +241,22 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         cache,
         tasks,
     })
+}
+
+fn node_credential(config: &AgentConfig) -> Result<identity::NodeCredential, AgentError> {
+    if let Some(k) = &config.kubernetes {
+        return Ok(identity::NodeCredential::PsatTokenFile(
+            k.token_path.clone(),
+        ));
+    }
+    config
+        .join_token
+        .clone()
+        .map(identity::NodeCredential::JoinToken)
+        .ok_or_else(|| {
+            AgentError::Config(
+                "no valid persisted agent identity and no join token: create one with `signet token create`"
+                    .into(),
+            )
+        })
 }

@@ -38,6 +38,20 @@ pub struct AgentContext {
     pub store: IdentityStore,
     /// The authenticated client.
     pub client: AgentServiceClient<Channel>,
+    /// How to attest again when the server refuses the current SVID (PSAT only; a join token is
+    /// single-use).
+    pub reattest: Option<Reattestation>,
+}
+
+/// What re-attestation needs.
+#[derive(Debug, Clone)]
+pub struct Reattestation {
+    /// The node credential.
+    pub credential: crate::identity::NodeCredential,
+    /// Server address.
+    pub server_address: String,
+    /// The server's SPIFFE ID.
+    pub server_id: signet_spiffe::SpiffeId,
 }
 
 /// Exponential backoff from 200 ms to 30 s with ±50 % jitter.
@@ -91,7 +105,14 @@ impl AgentContext {
             match self.sync_once(&mut backoff).await {
                 Ok(()) => debug!("sync stream ended; reconnecting"),
                 Err(AgentError::Refused(reason)) => {
-                    warn!(%reason, "the server refused this agent; it must be attested again (restart it with a new join token)");
+                    if self.reattest.is_some() {
+                        warn!(%reason, "the server refused this agent; attesting again");
+                        if let Err(error) = self.attest_again().await {
+                            warn!(%error, "re-attestation failed; retrying");
+                        }
+                    } else {
+                        warn!(%reason, "the server refused this agent; it must be attested again (restart it with a new join token)");
+                    }
                 }
                 Err(error) => warn!(%error, "entry sync failed; retrying"),
             }
@@ -273,12 +294,39 @@ impl AgentContext {
                         backoff.reset();
                     }
                 }
+                Err(AgentError::Refused(reason)) if self.reattest.is_some() => {
+                    warn!(%reason, "agent SVID renewal refused; attesting again");
+                    if let Err(error) = self.attest_again().await {
+                        warn!(%error, "re-attestation failed; retrying");
+                        tokio::time::sleep(backoff.next_delay()).await;
+                    }
+                }
                 Err(error) => {
                     warn!(%error, "agent SVID renewal failed; retrying");
                     tokio::time::sleep(backoff.next_delay()).await;
                 }
             }
         }
+    }
+
+    /// Attests again with the node credential (evicted, or the SVID expired while the server
+    /// was unreachable) and installs the new identity.
+    pub async fn attest_again(&self) -> Result<(), AgentError> {
+        let Some(reattest) = &self.reattest else {
+            return Err(AgentError::Config("no reusable node credential".into()));
+        };
+        let bootstrap = self.store.load_bundle()?;
+        let identity = crate::identity::attest(
+            &reattest.server_address,
+            bootstrap,
+            reattest.server_id.clone(),
+            &reattest.credential,
+        )
+        .await?;
+        self.store.save_bundle(&identity.bundle)?;
+        self.apply_bundle(identity.bundle);
+        info!(agent = %identity.svid.spiffe_id(), kind = reattest.credential.kind(), "attested again");
+        self.install_agent_svid(identity.svid)
     }
 
     /// Uses and persists a new agent SVID.

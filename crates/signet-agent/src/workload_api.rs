@@ -40,6 +40,8 @@ const MAX_TOKEN_BYTES: usize = 16 * 1024;
 pub struct WorkloadApi {
     pub(crate) context: Arc<AgentContext>,
     pub(crate) attestor: UnixAttestorConfig,
+    /// The k8s workload attestor (Kubernetes mode).
+    pub(crate) k8s_attestor: Option<crate::attestor::k8s::K8sAttestor>,
     pub(crate) metrics: Arc<AgentMetrics>,
     /// The X509-SVID response per selector set at a cache revision: the streams of workloads
     /// with the same selectors share one computation per change instead of one each.
@@ -108,6 +110,15 @@ impl WorkloadApi {
                 debug!(%error, "workload attestation failed");
                 Status::unavailable("workload attestation failed")
             })?;
+        let mut selectors = selectors;
+        if let (Some(k8s), Some(pid)) = (&self.k8s_attestor, peer.pid) {
+            let pod_selectors = k8s.attest(pid).await.map_err(|error| {
+                self.metrics.attestation_failures.inc();
+                debug!(%error, reason = error.metric_label(), "k8s workload attestation failed");
+                Status::unavailable("workload attestation failed")
+            })?;
+            selectors.extend(pod_selectors);
+        }
         if !peer.still_alive() {
             self.metrics.attestation_failures.inc();
             warn!(pid = ?peer.pid, "caller exited during attestation (possible PID reuse); refused");

@@ -147,6 +147,59 @@ pub struct ServerArgs {
     #[arg(long, env = "SIGNET_AGENT_SVID_TTL", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]
     pub agent_svid_ttl: Option<Duration>,
+    #[command(flatten, next_help_heading = "Kubernetes mode")]
+    #[serde(default)]
+    pub kubernetes: ServerKubernetesArgs,
+}
+
+/// Kubernetes mode of `signet server` (every in-cluster input is a flag, so the server also runs
+/// as a plain process against any API server). In `server.toml`: the `[kubernetes]` table.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerKubernetesArgs {
+    /// standalone (SQLite entries, join tokens) or kubernetes (CRDs, PSAT) [default: standalone].
+    #[arg(long, env = "SIGNET_MODE")]
+    pub mode: Option<String>,
+    /// Kubeconfig to use [default: $KUBECONFIG, ~/.kube/config, then in-cluster].
+    #[arg(long, env = "SIGNET_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace of the CA Secret, bundle ConfigMap and Lease [default: the kubeconfig's or the pod's].
+    #[arg(long, env = "SIGNET_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// This replica's name for leader election [default: $POD_NAME, else the host name].
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// Cluster name used in agent IDs and `.ClusterName` [default: cluster].
+    #[arg(long, env = "SIGNET_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// `.ClusterDomain` for templates [default: cluster.local].
+    #[arg(long, env = "SIGNET_CLUSTER_DOMAIN")]
+    pub cluster_domain: Option<String>,
+    /// Secret holding the CA keys [default: signet-ca].
+    #[arg(long, env = "SIGNET_CA_SECRET")]
+    pub ca_secret: Option<String>,
+    /// ConfigMap the bundle is published to [default: signet-bundle].
+    #[arg(long, env = "SIGNET_BUNDLE_CONFIGMAP")]
+    pub bundle_configmap: Option<String>,
+    /// Lease used for leader election [default: signet-server].
+    #[arg(long, env = "SIGNET_LEASE_NAME")]
+    pub lease_name: Option<String>,
+    /// Audience agent tokens must carry [default: signet-server].
+    #[arg(long, env = "SIGNET_PSAT_AUDIENCE")]
+    pub psat_audience: Option<String>,
+    /// namespace:serviceaccount pairs agents run as, comma-separated [default: <namespace>:signet-agent].
+    #[arg(long, env = "SIGNET_AGENT_SERVICE_ACCOUNTS", value_delimiter = ',')]
+    pub agent_service_accounts: Option<Vec<String>>,
+    /// Node label keys reported as agent selectors, comma-separated.
+    #[arg(long, env = "SIGNET_NODE_LABEL_KEYS", value_delimiter = ',')]
+    pub node_label_keys: Option<Vec<String>>,
+    /// Namespaces whose pods get no identity (anchored regexes, comma-separated)
+    /// [default: kube-system,kube-public,<namespace>].
+    #[arg(long, env = "SIGNET_IGNORE_NAMESPACES", value_delimiter = ',')]
+    pub ignore_namespaces: Option<Vec<String>>,
+    /// Only reconcile resources with this className (class-less ones too).
+    #[arg(long, env = "SIGNET_CLASS_NAME")]
+    pub class_name: Option<String>,
 }
 
 /// `signet agent`: run, or an admin subcommand.
@@ -211,6 +264,31 @@ pub struct AgentArgs {
     /// Health and metrics address (/livez, /readyz, /metrics) [default: off].
     #[arg(long, env = "SIGNET_AGENT_HEALTH_ADDRESS")]
     pub health_address: Option<SocketAddr>,
+    #[command(flatten, next_help_heading = "Kubernetes mode")]
+    #[serde(default)]
+    pub kubernetes: AgentKubernetesArgs,
+}
+
+/// Kubernetes mode of `signet agent`. In `agent.toml`: the `[kubernetes]` table.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentKubernetesArgs {
+    /// standalone (join token, unix attestor) or kubernetes (PSAT, k8s attestor) [default: standalone].
+    #[arg(long, env = "SIGNET_MODE")]
+    pub mode: Option<String>,
+    /// Kubeconfig to use [default: $KUBECONFIG, ~/.kube/config, then in-cluster].
+    #[arg(long, env = "SIGNET_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name (pods are watched with spec.nodeName=<node>) [default: $NODE_NAME].
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Projected service account token (audience signet-server) [default: /var/run/secrets/tokens/signet-agent].
+    #[arg(long, env = "SIGNET_TOKEN_PATH")]
+    pub token_path: Option<PathBuf>,
+    /// How long to wait for a new container to appear in its pod's status [default: 10s].
+    #[arg(long, env = "SIGNET_CONTAINER_WAIT", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub container_wait: Option<Duration>,
 }
 
 /// `signet quickstart` options.

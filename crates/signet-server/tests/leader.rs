@@ -1,7 +1,6 @@
 //! Lease leader election against a fake API server keeping the Lease with resourceVersion
 //! semantics.
 
-
 use std::time::Duration;
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};

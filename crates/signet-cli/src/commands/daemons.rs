@@ -9,7 +9,8 @@ use signet_agent::{AgentConfig, UnixAttestorConfig};
 use signet_server::ServerConfig;
 use signet_spiffe::TrustDomain;
 
-use crate::cli::{AgentArgs, ServerArgs};
+use crate::cli::{AgentArgs, AgentKubernetesArgs, ServerArgs, ServerKubernetesArgs};
+use crate::commands::kube_client;
 
 fn read_config<T: DeserializeOwned + Default>(path: Option<&Path>) -> anyhow::Result<T> {
     let Some(path) = path else {
@@ -29,8 +30,85 @@ fn trust_domain(value: Option<String>) -> anyhow::Result<TrustDomain> {
     TrustDomain::new(&name).with_context(|| format!("invalid trust domain {name:?}"))
 }
 
+fn is_kubernetes(mode: Option<String>) -> anyhow::Result<bool> {
+    match mode.as_deref() {
+        None | Some("standalone") => Ok(false),
+        Some("kubernetes") => Ok(true),
+        Some(other) => bail!("--mode must be standalone or kubernetes, not {other:?}"),
+    }
+}
+
+async fn server_kubernetes(
+    flags: ServerKubernetesArgs,
+    file: ServerKubernetesArgs,
+) -> anyhow::Result<Option<signet_server::k8s::KubernetesOptions>> {
+    if !is_kubernetes(flags.mode.or(file.mode))? {
+        return Ok(None);
+    }
+    let ServerKubernetesArgs {
+        mode: _,
+        kubeconfig,
+        namespace,
+        pod_name,
+        cluster_name,
+        cluster_domain,
+        ca_secret,
+        bundle_configmap,
+        lease_name,
+        psat_audience,
+        agent_service_accounts,
+        node_label_keys,
+        ignore_namespaces,
+        class_name,
+    } = flags;
+    let (client, default_namespace) =
+        kube_client::client(kubeconfig.or(file.kubeconfig).as_deref()).await?;
+    let namespace = namespace.or(file.namespace).unwrap_or(default_namespace);
+    let identity = pod_name
+        .or(file.pod_name)
+        .unwrap_or_else(kube_client::host_name);
+    let cluster = cluster_name
+        .or(file.cluster_name)
+        .unwrap_or_else(|| "cluster".to_owned());
+    let mut options =
+        signet_server::k8s::KubernetesOptions::new(client, &namespace, &identity, &cluster);
+    if let Some(v) = cluster_domain.or(file.cluster_domain) {
+        options.cluster_domain = v;
+    }
+    if let Some(v) = ca_secret.or(file.ca_secret) {
+        options.ca_secret = v;
+    }
+    if let Some(v) = bundle_configmap.or(file.bundle_configmap) {
+        options.bundle_configmap = v;
+    }
+    if let Some(v) = lease_name.or(file.lease_name) {
+        options.lease_name = v;
+    }
+    if let Some(v) = psat_audience.or(file.psat_audience) {
+        options.psat_audience = v;
+    }
+    if let Some(v) = agent_service_accounts.or(file.agent_service_accounts) {
+        for pair in &v {
+            anyhow::ensure!(
+                pair.split_once(':')
+                    .is_some_and(|(ns, sa)| !ns.is_empty() && !sa.is_empty()),
+                "--agent-service-accounts takes namespace:serviceaccount pairs, got {pair:?}"
+            );
+        }
+        options.agent_service_accounts = v.into_iter().collect();
+    }
+    if let Some(v) = node_label_keys.or(file.node_label_keys) {
+        options.node_label_keys = v.into_iter().collect();
+    }
+    if let Some(v) = ignore_namespaces.or(file.ignore_namespaces) {
+        options.ignore_namespaces = v;
+    }
+    options.class_name = class_name.or(file.class_name);
+    Ok(Some(options))
+}
+
 /// Resolves `signet server` options.
-pub fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
+pub async fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
     let file: ServerArgs = read_config(args.config.as_deref())?;
     let ServerArgs {
         config: _,
@@ -44,7 +122,9 @@ pub fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         default_x509_svid_ttl,
         default_jwt_svid_ttl,
         agent_svid_ttl,
+        kubernetes,
     } = args;
+    let kubernetes = server_kubernetes(kubernetes, file.kubernetes.clone()).await?;
     let data_dir = data_dir
         .or(file.data_dir)
         .unwrap_or_else(|| PathBuf::from("/var/lib/signet/server"));
@@ -80,11 +160,48 @@ pub fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         config.ca_ttl >= Duration::from_secs(600),
         "--ca-ttl must be at least 10m"
     );
+    config.kubernetes = kubernetes;
     Ok(config)
 }
 
+async fn agent_kubernetes(
+    flags: AgentKubernetesArgs,
+    file: AgentKubernetesArgs,
+    proc_root: PathBuf,
+) -> anyhow::Result<Option<signet_agent::AgentKubernetes>> {
+    if !is_kubernetes(flags.mode.or(file.mode))? {
+        return Ok(None);
+    }
+    let AgentKubernetesArgs {
+        mode: _,
+        kubeconfig,
+        node_name,
+        token_path,
+        container_wait,
+    } = flags;
+    let Some(node_name) = node_name.or(file.node_name) else {
+        bail!(
+            "Kubernetes mode needs the node name: --node-name or NODE_NAME (downward API spec.nodeName)"
+        )
+    };
+    let (client, _) = kube_client::client(kubeconfig.or(file.kubeconfig).as_deref()).await?;
+    Ok(Some(signet_agent::AgentKubernetes {
+        client,
+        node_name,
+        token_path: token_path
+            .or(file.token_path)
+            .unwrap_or_else(|| PathBuf::from("/var/run/secrets/tokens/signet-agent")),
+        attestor: signet_agent::attestor::k8s::K8sAttestorConfig {
+            proc_root,
+            container_wait: container_wait
+                .or(file.container_wait)
+                .unwrap_or(Duration::from_secs(10)),
+        },
+    }))
+}
+
 /// Resolves `signet agent` options.
-pub fn agent_config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
+pub async fn agent_config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
     let file: AgentArgs = read_config(args.config.as_deref())?;
     let AgentArgs {
         config: _,
@@ -97,6 +214,7 @@ pub fn agent_config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
         hash_workload_binary,
         proc_root,
         health_address,
+        kubernetes,
     } = args;
     let defaults = UnixAttestorConfig::default();
     let unix = UnixAttestorConfig {
@@ -108,6 +226,8 @@ pub fn agent_config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
             .unwrap_or_else(|| defaults.proc_root.clone()),
         ..defaults
     };
+    let kubernetes =
+        agent_kubernetes(kubernetes, file.kubernetes.clone(), unix.proc_root.clone()).await?;
     Ok(AgentConfig {
         trust_domain: trust_domain(td.or(file.trust_domain))?,
         server_address: server_address
@@ -125,6 +245,7 @@ pub fn agent_config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
             .unwrap_or_else(|| PathBuf::from("/run/signet/sockets/api.sock")),
         unix_attestor: unix,
         health_address: health_address.or(file.health_address),
+        kubernetes,
     })
 }
 
@@ -146,7 +267,7 @@ pub async fn shutdown_signal() {
 
 /// Runs the server until a signal.
 pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
-    let config = server_config(args)?;
+    let config = server_config(args).await?;
     let server = signet_server::start(config).await?;
     eprintln!(
         "signet server listening on {} (admin socket {})",
@@ -161,7 +282,7 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
 
 /// Runs the agent until a signal.
 pub async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
-    let config = agent_config(args)?;
+    let config = agent_config(args).await?;
     let agent = signet_agent::start(config).await?;
     eprintln!(
         "signet agent {} serving the Workload API on {}",

@@ -2,5 +2,6 @@
 
 pub mod admin;
 pub mod daemons;
+pub mod kube_client;
 pub mod quickstart;
 pub mod workload;

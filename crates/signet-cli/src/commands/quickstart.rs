@@ -125,6 +125,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         socket_path: socket_path.clone(),
         unix_attestor: signet_agent::UnixAttestorConfig::default(),
         health_address: None,
+        kubernetes: None,
     };
     let agent = signet_agent::start(agent_config)
         .await

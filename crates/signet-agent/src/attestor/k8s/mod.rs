@@ -4,6 +4,7 @@
 pub mod cgroup;
 pub mod pods;
 pub mod selectors;
+pub mod watch;
 
 use std::path::PathBuf;
 use std::sync::Arc;
