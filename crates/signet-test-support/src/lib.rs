@@ -3,6 +3,7 @@
 
 #![expect(clippy::unwrap_used, reason = "test fixtures fail loudly")]
 
+pub mod fake_cluster;
 pub mod k8s;
 pub mod k8s_mock;
 

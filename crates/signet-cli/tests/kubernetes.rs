@@ -1,0 +1,210 @@
+//! Kubernetes mode end to end in one process: a fake API server (objects from a real cluster's
+//! captures) → controller → server (Secret CA, Lease, PSAT) → agent (PSAT, pod watch, k8s
+//! attestor over a fake /proc) → the `spiffe` crate fetching the pod's SVID over the Workload API.
+
+#![expect(clippy::unwrap_used, clippy::panic, reason = "tests fail loudly")]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use signet_spiffe::TrustDomain;
+use signet_test_support::fake_cluster::FakeCluster;
+use signet_test_support::k8s::fixture;
+
+const POD_UID: &str = "66cf01ec-811b-46e1-9145-7357b92bad2a";
+const APP_CID: &str = "953a816f59f1ed5948728656092d95cace58208684b5357a27949e15c6456de7";
+const CSIDS: &str = "signet.dev/v1alpha1/clusterspiffeids";
+
+fn json_fixture(name: &str) -> Value {
+    serde_json::from_str(&fixture(name)).unwrap()
+}
+
+fn cluster() -> FakeCluster {
+    let cluster = FakeCluster::new();
+    for ns in ["demo", "signet"] {
+        cluster.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+    }
+    cluster.apply(json_fixture("node.json"));
+    cluster.apply(json_fixture("pod-running.json"));
+    cluster.apply(json!({
+        "apiVersion": "signet.dev/v1alpha1",
+        "kind": "ClusterSPIFFEID",
+        "metadata": {"name": "default", "generation": 1},
+        "spec": {
+            "spiffeIDTemplate": "spiffe://{{ .TrustDomain }}/ns/{{ .PodMeta.Namespace }}/sa/{{ .PodSpec.ServiceAccountName }}",
+            "workloadSelectorTemplates": ["k8s:container-name:app"],
+        }
+    }));
+    let accepted = json_fixture("tokenreview-accepted.json");
+    cluster.on_token_review(move |request| {
+        assert_eq!(request["spec"]["audiences"], json!(["signet-server"]));
+        if request["spec"]["token"] == json!("agent-token") {
+            accepted.clone()
+        } else {
+            json_fixture("tokenreview-wrong-audience.json")
+        }
+    });
+    cluster
+}
+
+async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    for _ in 0..200 {
+        if let Some(value) = check().await {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pod_gets_its_cluster_spiffe_id_through_the_whole_stack() {
+    let cluster = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let td = TrustDomain::new("example.org").unwrap();
+
+    let mut server_config = signet_server::ServerConfig::new(td.clone(), dir.path().join("server"));
+    server_config.bind_address = "127.0.0.1:0".parse().unwrap();
+    server_config.health_address = None;
+    let mut kube_options =
+        signet_server::k8s::KubernetesOptions::new(cluster.client(), "signet", "server-0", "prod");
+    kube_options.agent_service_accounts = BTreeSet::from(["demo:web".to_owned()]);
+    server_config.kubernetes = Some(kube_options);
+    let server = signet_server::start(server_config).await.unwrap();
+
+    // The CA lives in a Secret and the bundle is published, by the leader.
+    assert!(cluster.get("v1/secrets", "signet", "signet-ca").is_some());
+    let bundle = eventually("the bundle ConfigMap", async || {
+        cluster.get("v1/configmaps", "signet", "signet-bundle")
+    })
+    .await;
+    assert!(
+        bundle["data"]["bundle.pem"]
+            .as_str()
+            .unwrap()
+            .contains("BEGIN CERTIFICATE")
+    );
+    assert!(
+        bundle["data"]["bundle.spiffe"]
+            .as_str()
+            .unwrap()
+            .contains("x509-svid")
+    );
+
+    // The workload process is this test process: a fake /proc gives it the captured cgroup.
+    let proc_root = dir.path().join("proc");
+    let own = proc_root.join(std::process::id().to_string());
+    std::fs::create_dir_all(&own).unwrap();
+    std::fs::write(
+        own.join("cgroup"),
+        format!("0::/kubepods/besteffort/pod{POD_UID}/{APP_CID}\n"),
+    )
+    .unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "agent-token\n").unwrap();
+    let socket = dir.path().join("sockets").join("api.sock");
+    let agent = signet_agent::start(signet_agent::AgentConfig {
+        trust_domain: td,
+        server_address: server.agent_address.to_string(),
+        trust_bundle_path: server.bundle_pem.clone(),
+        join_token: None,
+        data_dir: dir.path().join("agent"),
+        socket_path: socket.clone(),
+        unix_attestor: signet_agent::UnixAttestorConfig::default(),
+        health_address: None,
+        kubernetes: Some(signet_agent::AgentKubernetes {
+            client: cluster.client(),
+            node_name: "vm".into(),
+            token_path: token,
+            attestor: signet_agent::attestor::k8s::K8sAttestorConfig {
+                proc_root,
+                container_wait: Duration::from_secs(2),
+            },
+        }),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        agent.agent_id.as_str(),
+        "spiffe://example.org/signet/agent/k8s/prod/f2ababaf-ec73-4e18-8b0f-e9ffeb713507"
+    );
+
+    let client = spiffe::WorkloadApiClient::connect_to(format!("unix://{}", socket.display()))
+        .await
+        .unwrap();
+    let svid = eventually("the pod's X509-SVID", async || {
+        client.fetch_x509_svid().await.ok()
+    })
+    .await;
+    assert_eq!(
+        svid.spiffe_id().to_string(),
+        "spiffe://example.org/ns/demo/sa/web"
+    );
+
+    // Status is written by the leader with server-side apply.
+    let status = eventually("ClusterSPIFFEID status", async || {
+        let object = cluster.get(CSIDS, "", "default")?;
+        (object["status"]["conditions"][0]["status"] == json!("True")).then_some(object)
+    })
+    .await;
+    assert_eq!(status["status"]["stats"]["entriesToSet"], json!(1));
+    assert_eq!(status["status"]["observedGeneration"], json!(1));
+    assert_eq!(
+        status["status"]["conditions"][0]["reason"],
+        json!("Reconciled")
+    );
+
+    // Deleting the pod removes its identity.
+    cluster.delete("v1/pods", "demo", "web-0");
+    eventually("the identity to go", async || {
+        client.fetch_x509_svid().await.err()
+    })
+    .await;
+
+    agent.shutdown();
+    server.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_with_a_token_for_another_audience_is_refused() {
+    let cluster = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let td = TrustDomain::new("example.org").unwrap();
+    let mut server_config = signet_server::ServerConfig::new(td.clone(), dir.path().join("server"));
+    server_config.bind_address = "127.0.0.1:0".parse().unwrap();
+    server_config.health_address = None;
+    let mut kube_options =
+        signet_server::k8s::KubernetesOptions::new(cluster.client(), "signet", "server-0", "prod");
+    kube_options.agent_service_accounts = BTreeSet::from(["demo:web".to_owned()]);
+    server_config.kubernetes = Some(kube_options);
+    let server = signet_server::start(server_config).await.unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "token-for-someone-else").unwrap();
+    let result = signet_agent::start(signet_agent::AgentConfig {
+        trust_domain: td,
+        server_address: server.agent_address.to_string(),
+        trust_bundle_path: server.bundle_pem.clone(),
+        join_token: None,
+        data_dir: dir.path().join("agent"),
+        socket_path: dir.path().join("s").join("api.sock"),
+        unix_attestor: signet_agent::UnixAttestorConfig::default(),
+        health_address: None,
+        kubernetes: Some(signet_agent::AgentKubernetes {
+            client: cluster.client(),
+            node_name: "vm".into(),
+            token_path: token,
+            attestor: signet_agent::attestor::k8s::K8sAttestorConfig::default(),
+        }),
+    })
+    .await;
+    let Err(error) = result else {
+        panic!("attested with a wrong-audience token")
+    };
+    let error = error.to_string();
+    assert!(
+        error.contains("rejected") || error.contains("refused"),
+        "{error}"
+    );
+    server.shutdown();
+}
