@@ -38,6 +38,8 @@ struct State {
     watchers: Vec<Watcher>,
     token_reviewer: Option<TokenReviewer>,
     requests: Vec<String>,
+    /// Watches from a resourceVersion older than this get 410 Gone (history compacted).
+    compacted: u64,
 }
 
 /// The fake cluster; cheap to clone.
@@ -253,6 +255,31 @@ impl FakeCluster {
             .cloned()
     }
 
+    /// Ends every open watch, as an API server restart or a dropped connection would; clients
+    /// re-list.
+    pub fn break_watches(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.watchers.clear();
+        }
+    }
+
+    /// Compacts the history: watches resuming from an older resourceVersion get 410 Gone and
+    /// clients must re-list (what etcd compaction does after a long disconnection).
+    pub fn expire_history(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.compacted = state.version + 1;
+        }
+    }
+
+    /// Deletes an object without telling open watches (a deletion missed during an outage).
+    pub fn delete_silently(&self, collection: &str, namespace: &str, name: &str) {
+        if let Ok(mut state) = self.state.lock()
+            && let Some(c) = state.objects.get_mut(collection)
+        {
+            c.remove(&(namespace.to_owned(), name.to_owned()));
+        }
+    }
+
     /// `METHOD path` of every request so far.
     pub fn requests(&self) -> Vec<String> {
         self.state
@@ -310,6 +337,13 @@ impl FakeCluster {
             let since: u64 = query_param(query, "resourceVersion")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
+            if since < state.compacted {
+                let gone = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "too old resource version", "reason": "Expired", "code": 410}});
+                let _ = tx.send(Bytes::from(format!("{gone}\n")));
+                drop(tx);
+                let stream = UnboundedReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(Frame::data(b)));
+                return Response::new(StreamBody::new(stream).boxed_unsync());
+            }
             for (version, collection, kind, object) in &state.log {
                 if *version > since
                     && *collection == target.collection

@@ -1,0 +1,168 @@
+//! The controller's watch/write loop against the in-memory API server: the entry set is
+//! announced only when complete, survives watch restarts without shrinking, drops what vanished
+//! during an outage, and only the leader writes status.
+
+#![expect(clippy::unwrap_used, clippy::panic, reason = "tests fail loudly")]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use signet_controller::runtime::{EntrySink, RuntimeConfig, run};
+use signet_controller::{ControllerConfig, EntryChange, Index};
+use signet_spiffe::TrustDomain;
+use signet_test_support::fake_cluster::FakeCluster;
+use tokio::sync::watch;
+
+#[derive(Default)]
+struct Recorder {
+    entries: Mutex<BTreeMap<String, String>>,
+    removals: Mutex<Vec<String>>,
+    synced: Mutex<Option<usize>>,
+}
+
+impl EntrySink for Recorder {
+    fn apply(&self, changes: Vec<EntryChange>) {
+        let mut entries = self.entries.lock().unwrap();
+        for change in changes {
+            match change {
+                EntryChange::Upsert(e) => {
+                    entries.insert(e.id.to_string(), e.spiffe_id.to_string());
+                }
+                EntryChange::Remove(id) => {
+                    entries.remove(id.as_str());
+                    self.removals.lock().unwrap().push(id.to_string());
+                }
+            }
+        }
+    }
+    fn synced(&self) {
+        *self.synced.lock().unwrap() = Some(self.entries.lock().unwrap().len());
+    }
+}
+
+impl Recorder {
+    fn count(&self) -> usize {
+        self.entries.lock().unwrap().len()
+    }
+}
+
+fn pod(name: &str, node: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "demo", "uid": signet_test_support::k8s::uid_for(name)},
+        "spec": {"nodeName": node, "serviceAccountName": name, "containers": []},
+        "status": {"phase": "Running"}})
+}
+
+fn cluster(pods: usize) -> FakeCluster {
+    let cluster = FakeCluster::new();
+    cluster.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo"}}));
+    cluster.apply(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "uid": "11111111-0000-0000-0000-000000000001"}}));
+    for i in 0..pods {
+        cluster.apply(pod(&format!("p{i}"), "n1"));
+    }
+    cluster.apply(json!({"apiVersion": "signet.dev/v1alpha1", "kind": "ClusterSPIFFEID",
+        "metadata": {"name": "default", "generation": 3},
+        "spec": {"spiffeIDTemplate": "spiffe://{{ .TrustDomain }}/sa/{{ .PodSpec.ServiceAccountName }}"}}));
+    cluster
+}
+
+fn start(cluster: &FakeCluster, leader: watch::Receiver<bool>) -> Arc<Recorder> {
+    let sink = Arc::new(Recorder::default());
+    let index = Index::new(ControllerConfig::new(TrustDomain::new("example.org").unwrap(), "c"));
+    tokio::spawn(run(
+        cluster.client(),
+        index,
+        sink.clone(),
+        leader,
+        RuntimeConfig {
+            status_interval: Duration::from_millis(50),
+            ..RuntimeConfig::default()
+        },
+    ));
+    sink
+}
+
+async fn eventually(what: &str, check: impl Fn() -> bool) {
+    for _ in 0..200 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_entry_set_is_announced_complete_and_survives_watch_restarts() {
+    let cluster = cluster(50);
+    let (_leader_tx, leader) = watch::channel(false);
+    let sink = start(&cluster, leader);
+    eventually("sync", || sink.synced.lock().unwrap().is_some()).await;
+    assert_eq!(*sink.synced.lock().unwrap(), Some(50), "announced before the lists were complete");
+
+    // A watch restart after history compaction re-lists everything: nothing may be removed.
+    cluster.expire_history();
+    cluster.break_watches();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.apply(pod("late", "n1"));
+    eventually("the pod created after the restart", || sink.count() == 51).await;
+    assert!(sink.removals.lock().unwrap().is_empty(), "a relist removed entries");
+
+    // A pod deleted while no watch saw it is removed after the next relist, and only it.
+    cluster.delete_silently("v1/pods", "demo", "p7");
+    cluster.expire_history();
+    cluster.break_watches();
+    eventually("the missed deletion", || sink.count() == 50).await;
+    assert_eq!(sink.removals.lock().unwrap().len(), 1);
+
+    // Status is never written by a follower.
+    assert!(
+        !cluster.requests().iter().any(|r| r.starts_with("PATCH")),
+        "a follower wrote: {:?}",
+        cluster.requests()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_writes_status_with_server_side_apply() {
+    let cluster = cluster(3);
+    cluster.apply(json!({"apiVersion": "signet.dev/v1alpha1", "kind": "ClusterSPIFFEID",
+        "metadata": {"name": "broken", "generation": 1},
+        "spec": {"spiffeIDTemplate": "spiffe://{{ .TrustDomain }}/{{ .PodMeta.Labels.app }}"}}));
+    let (leader_tx, leader) = watch::channel(false);
+    let _sink = start(&cluster, leader);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!cluster.requests().iter().any(|r| r.starts_with("PATCH")));
+    leader_tx.send_replace(true);
+    let path = "signet.dev/v1alpha1/clusterspiffeids";
+    eventually("status", || {
+        cluster
+            .get(path, "", "default")
+            .is_some_and(|o| o["status"]["observedGeneration"] == json!(3))
+    })
+    .await;
+    let ok = cluster.get(path, "", "default").unwrap();
+    assert_eq!(ok["status"]["conditions"][0]["type"], json!("Ready"));
+    assert_eq!(ok["status"]["conditions"][0]["status"], json!("True"));
+    assert_eq!(ok["status"]["stats"]["podsSelected"], json!(3));
+    eventually("failure status", || {
+        cluster
+            .get(path, "", "broken")
+            .is_some_and(|o| o["status"]["conditions"][0]["reason"] == json!("RenderFailures"))
+    })
+    .await;
+    let broken = cluster.get(path, "", "broken").unwrap();
+    assert_eq!(broken["status"]["conditions"][0]["status"], json!("False"));
+    assert_eq!(broken["status"]["stats"]["podEntryRenderFailures"], json!(3));
+    let requests = cluster.requests();
+    assert!(requests.iter().any(|r| r == "PATCH /apis/signet.dev/v1alpha1/clusterspiffeids/default/status"));
+    // Render failures are reported as an Event too.
+    assert!(requests.iter().any(|r| r.contains("events")), "{requests:?}");
+    // Unchanged status is not rewritten.
+    let writes = |r: &Vec<String>| r.iter().filter(|r| r.ends_with("/default/status")).count();
+    let before = writes(&cluster.requests());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(writes(&cluster.requests()), before);
+}
