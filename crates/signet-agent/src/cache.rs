@@ -220,6 +220,21 @@ impl SvidCache {
 
     /// Number of entries and of entries with an SVID.
     pub fn counts(&self) -> (usize, usize) {
+        self.counts_inner()
+    }
+
+    /// Ids of the entries that have an SVID now.
+    pub fn signed_entry_ids(&self) -> Vec<EntryId> {
+        self.read(|s| {
+            s.entries
+                .iter()
+                .filter(|(_, slot)| slot.svid.is_some())
+                .map(|(id, _)| id.clone())
+                .collect()
+        })
+    }
+
+    fn counts_inner(&self) -> (usize, usize) {
         self.read(|s| {
             (
                 s.entries.len(),

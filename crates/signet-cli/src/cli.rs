@@ -545,4 +545,41 @@ mod tests {
                 .unwrap();
         assert_eq!(agent.hash_workload_binary, Some(true));
     }
+
+    /// The example files parse as they are and with their `[kubernetes]` table uncommented.
+    #[test]
+    fn example_config_files_parse_including_the_kubernetes_table() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        let uncomment = |text: &str| -> String {
+            let mut inside = false;
+            text.lines()
+                .map(|line| {
+                    if line.starts_with("# [kubernetes]") {
+                        inside = true;
+                    }
+                    match line.strip_prefix("# ") {
+                        Some(rest) if inside => rest.to_owned(),
+                        _ => line.to_owned(),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let server = std::fs::read_to_string(root.join("server.toml")).unwrap();
+        toml::from_str::<ServerArgs>(&server).unwrap();
+        let server: ServerArgs = toml::from_str(&uncomment(&server)).unwrap();
+        assert_eq!(server.kubernetes.mode.as_deref(), Some("kubernetes"));
+        assert_eq!(
+            server.kubernetes.agent_service_accounts,
+            Some(vec!["signet:signet-agent".to_owned()])
+        );
+        let agent = std::fs::read_to_string(root.join("agent.toml")).unwrap();
+        toml::from_str::<AgentArgs>(&agent).unwrap();
+        let agent: AgentArgs = toml::from_str(&uncomment(&agent)).unwrap();
+        assert_eq!(
+            agent.kubernetes.container_wait,
+            Some(Duration::from_secs(10))
+        );
+        assert!(toml::from_str::<AgentArgs>("[kubernetes]\nno_such = 1\n").is_err());
+    }
 }

@@ -70,7 +70,10 @@ fn cluster(pods: usize) -> FakeCluster {
 
 fn start(cluster: &FakeCluster, leader: watch::Receiver<bool>) -> Arc<Recorder> {
     let sink = Arc::new(Recorder::default());
-    let index = Index::new(ControllerConfig::new(TrustDomain::new("example.org").unwrap(), "c"));
+    let index = Index::new(ControllerConfig::new(
+        TrustDomain::new("example.org").unwrap(),
+        "c",
+    ));
     tokio::spawn(run(
         cluster.client(),
         index,
@@ -100,7 +103,11 @@ async fn the_entry_set_is_announced_complete_and_survives_watch_restarts() {
     let (_leader_tx, leader) = watch::channel(false);
     let sink = start(&cluster, leader);
     eventually("sync", || sink.synced.lock().unwrap().is_some()).await;
-    assert_eq!(*sink.synced.lock().unwrap(), Some(50), "announced before the lists were complete");
+    assert_eq!(
+        *sink.synced.lock().unwrap(),
+        Some(50),
+        "announced before the lists were complete"
+    );
 
     // A watch restart after history compaction re-lists everything: nothing may be removed.
     cluster.expire_history();
@@ -108,7 +115,10 @@ async fn the_entry_set_is_announced_complete_and_survives_watch_restarts() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     cluster.apply(pod("late", "n1"));
     eventually("the pod created after the restart", || sink.count() == 51).await;
-    assert!(sink.removals.lock().unwrap().is_empty(), "a relist removed entries");
+    assert!(
+        sink.removals.lock().unwrap().is_empty(),
+        "a relist removed entries"
+    );
 
     // A pod deleted while no watch saw it is removed after the next relist, and only it.
     cluster.delete_silently("v1/pods", "demo", "p7");
@@ -128,9 +138,11 @@ async fn the_entry_set_is_announced_complete_and_survives_watch_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_writes_status_with_server_side_apply() {
     let cluster = cluster(3);
-    cluster.apply(json!({"apiVersion": "signet.dev/v1alpha1", "kind": "ClusterSPIFFEID",
+    cluster.apply(
+        json!({"apiVersion": "signet.dev/v1alpha1", "kind": "ClusterSPIFFEID",
         "metadata": {"name": "broken", "generation": 1},
-        "spec": {"spiffeIDTemplate": "spiffe://{{ .TrustDomain }}/{{ .PodMeta.Labels.app }}"}}));
+        "spec": {"spiffeIDTemplate": "spiffe://{{ .TrustDomain }}/{{ .PodMeta.Labels.app }}"}}),
+    );
     let (leader_tx, leader) = watch::channel(false);
     let _sink = start(&cluster, leader);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -155,11 +167,21 @@ async fn the_leader_writes_status_with_server_side_apply() {
     .await;
     let broken = cluster.get(path, "", "broken").unwrap();
     assert_eq!(broken["status"]["conditions"][0]["status"], json!("False"));
-    assert_eq!(broken["status"]["stats"]["podEntryRenderFailures"], json!(3));
+    assert_eq!(
+        broken["status"]["stats"]["podEntryRenderFailures"],
+        json!(3)
+    );
     let requests = cluster.requests();
-    assert!(requests.iter().any(|r| r == "PATCH /apis/signet.dev/v1alpha1/clusterspiffeids/default/status"));
+    assert!(
+        requests
+            .iter()
+            .any(|r| r == "PATCH /apis/signet.dev/v1alpha1/clusterspiffeids/default/status")
+    );
     // Render failures are reported as an Event too.
-    assert!(requests.iter().any(|r| r.contains("events")), "{requests:?}");
+    assert!(
+        requests.iter().any(|r| r.contains("events")),
+        "{requests:?}"
+    );
     // Unchanged status is not rewritten.
     let writes = |r: &Vec<String>| r.iter().filter(|r| r.ends_with("/default/status")).count();
     let before = writes(&cluster.requests());

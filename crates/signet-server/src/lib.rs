@@ -97,6 +97,8 @@ pub struct RunningServer {
     pub bundle_pem: PathBuf,
     /// The CA, for in-process callers.
     pub authority: Arc<authority::AuthorityService>,
+    /// The entry index, for in-process callers (tests, benchmarks).
+    pub entries: Arc<index::EntryIndex>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -335,6 +337,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         admin_socket: config.admin_socket.clone(),
         bundle_pem: config.data_dir.join("bundle.pem"),
         authority,
+        entries: index,
         tasks,
     })
 }

@@ -341,7 +341,8 @@ impl FakeCluster {
                 let gone = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "too old resource version", "reason": "Expired", "code": 410}});
                 let _ = tx.send(Bytes::from(format!("{gone}\n")));
                 drop(tx);
-                let stream = UnboundedReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(Frame::data(b)));
+                let stream =
+                    UnboundedReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(Frame::data(b)));
                 return Response::new(StreamBody::new(stream).boxed_unsync());
             }
             for (version, collection, kind, object) in &state.log {

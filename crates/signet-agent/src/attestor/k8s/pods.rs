@@ -59,6 +59,62 @@ fn container_ids(pod: &Pod) -> Vec<String> {
     .collect()
 }
 
+/// The part of a pod the selectors read; a full `Pod` (managed fields, volumes, env, probes...)
+/// is many times larger.
+pub fn slim(pod: Pod) -> Pod {
+    use k8s_openapi::api::core::v1::{Container, ContainerStatus, PodSpec, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    let containers = |list: Vec<Container>| -> Vec<Container> {
+        list.into_iter()
+            .map(|c| Container {
+                name: c.name,
+                image: c.image,
+                ..Container::default()
+            })
+            .collect()
+    };
+    let statuses = |list: Option<Vec<ContainerStatus>>| -> Option<Vec<ContainerStatus>> {
+        list.map(|l| {
+            l.into_iter()
+                .map(|s| ContainerStatus {
+                    name: s.name,
+                    image: s.image,
+                    image_id: s.image_id,
+                    container_id: s.container_id,
+                    ..ContainerStatus::default()
+                })
+                .collect()
+        })
+    };
+    let meta = pod.metadata;
+    let spec = pod.spec.map(|s| PodSpec {
+        service_account_name: s.service_account_name,
+        node_name: s.node_name,
+        containers: containers(s.containers),
+        init_containers: s.init_containers.map(containers),
+        ..PodSpec::default()
+    });
+    let status = pod.status.map(|s| PodStatus {
+        phase: s.phase,
+        container_statuses: statuses(s.container_statuses),
+        init_container_statuses: statuses(s.init_container_statuses),
+        ephemeral_container_statuses: statuses(s.ephemeral_container_statuses),
+        ..PodStatus::default()
+    });
+    Pod {
+        metadata: ObjectMeta {
+            name: meta.name,
+            namespace: meta.namespace,
+            uid: meta.uid,
+            labels: meta.labels,
+            owner_references: meta.owner_references,
+            ..ObjectMeta::default()
+        },
+        spec,
+        status,
+    }
+}
+
 fn is_terminal(pod: &Pod) -> bool {
     matches!(
         pod.status.as_ref().and_then(|s| s.phase.as_deref()),
@@ -89,6 +145,7 @@ impl PodCache {
 
     /// A pod was added or changed; terminal pods are evicted at once.
     pub fn apply(&self, pod: Pod) {
+        let pod = slim(pod);
         let Some(uid) = pod.metadata.uid.clone() else {
             return;
         };
@@ -113,7 +170,7 @@ impl PodCache {
     pub fn replace_all(&self, pods: Vec<Pod>) {
         self.write(|inner| {
             *inner = Inner::default();
-            for pod in pods.into_iter().filter(|p| !is_terminal(p)) {
+            for pod in pods.into_iter().filter(|p| !is_terminal(p)).map(slim) {
                 let Some(uid) = pod.metadata.uid.clone() else {
                     continue;
                 };
