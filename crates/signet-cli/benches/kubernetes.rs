@@ -8,7 +8,7 @@
 //!
 //! Run with `cargo bench -p signet-cli --bench kubernetes` (or `hack/bench-kubernetes.sh`).
 
-#![expect(clippy::unwrap_used, clippy::panic, reason = "benchmark binary")]
+#![expect(clippy::unwrap_used, reason = "benchmark binary")]
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
