@@ -48,6 +48,22 @@ fn cluster() -> FakeCluster {
     cluster
 }
 
+/// A Kubernetes-mode server on loopback whose agents run as `demo:web` (the captured token's SA).
+async fn start_server(
+    cluster: &FakeCluster,
+    dir: &std::path::Path,
+) -> signet_server::RunningServer {
+    let td = TrustDomain::new("example.org").unwrap();
+    let mut config = signet_server::ServerConfig::new(td, dir.join("server"));
+    config.bind_address = "127.0.0.1:0".parse().unwrap();
+    config.health_address = None;
+    let mut options =
+        signet_server::k8s::KubernetesOptions::new(cluster.client(), "signet", "server-0", "prod");
+    options.agent_service_accounts = BTreeSet::from(["demo:web".to_owned()]);
+    config.kubernetes = Some(options);
+    signet_server::start(config).await.unwrap()
+}
+
 async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
     for _ in 0..200 {
         if let Some(value) = check().await {
@@ -63,15 +79,7 @@ async fn a_pod_gets_its_cluster_spiffe_id_through_the_whole_stack() {
     let cluster = cluster();
     let dir = tempfile::tempdir().unwrap();
     let td = TrustDomain::new("example.org").unwrap();
-
-    let mut server_config = signet_server::ServerConfig::new(td.clone(), dir.path().join("server"));
-    server_config.bind_address = "127.0.0.1:0".parse().unwrap();
-    server_config.health_address = None;
-    let mut kube_options =
-        signet_server::k8s::KubernetesOptions::new(cluster.client(), "signet", "server-0", "prod");
-    kube_options.agent_service_accounts = BTreeSet::from(["demo:web".to_owned()]);
-    server_config.kubernetes = Some(kube_options);
-    let server = signet_server::start(server_config).await.unwrap();
+    let server = start_server(&cluster, dir.path()).await;
 
     // The CA lives in a Secret and the bundle is published, by the leader.
     assert!(cluster.get("v1/secrets", "signet", "signet-ca").is_some());
@@ -171,14 +179,7 @@ async fn an_agent_with_a_token_for_another_audience_is_refused() {
     let cluster = cluster();
     let dir = tempfile::tempdir().unwrap();
     let td = TrustDomain::new("example.org").unwrap();
-    let mut server_config = signet_server::ServerConfig::new(td.clone(), dir.path().join("server"));
-    server_config.bind_address = "127.0.0.1:0".parse().unwrap();
-    server_config.health_address = None;
-    let mut kube_options =
-        signet_server::k8s::KubernetesOptions::new(cluster.client(), "signet", "server-0", "prod");
-    kube_options.agent_service_accounts = BTreeSet::from(["demo:web".to_owned()]);
-    server_config.kubernetes = Some(kube_options);
-    let server = signet_server::start(server_config).await.unwrap();
+    let server = start_server(&cluster, dir.path()).await;
     let token = dir.path().join("token");
     std::fs::write(&token, "token-for-someone-else").unwrap();
     let result = signet_agent::start(signet_agent::AgentConfig {

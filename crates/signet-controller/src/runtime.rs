@@ -416,12 +416,7 @@ async fn status_writer(
         for write in batch {
             let (kind, name, result) = match &write {
                 StatusWrite::Identity(name, status, event) => {
-                    let patch = json!({"apiVersion": "signet.dev/v1alpha1", "kind": "ClusterSPIFFEID", "status": status});
-                    let result = tokio::time::timeout(
-                        Duration::from_secs(10),
-                        identities.patch_status(name, &params, &Patch::Apply(&patch)),
-                    )
-                    .await;
+                    let result = apply_status(&identities, name, status, &params).await;
                     if let (Some(note), Ok(Ok(object))) = (event, &result) {
                         let event = K8sEvent {
                             type_: EventType::Warning,
@@ -438,12 +433,7 @@ async fn status_writer(
                     (Kind::Identity, name.clone(), result.map(|r| r.map(|_| ())))
                 }
                 StatusWrite::Static(name, status) => {
-                    let patch = json!({"apiVersion": "signet.dev/v1alpha1", "kind": "ClusterStaticEntry", "status": status});
-                    let result = tokio::time::timeout(
-                        Duration::from_secs(10),
-                        statics.patch_status(name, &params, &Patch::Apply(&patch)),
-                    )
-                    .await;
+                    let result = apply_status(&statics, name, status, &params).await;
                     (Kind::Static, name.clone(), result.map(|r| r.map(|_| ())))
                 }
             };
@@ -461,4 +451,26 @@ async fn status_writer(
             }
         }
     }
+}
+
+/// Server-side applies `status` to one resource, with a timeout.
+async fn apply_status<K>(
+    api: &Api<K>,
+    name: &str,
+    status: &serde_json::Value,
+    params: &PatchParams,
+) -> Result<Result<K, kube::Error>, tokio::time::error::Elapsed>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        api.patch_status(name, params, &Patch::Apply(&patch)),
+    )
+    .await
 }
