@@ -100,6 +100,8 @@ pub struct CompiledIdentity {
     pub namespace_selector: LabelSelector,
     /// Pods selected.
     pub pod_selector: LabelSelector,
+    /// `autoPopulateDNSNames` was requested (accepted for compatibility, not applied yet).
+    pub auto_populate_dns_names: bool,
     spiffe_id: Template,
     selector_templates: Vec<Template>,
     dns_templates: Vec<Template>,
@@ -165,6 +167,7 @@ impl CompiledIdentity {
             generation: resource.metadata.generation,
             order: source_order(&resource.metadata),
             fallback: spec.fallback,
+            auto_populate_dns_names: spec.auto_populate_dns_names,
             namespace_selector: LabelSelector::parse(spec.namespace_selector.as_ref()).map_err(
                 |source| CompileError::Selector {
                     field: "namespaceSelector",

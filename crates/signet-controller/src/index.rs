@@ -777,6 +777,8 @@ pub struct IdentityReport {
     pub error: Option<CompileError>,
     /// Whether an older valid generation is still served.
     pub serving_previous: bool,
+    /// `autoPopulateDNSNames` is set but not applied.
+    pub auto_dns_ignored: bool,
     /// Counters.
     pub stats: signet_api::ClusterSPIFFEIDStats,
     /// Up to a few render failures, for the condition message and Events.
@@ -806,6 +808,10 @@ impl Index {
             generation: slot.generation,
             error: slot.error.clone(),
             serving_previous: slot.error.is_some() && slot.compiled.is_some(),
+            auto_dns_ignored: slot
+                .compiled
+                .as_ref()
+                .is_some_and(|c| c.auto_populate_dns_names),
             ..IdentityReport::default()
         };
         if let Some(identity) = &slot.compiled {

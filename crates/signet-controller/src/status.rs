@@ -37,11 +37,16 @@ pub fn identity_status(
             ),
         )
     } else {
+        let note = if report.auto_dns_ignored {
+            "; autoPopulateDNSNames is not supported yet and was ignored: list the names in dnsNameTemplates"
+        } else {
+            ""
+        };
         (
             true,
             "Reconciled",
             format!(
-                "{} entries for {} selected pods ({} masked)",
+                "{} entries for {} selected pods ({} masked){note}",
                 stats.entries_to_set, stats.pods_selected, stats.entries_masked
             ),
         )

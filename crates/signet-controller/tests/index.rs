@@ -642,3 +642,25 @@ fn class_names_partition_resources() {
 fn label_selector_module_is_public_for_the_runtime() {
     assert!(label_selector::Selector::everything().matches(None));
 }
+
+#[test]
+fn auto_populated_dns_names_are_reported_as_not_applied() {
+    let mut index = index();
+    let mut identity = cluster_spiffe_id("default", DEFAULT_TEMPLATE, 0);
+    identity.spec.auto_populate_dns_names = true;
+    index.apply_identity(&identity);
+    let report = index.identity_report("default").unwrap();
+    assert!(report.auto_dns_ignored);
+    let status = signet_controller::status::identity_status(
+        &report,
+        &[],
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::from_second(1_795_000_000).unwrap(),
+        ),
+    );
+    assert!(
+        status.conditions[0]
+            .message
+            .contains("autoPopulateDNSNames")
+    );
+}
