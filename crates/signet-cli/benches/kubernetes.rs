@@ -203,7 +203,13 @@ async fn p2() {
 }
 
 async fn p6() {
-    const ENTRIES: usize = 100_000;
+    // SIGNET_BENCH_ENTRIES overrides the size (e.g. for a smaller run under a heap profiler).
+    let entries_wanted: usize = std::env::var("SIGNET_BENCH_ENTRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    #[expect(non_snake_case, reason = "reads like the constant it replaces")]
+    let ENTRIES = entries_wanted;
     let dir = tempfile::tempdir().unwrap();
     let cluster = base_cluster(1);
     // ClusterStaticEntries parented to the node's agent: the entry count is independent of the

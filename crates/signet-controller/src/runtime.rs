@@ -114,7 +114,9 @@ struct Loop {
     listed: [bool; KINDS],
     announced: bool,
     conditions: HashMap<(Kind, String), Vec<Condition>>,
-    written: HashMap<(Kind, String), serde_json::Value>,
+    /// A digest of the status last handed to the writer per resource: a status JSON per resource
+    /// would be the controller's largest memory user with many resources.
+    written: HashMap<(Kind, String), u64>,
     reported_failures: HashMap<String, Vec<(String, String)>>,
 }
 
@@ -266,7 +268,8 @@ impl Loop {
             let previous = self.conditions.get(&key).cloned().unwrap_or_default();
             let status = identity_status(&report, &previous, now.clone());
             let value = serde_json::to_value(&status).unwrap_or_default();
-            if self.written.get(&key) != Some(&value) {
+            let digest = digest(&value);
+            if self.written.get(&key) != Some(&digest) {
                 let event = (self.reported_failures.get(&name) != Some(&report.failures)
                     && !report.failures.is_empty())
                 .then(|| {
@@ -281,7 +284,7 @@ impl Loop {
                     .insert(name.clone(), report.failures.clone());
                 self.conditions
                     .insert(key.clone(), status.conditions.clone());
-                self.written.insert(key, value.clone());
+                self.written.insert(key, digest);
                 writes.push(StatusWrite::Identity(name, value, event));
             }
         }
@@ -293,15 +296,25 @@ impl Loop {
             let previous = self.conditions.get(&key).cloned().unwrap_or_default();
             let status = static_status(&report, &previous, now.clone());
             let value = serde_json::to_value(&status).unwrap_or_default();
-            if self.written.get(&key) != Some(&value) {
+            let digest = digest(&value);
+            if self.written.get(&key) != Some(&digest) {
                 self.conditions
                     .insert(key.clone(), status.conditions.clone());
-                self.written.insert(key, value.clone());
+                self.written.insert(key, digest);
                 writes.push(StatusWrite::Static(name, value));
             }
         }
         writes
     }
+}
+
+/// A stable digest of a status value (JSON text hashed with SipHash; collisions only cost a
+/// skipped rewrite of an unchanged-looking status until the next real change).
+fn digest(value: &serde_json::Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    value.to_string().hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Runs the controller until the task is dropped.
