@@ -64,6 +64,32 @@ async fn start_server(
     signet_server::start(config).await.unwrap()
 }
 
+/// An agent in Kubernetes mode on node `vm` with the token in `token`.
+fn agent_config(
+    cluster: &FakeCluster,
+    server: &signet_server::RunningServer,
+    dir: &std::path::Path,
+    token: std::path::PathBuf,
+    attestor: signet_agent::attestor::k8s::K8sAttestorConfig,
+) -> signet_agent::AgentConfig {
+    signet_agent::AgentConfig {
+        trust_domain: TrustDomain::new("example.org").unwrap(),
+        server_address: server.agent_address.to_string(),
+        trust_bundle_path: server.bundle_pem.clone(),
+        join_token: None,
+        data_dir: dir.join("agent"),
+        socket_path: dir.join("sockets").join("api.sock"),
+        unix_attestor: signet_agent::UnixAttestorConfig::default(),
+        health_address: None,
+        kubernetes: Some(signet_agent::AgentKubernetes {
+            client: cluster.client(),
+            node_name: "vm".into(),
+            token_path: token,
+            attestor,
+        }),
+    }
+}
+
 async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
     for _ in 0..200 {
         if let Some(value) = check().await {
@@ -78,7 +104,6 @@ async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) ->
 async fn a_pod_gets_its_cluster_spiffe_id_through_the_whole_stack() {
     let cluster = cluster();
     let dir = tempfile::tempdir().unwrap();
-    let td = TrustDomain::new("example.org").unwrap();
     let server = start_server(&cluster, dir.path()).await;
 
     // The CA lives in a Secret and the bundle is published, by the leader.
@@ -112,27 +137,13 @@ async fn a_pod_gets_its_cluster_spiffe_id_through_the_whole_stack() {
     let token = dir.path().join("token");
     std::fs::write(&token, "agent-token\n").unwrap();
     let socket = dir.path().join("sockets").join("api.sock");
-    let agent = signet_agent::start(signet_agent::AgentConfig {
-        trust_domain: td,
-        server_address: server.agent_address.to_string(),
-        trust_bundle_path: server.bundle_pem.clone(),
-        join_token: None,
-        data_dir: dir.path().join("agent"),
-        socket_path: socket.clone(),
-        unix_attestor: signet_agent::UnixAttestorConfig::default(),
-        health_address: None,
-        kubernetes: Some(signet_agent::AgentKubernetes {
-            client: cluster.client(),
-            node_name: "vm".into(),
-            token_path: token,
-            attestor: signet_agent::attestor::k8s::K8sAttestorConfig {
-                proc_root,
-                container_wait: Duration::from_secs(2),
-            },
-        }),
-    })
-    .await
-    .unwrap();
+    let attestor = signet_agent::attestor::k8s::K8sAttestorConfig {
+        proc_root,
+        container_wait: Duration::from_secs(2),
+    };
+    let agent = signet_agent::start(agent_config(&cluster, &server, dir.path(), token, attestor))
+        .await
+        .unwrap();
     assert_eq!(
         agent.agent_id.as_str(),
         "spiffe://example.org/signet/agent/k8s/prod/f2ababaf-ec73-4e18-8b0f-e9ffeb713507"
@@ -178,26 +189,16 @@ async fn a_pod_gets_its_cluster_spiffe_id_through_the_whole_stack() {
 async fn an_agent_with_a_token_for_another_audience_is_refused() {
     let cluster = cluster();
     let dir = tempfile::tempdir().unwrap();
-    let td = TrustDomain::new("example.org").unwrap();
     let server = start_server(&cluster, dir.path()).await;
     let token = dir.path().join("token");
     std::fs::write(&token, "token-for-someone-else").unwrap();
-    let result = signet_agent::start(signet_agent::AgentConfig {
-        trust_domain: td,
-        server_address: server.agent_address.to_string(),
-        trust_bundle_path: server.bundle_pem.clone(),
-        join_token: None,
-        data_dir: dir.path().join("agent"),
-        socket_path: dir.path().join("s").join("api.sock"),
-        unix_attestor: signet_agent::UnixAttestorConfig::default(),
-        health_address: None,
-        kubernetes: Some(signet_agent::AgentKubernetes {
-            client: cluster.client(),
-            node_name: "vm".into(),
-            token_path: token,
-            attestor: signet_agent::attestor::k8s::K8sAttestorConfig::default(),
-        }),
-    })
+    let result = signet_agent::start(agent_config(
+        &cluster,
+        &server,
+        dir.path(),
+        token,
+        signet_agent::attestor::k8s::K8sAttestorConfig::default(),
+    ))
     .await;
     let Err(error) = result else {
         panic!("attested with a wrong-audience token")

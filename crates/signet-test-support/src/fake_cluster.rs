@@ -413,24 +413,20 @@ impl FakeCluster {
                 None => error(404, "NotFound", &format!("{name} not found")),
             },
             ("POST", None) => {
+                let mut body = body;
+                if body["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .is_empty()
+                {
+                    state.uid += 1;
+                    let prefix = body["metadata"]["generateName"].as_str().unwrap_or("obj-");
+                    body["metadata"]["name"] = json!(format!("{prefix}{}", state.uid));
+                }
                 let name = body["metadata"]["name"]
                     .as_str()
                     .unwrap_or_default()
                     .to_owned();
-                if name.is_empty() {
-                    state.uid += 1;
-                    let generated = format!(
-                        "{}{}",
-                        body["metadata"]["generateName"].as_str().unwrap_or("obj-"),
-                        state.uid
-                    );
-                    let mut body = body;
-                    body["metadata"]["name"] = json!(generated);
-                    if target.namespace.is_some() {
-                        body["metadata"]["namespace"] = json!(ns);
-                    }
-                    return (201, state.store(&target.collection, body, "ADDED"));
-                }
                 if state
                     .objects
                     .get(&target.collection)
@@ -438,7 +434,6 @@ impl FakeCluster {
                 {
                     return error(409, "AlreadyExists", &format!("{name} already exists"));
                 }
-                let mut body = body;
                 if target.namespace.is_some() {
                     body["metadata"]["namespace"] = json!(ns);
                 }
