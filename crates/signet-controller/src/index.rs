@@ -304,12 +304,12 @@ impl Index {
     }
 
     fn recompute_namespace(&mut self, name: &str) {
-        let keys: Vec<Arc<str>> = self
-            .pods_by_namespace
-            .get(name)
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default();
-        for key in keys {
+        let keys = self.pods_by_namespace.get(name).cloned();
+        self.recompute_pods(keys);
+    }
+
+    fn recompute_pods(&mut self, keys: Option<BTreeSet<Arc<str>>>) {
+        for key in keys.into_iter().flatten() {
             self.recompute_pod(&key);
         }
     }
@@ -342,14 +342,8 @@ impl Index {
     }
 
     fn recompute_node(&mut self, name: &str) {
-        let keys: Vec<Arc<str>> = self
-            .pods_by_node
-            .get(name)
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default();
-        for key in keys {
-            self.recompute_pod(&key);
-        }
+        let keys = self.pods_by_node.get(name).cloned();
+        self.recompute_pods(keys);
     }
 
     // ---- pods ----

@@ -138,7 +138,7 @@ impl PodData {
 
     /// `namespace/name`.
     pub fn key(&self) -> String {
-        format!("{}/{}", self.meta.namespace, self.meta.name)
+        crate::index::pod_key(&self.meta.namespace, &self.meta.name)
     }
 
     /// The node it is scheduled on, if any.

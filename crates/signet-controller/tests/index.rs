@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use signet_api::{ClusterStaticEntry, ClusterStaticEntrySpec};
+use signet_controller::ControllerConfig;
 use signet_controller::index::{EntryChange, Index, anchored};
-use signet_controller::{ControllerConfig, label_selector};
 use signet_core::RegistrationEntry;
 use signet_spiffe::TrustDomain;
 use signet_test_support::k8s::{
@@ -636,11 +636,6 @@ fn class_names_partition_resources() {
     mine.spec.class_name = Some("other".into());
     index.apply_identity(&mine);
     assert!(index.is_empty());
-}
-
-#[test]
-fn label_selector_module_is_public_for_the_runtime() {
-    assert!(label_selector::Selector::everything().matches(None));
 }
 
 #[test]

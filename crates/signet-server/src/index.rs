@@ -92,10 +92,15 @@ impl EntryIndex {
 
     /// Inserts or replaces an entry, moving it between agents if its parent changed.
     pub fn upsert(&self, entry: RegistrationEntry) {
+        self.upsert_shared(Arc::new(entry));
+    }
+
+    /// Inserts or replaces an entry another component already holds (the controller), without
+    /// copying it.
+    pub fn upsert_shared(&self, entry: Arc<RegistrationEntry>) {
         let Ok(mut inner) = self.inner.write() else {
             return;
         };
-        let entry = Arc::new(entry);
         if let Some(old) = inner.by_id.insert(entry.id.clone(), entry.clone())
             && old.parent_id != entry.parent_id
             && let Some(slot) = inner.by_agent.get_mut(&old.parent_id)

@@ -126,6 +126,20 @@ fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
+/// `(namespace, name)` of an object.
+fn key_of(object: &Value) -> (String, String) {
+    (
+        object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
 fn error(code: u16, reason: &str, message: &str) -> (u16, Value) {
     (
         code,
@@ -163,16 +177,7 @@ impl State {
         if object["metadata"]["creationTimestamp"].is_null() {
             object["metadata"]["creationTimestamp"] = json!("2026-11-23T00:00:00Z");
         }
-        let key = (
-            object["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            object["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        );
+        let key = key_of(&object);
         self.objects
             .entry(collection.to_owned())
             .or_default()
@@ -201,16 +206,7 @@ impl FakeCluster {
         let Ok(mut state) = self.state.lock() else {
             return object;
         };
-        let key = (
-            object["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            object["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        );
+        let key = key_of(&object);
         let existing = state
             .objects
             .get(&collection)

@@ -1,5 +1,6 @@
 //! `signet server` and `signet agent`: options merged from flags, environment and config file.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -38,6 +39,18 @@ fn is_kubernetes(mode: Option<String>) -> anyhow::Result<bool> {
     }
 }
 
+/// `namespace:serviceaccount` pairs, each part non-empty.
+fn service_account_pairs(pairs: Vec<String>) -> anyhow::Result<BTreeSet<String>> {
+    for pair in &pairs {
+        anyhow::ensure!(
+            pair.split_once(':')
+                .is_some_and(|(ns, sa)| { !ns.is_empty() && !sa.is_empty() && !sa.contains(':') }),
+            "--agent-service-accounts takes namespace:serviceaccount pairs, got {pair:?}"
+        );
+    }
+    Ok(pairs.into_iter().collect())
+}
+
 async fn server_kubernetes(
     flags: ServerKubernetesArgs,
     file: ServerKubernetesArgs,
@@ -61,6 +74,11 @@ async fn server_kubernetes(
         ignore_namespaces,
         class_name,
     } = flags;
+    // Checked before contacting the API server, so a typo is reported as such.
+    let agent_service_accounts = agent_service_accounts
+        .or(file.agent_service_accounts)
+        .map(service_account_pairs)
+        .transpose()?;
     let (client, default_namespace) =
         kube_client::client(kubeconfig.or(file.kubeconfig).as_deref()).await?;
     let namespace = namespace.or(file.namespace).unwrap_or(default_namespace);
@@ -87,15 +105,8 @@ async fn server_kubernetes(
     if let Some(v) = psat_audience.or(file.psat_audience) {
         options.psat_audience = v;
     }
-    if let Some(v) = agent_service_accounts.or(file.agent_service_accounts) {
-        for pair in &v {
-            anyhow::ensure!(
-                pair.split_once(':')
-                    .is_some_and(|(ns, sa)| !ns.is_empty() && !sa.is_empty()),
-                "--agent-service-accounts takes namespace:serviceaccount pairs, got {pair:?}"
-            );
-        }
-        options.agent_service_accounts = v.into_iter().collect();
+    if let Some(v) = agent_service_accounts {
+        options.agent_service_accounts = v;
     }
     if let Some(v) = node_label_keys.or(file.node_label_keys) {
         options.node_label_keys = v.into_iter().collect();
@@ -293,4 +304,39 @@ pub async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     agent.shutdown();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_and_service_account_pairs_are_checked() {
+        assert!(!is_kubernetes(None).unwrap());
+        assert!(!is_kubernetes(Some("standalone".into())).unwrap());
+        assert!(is_kubernetes(Some("kubernetes".into())).unwrap());
+        assert!(is_kubernetes(Some("k8s".into())).is_err());
+        let ok = service_account_pairs(vec!["signet:signet-agent".into()]).unwrap();
+        assert!(ok.contains("signet:signet-agent"));
+        for bad in ["signet", ":agent", "signet:", "a:b:c", ""] {
+            assert!(service_account_pairs(vec![bad.into()]).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn kubernetes_mode_reports_a_missing_node_name_before_anything_else() {
+        let error = agent_kubernetes(
+            AgentKubernetesArgs {
+                mode: Some("kubernetes".into()),
+                ..AgentKubernetesArgs::default()
+            },
+            AgentKubernetesArgs::default(),
+            PathBuf::from("/proc"),
+        )
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(error.contains("node name"), "{error}");
+    }
 }

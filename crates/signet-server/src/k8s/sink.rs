@@ -9,7 +9,7 @@ impl EntrySink for EntryIndex {
     fn apply(&self, changes: Vec<EntryChange>) {
         for change in changes {
             match change {
-                EntryChange::Upsert(entry) => self.upsert((*entry).clone()),
+                EntryChange::Upsert(entry) => self.upsert_shared(entry),
                 EntryChange::Remove(id) => {
                     self.remove(&id);
                 }
