@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "workload.proto",
         "signet/agent/v1/agent.proto",
         "signet/admin/v1/admin.proto",
+        "csi/v1/csi.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={root}/{file}");

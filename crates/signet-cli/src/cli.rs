@@ -51,6 +51,8 @@ pub enum Command {
     /// Run the node agent (serves the Workload API), or manage agents with a subcommand.
     #[command(args_conflicts_with_subcommands = true)]
     Agent(AgentCommand),
+    /// Run the CSI node plugin that mounts the agent's Workload API socket into pods (Kubernetes).
+    Csi(CsiArgs),
     /// Start a server and an agent on this machine with an identity for you, until Ctrl-C.
     Quickstart(QuickstartArgs),
     /// Manage registration entries (admin API).
@@ -485,16 +487,55 @@ pub enum JwtCommand {
         #[command(flatten)]
         workload: WorkloadArgs,
     },
-    /// Validate a JWT-SVID through the agent.
+    /// Validate a JWT-SVID through the agent, or offline against a bundle file (`--bundle`).
     Validate {
         /// Expected audience.
         #[arg(long)]
         audience: String,
         /// The token.
         token: String,
+        /// Validate offline against this SPIFFE bundle (JWK Set JSON, e.g. the `bundle.spiffe`
+        /// key of the signet-bundle ConfigMap) instead of asking the agent.
+        #[arg(long, requires = "trust_domain")]
+        bundle: Option<PathBuf>,
+        /// Trust domain the `--bundle` file belongs to; the token must be from it.
+        #[arg(long)]
+        trust_domain: Option<String>,
         #[command(flatten)]
         workload: WorkloadArgs,
     },
+}
+
+/// The CSI node plugin: runs next to the agent in its DaemonSet, privileged, with the kubelet's
+/// pods directory mounted at the same path with `mountPropagation: Bidirectional`.
+///
+/// Pods declare `volumes: [{name: spiffe-workload-api, csi: {driver: csi.signet.dev, readOnly: true}}]`
+/// and get the agent's socket directory, read-only, at their mount path.
+#[derive(Debug, Args)]
+pub struct CsiArgs {
+    /// Socket the kubelet and node-driver-registrar call (the registrar's --csi-address).
+    #[arg(long, env = "SIGNET_CSI_SOCKET", default_value = "/csi/csi.sock")]
+    pub csi_socket: PathBuf,
+    /// The agent's Workload API socket directory, bind-mounted into pods.
+    #[arg(
+        long,
+        env = "SIGNET_WORKLOAD_SOCKET_DIR",
+        default_value = "/run/signet/sockets"
+    )]
+    pub workload_socket_dir: PathBuf,
+    /// The kubelet's pods directory, as the kubelet names it (`<kubelet root>/pods`).
+    #[arg(
+        long,
+        env = "SIGNET_KUBELET_PODS_DIR",
+        default_value = "/var/lib/kubelet/pods"
+    )]
+    pub kubelet_pods_dir: PathBuf,
+    /// CSI driver name; must equal the CSIDriver object's name.
+    #[arg(long, env = "SIGNET_CSI_DRIVER_NAME", default_value = signet_csi::DEFAULT_DRIVER_NAME)]
+    pub driver_name: String,
+    /// This node's name, reported to the kubelet [default: $NODE_NAME].
+    #[arg(long, env = "NODE_NAME")]
+    pub node_id: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -46,6 +46,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Agent(AgentCommand { action: None, run }) => {
                 commands::daemons::run_agent(run).await
             }
+            Command::Csi(args) => commands::daemons::run_csi(args).await,
             Command::Quickstart(args) => commands::quickstart::run(args).await,
             Command::Entry(c) => commands::admin::entry(c).await,
             Command::Token(c) => commands::admin::token(c).await,

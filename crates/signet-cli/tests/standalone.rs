@@ -578,3 +578,65 @@ fn health_and_metrics_endpoints() {
     assert!(d.workload(&["healthcheck"]).status.success());
     assert!(d.admin(&["healthcheck"]).status.success());
 }
+
+/// `signet jwt validate --bundle`: a JWT-SVID checked offline against the bundle the server
+/// publishes (what the kind e2e does with the signet-bundle ConfigMap), no agent involved.
+#[test]
+fn jwt_validates_offline_against_the_published_bundle() {
+    let d = Deployment::start();
+    d.create_entry(
+        &format!("spiffe://{TD}/jwt"),
+        &format!("unix:uid:{}", my_uid()),
+        &[],
+    );
+    let mut fetched = None;
+    wait_for("a JWT-SVID", Duration::from_secs(10), || {
+        let out = d.workload(&["jwt", "fetch", "--audience", "e2e", "-o", "json"]);
+        fetched = out.status.success().then_some(out.stdout);
+        fetched.is_some()
+    });
+    let svids: serde_json::Value = serde_json::from_slice(&fetched.unwrap()).unwrap();
+    let token = svids[0]["token"].as_str().unwrap().to_owned();
+    let bundle = d.admin(&["bundle", "show", "--format", "spiffe"]);
+    assert!(bundle.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let bundle_file = dir.path().join("bundle.spiffe");
+    std::fs::write(&bundle_file, &bundle.stdout).unwrap();
+    let validate = |audience: &str, trust_domain: &str, token: &str| {
+        Command::new(signet_bin())
+            .args(["jwt", "validate", "-o", "json", "--audience", audience])
+            .args(["--trust-domain", trust_domain, "--bundle"])
+            .arg(&bundle_file)
+            .arg(token)
+            .output()
+            .unwrap()
+    };
+
+    let ok = validate("e2e", TD, &token);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let view: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(view["spiffe_id"], format!("spiffe://{TD}/jwt"));
+
+    let wrong_audience = validate("other", TD, &token);
+    assert!(!wrong_audience.status.success());
+    // The bundle is declared for another trust domain: the token's issuer has no bundle.
+    let wrong_domain = validate("e2e", "other.example", &token);
+    assert!(!wrong_domain.status.success());
+    let (head, _) = token.rsplit_once('.').unwrap();
+    let forged = validate("e2e", TD, &format!("{head}.AAAA"));
+    assert!(!forged.status.success());
+    let err = String::from_utf8_lossy(&forged.stderr);
+    assert!(err.contains("invalid JWT-SVID"), "{err}");
+    // --bundle without --trust-domain is a usage error.
+    let usage = Command::new(signet_bin())
+        .args(["jwt", "validate", "--audience", "e2e", "--bundle"])
+        .arg(&bundle_file)
+        .arg(&token)
+        .output()
+        .unwrap();
+    assert_eq!(usage.status.code(), Some(2));
+}

@@ -27,6 +27,13 @@ pub mod signet {
     }
 }
 
+/// The Container Storage Interface v1 (Identity and Node services), package `csi.v1`.
+pub mod csi {
+    pub mod v1 {
+        tonic::include_proto!("csi.v1");
+    }
+}
+
 pub use signet::admin::v1 as admin;
 pub use signet::agent::v1 as agent;
 

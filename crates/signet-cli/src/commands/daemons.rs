@@ -10,7 +10,7 @@ use signet_agent::{AgentConfig, UnixAttestorConfig};
 use signet_server::ServerConfig;
 use signet_spiffe::TrustDomain;
 
-use crate::cli::{AgentArgs, AgentKubernetesArgs, ServerArgs, ServerKubernetesArgs};
+use crate::cli::{AgentArgs, AgentKubernetesArgs, CsiArgs, ServerArgs, ServerKubernetesArgs};
 use crate::commands::kube_client;
 
 fn read_config<T: DeserializeOwned + Default>(path: Option<&Path>) -> anyhow::Result<T> {
@@ -303,6 +303,27 @@ pub async fn run_agent(args: AgentArgs) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down");
     agent.shutdown();
+    Ok(())
+}
+
+/// Runs the CSI node plugin until a signal.
+pub async fn run_csi(args: CsiArgs) -> anyhow::Result<()> {
+    let plugin = signet_csi::CsiPlugin::new(signet_csi::CsiConfig {
+        driver_name: args.driver_name,
+        node_id: args.node_id.unwrap_or_default(),
+        workload_socket_dir: args.workload_socket_dir.clone(),
+        kubelet_pods_dir: args.kubelet_pods_dir.clone(),
+    })?;
+    let listener = signet_csi::bind_socket(&args.csi_socket)?;
+    eprintln!(
+        "signet csi serving {} (mounts {} into pods under {})",
+        args.csi_socket.display(),
+        args.workload_socket_dir.display(),
+        args.kubelet_pods_dir.display()
+    );
+    plugin.serve(listener, shutdown_signal()).await?;
+    tracing::info!("shutting down");
+    let _ = std::fs::remove_file(&args.csi_socket);
     Ok(())
 }
 

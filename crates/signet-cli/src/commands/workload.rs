@@ -203,7 +203,24 @@ pub async fn jwt(command: JwtCommand) -> anyhow::Result<()> {
         JwtCommand::Validate {
             audience,
             token,
+            bundle: Some(bundle),
+            trust_domain,
             workload,
+        } => {
+            let svid = validate_offline(&token, &audience, &bundle, trust_domain.as_deref())?;
+            let spiffe_id = svid.spiffe_id().to_string();
+            let view = serde_json::json!({"valid": true, "spiffe_id": spiffe_id});
+            output::print(workload.output, &view, |_| {
+                format!("Valid JWT-SVID for {spiffe_id}\n")
+            })?;
+            Ok(())
+        }
+        JwtCommand::Validate {
+            audience,
+            token,
+            bundle: None,
+            workload,
+            ..
         } => {
             let response = client(&workload)
                 .await?
@@ -226,6 +243,30 @@ pub async fn jwt(command: JwtCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Validates a JWT-SVID against a SPIFFE bundle file of one trust domain, without an agent.
+fn validate_offline(
+    token: &str,
+    audience: &str,
+    bundle_path: &std::path::Path,
+    trust_domain: Option<&str>,
+) -> anyhow::Result<signet_spiffe::JwtSvid> {
+    let trust_domain = trust_domain
+        .ok_or_else(|| anyhow::anyhow!("--bundle needs --trust-domain"))
+        .and_then(|name| {
+            signet_spiffe::TrustDomain::from_name_or_id(name)
+                .map_err(|e| anyhow::anyhow!("--trust-domain {name:?}: {e}"))
+        })?;
+    let json = std::fs::read(bundle_path)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", bundle_path.display()))?;
+    let bundle = signet_spiffe::Bundle::from_spiffe_json(trust_domain, &json)
+        .map_err(|e| anyhow::anyhow!("{} is not a SPIFFE bundle: {e}", bundle_path.display()))?;
+    let mut bundles = signet_spiffe::BundleSet::new();
+    bundles.insert(bundle);
+    let options = signet_spiffe::JwtValidation::at(std::time::SystemTime::now());
+    signet_spiffe::JwtSvid::validate(token, &bundles, audience, options)
+        .map_err(|e| anyhow::anyhow!("invalid JWT-SVID: {e}"))
 }
 
 /// `signet healthcheck`
