@@ -107,6 +107,41 @@ fn private_dir(path: &std::path::Path) -> Result<(), AgentError> {
         .map_err(|e| AgentError::Io(format!("securing {}: {e}", path.display())))
 }
 
+/// The first attestation. A join token is tried once (the operator is at the terminal); in
+/// Kubernetes the agent usually starts before the server is reachable, so an unreachable
+/// server is retried with backoff instead of crash-looping (the token is re-read each time).
+async fn first_attestation(
+    config: &AgentConfig,
+    server_id: &signet_spiffe::SpiffeId,
+) -> Result<identity::PersistedIdentity, AgentError> {
+    let mut backoff = manager::Backoff::default();
+    loop {
+        let credential = node_credential(config)?;
+        let bootstrap = read_bundle_file(&config.trust_bundle_path, &config.trust_domain)?;
+        let result = identity::attest(
+            &config.server_address,
+            bootstrap,
+            server_id.clone(),
+            &credential,
+        )
+        .await;
+        match result {
+            Err(AgentError::Unavailable(reason)) if config.kubernetes.is_some() => {
+                let delay = backoff.next_delay();
+                warn!(
+                    server = %config.server_address,
+                    %reason,
+                    retry_in = ?delay,
+                    kind = credential.kind(),
+                    "server not reachable for attestation; retrying"
+                );
+                tokio::time::sleep(delay).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Attests (or reuses the persisted identity), starts sync, signer, renewal and the Workload
 /// API, and returns once the socket is listening.
 pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
@@ -122,18 +157,10 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
             identity
         }
         None => {
-            let credential = node_credential(&config)?;
-            let bootstrap = read_bundle_file(&config.trust_bundle_path, &config.trust_domain)?;
-            let identity = identity::attest(
-                &config.server_address,
-                bootstrap,
-                server_id.clone(),
-                &credential,
-            )
-            .await?;
+            let identity = first_attestation(&config, &server_id).await?;
             store.save_svid(&identity.svid)?;
             store.save_bundle(&identity.bundle)?;
-            info!(agent = %identity.svid.spiffe_id(), kind = credential.kind(), "attested");
+            info!(agent = %identity.svid.spiffe_id(), "attested");
             identity
         }
     };

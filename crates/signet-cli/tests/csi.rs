@@ -1,7 +1,6 @@
 //! `signet csi` as a process: flags, the socket the kubelet calls, a clean stop on SIGTERM.
 //! (Publish/unpublish with real mounts are tested in the signet-csi crate.)
 
-
 mod common;
 
 use std::process::{Command, Stdio};

@@ -210,3 +210,59 @@ async fn an_agent_with_a_token_for_another_audience_is_refused() {
     );
     server.shutdown();
 }
+
+/// In a fresh cluster the agent often starts before any server replica is reachable: it retries
+/// attestation with backoff instead of exiting (and crash-looping for minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_started_before_the_server_attests_once_it_is_reachable() {
+    let cluster = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    // A first server run creates the CA Secret and the bundle, then goes away.
+    let first = start_server(&cluster, dir.path()).await;
+    let address = first.agent_address;
+    let config = {
+        let token = dir.path().join("token");
+        std::fs::write(&token, "agent-token\n").unwrap();
+        agent_config(
+            &cluster,
+            &first,
+            dir.path(),
+            token,
+            signet_agent::attestor::k8s::K8sAttestorConfig::default(),
+        )
+    };
+    first.shutdown();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let agent = tokio::spawn(signet_agent::start(config));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !agent.is_finished(),
+        "the agent must wait for the server, not exit"
+    );
+
+    // The replacement replica listens on the same Service address.
+    let td = TrustDomain::new("example.org").unwrap();
+    let mut server_config = signet_server::ServerConfig::new(td, dir.path().join("server"));
+    server_config.bind_address = address;
+    server_config.health_address = None;
+    let mut options =
+        signet_server::k8s::KubernetesOptions::new(cluster.client(), "signet", "server-1", "prod");
+    options.agent_service_accounts = BTreeSet::from(["demo:web".to_owned()]);
+    server_config.kubernetes = Some(options);
+    let server = signet_server::start(server_config).await.unwrap();
+
+    let agent = tokio::time::timeout(Duration::from_secs(60), agent)
+        .await
+        .expect("attested after the server came up")
+        .unwrap()
+        .unwrap();
+    assert!(
+        agent
+            .agent_id
+            .as_str()
+            .starts_with("spiffe://example.org/signet/agent/k8s/prod/")
+    );
+    agent.shutdown();
+    server.shutdown();
+}

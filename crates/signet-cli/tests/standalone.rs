@@ -63,7 +63,7 @@ async fn spiffe_crate_fetches_svids_bundles_and_jwts() {
     // The chain verifies against the bundle with OpenSSL too.
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(signet_bin())
-        .args(["svid", "fetch", "--write"])
+        .args(["svid", "fetch", "-o", "json", "--write"])
         .arg(dir.path())
         .arg("--socket")
         .arg(d.endpoint())
@@ -84,6 +84,18 @@ async fn spiffe_crate_fetches_svids_bundles_and_jwts() {
         verify.status.success(),
         "openssl: {}",
         String::from_utf8_lossy(&verify.stderr)
+    );
+    // The serial the CLI prints is the one OpenSSL reads from the certificate.
+    let fetched: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let openssl_serial = Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(dir.path().join("svid.0.pem"))
+        .output()
+        .unwrap();
+    let openssl_serial = String::from_utf8_lossy(&openssl_serial.stdout);
+    assert_eq!(
+        openssl_serial.trim().trim_start_matches("serial="),
+        fetched[0]["serial"].as_str().unwrap().to_uppercase()
     );
 
     // JWT-SVID: fetched, validated by the agent, and validated locally by the spiffe crate.
@@ -569,6 +581,7 @@ fn health_and_metrics_endpoints() {
         server.contains("signet_server_attestations_total{result=\"ok\"} 1"),
         "{server}"
     );
+    assert!(server.contains("signet_server_entries 1\n"), "{server}");
     let (_, agent) = common::http_get(d.agent_health_port, "/metrics");
     assert!(
         agent.contains("signet_agent_workload_calls_total{method=\"FetchX509SVID\",result=\"ok\"}"),

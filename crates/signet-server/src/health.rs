@@ -18,6 +18,20 @@ pub struct HealthState {
     pub ready: AtomicBool,
     /// Metrics to expose.
     pub registry: Registry,
+    /// Gauges read from state at scrape time (set just before encoding).
+    pub sampled: Vec<SampledGauge>,
+}
+
+/// A gauge whose value is read when `/metrics` is scraped.
+pub struct SampledGauge {
+    pub gauge: prometheus_client::metrics::gauge::Gauge,
+    pub read: Box<dyn Fn() -> i64 + Send + Sync>,
+}
+
+impl std::fmt::Debug for SampledGauge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SampledGauge").finish_non_exhaustive()
+    }
 }
 
 async fn livez() -> &'static str {
@@ -33,6 +47,9 @@ async fn readyz(State(state): State<Arc<HealthState>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<Arc<HealthState>>) -> impl IntoResponse {
+    for sampled in &state.sampled {
+        sampled.gauge.set((sampled.read)());
+    }
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
         Ok(()) => (

@@ -313,9 +313,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     if let Some(address) = config.health_address {
         let mut registry = prometheus_client::registry::Registry::default();
         metrics.register(&mut registry);
+        let entry_count = index.clone();
         let state = Arc::new(health::HealthState {
             ready: Default::default(),
             registry,
+            sampled: vec![health::SampledGauge {
+                gauge: metrics.entries.clone(),
+                read: Box::new(move || i64::try_from(entry_count.len()).unwrap_or(i64::MAX)),
+            }],
         });
         let (bound, task) = health::serve(address, state.clone())
             .await

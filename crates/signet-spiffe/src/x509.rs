@@ -210,6 +210,23 @@ pub fn not_after_of(cert_der: &[u8]) -> Option<SystemTime> {
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
+/// The serial number of a DER certificate, as lowercase hex (what `openssl x509 -serial` shows).
+pub fn serial_of(cert_der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    let raw = cert.raw_serial();
+    // DER pads a positive serial with a leading zero byte when its top bit is set; drop it.
+    let significant = raw.iter().position(|byte| *byte != 0).map_or(
+        raw.get(raw.len().saturating_sub(1)..).unwrap_or_default(),
+        |first| raw.get(first..).unwrap_or_default(),
+    );
+    Some(
+        significant
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect(),
+    )
+}
+
 /// The public key bytes (EC point or RSAPublicKey DER) of a PKCS#8 private key.
 fn private_key_public_bytes(pkcs8: &[u8]) -> Result<Vec<u8>, X509SvidError> {
     use aws_lc_rs::signature::{self, KeyPair};

@@ -264,3 +264,23 @@ fn parse_rejects_garbage_and_mismatched_keys() {
         Err(X509SvidError::BadCertificate(_))
     ));
 }
+
+#[test]
+fn serials_print_like_openssl_without_the_der_sign_byte() {
+    use signet_test_support::rcgen::{CertificateParams, KeyPair, SerialNumber};
+    let key = KeyPair::generate().unwrap();
+    for (serial, shown) in [
+        (vec![0x80, 0x01], "8001"),
+        (vec![0x0a, 0xff], "0aff"),
+        (vec![0x00, 0x00, 0x7f], "7f"),
+    ] {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(
+            signet_spiffe::x509::serial_of(cert.der()).as_deref(),
+            Some(shown)
+        );
+    }
+    assert_eq!(signet_spiffe::x509::serial_of(b"not a certificate"), None);
+}

@@ -45,6 +45,7 @@ struct SvidView {
     spiffe_id: String,
     hint: String,
     not_after: String,
+    serial: String,
     chain_length: usize,
 }
 
@@ -61,10 +62,15 @@ fn views(response: &X509svidResponse) -> Vec<SvidView> {
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map(|d| output::time(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)))
                 .unwrap_or_default();
+            let serial = certs
+                .first()
+                .and_then(|c| signet_spiffe::x509::serial_of(c))
+                .unwrap_or_default();
             SvidView {
                 spiffe_id: s.spiffe_id.clone(),
                 hint: s.hint.clone(),
                 not_after,
+                serial,
                 chain_length: certs.len(),
             }
         })
@@ -75,10 +81,11 @@ fn human(views: &[SvidView]) -> String {
     let mut out = String::new();
     for (i, v) in views.iter().enumerate() {
         out.push_str(&format!(
-            "SVID #{i}{}\n  SPIFFE ID : {}\n  Expires   : {}\n  Chain     : {} certificate(s)\n",
+            "SVID #{i}{}\n  SPIFFE ID : {}\n  Expires   : {}\n  Serial    : {}\n  Chain     : {} certificate(s)\n",
             if i == 0 { " (default)" } else { "" },
             v.spiffe_id,
             v.not_after,
+            v.serial,
             v.chain_length
         ));
         if !v.hint.is_empty() {
