@@ -22,14 +22,29 @@ fn schema_of(file: &str) -> Value {
     serde_json::to_value(schema).unwrap()
 }
 
+/// Both copies: `crds/` for `kubectl apply` and the Helm chart's, which its CRD template renders.
 #[test]
 fn committed_crds_match_the_types() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds");
-    for (file, crd) in signet_api::crds() {
-        let committed = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
-        assert!(
-            committed == signet_api::crd_yaml(&crd).unwrap(),
-            "crds/{file} is stale: run `cargo run -p xtask -- crds`"
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for dir in ["crds", "charts/signet/files/crds"] {
+        for (file, crd) in signet_api::crds() {
+            let committed = std::fs::read_to_string(root.join(dir).join(file)).unwrap_or_default();
+            assert!(
+                committed == signet_api::crd_yaml(&crd).unwrap(),
+                "{dir}/{file} is stale: run `cargo run -p xtask -- crds`"
+            );
+        }
+        let yaml_files = std::fs::read_dir(root.join(dir))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "yaml"))
+            })
+            .count();
+        assert_eq!(
+            yaml_files,
+            signet_api::crds().len(),
+            "{dir} has YAML files that are not generated CRDs"
         );
     }
 }
