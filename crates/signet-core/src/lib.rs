@@ -3,6 +3,7 @@
 
 pub mod duration;
 pub mod entry;
+pub mod policy;
 pub mod selector;
 pub mod template;
 

@@ -1,0 +1,198 @@
+//! The evaluator: one decision, and every policy that contributed to it.
+
+use serde::Serialize;
+
+use super::{
+    Action, DefaultPolicy, Enforcement, HttpRequest, Operation, Policy, PolicyRef, Request, Rule,
+    Source, TrustContext,
+};
+
+/// Why the decision is what it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Reason {
+    /// An enforced DENY policy matched (the first one, in policy order).
+    DeniedByPolicy { policy: PolicyRef, rule: usize },
+    /// An enforced ALLOW policy matched.
+    AllowedByPolicy { policy: PolicyRef, rule: usize },
+    /// ALLOW policies target the workload and none matched.
+    NoAllowPolicyMatched,
+    /// No enforced ALLOW policy targets the workload: the default policy decided.
+    Default { policy: DefaultPolicy },
+}
+
+/// What one policy said about the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// A rule matched (its index).
+    Matched {
+        rule: usize,
+    },
+    NotMatched,
+}
+
+/// One policy's part in a decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Contribution {
+    pub policy: PolicyRef,
+    pub action: Action,
+    pub enforcement: Enforcement,
+    pub outcome: Outcome,
+}
+
+/// The decision with its explanation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    pub allowed: bool,
+    pub reason: Reason,
+    /// What the decision would be if DryRun policies were enforced (reported when it differs).
+    pub dry_run_allowed: bool,
+    /// Every policy targeting the workload, in evaluation order.
+    pub contributions: Vec<Contribution>,
+}
+
+/// Decides `request` against the policies that target the workload.
+pub fn evaluate(
+    policies: &[&Policy],
+    default: DefaultPolicy,
+    trust: &TrustContext,
+    request: &Request<'_>,
+) -> Decision {
+    let contributions: Vec<Contribution> = policies
+        .iter()
+        .map(|policy| Contribution {
+            policy: policy.id.clone(),
+            action: policy.action,
+            enforcement: policy.enforcement,
+            outcome: match first_matching_rule(policy, request) {
+                Some(rule) => Outcome::Matched { rule },
+                None => Outcome::NotMatched,
+            },
+        })
+        .collect();
+    let (allowed, reason) = decide(&contributions, false, default, trust, request);
+    let (dry_run_allowed, _) = decide(&contributions, true, default, trust, request);
+    Decision {
+        allowed,
+        reason,
+        dry_run_allowed,
+        contributions,
+    }
+}
+
+fn decide(
+    contributions: &[Contribution],
+    include_dry_run: bool,
+    default: DefaultPolicy,
+    trust: &TrustContext,
+    request: &Request<'_>,
+) -> (bool, Reason) {
+    let counted = |c: &&Contribution| include_dry_run || c.enforcement == Enforcement::Enforce;
+    let matched = |c: &Contribution| match c.outcome {
+        Outcome::Matched { rule } => Some(rule),
+        Outcome::NotMatched => None,
+    };
+    if let Some((c, rule)) = contributions
+        .iter()
+        .filter(counted)
+        .filter(|c| c.action == Action::Deny)
+        .find_map(|c| matched(c).map(|rule| (c, rule)))
+    {
+        return (
+            false,
+            Reason::DeniedByPolicy {
+                policy: c.policy.clone(),
+                rule,
+            },
+        );
+    }
+    let mut allows = contributions
+        .iter()
+        .filter(counted)
+        .filter(|c| c.action == Action::Allow)
+        .peekable();
+    if allows.peek().is_some() {
+        return match allows.find_map(|c| matched(c).map(|rule| (c, rule))) {
+            Some((c, rule)) => (
+                true,
+                Reason::AllowedByPolicy {
+                    policy: c.policy.clone(),
+                    rule,
+                },
+            ),
+            None => (false, Reason::NoAllowPolicyMatched),
+        };
+    }
+    let allowed = match default {
+        DefaultPolicy::Deny => false,
+        DefaultPolicy::AllowAuthenticated => request.peer.is_some(),
+        DefaultPolicy::AllowTrustDomain => request
+            .peer
+            .is_some_and(|peer| trust.trusts(peer.trust_domain_name())),
+    };
+    (allowed, Reason::Default { policy: default })
+}
+
+fn first_matching_rule(policy: &Policy, request: &Request<'_>) -> Option<usize> {
+    // For DENY, an HTTP condition that cannot be evaluated (a TCP request) counts as met: a DENY
+    // is never skipped for lack of attributes. For ALLOW and AUDIT it is not met.
+    let missing_http_matches = policy.action == Action::Deny;
+    policy
+        .rules
+        .iter()
+        .position(|rule| rule_matches(rule, request, missing_http_matches))
+}
+
+fn rule_matches(rule: &Rule, request: &Request<'_>, missing_http_matches: bool) -> bool {
+    let from = rule.from.is_empty() || rule.from.iter().any(|s| source_matches(s, request));
+    let to = rule.to.is_empty()
+        || rule
+            .to
+            .iter()
+            .any(|op| operation_matches(op, request, missing_http_matches));
+    from && to
+}
+
+fn source_matches(source: &Source, request: &Request<'_>) -> bool {
+    if source.is_unconstrained() {
+        return true;
+    }
+    let Some(peer) = request.peer else {
+        return false;
+    };
+    (source.spiffe_ids.is_empty() || source.spiffe_ids.iter().any(|p| p.matches(peer)))
+        && !source.not_spiffe_ids.iter().any(|p| p.matches(peer))
+        && (source.trust_domains.is_empty()
+            || source
+                .trust_domains
+                .iter()
+                .any(|td| td.as_str() == peer.trust_domain_name()))
+        && (source.namespaces.is_empty()
+            || kubernetes_namespace(peer.path())
+                .is_some_and(|ns| source.namespaces.iter().any(|n| n == ns)))
+}
+
+/// The namespace of an ID shaped `/ns/<namespace>/…` (the convention of the default identity).
+fn kubernetes_namespace(path: &str) -> Option<&str> {
+    let mut segments = path.trim_start_matches('/').split('/');
+    match (segments.next(), segments.next()) {
+        (Some("ns"), Some(namespace)) if !namespace.is_empty() => Some(namespace),
+        _ => None,
+    }
+}
+
+fn operation_matches(op: &Operation, request: &Request<'_>, missing_http_matches: bool) -> bool {
+    if !op.ports.is_empty() && !op.ports.contains(&request.port) {
+        return false;
+    }
+    if !op.uses_http() {
+        return true;
+    }
+    let Some(HttpRequest { method, path }) = request.http else {
+        return missing_http_matches;
+    };
+    (op.methods.is_empty() || op.methods.iter().any(|m| m == method))
+        && (op.paths.is_empty() || op.paths.iter().any(|p| p.matches(path)))
+        && !op.not_paths.iter().any(|p| p.matches(path))
+}

@@ -1,0 +1,414 @@
+//! Structural patterns of AuthorizationPolicy rules. SPIFFE ID patterns are matched segment by
+//! segment on parsed IDs — never as raw string prefixes, so `…/ns/foo/*` cannot match `…/ns/foobar`.
+
+use std::fmt;
+
+use signet_spiffe::{SpiffeId, TrustDomain};
+
+/// Why a pattern was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    #[error("{0:?} is not a SPIFFE ID pattern: it must start with spiffe://<trust domain>")]
+    NotSpiffe(String),
+    #[error("{pattern:?}: bad trust domain: {reason}")]
+    TrustDomain { pattern: String, reason: String },
+    #[error("{0:?}: empty path segment")]
+    EmptySegment(String),
+    #[error("{0:?}: `.` and `..` segments are not allowed")]
+    DotSegment(String),
+    #[error("{0:?}: `*` and `**` must be whole segments (structural matching, no partial globs)")]
+    PartialWildcard(String),
+    #[error("{0:?}: `**` is only allowed as the last segment")]
+    RestNotLast(String),
+    #[error("{0:?}: segment has a character not allowed in SPIFFE IDs")]
+    BadCharacter(String),
+    #[error(
+        "{0:?}: a path pattern must be `*`, start with `/` or `*`, and have at most one `*` at either end"
+    )]
+    Path(String),
+}
+
+/// One path segment of an ID pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Segment {
+    Literal(String),
+    /// `*`: exactly one segment.
+    One,
+    /// `**` (last only): one or more remaining segments.
+    Rest,
+}
+
+/// A SPIFFE ID pattern: `spiffe://td/ns/frontend/sa/*`, `spiffe://td/ns/**`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdPattern {
+    trust_domain: TrustDomain,
+    segments: Vec<Segment>,
+}
+
+impl IdPattern {
+    pub fn parse(pattern: &str) -> Result<Self, PatternError> {
+        let rest = pattern
+            .strip_prefix("spiffe://")
+            .ok_or_else(|| PatternError::NotSpiffe(pattern.to_owned()))?;
+        let (domain, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let trust_domain = TrustDomain::new(domain).map_err(|e| PatternError::TrustDomain {
+            pattern: pattern.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let mut segments = Vec::new();
+        if !path.is_empty() {
+            let parts: Vec<&str> = path.split('/').collect();
+            for (i, part) in parts.iter().enumerate() {
+                let segment = match *part {
+                    "" => return Err(PatternError::EmptySegment(pattern.to_owned())),
+                    "." | ".." => return Err(PatternError::DotSegment(pattern.to_owned())),
+                    "*" => Segment::One,
+                    "**" if i + 1 == parts.len() => Segment::Rest,
+                    "**" => return Err(PatternError::RestNotLast(pattern.to_owned())),
+                    literal if literal.contains('*') => {
+                        return Err(PatternError::PartialWildcard(pattern.to_owned()));
+                    }
+                    literal
+                        if !literal.bytes().all(|b| {
+                            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')
+                        }) =>
+                    {
+                        return Err(PatternError::BadCharacter(pattern.to_owned()));
+                    }
+                    literal => Segment::Literal(literal.to_owned()),
+                };
+                segments.push(segment);
+            }
+        }
+        Ok(Self {
+            trust_domain,
+            segments,
+        })
+    }
+
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
+    }
+
+    /// Whether the pattern has no wildcard (an exact ID).
+    pub fn is_exact(&self) -> bool {
+        self.segments
+            .iter()
+            .all(|s| matches!(s, Segment::Literal(_)))
+    }
+
+    pub fn matches(&self, id: &SpiffeId) -> bool {
+        if id.trust_domain_name() != self.trust_domain.as_str() {
+            return false;
+        }
+        let path = id.path();
+        let actual: Vec<&str> = if path.is_empty() {
+            Vec::new()
+        } else {
+            path.trim_start_matches('/').split('/').collect()
+        };
+        let mut index = 0;
+        for segment in &self.segments {
+            match segment {
+                Segment::Rest => return actual.len() > index,
+                Segment::One => {
+                    if index >= actual.len() {
+                        return false;
+                    }
+                }
+                Segment::Literal(literal) => {
+                    if actual.get(index) != Some(&literal.as_str()) {
+                        return false;
+                    }
+                }
+            }
+            index += 1;
+        }
+        index == actual.len()
+    }
+}
+
+impl fmt::Display for IdPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "spiffe://{}", self.trust_domain)?;
+        for segment in &self.segments {
+            match segment {
+                Segment::Literal(literal) => write!(f, "/{literal}")?,
+                Segment::One => f.write_str("/*")?,
+                Segment::Rest => f.write_str("/**")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An HTTP path pattern: exact `/a/b`, prefix `/a/*`, suffix `*.json`, or `*` (any path).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PathPattern {
+    Any,
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+}
+
+impl PathPattern {
+    pub fn parse(pattern: &str) -> Result<Self, PatternError> {
+        let bad = || PatternError::Path(pattern.to_owned());
+        if pattern == "*" {
+            return Ok(Self::Any);
+        }
+        let stars = pattern.matches('*').count();
+        if let Some(suffix) = pattern.strip_prefix('*') {
+            return if stars == 1 && !suffix.is_empty() {
+                Ok(Self::Suffix(suffix.to_owned()))
+            } else {
+                Err(bad())
+            };
+        }
+        if !pattern.starts_with('/') {
+            return Err(bad());
+        }
+        match (stars, pattern.strip_suffix('*')) {
+            (0, _) => Ok(Self::Exact(pattern.to_owned())),
+            (1, Some(prefix)) => Ok(Self::Prefix(prefix.to_owned())),
+            _ => Err(bad()),
+        }
+    }
+
+    /// Matches an already normalized request path (see [`normalize_path`]).
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Exact(exact) => path == exact,
+            Self::Prefix(prefix) => path.starts_with(prefix.as_str()),
+            Self::Suffix(suffix) => path.ends_with(suffix.as_str()),
+        }
+    }
+}
+
+impl fmt::Display for PathPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Any => f.write_str("*"),
+            Self::Exact(exact) => f.write_str(exact),
+            Self::Prefix(prefix) => write!(f, "{prefix}*"),
+            Self::Suffix(suffix) => write!(f, "*{suffix}"),
+        }
+    }
+}
+
+/// Why a request path cannot be authorized.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("the request path must start with /")]
+    NotAbsolute,
+    #[error("the request path has an encoded slash, backslash, dot or NUL")]
+    AmbiguousEncoding,
+}
+
+/// The one form a path is matched in, so `/a/../admin`, `//admin` or `/%61dmin` cannot slip
+/// past a rule on `/admin`: the query is dropped, unreserved percent-escapes are decoded, dot
+/// segments resolved and repeated slashes merged. Escapes that change the path's structure
+/// (`%2F`, `%5C`, `%2E`, `%00`) are refused instead of guessed at.
+pub fn normalize_path(raw: &str) -> Result<String, PathError> {
+    let path = raw.split(['?', '#']).next().unwrap_or_default();
+    if !path.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    let bytes = path.as_bytes();
+    let mut decoded = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let value = bytes
+                .get(i + 1..i + 3)
+                .and_then(|hex| std::str::from_utf8(hex).ok())
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+            match value {
+                Some(b'/' | b'\\' | b'.' | 0) => return Err(PathError::AmbiguousEncoding),
+                Some(byte)
+                    if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'~') =>
+                {
+                    decoded.push(char::from(byte));
+                    i += 3;
+                    continue;
+                }
+                Some(byte) => {
+                    // Reserved or non-ASCII: keep it escaped, in upper case.
+                    decoded.push_str(&format!("%{byte:02X}"));
+                    i += 3;
+                    continue;
+                }
+                None => return Err(PathError::AmbiguousEncoding),
+            }
+        }
+        if bytes[i] == b'\\' || bytes[i] == 0 {
+            return Err(PathError::AmbiguousEncoding);
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i] != b'%' && bytes[i] != b'\\' && bytes[i] != 0 {
+            i += 1;
+        }
+        decoded.push_str(&path[start..i]);
+    }
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in decoded.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            other => segments.push(other),
+        }
+    }
+    let mut normalized = format!("/{}", segments.join("/"));
+    if decoded.ends_with('/') && normalized.len() > 1 {
+        normalized.push('/');
+    }
+    Ok(normalized)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(value: &str) -> SpiffeId {
+        SpiffeId::new(value).unwrap_or_else(|e| unreachable!("{value}: {e}"))
+    }
+
+    fn pattern(value: &str) -> IdPattern {
+        IdPattern::parse(value).unwrap_or_else(|e| unreachable!("{value}: {e}"))
+    }
+
+    #[test]
+    fn one_star_is_one_segment_and_two_stars_the_rest() {
+        let sa = pattern("spiffe://td/ns/frontend/sa/*");
+        assert!(sa.matches(&id("spiffe://td/ns/frontend/sa/web")));
+        assert!(!sa.matches(&id("spiffe://td/ns/frontend/sa/web/extra")));
+        assert!(!sa.matches(&id("spiffe://td/ns/frontend/sa")));
+        assert!(
+            !sa.matches(&id("spiffe://td/ns/frontendx/sa/web")),
+            "no string prefixing"
+        );
+        assert!(
+            !sa.matches(&id("spiffe://other/ns/frontend/sa/web")),
+            "trust domain differs"
+        );
+
+        let ns = pattern("spiffe://td/ns/**");
+        assert!(ns.matches(&id("spiffe://td/ns/a")));
+        assert!(ns.matches(&id("spiffe://td/ns/a/sa/b")));
+        assert!(
+            !ns.matches(&id("spiffe://td/ns")),
+            "** needs at least one segment"
+        );
+        assert!(!ns.matches(&id("spiffe://td/nsx/a")));
+
+        let exact = pattern("spiffe://td/ns/a/sa/b");
+        assert!(exact.is_exact() && !sa.is_exact());
+        assert!(exact.matches(&id("spiffe://td/ns/a/sa/b")));
+        assert!(!exact.matches(&id("spiffe://td/ns/a/sa/bb")));
+        assert!(pattern("spiffe://td").matches(&id("spiffe://td")));
+        assert!(!pattern("spiffe://td").matches(&id("spiffe://td/x")));
+        assert_eq!(sa.to_string(), "spiffe://td/ns/frontend/sa/*");
+        assert_eq!(ns.to_string(), "spiffe://td/ns/**");
+    }
+
+    #[test]
+    fn malformed_id_patterns_are_refused() {
+        for (bad, expected) in [
+            ("td/ns/a", PatternError::NotSpiffe("td/ns/a".into())),
+            (
+                "spiffe://td//a",
+                PatternError::EmptySegment("spiffe://td//a".into()),
+            ),
+            (
+                "spiffe://td/a/",
+                PatternError::EmptySegment("spiffe://td/a/".into()),
+            ),
+            (
+                "spiffe://td/../a",
+                PatternError::DotSegment("spiffe://td/../a".into()),
+            ),
+            (
+                "spiffe://td/sa-*",
+                PatternError::PartialWildcard("spiffe://td/sa-*".into()),
+            ),
+            (
+                "spiffe://td/***",
+                PatternError::PartialWildcard("spiffe://td/***".into()),
+            ),
+            (
+                "spiffe://td/**/x",
+                PatternError::RestNotLast("spiffe://td/**/x".into()),
+            ),
+            (
+                "spiffe://td/a b",
+                PatternError::BadCharacter("spiffe://td/a b".into()),
+            ),
+        ] {
+            assert_eq!(IdPattern::parse(bad), Err(expected), "{bad}");
+        }
+        assert!(matches!(
+            IdPattern::parse("spiffe://TD/x"),
+            Err(PatternError::TrustDomain { .. })
+        ));
+        assert!(matches!(
+            IdPattern::parse("spiffe://*/x"),
+            Err(PatternError::TrustDomain { .. })
+        ));
+    }
+
+    #[test]
+    fn path_patterns() {
+        assert_eq!(PathPattern::parse("*"), Ok(PathPattern::Any));
+        let prefix = PathPattern::parse("/inventory/*").unwrap_or(PathPattern::Any);
+        assert!(prefix.matches("/inventory/items"));
+        assert!(prefix.matches("/inventory/"));
+        assert!(!prefix.matches("/inventory"));
+        assert!(!prefix.matches("/inventoryx/a"));
+        let suffix = PathPattern::parse("*.json").unwrap_or(PathPattern::Any);
+        assert!(suffix.matches("/a/b.json") && !suffix.matches("/a/b.jsonp"));
+        let exact = PathPattern::parse("/healthz").unwrap_or(PathPattern::Any);
+        assert!(exact.matches("/healthz") && !exact.matches("/healthz/"));
+        for bad in ["", "healthz", "/a*b", "/a/**", "**", "*/a*"] {
+            assert!(PathPattern::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(prefix.to_string(), "/inventory/*");
+        assert_eq!(suffix.to_string(), "*.json");
+    }
+
+    #[test]
+    fn request_paths_are_normalized_before_matching() {
+        for (raw, normalized) in [
+            ("/admin", "/admin"),
+            ("/a/../admin", "/admin"),
+            ("//admin", "/admin"),
+            ("/./admin/", "/admin/"),
+            ("/%61dmin", "/admin"),
+            ("/admin?x=/public", "/admin"),
+            ("/a/%3a", "/a/%3A"),
+            ("/../../etc", "/etc"),
+            ("/", "/"),
+        ] {
+            assert_eq!(normalize_path(raw).as_deref(), Ok(normalized), "{raw}");
+        }
+        for raw in [
+            "/a%2Fb",
+            "/a%2fb",
+            "/a%5Cb",
+            "/a\\b",
+            "/%2e%2e/admin",
+            "/a%00",
+            "/a%zz",
+            "/a%4",
+        ] {
+            assert_eq!(
+                normalize_path(raw),
+                Err(PathError::AmbiguousEncoding),
+                "{raw}"
+            );
+        }
+        assert_eq!(normalize_path("admin"), Err(PathError::NotAbsolute));
+    }
+}
