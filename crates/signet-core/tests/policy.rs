@@ -72,7 +72,11 @@ fn http<'a>(peer: &'a SpiffeId, method: &'a str, path: &'a str) -> Request<'a> {
     }
 }
 
-fn decide(policies: &[Policy], default: DefaultPolicy, request: &Request<'_>) -> (bool, Reason) {
+fn decide<'a>(
+    policies: &'a [Policy],
+    default: DefaultPolicy,
+    request: &Request<'_>,
+) -> (bool, Reason<'a>) {
     let refs: Vec<&Policy> = policies.iter().collect();
     let decision = evaluate(&refs, default, &trust(), request);
     (decision.allowed, decision.reason)

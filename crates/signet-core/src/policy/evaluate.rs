@@ -10,11 +10,11 @@ use super::{
 /// Why the decision is what it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Reason {
+pub enum Reason<'a> {
     /// An enforced DENY policy matched (the first one, in policy order).
-    DeniedByPolicy { policy: PolicyRef, rule: usize },
+    DeniedByPolicy { policy: &'a PolicyRef, rule: usize },
     /// An enforced ALLOW policy matched.
-    AllowedByPolicy { policy: PolicyRef, rule: usize },
+    AllowedByPolicy { policy: &'a PolicyRef, rule: usize },
     /// ALLOW policies target the workload and none matched.
     NoAllowPolicyMatched,
     /// No enforced ALLOW policy targets the workload: the default policy decided.
@@ -34,8 +34,8 @@ pub enum Outcome {
 
 /// One policy's part in a decision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Contribution {
-    pub policy: PolicyRef,
+pub struct Contribution<'a> {
+    pub policy: &'a PolicyRef,
     pub action: Action,
     pub enforcement: Enforcement,
     pub outcome: Outcome,
@@ -43,26 +43,26 @@ pub struct Contribution {
 
 /// The decision with its explanation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Decision {
+pub struct Decision<'a> {
     pub allowed: bool,
-    pub reason: Reason,
+    pub reason: Reason<'a>,
     /// What the decision would be if DryRun policies were enforced (reported when it differs).
     pub dry_run_allowed: bool,
     /// Every policy targeting the workload, in evaluation order.
-    pub contributions: Vec<Contribution>,
+    pub contributions: Vec<Contribution<'a>>,
 }
 
 /// Decides `request` against the policies that target the workload.
-pub fn evaluate(
-    policies: &[&Policy],
+pub fn evaluate<'a>(
+    policies: &[&'a Policy],
     default: DefaultPolicy,
     trust: &TrustContext,
     request: &Request<'_>,
-) -> Decision {
-    let contributions: Vec<Contribution> = policies
+) -> Decision<'a> {
+    let contributions: Vec<Contribution<'a>> = policies
         .iter()
         .map(|policy| Contribution {
-            policy: policy.id.clone(),
+            policy: &policy.id,
             action: policy.action,
             enforcement: policy.enforcement,
             outcome: match first_matching_rule(policy, request) {
@@ -81,13 +81,13 @@ pub fn evaluate(
     }
 }
 
-fn decide(
-    contributions: &[Contribution],
+fn decide<'a>(
+    contributions: &[Contribution<'a>],
     include_dry_run: bool,
     default: DefaultPolicy,
     trust: &TrustContext,
     request: &Request<'_>,
-) -> (bool, Reason) {
+) -> (bool, Reason<'a>) {
     let counted = |c: &&Contribution| include_dry_run || c.enforcement == Enforcement::Enforce;
     let matched = |c: &Contribution| match c.outcome {
         Outcome::Matched { rule } => Some(rule),
@@ -102,7 +102,7 @@ fn decide(
         return (
             false,
             Reason::DeniedByPolicy {
-                policy: c.policy.clone(),
+                policy: c.policy,
                 rule,
             },
         );
@@ -117,7 +117,7 @@ fn decide(
             Some((c, rule)) => (
                 true,
                 Reason::AllowedByPolicy {
-                    policy: c.policy.clone(),
+                    policy: c.policy,
                     rule,
                 },
             ),

@@ -102,29 +102,23 @@ impl IdPattern {
             return false;
         }
         let path = id.path();
-        let actual: Vec<&str> = if path.is_empty() {
-            Vec::new()
-        } else {
-            path.trim_start_matches('/').split('/').collect()
-        };
-        let mut index = 0;
+        // A valid SPIFFE ID path is empty or `/seg(/seg)*` with no empty segment.
+        let mut actual = path.split('/').skip(1);
         for segment in &self.segments {
+            let Some(next) = actual.next() else {
+                return false;
+            };
             match segment {
-                Segment::Rest => return actual.len() > index,
-                Segment::One => {
-                    if index >= actual.len() {
-                        return false;
-                    }
-                }
+                Segment::Rest => return true,
+                Segment::One => {}
                 Segment::Literal(literal) => {
-                    if actual.get(index) != Some(&literal.as_str()) {
+                    if next != literal {
                         return false;
                     }
                 }
             }
-            index += 1;
         }
-        index == actual.len()
+        actual.next().is_none()
     }
 }
 
