@@ -102,7 +102,7 @@ fn deny_wins_over_allow() {
     );
     assert!(!allowed);
     assert!(
-        matches!(reason, Reason::DeniedByPolicy { ref policy, rule: 0 } if policy.name == "deny-web")
+        matches!(reason, Reason::DeniedByPolicy { policy, rule: 0 } if policy.name == "deny-web")
     );
 }
 
