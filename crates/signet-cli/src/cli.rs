@@ -202,6 +202,14 @@ pub struct ServerKubernetesArgs {
     /// Only reconcile resources with this className (class-less ones too).
     #[arg(long, env = "SIGNET_CLASS_NAME")]
     pub class_name: Option<String>,
+    /// Keep a fallback ClusterSPIFFEID with this spiffeIDTemplate applied (e.g.
+    /// `spiffe://{{ .TrustDomain }}/ns/{{ .PodMeta.Namespace }}/sa/{{ .PodSpec.ServiceAccountName }}`):
+    /// pods no other ClusterSPIFFEID matches get it [default: none].
+    #[arg(long, env = "SIGNET_DEFAULT_IDENTITY_TEMPLATE")]
+    pub default_identity_template: Option<String>,
+    /// Name of that ClusterSPIFFEID [default: signet-default].
+    #[arg(long, env = "SIGNET_DEFAULT_IDENTITY_NAME")]
+    pub default_identity_name: Option<String>,
 }
 
 /// `signet agent`: run, or an admin subcommand.

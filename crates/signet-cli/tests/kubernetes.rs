@@ -266,3 +266,88 @@ async fn an_agent_started_before_the_server_attests_once_it_is_reachable() {
     agent.shutdown();
     server.shutdown();
 }
+
+/// The chart's default identity: the leader applies a fallback ClusterSPIFFEID (server-side
+/// apply, in place: a restart with a new template updates it without deleting it, so pods keep
+/// their identity across upgrades), and pods no other resource matches get it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_leader_keeps_the_default_identity_applied_in_place() {
+    let cluster = cluster();
+    // The captured pod runs in `demo`; take away the resource that matched it.
+    cluster.delete(CSIDS, "", "default");
+    let dir = tempfile::tempdir().unwrap();
+    let start = |template: &'static str| {
+        let cluster = cluster.clone();
+        let dir = dir.path().to_owned();
+        async move {
+            let td = TrustDomain::new("example.org").unwrap();
+            let mut config = signet_server::ServerConfig::new(td, dir.join("server"));
+            config.bind_address = "127.0.0.1:0".parse().unwrap();
+            config.health_address = None;
+            let mut options = signet_server::k8s::KubernetesOptions::new(
+                cluster.client(),
+                "signet",
+                "server-0",
+                "prod",
+            );
+            options.default_identity =
+                Some(signet_server::k8s::default_identity::DefaultIdentity {
+                    name: "signet-default".into(),
+                    spiffe_id_template: template.into(),
+                    class_name: None,
+                });
+            config.kubernetes = Some(options);
+            signet_server::start(config).await.unwrap()
+        }
+    };
+    let server = start("spiffe://{{ .TrustDomain }}/ns/{{ .PodMeta.Namespace }}/sa/{{ .PodSpec.ServiceAccountName }}").await;
+    let applied = eventually("the default ClusterSPIFFEID", async || {
+        cluster.get(CSIDS, "", "signet-default")
+    })
+    .await;
+    assert_eq!(applied["spec"]["fallback"], json!(true));
+    let uid = applied["metadata"]["uid"].clone();
+    let entry = eventually("the fallback entry", async || {
+        server
+            .entries
+            .all()
+            .into_iter()
+            .find(|e| e.spiffe_id.as_str() == "spiffe://example.org/ns/demo/sa/web")
+    })
+    .await;
+    assert!(entry.id.as_str().starts_with("csid/signet-default/"));
+    server.shutdown();
+
+    // An upgrade changes the template: same object, new spec, new ID for the pod.
+    let server =
+        start("spiffe://{{ .TrustDomain }}/workload/{{ .PodSpec.ServiceAccountName }}").await;
+    eventually("the updated template", async || {
+        cluster.get(CSIDS, "", "signet-default").filter(|o| {
+            o["spec"]["spiffeIDTemplate"]
+                .as_str()
+                .is_some_and(|t| t.contains("/workload/"))
+        })
+    })
+    .await;
+    let updated = cluster.get(CSIDS, "", "signet-default").unwrap();
+    assert_eq!(
+        updated["metadata"]["uid"], uid,
+        "updated in place, never re-created"
+    );
+    assert!(
+        !cluster
+            .requests()
+            .iter()
+            .any(|r| r.starts_with("DELETE") && r.contains("clusterspiffeids")),
+        "the server never deletes ClusterSPIFFEIDs"
+    );
+    eventually("the new fallback entry", async || {
+        server
+            .entries
+            .all()
+            .into_iter()
+            .find(|e| e.spiffe_id.as_str() == "spiffe://example.org/workload/web")
+    })
+    .await;
+    server.shutdown();
+}

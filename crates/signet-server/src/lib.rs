@@ -193,6 +193,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 index.clone(),
                 leader.clone(),
             )?);
+            if let Some(identity) = &kube_options.default_identity {
+                tasks.push(k8s::default_identity::spawn(
+                    kube_options.client.clone(),
+                    identity.clone(),
+                    leader.clone(),
+                ));
+            }
             tasks.push(k8s::bundle_configmap::spawn(
                 kube::Api::namespaced(kube_options.client.clone(), &kube_options.namespace),
                 kube_options.bundle_configmap.clone(),

@@ -73,11 +73,24 @@ async fn server_kubernetes(
         node_label_keys,
         ignore_namespaces,
         class_name,
+        default_identity_template,
+        default_identity_name,
     } = flags;
     // Checked before contacting the API server, so a typo is reported as such.
     let agent_service_accounts = agent_service_accounts
         .or(file.agent_service_accounts)
         .map(service_account_pairs)
+        .transpose()?;
+    let class_name = class_name.or(file.class_name);
+    let default_identity = default_identity_template
+        .or(file.default_identity_template)
+        .map(|template| {
+            default_identity(
+                template,
+                default_identity_name.or(file.default_identity_name),
+                class_name.clone(),
+            )
+        })
         .transpose()?;
     let (client, default_namespace) =
         kube_client::client(kubeconfig.or(file.kubeconfig).as_deref()).await?;
@@ -114,8 +127,37 @@ async fn server_kubernetes(
     if let Some(v) = ignore_namespaces.or(file.ignore_namespaces) {
         options.ignore_namespaces = v;
     }
-    options.class_name = class_name.or(file.class_name);
+    options.class_name = class_name;
+    options.default_identity = default_identity;
     Ok(Some(options))
+}
+
+/// The default identity from its flags, its template checked the way the controller parses it.
+fn default_identity(
+    template: String,
+    name: Option<String>,
+    class_name: Option<String>,
+) -> anyhow::Result<signet_server::k8s::default_identity::DefaultIdentity> {
+    signet_core::Template::parse(&template)
+        .map_err(|e| anyhow::anyhow!("--default-identity-template {template:?}: {e}"))?;
+    anyhow::ensure!(
+        template.starts_with("spiffe://"),
+        "--default-identity-template must render a SPIFFE ID (start with spiffe://), got {template:?}"
+    );
+    let name = name.unwrap_or_else(|| "signet-default".to_owned());
+    anyhow::ensure!(
+        !name.is_empty()
+            && name.len() <= 253
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'),
+        "--default-identity-name must be a Kubernetes object name, got {name:?}"
+    );
+    Ok(signet_server::k8s::default_identity::DefaultIdentity {
+        name,
+        spiffe_id_template: template,
+        class_name,
+    })
 }
 
 /// Resolves `signet server` options.
@@ -342,6 +384,23 @@ mod tests {
         for bad in ["signet", ":agent", "signet:", "a:b:c", ""] {
             assert!(service_account_pairs(vec![bad.into()]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn default_identity_flags_are_checked() {
+        let template = "spiffe://{{ .TrustDomain }}/ns/{{ .PodMeta.Namespace }}/sa/{{ .PodSpec.ServiceAccountName }}";
+        let identity = default_identity(template.into(), None, Some("blue".into())).unwrap();
+        assert_eq!(identity.name, "signet-default");
+        assert_eq!(identity.class_name.as_deref(), Some("blue"));
+        let error = |template: &str, name: Option<&str>| {
+            default_identity(template.into(), name.map(Into::into), None)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(error("spiffe://{{ .TrustDomain", None).contains("--default-identity-template"));
+        assert!(error("{{ .TrustDomain }}/x", None).contains("spiffe://"));
+        assert!(error(template, Some("Bad_Name")).contains("--default-identity-name"));
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 //! the entry index.
 
 pub mod bundle_configmap;
+pub mod default_identity;
 pub mod leader;
 pub mod secret_store;
 pub mod sink;
@@ -41,6 +42,8 @@ pub struct KubernetesOptions {
     pub class_name: Option<String>,
     /// How long a leader lease lasts.
     pub lease_duration: Duration,
+    /// The fallback ClusterSPIFFEID the leader keeps applied, if any.
+    pub default_identity: Option<default_identity::DefaultIdentity>,
 }
 
 impl std::fmt::Debug for KubernetesOptions {
@@ -78,6 +81,7 @@ impl KubernetesOptions {
             ],
             class_name: None,
             lease_duration: Duration::from_secs(15),
+            default_identity: None,
         }
     }
 }
