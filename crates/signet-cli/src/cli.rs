@@ -47,7 +47,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the signing server (CA, node attestation, agent API, admin API).
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Run the node agent (serves the Workload API), or manage agents with a subcommand.
     #[command(args_conflicts_with_subcommands = true)]
     Agent(AgentCommand),

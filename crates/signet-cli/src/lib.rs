@@ -38,7 +38,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         match command {
-            Command::Server(args) => commands::daemons::run_server(args).await,
+            Command::Server(args) => commands::daemons::run_server(*args).await,
             Command::Agent(AgentCommand {
                 action: Some(action),
                 ..
