@@ -6,6 +6,7 @@
 //! server refuses a bad object at `kubectl apply`. What needs the cluster (does a template render
 //! for this pod?) is reported by the controller in status conditions and Events.
 
+pub mod authorization_policy;
 pub mod cel;
 pub mod cluster_federated_trust_domain;
 pub mod cluster_spiffe_id;
@@ -15,6 +16,10 @@ pub mod status;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+pub use authorization_policy::{
+    AuthorizationPolicy, AuthorizationPolicySpec, AuthorizationPolicyStatus, PolicyAction,
+    PolicyEnforcement, PolicyOperation, PolicyRule, PolicySource, PolicyTargets,
+};
 pub use cluster_federated_trust_domain::{
     BundleEndpointProfile, BundleEndpointProfileType, ClusterFederatedTrustDomain,
     ClusterFederatedTrustDomainSpec, ClusterFederatedTrustDomainStatus,
@@ -54,6 +59,7 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
             "clusterfederatedtrustdomains.yaml",
             ClusterFederatedTrustDomain::crd(),
         ),
+        ("authorizationpolicies.yaml", AuthorizationPolicy::crd()),
     ]
 }
 

@@ -88,7 +88,12 @@ fn schemas_are_structural_with_status_subresource() {
                 .is_some(),
             "{file} lacks the status subresource"
         );
-        assert_eq!(crd.spec.scope, "Cluster", "{file}");
+        let scope = if file == AUTHZ {
+            "Namespaced"
+        } else {
+            "Cluster"
+        };
+        assert_eq!(crd.spec.scope, scope, "{file}");
         assert!(
             crd.spec
                 .names
@@ -174,6 +179,7 @@ fn validate(file: &str, spec: Value) -> Result<(), String> {
 const CSID: &str = "clusterspiffeids.yaml";
 const CSE: &str = "clusterstaticentries.yaml";
 const CFTD: &str = "clusterfederatedtrustdomains.yaml";
+const AUTHZ: &str = "authorizationpolicies.yaml";
 
 #[test]
 fn cluster_spiffe_id_rules() {
@@ -317,5 +323,95 @@ spec:
             .validate(&schema_of(CSID), &object, None)
             .map_err(|e| format!("{e:?}")),
         Ok(())
+    );
+}
+
+#[test]
+fn authorization_policy_rules() {
+    let good = json!({
+        "selector": {"matchLabels": {"app": "inventory"}},
+        "action": "ALLOW",
+        "enforcement": "DryRun",
+        "rules": [{
+            "from": [{
+                "spiffeIDs": ["spiffe://td/ns/frontend/sa/*", "spiffe://td/ns/jobs/**"],
+                "notSpiffeIDs": ["spiffe://td/ns/frontend/sa/debug"],
+                "trustDomains": ["td", "partner.example"],
+                "namespaces": ["frontend"],
+            }],
+            "to": [{"ports": [8443], "methods": ["GET", "POST"], "paths": ["/inventory/*", "*.json", "/healthz", "*"], "notPaths": ["/inventory/admin/*"]}],
+        }],
+    });
+    assert_eq!(validate(AUTHZ, good.clone()), Ok(()));
+    assert_eq!(
+        validate(AUTHZ, json!({})),
+        Ok(()),
+        "all pods of the namespace, no rules"
+    );
+    assert_eq!(
+        validate(
+            AUTHZ,
+            json!({"targetSPIFFEIDs": ["spiffe://td/ns/a/sa/b"], "action": "DENY", "rules": [{}]})
+        ),
+        Ok(())
+    );
+    let from = |value: Value| {
+        let mut spec = good.clone();
+        spec["rules"][0]["from"][0] = value;
+        spec
+    };
+    let to = |value: Value| {
+        let mut spec = good.clone();
+        spec["rules"][0]["to"][0] = value;
+        spec
+    };
+    for (name, bad) in [
+        (
+            "both targets",
+            json!({"selector": {}, "targetSPIFFEIDs": ["spiffe://td/x"]}),
+        ),
+        (
+            "partial wildcard",
+            from(json!({"spiffeIDs": ["spiffe://td/ns/front*"]})),
+        ),
+        (
+            "** not last",
+            from(json!({"spiffeIDs": ["spiffe://td/**/sa/x"]})),
+        ),
+        ("not a SPIFFE ID", from(json!({"spiffeIDs": ["td/ns/a"]}))),
+        (
+            "dot segment",
+            from(json!({"notSpiffeIDs": ["spiffe://td/ns/../x"]})),
+        ),
+        (
+            "upper-case trust domain",
+            from(json!({"trustDomains": ["TD"]})),
+        ),
+        ("bad namespace", from(json!({"namespaces": ["Front_End"]}))),
+        ("lower-case method", to(json!({"methods": ["get"]}))),
+        ("relative path", to(json!({"paths": ["inventory"]}))),
+        ("inner star", to(json!({"paths": ["/a/*/b"]}))),
+        ("two stars", to(json!({"notPaths": ["*a*"]}))),
+        ("bad target", json!({"targetSPIFFEIDs": ["spiffe://td/a*"]})),
+    ] {
+        assert!(
+            validate(AUTHZ, bad.clone()).is_err(),
+            "{name}: {bad} was accepted"
+        );
+    }
+    // Enums and ranges are OpenAPI validation (the API server's, not CEL): check the schema.
+    let schema = schema_of(AUTHZ);
+    let spec = &schema["properties"]["spec"]["properties"];
+    assert_eq!(spec["action"]["enum"], json!(["ALLOW", "DENY", "AUDIT"]));
+    assert_eq!(spec["enforcement"]["enum"], json!(["Enforce", "DryRun"]));
+    let port = &spec["rules"]["items"]["properties"]["to"]["items"]["properties"]["ports"]["items"];
+    assert_eq!(
+        (port["minimum"].as_f64(), port["maximum"].as_f64()),
+        (Some(1.0), Some(65535.0))
+    );
+    assert_eq!(
+        port["format"],
+        json!("int32"),
+        "a format the API server knows"
     );
 }

@@ -5,6 +5,7 @@
 //! The computation (`identity`, `static_entry`, `index`, `status`) is pure: no kube client, no
 //! tokio. The watch and write loops live in `runtime`.
 
+pub mod authorization;
 pub mod identity;
 pub mod index;
 pub mod label_selector;

@@ -1,0 +1,211 @@
+//! `AuthorizationPolicy` (namespaced): who may call the workloads it targets, by SPIFFE ID,
+//! trust domain or namespace, on which ports, methods and paths (DESIGN §10). Compiled by the
+//! controller with the entries and enforced in the workload (signet-tls, `signet proxy`).
+
+#![expect(
+    clippy::duplicated_attributes,
+    reason = "each kube printcolumn(...) repeats keys such as type_, which clippy reads as duplicates"
+)]
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::cel::{TRUST_DOMAIN_LIST_RULE, TRUST_DOMAIN_MESSAGE};
+
+/// A SPIFFE ID pattern: whole-segment `*` (one segment) and a final `**` (the rest).
+pub const ID_PATTERN_LIST_RULE: &str = "self.all(p, p.matches('^spiffe://[a-z0-9._-]+(/([A-Za-z0-9._-]+|[*]{1,2}))*$') && !p.matches('/[.][.]?(/|$)') && !p.matches('/[*][*]/'))";
+/// Message for [`ID_PATTERN_LIST_RULE`].
+pub const ID_PATTERN_MESSAGE: &str = "every entry must be a SPIFFE ID pattern: spiffe://<trust domain>/<segments>, where a segment is a name, `*` (exactly one segment) or a final `**` (one or more segments); no partial wildcards, no '.' or '..'";
+/// An HTTP path pattern: exact, `/prefix/*`, `*suffix` or `*`.
+pub const PATH_LIST_RULE: &str =
+    "self.all(p, p == '*' || p.matches('^[*][^*]+$') || p.matches('^/[^*]*[*]?$'))";
+/// Message for [`PATH_LIST_RULE`].
+pub const PATH_MESSAGE: &str =
+    "every path must be exact (/a/b), a prefix (/a/*), a suffix (*.json) or * (any)";
+/// HTTP methods are upper-case tokens.
+pub const METHOD_LIST_RULE: &str = "self.all(m, m.matches('^[A-Z]{1,16}$'))";
+
+/// Who may call the targeted workloads, and how.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "signet.dev",
+    version = "v1alpha1",
+    kind = "AuthorizationPolicy",
+    plural = "authorizationpolicies",
+    singular = "authorizationpolicy",
+    shortname = "authz",
+    category = "signet",
+    namespaced,
+    status = "AuthorizationPolicyStatus",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "Identity-based authorization for the workloads it targets.",
+    printcolumn(name = "Action", type_ = "string", json_path = ".spec.action"),
+    printcolumn(
+        name = "Enforcement",
+        type_ = "string",
+        json_path = ".spec.enforcement"
+    ),
+    printcolumn(
+        name = "Accepted",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Accepted\")].status"
+    ),
+    printcolumn(name = "Pods", type_ = "integer", json_path = ".status.targets.pods"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = kube::core::Rule::new("!(has(self.selector) && has(self.targetSPIFFEIDs))").message("set selector or targetSPIFFEIDs, not both"))]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizationPolicySpec {
+    /// Pods of this namespace the policy applies to (`{}` or absent with no targetSPIFFEIDs:
+    /// every pod of the namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+
+    /// Or: the workloads with these SPIFFE IDs (patterns allowed), wherever they run.
+    #[serde(
+        rename = "targetSPIFFEIDs",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    #[schemars(length(max = 64), inner(length(min = 10, max = 2048)))]
+    #[x_kube(validation = kube::core::Rule::new(ID_PATTERN_LIST_RULE).message(ID_PATTERN_MESSAGE))]
+    pub target_spiffe_ids: Vec<String>,
+
+    /// ALLOW (default), DENY, or AUDIT (report matches only).
+    #[serde(default)]
+    pub action: PolicyAction,
+
+    /// Enforce (default) or DryRun (evaluated, logged and counted; never changes a decision).
+    #[serde(default)]
+    pub enforcement: PolicyEnforcement,
+
+    /// OR of rules. No rules match nothing (an ALLOW policy without rules denies every call);
+    /// one empty rule `{}` matches every call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub rules: Vec<PolicyRule>,
+}
+
+/// What a matching policy does.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum PolicyAction {
+    #[default]
+    Allow,
+    Deny,
+    Audit,
+}
+
+/// Whether the policy decides or only reports.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum PolicyEnforcement {
+    #[default]
+    Enforce,
+    DryRun,
+}
+
+/// One rule: one `from` and one `to` must match; an absent list matches anything.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+pub struct PolicyRule {
+    /// OR of sources.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub from: Vec<PolicySource>,
+    /// OR of operations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub to: Vec<PolicyOperation>,
+}
+
+/// A caller. Fields are AND-ed, values within a field OR-ed; absent fields match anything. A
+/// caller without an SVID (PERMISSIVE mode) matches only a source with no field set.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicySource {
+    /// The caller's SPIFFE ID matches one of these patterns.
+    #[serde(rename = "spiffeIDs", default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 10, max = 2048)))]
+    #[x_kube(validation = kube::core::Rule::new(ID_PATTERN_LIST_RULE).message(ID_PATTERN_MESSAGE))]
+    pub spiffe_ids: Vec<String>,
+    /// The caller's SPIFFE ID matches none of these patterns.
+    #[serde(
+        rename = "notSpiffeIDs",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    #[schemars(length(max = 64), inner(length(min = 10, max = 2048)))]
+    #[x_kube(validation = kube::core::Rule::new(ID_PATTERN_LIST_RULE).message(ID_PATTERN_MESSAGE))]
+    pub not_spiffe_ids: Vec<String>,
+    /// The caller's trust domain is one of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 255)))]
+    #[x_kube(validation = kube::core::Rule::new(TRUST_DOMAIN_LIST_RULE).message(TRUST_DOMAIN_MESSAGE))]
+    pub trust_domains: Vec<String>,
+    /// The caller's Kubernetes namespace, read from IDs shaped `spiffe://<td>/ns/<namespace>/…`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 63)))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(n, n.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))").message("every namespace must be a DNS label"))]
+    pub namespaces: Vec<String>,
+}
+
+/// What is called. Fields are AND-ed, values within a field OR-ed; absent fields match anything.
+/// Methods and paths need HTTP: on a TCP connection an ALLOW rule using them never matches and
+/// a DENY rule using them always does.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyOperation {
+    /// Destination ports of the target workload.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(range(min = 1, max = 65535)))]
+    pub ports: Vec<i32>,
+    /// HTTP methods (upper case).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 16)))]
+    #[x_kube(validation = kube::core::Rule::new(METHOD_LIST_RULE).message("every method must be an upper-case HTTP method such as GET"))]
+    pub methods: Vec<String>,
+    /// Request paths (normalized before matching): exact, `/prefix/*`, `*suffix`, `*`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 1024)))]
+    #[x_kube(validation = kube::core::Rule::new(PATH_LIST_RULE).message(PATH_MESSAGE))]
+    pub paths: Vec<String>,
+    /// Request paths that never match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 1024)))]
+    #[x_kube(validation = kube::core::Rule::new(PATH_LIST_RULE).message(PATH_MESSAGE))]
+    pub not_paths: Vec<String>,
+}
+
+/// What the controller observed for an AuthorizationPolicy.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizationPolicyStatus {
+    /// The generation these conditions are for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Accepted` (the policy compiled and is delivered; reasons `Accepted`, `Invalid`,
+    /// `UnsupportedFieldForTCP`) and `ResolvedRefs` (every trust domain it names is known;
+    /// reason `UnknownTrustDomain`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// What the policy currently targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<PolicyTargets>,
+}
+
+/// Target counts.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyTargets {
+    /// Pods targeted.
+    pub pods: u32,
+    /// Distinct SPIFFE IDs of the targeted workloads.
+    #[serde(rename = "spiffeIDs")]
+    pub spiffe_ids: u32,
+}

@@ -1,0 +1,324 @@
+//! AuthorizationPolicy resources compiled into the evaluator's model (`signet_core::policy`).
+//! Pure: every pattern is parsed once here, so a bad one is reported in the resource's status
+//! instead of failing requests later.
+
+use signet_api::{
+    AuthorizationPolicySpec, PolicyAction, PolicyEnforcement, PolicyOperation, PolicyRule,
+    PolicySource,
+};
+use signet_core::policy::{
+    Action, Enforcement, IdPattern, Operation, PathPattern, Policy, PolicyRef, Rule, Source,
+};
+use signet_spiffe::TrustDomain;
+
+/// Why a policy was not accepted; each names the field (`rules[0].from[1].spiffeIDs[2]`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct PolicyError {
+    pub field: String,
+    pub reason: String,
+}
+
+/// How a policy picks the workloads it applies to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PolicyTarget {
+    /// Pods of the policy's namespace matching the selector (`None`: every pod).
+    Pods(Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>),
+    /// Workloads whose SPIFFE ID matches one of these patterns.
+    SpiffeIds(Vec<IdPattern>),
+}
+
+/// A compiled AuthorizationPolicy: its targets and the evaluator's policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompiledPolicy {
+    pub target: PolicyTarget,
+    pub policy: Policy,
+    /// Trust domains the policy names (for the `ResolvedRefs` condition).
+    pub trust_domains: Vec<TrustDomain>,
+}
+
+/// Compiles one resource; all errors are collected, not just the first.
+pub fn compile(
+    namespace: &str,
+    name: &str,
+    spec: &AuthorizationPolicySpec,
+) -> Result<CompiledPolicy, Vec<PolicyError>> {
+    let mut errors = Vec::new();
+    let mut trust_domains = Vec::new();
+    let target = if spec.target_spiffe_ids.is_empty() {
+        PolicyTarget::Pods(spec.selector.clone())
+    } else {
+        if spec.selector.is_some() {
+            errors.push(error(
+                "selector",
+                "set selector or targetSPIFFEIDs, not both",
+            ));
+        }
+        PolicyTarget::SpiffeIds(patterns(
+            &spec.target_spiffe_ids,
+            "targetSPIFFEIDs",
+            &mut errors,
+        ))
+    };
+    let rules = spec
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, rule)| {
+            compile_rule(
+                rule,
+                &format!("rules[{i}]"),
+                &mut trust_domains,
+                &mut errors,
+            )
+        })
+        .collect();
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    trust_domains.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    trust_domains.dedup();
+    Ok(CompiledPolicy {
+        target,
+        policy: Policy {
+            id: PolicyRef {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            },
+            action: match spec.action {
+                PolicyAction::Allow => Action::Allow,
+                PolicyAction::Deny => Action::Deny,
+                PolicyAction::Audit => Action::Audit,
+            },
+            enforcement: match spec.enforcement {
+                PolicyEnforcement::Enforce => Enforcement::Enforce,
+                PolicyEnforcement::DryRun => Enforcement::DryRun,
+            },
+            rules,
+        },
+        trust_domains,
+    })
+}
+
+fn error(field: &str, reason: impl Into<String>) -> PolicyError {
+    PolicyError {
+        field: field.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn patterns(values: &[String], field: &str, errors: &mut Vec<PolicyError>) -> Vec<IdPattern> {
+    values
+        .iter()
+        .enumerate()
+        .filter_map(|(i, value)| {
+            IdPattern::parse(value)
+                .map_err(|e| errors.push(error(&format!("{field}[{i}]"), e.to_string())))
+                .ok()
+        })
+        .collect()
+}
+
+fn compile_rule(
+    rule: &PolicyRule,
+    field: &str,
+    trust_domains: &mut Vec<TrustDomain>,
+    errors: &mut Vec<PolicyError>,
+) -> Rule {
+    Rule {
+        from: rule
+            .from
+            .iter()
+            .enumerate()
+            .map(|(i, s)| compile_source(s, &format!("{field}.from[{i}]"), trust_domains, errors))
+            .collect(),
+        to: rule
+            .to
+            .iter()
+            .enumerate()
+            .map(|(i, op)| compile_operation(op, &format!("{field}.to[{i}]"), errors))
+            .collect(),
+    }
+}
+
+fn compile_source(
+    source: &PolicySource,
+    field: &str,
+    trust_domains: &mut Vec<TrustDomain>,
+    errors: &mut Vec<PolicyError>,
+) -> Source {
+    let spiffe_ids = patterns(&source.spiffe_ids, &format!("{field}.spiffeIDs"), errors);
+    let not_spiffe_ids = patterns(
+        &source.not_spiffe_ids,
+        &format!("{field}.notSpiffeIDs"),
+        errors,
+    );
+    let domains: Vec<TrustDomain> = source
+        .trust_domains
+        .iter()
+        .enumerate()
+        .filter_map(|(i, td)| {
+            TrustDomain::new(td)
+                .map_err(|e| {
+                    errors.push(error(&format!("{field}.trustDomains[{i}]"), e.to_string()))
+                })
+                .ok()
+        })
+        .collect();
+    trust_domains.extend(domains.iter().cloned());
+    trust_domains.extend(spiffe_ids.iter().map(|p| p.trust_domain().clone()));
+    Source {
+        spiffe_ids,
+        not_spiffe_ids,
+        trust_domains: domains,
+        namespaces: source.namespaces.clone(),
+    }
+}
+
+fn compile_operation(
+    op: &PolicyOperation,
+    field: &str,
+    errors: &mut Vec<PolicyError>,
+) -> Operation {
+    let ports = op
+        .ports
+        .iter()
+        .enumerate()
+        .filter_map(|(i, port)| {
+            u16::try_from(*port).ok().filter(|p| *p != 0).or_else(|| {
+                errors.push(error(&format!("{field}.ports[{i}]"), "must be 1-65535"));
+                None
+            })
+        })
+        .collect();
+    for (i, method) in op.methods.iter().enumerate() {
+        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+            errors.push(error(
+                &format!("{field}.methods[{i}]"),
+                "must be an upper-case HTTP method such as GET",
+            ));
+        }
+    }
+    let paths = |values: &[String],
+                 name: &str,
+                 errors: &mut Vec<PolicyError>|
+     -> Vec<PathPattern> {
+        values
+            .iter()
+            .enumerate()
+            .filter_map(|(i, value)| {
+                PathPattern::parse(value)
+                    .map_err(|e| errors.push(error(&format!("{field}.{name}[{i}]"), e.to_string())))
+                    .ok()
+            })
+            .collect()
+    };
+    Operation {
+        ports,
+        methods: op.methods.clone(),
+        paths: paths(&op.paths, "paths", errors),
+        not_paths: paths(&op.not_paths, "notPaths", errors),
+    }
+}
+
+/// The trust domains a policy names that the server does not know (neither its own nor a
+/// federated one): the `ResolvedRefs=False, UnknownTrustDomain` condition. Such a rule can never
+/// match a verified peer, which is almost always a typo.
+pub fn unknown_trust_domains<'a>(
+    compiled: &'a CompiledPolicy,
+    known: &[TrustDomain],
+) -> Vec<&'a TrustDomain> {
+    compiled
+        .trust_domains
+        .iter()
+        .filter(|td| !known.contains(td))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use signet_api::{PolicyOperation, PolicyRule, PolicySource};
+
+    use super::*;
+
+    fn spec_with(rule: PolicyRule) -> AuthorizationPolicySpec {
+        AuthorizationPolicySpec {
+            rules: vec![rule],
+            ..AuthorizationPolicySpec::default()
+        }
+    }
+
+    #[test]
+    fn compiles_the_design_example() {
+        let spec = spec_with(PolicyRule {
+            from: vec![PolicySource {
+                spiffe_ids: vec!["spiffe://td/ns/frontend/sa/*".into()],
+                trust_domains: vec!["td".into(), "partner.example".into()],
+                namespaces: vec!["frontend".into()],
+                ..PolicySource::default()
+            }],
+            to: vec![PolicyOperation {
+                ports: vec![8443],
+                methods: vec!["GET".into(), "POST".into()],
+                paths: vec!["/inventory/*".into()],
+                ..PolicyOperation::default()
+            }],
+        });
+        let compiled =
+            compile("shop", "inventory", &spec).unwrap_or_else(|e| unreachable!("{e:?}"));
+        assert_eq!(compiled.policy.id.to_string(), "shop/inventory");
+        assert_eq!(compiled.policy.action, Action::Allow);
+        assert_eq!(compiled.target, PolicyTarget::Pods(None));
+        assert_eq!(compiled.policy.rules[0].to[0].ports, vec![8443]);
+        assert!(compiled.policy.uses_http());
+        let names: Vec<&str> = compiled
+            .trust_domains
+            .iter()
+            .map(TrustDomain::as_str)
+            .collect();
+        assert_eq!(names, vec!["partner.example", "td"]);
+        let known = [TrustDomain::new("td").unwrap_or_else(|e| unreachable!("{e}"))];
+        let unknown: Vec<&str> = unknown_trust_domains(&compiled, &known)
+            .into_iter()
+            .map(TrustDomain::as_str)
+            .collect();
+        assert_eq!(unknown, vec!["partner.example"]);
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_field() {
+        let spec = AuthorizationPolicySpec {
+            selector: Some(Default::default()),
+            target_spiffe_ids: vec!["spiffe://td/a*".into()],
+            rules: vec![PolicyRule {
+                from: vec![PolicySource {
+                    spiffe_ids: vec!["spiffe://td/ok".into(), "td/x".into()],
+                    trust_domains: vec!["Bad TD".into()],
+                    ..PolicySource::default()
+                }],
+                to: vec![PolicyOperation {
+                    ports: vec![0, 70000],
+                    methods: vec!["get".into()],
+                    paths: vec!["/a/*/b".into()],
+                    ..PolicyOperation::default()
+                }],
+            }],
+            ..AuthorizationPolicySpec::default()
+        };
+        let errors = compile("shop", "bad", &spec).err().unwrap_or_default();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "selector",
+                "targetSPIFFEIDs[0]",
+                "rules[0].from[0].spiffeIDs[1]",
+                "rules[0].from[0].trustDomains[0]",
+                "rules[0].to[0].ports[0]",
+                "rules[0].to[0].ports[1]",
+                "rules[0].to[0].methods[0]",
+                "rules[0].to[0].paths[0]",
+            ]
+        );
+    }
+}
