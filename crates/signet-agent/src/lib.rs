@@ -151,13 +151,35 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
     let server_id = signet_core::server_id(&config.trust_domain)
         .map_err(|e| AgentError::Internal(e.to_string()))?;
 
+    // Health first: while the agent waits for the server, /livez answers (a startup probe must
+    // not kill a patient agent) and /readyz says not ready.
+    let cache = Arc::new(cache::SvidCache::new());
+    let metrics = Arc::new(telemetry::AgentMetrics::default());
+    let health_task = match config.health_address {
+        Some(address) => Some(
+            telemetry::serve(address, cache.clone(), metrics.clone())
+                .await
+                .map_err(|e| AgentError::Io(format!("binding health endpoint on {address}: {e}")))?
+                .1,
+        ),
+        None => None,
+    };
+    let stop_health = |error: AgentError| {
+        if let Some(task) = &health_task {
+            task.abort();
+        }
+        error
+    };
+
     let identity = match store.load(SystemTime::now()) {
         Some(identity) => {
             info!(agent = %identity.svid.spiffe_id(), "reusing the persisted agent identity");
             identity
         }
         None => {
-            let identity = first_attestation(&config, &server_id).await?;
+            let identity = first_attestation(&config, &server_id)
+                .await
+                .map_err(stop_health)?;
             store.save_svid(&identity.svid)?;
             store.save_bundle(&identity.bundle)?;
             info!(agent = %identity.svid.spiffe_id(), "attested");
@@ -175,7 +197,6 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         Some(agent_tls.clone()),
     )
     .map_err(|e| AgentError::Unavailable(e.to_string()))?;
-    let cache = Arc::new(cache::SvidCache::new());
     let context = Arc::new(AgentContext {
         trust_domain: config.trust_domain.clone(),
         cache: cache.clone(),
@@ -222,11 +243,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
             }
         }
     });
-    let metrics = Arc::new(telemetry::AgentMetrics::default());
-    if let Some(address) = config.health_address {
-        let (_, task) = telemetry::serve(address, cache.clone(), metrics.clone())
-            .await
-            .map_err(|e| AgentError::Io(format!("binding health endpoint on {address}: {e}")))?;
+    if let Some(task) = health_task {
         tasks.push(task);
     }
     let k8s_attestor = match &config.kubernetes {

@@ -125,7 +125,8 @@ pub struct PolicyRule {
 }
 
 /// A caller. Fields are AND-ed, values within a field OR-ed; absent fields match anything. A
-/// caller without an SVID (PERMISSIVE mode) matches only a source with no field set.
+/// caller without an SVID (PERMISSIVE mode) matches a source with no field set, and — in a DENY
+/// policy only — a source whose only condition is `notSpiffeIDs` (it is not any of them).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicySource {
@@ -148,7 +149,8 @@ pub struct PolicySource {
     #[schemars(length(max = 32), inner(length(min = 1, max = 255)))]
     #[x_kube(validation = kube::core::Rule::new(TRUST_DOMAIN_LIST_RULE).message(TRUST_DOMAIN_MESSAGE))]
     pub trust_domains: Vec<String>,
-    /// The caller's Kubernetes namespace, read from IDs shaped `spiffe://<td>/ns/<namespace>/…`.
+    /// The caller's Kubernetes namespace, read from IDs of the local trust domain shaped
+    /// `spiffe://<td>/ns/<namespace>/…` (IDs of other trust domains never match).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(min = 1, max = 63)))]
     #[x_kube(validation = kube::core::Rule::new("self.all(n, n.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))").message("every namespace must be a DNS label"))]

@@ -500,14 +500,14 @@ pub enum JwtCommand {
         /// Expected audience.
         #[arg(long)]
         audience: String,
-        /// The token.
+        /// The token, or `-` to read it from standard input (keeps it out of the process list).
         token: String,
         /// Validate offline against this SPIFFE bundle (JWK Set JSON, e.g. the `bundle.spiffe`
         /// key of the signet-bundle ConfigMap) instead of asking the agent.
         #[arg(long, requires = "trust_domain")]
         bundle: Option<PathBuf>,
         /// Trust domain the `--bundle` file belongs to; the token must be from it.
-        #[arg(long)]
+        #[arg(long, requires = "bundle")]
         trust_domain: Option<String>,
         #[command(flatten)]
         workload: WorkloadArgs,

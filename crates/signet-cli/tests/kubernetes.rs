@@ -234,12 +234,34 @@ async fn an_agent_started_before_the_server_attests_once_it_is_reachable() {
     first.shutdown();
     tokio::time::sleep(Duration::from_millis(200)).await;
 
+    let health_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = config;
+    config.health_address = Some(([127, 0, 0, 1], health_port).into());
     let agent = tokio::spawn(signet_agent::start(config));
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
         !agent.is_finished(),
         "the agent must wait for the server, not exit"
     );
+    // While it waits it is alive (a startup probe keeps it) but not ready.
+    let status = |path: &str| {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", health_port)).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response.split(' ').nth(1).unwrap_or_default().to_owned()
+    };
+    assert_eq!(status("/livez"), "200");
+    assert_eq!(status("/readyz"), "503");
 
     // The replacement replica listens on the same Service address.
     let td = TrustDomain::new("example.org").unwrap();

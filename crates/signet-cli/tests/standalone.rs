@@ -644,6 +644,36 @@ fn jwt_validates_offline_against_the_published_bundle() {
     assert!(!forged.status.success());
     let err = String::from_utf8_lossy(&forged.stderr);
     assert!(err.contains("invalid JWT-SVID"), "{err}");
+    // The token can come from standard input, out of the process list.
+    let mut piped = Command::new(signet_bin())
+        .args([
+            "jwt",
+            "validate",
+            "--audience",
+            "e2e",
+            "--trust-domain",
+            TD,
+            "--bundle",
+        ])
+        .arg(&bundle_file)
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = piped.stdin.take().unwrap();
+        writeln!(stdin, "{token}").unwrap();
+    }
+    assert!(piped.wait_with_output().unwrap().status.success());
+    // --trust-domain without --bundle is a usage error, and so is the reverse.
+    let usage = Command::new(signet_bin())
+        .args(["jwt", "validate", "--audience", "e2e", "--trust-domain", TD])
+        .arg(&token)
+        .output()
+        .unwrap();
+    assert_eq!(usage.status.code(), Some(2));
     // --bundle without --trust-domain is a usage error.
     let usage = Command::new(signet_bin())
         .args(["jwt", "validate", "--audience", "e2e", "--bundle"])

@@ -33,7 +33,8 @@ pub enum PolicyTarget {
 pub struct CompiledPolicy {
     pub target: PolicyTarget,
     pub policy: Policy,
-    /// Trust domains the policy names (for the `ResolvedRefs` condition).
+    /// Trust domains the policy names anywhere (for the `ResolvedRefs` condition): a typo in a
+    /// `notSpiffeIDs` pattern would otherwise silently exclude no one.
     pub trust_domains: Vec<TrustDomain>,
 }
 
@@ -54,11 +55,9 @@ pub fn compile(
                 "set selector or targetSPIFFEIDs, not both",
             ));
         }
-        PolicyTarget::SpiffeIds(patterns(
-            &spec.target_spiffe_ids,
-            "targetSPIFFEIDs",
-            &mut errors,
-        ))
+        let targets = patterns(&spec.target_spiffe_ids, "targetSPIFFEIDs", &mut errors);
+        trust_domains.extend(targets.iter().map(|p| p.trust_domain().clone()));
+        PolicyTarget::SpiffeIds(targets)
     };
     let rules = spec
         .rules
@@ -166,7 +165,12 @@ fn compile_source(
         })
         .collect();
     trust_domains.extend(domains.iter().cloned());
-    trust_domains.extend(spiffe_ids.iter().map(|p| p.trust_domain().clone()));
+    trust_domains.extend(
+        spiffe_ids
+            .iter()
+            .chain(&not_spiffe_ids)
+            .map(|p| p.trust_domain().clone()),
+    );
     Source {
         spiffe_ids,
         not_spiffe_ids,
@@ -221,7 +225,8 @@ fn compile_operation(
     }
 }
 
-/// The trust domains a policy names that the server does not know (neither its own nor a
+/// The trust domains a policy names (in targets, `spiffeIDs`, `notSpiffeIDs` and
+/// `trustDomains`) that the server does not know (neither its own nor a
 /// federated one): the `ResolvedRefs=False, UnknownTrustDomain` condition. Such a rule can never
 /// match a verified peer, which is almost always a typo.
 pub fn unknown_trust_domains<'a>(
@@ -283,6 +288,28 @@ mod tests {
             .map(TrustDomain::as_str)
             .collect();
         assert_eq!(unknown, vec!["partner.example"]);
+    }
+
+    #[test]
+    fn a_typo_in_a_negative_pattern_or_a_target_is_an_unknown_trust_domain() {
+        let spec = AuthorizationPolicySpec {
+            target_spiffe_ids: vec!["spiffe://tdd/ns/shop/sa/api".into()],
+            rules: vec![PolicyRule {
+                from: vec![PolicySource {
+                    not_spiffe_ids: vec!["spiffe://t.d/ns/debug/**".into()],
+                    ..PolicySource::default()
+                }],
+                to: vec![],
+            }],
+            ..AuthorizationPolicySpec::default()
+        };
+        let compiled = compile("shop", "typo", &spec).unwrap_or_else(|e| unreachable!("{e:?}"));
+        let known = [TrustDomain::new("td").unwrap_or_else(|e| unreachable!("{e}"))];
+        let unknown: Vec<&str> = unknown_trust_domains(&compiled, &known)
+            .into_iter()
+            .map(TrustDomain::as_str)
+            .collect();
+        assert_eq!(unknown, vec!["t.d", "tdd"]);
     }
 
     #[test]

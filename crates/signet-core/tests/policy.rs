@@ -355,13 +355,19 @@ fn no_rules_match_nothing_and_one_empty_rule_matches_everything() {
 }
 
 #[test]
-fn a_peer_without_an_svid_matches_no_identity_condition() {
+fn a_peer_without_an_svid_matches_no_positive_identity_condition() {
     let policies = [policy(
         "in-domain",
         Action::Allow,
         vec![from_ids(&["spiffe://td/**"])],
     )];
     assert!(!decide(&policies, DefaultPolicy::AllowAuthenticated, &tcp(None)).0);
+}
+
+/// "Deny everyone except partner": a plaintext caller (PERMISSIVE mode) is not the partner, so
+/// the DENY applies to it even when an ALLOW would let everything through.
+#[test]
+fn a_deny_with_only_negative_conditions_stops_a_peer_without_an_svid() {
     let not_partner = Rule {
         from: vec![Source {
             not_spiffe_ids: vec![IdPattern::parse("spiffe://partner.example/**").unwrap()],
@@ -369,17 +375,46 @@ fn a_peer_without_an_svid_matches_no_identity_condition() {
         }],
         to: vec![],
     };
-    let deny = [policy("deny-not-partner", Action::Deny, vec![not_partner])];
-    let refs: Vec<&Policy> = deny.iter().collect();
-    let decision = evaluate(
-        &refs,
-        DefaultPolicy::AllowAuthenticated,
-        &trust(),
-        &tcp(None),
-    );
-    assert_eq!(decision.contributions[0].outcome, Outcome::NotMatched);
+    let policies = [
+        policy("deny-not-partner", Action::Deny, vec![not_partner.clone()]),
+        policy("allow-all", Action::Allow, vec![Rule::default()]),
+    ];
+    let (allowed, reason) = decide(&policies, DefaultPolicy::AllowTrustDomain, &tcp(None));
+    assert!(!allowed);
     assert!(
-        !decision.allowed,
-        "the default policy refuses a peer without an SVID"
+        matches!(reason, Reason::DeniedByPolicy { policy, .. } if policy.name == "deny-not-partner")
     );
+    let partner = id("spiffe://partner.example/billing");
+    assert!(
+        decide(
+            &policies,
+            DefaultPolicy::AllowTrustDomain,
+            &tcp(Some(&partner))
+        )
+        .0
+    );
+    // The same source in an ALLOW does not admit a caller without an SVID.
+    let allow = [policy(
+        "allow-not-partner",
+        Action::Allow,
+        vec![not_partner],
+    )];
+    assert!(!decide(&allow, DefaultPolicy::AllowTrustDomain, &tcp(None)).0);
+}
+
+/// A federated trust domain can mint `/ns/<anything>/…` IDs: they never satisfy `namespaces`.
+#[test]
+fn namespaces_are_read_from_local_ids_only() {
+    let rule = Rule {
+        from: vec![Source {
+            namespaces: vec!["frontend".into()],
+            ..Source::default()
+        }],
+        to: vec![],
+    };
+    let policies = [policy("frontend-ns", Action::Allow, vec![rule])];
+    let local = id(FRONTEND);
+    let federated = id("spiffe://partner.example/ns/frontend/sa/web");
+    assert!(decide(&policies, DefaultPolicy::Deny, &tcp(Some(&local))).0);
+    assert!(!decide(&policies, DefaultPolicy::Deny, &tcp(Some(&federated))).0);
 }

@@ -43,11 +43,17 @@ impl NodeService {
         &self,
         work: impl FnOnce(&Settings) -> Result<T, Status> + Send + 'static,
     ) -> Result<T, Status> {
-        let _guard = self.mount_lock.lock().await;
+        // The guard moves into the blocking task: if the kubelet gives up on the call and the
+        // handler is dropped, the mount work still finishes before a retry may start.
+        let guard = self.mount_lock.clone().lock_owned().await;
         let settings = self.settings.clone();
-        tokio::task::spawn_blocking(move || work(&settings))
-            .await
-            .map_err(|e| Status::internal(format!("mount task failed: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            let result = work(&settings);
+            drop(guard);
+            result
+        })
+        .await
+        .map_err(|e| Status::internal(format!("mount task failed: {e}")))?
     }
 }
 
@@ -154,8 +160,13 @@ enum Unpublished {
     AlreadyGone,
 }
 
-fn unpublish(plan: &UnpublishPlan) -> Result<Unpublished, Status> {
+fn unpublish(settings: &Settings, plan: &UnpublishPlan) -> Result<Unpublished, Status> {
     let target = plan.target.path();
+    if !plan.target.parent().exists() {
+        return Ok(Unpublished::AlreadyGone);
+    }
+    // Never unmount or delete through a symlinked volume directory.
+    check_parent(settings, &plan.target)?;
     match fs::symlink_metadata(target) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Unpublished::AlreadyGone),
         Err(e) => return Err(io_status("inspecting the target", target, &e)),
@@ -262,6 +273,7 @@ impl Node for NodeService {
                 volume_id = %logged.volume_id,
                 pod = %format_args!("{}/{}", logged.pod.namespace, logged.pod.name),
                 pod_uid = %logged.pod.uid,
+                volume = %logged.target.volume_name(),
                 service_account = %logged.pod.service_account,
                 target = %logged.target.path().display(),
                 already_mounted = *how == Published::AlreadyMounted,
@@ -285,7 +297,9 @@ impl Node for NodeService {
         let plan = request::validate_unpublish(request.get_ref(), &self.settings.pods_dir)
             .map_err(|e| refuse("NodeUnpublishVolume", e))?;
         let logged = plan.clone();
-        let outcome = self.blocking(move |_| unpublish(&plan)).await;
+        let outcome = self
+            .blocking(move |settings| unpublish(settings, &plan))
+            .await;
         match &outcome {
             Ok(Unpublished::Removed { unmounted }) => tracing::info!(
                 volume_id = %logged.volume_id,

@@ -17,7 +17,9 @@ pub const POD_NAME_KEY: &str = "csi.storage.k8s.io/pod.name";
 pub const POD_NAMESPACE_KEY: &str = "csi.storage.k8s.io/pod.namespace";
 pub const POD_UID_KEY: &str = "csi.storage.k8s.io/pod.uid";
 pub const SERVICE_ACCOUNT_KEY: &str = "csi.storage.k8s.io/serviceAccount.name";
-/// Keys under this prefix come from the kubelet, never from the pod author.
+/// The kubelet's key prefix. Pod authors can also write keys with it in `volumeAttributes`; the
+/// kubelet overwrites the ones it injects (`ephemeral`, `pod.*`, `serviceAccount.name`), so only
+/// those are trusted, and unknown keys under the prefix are merely tolerated.
 const KUBELET_KEY_PREFIX: &str = "csi.storage.k8s.io/";
 /// Longest volume id accepted (the kubelet's are `csi-<64 hex>`).
 const MAX_VOLUME_ID_LEN: usize = 256;

@@ -446,7 +446,11 @@ async fn hostile_requests_are_refused_and_touch_nothing() {
     let mut huge = node.valid_publish();
     huge.volume_context
         .insert("csi.storage.k8s.io/x".into(), "y".repeat(128 * 1024));
-    assert_ne!(node.publish(huge).await.unwrap_err().code(), Code::Ok);
+    let refused = node.publish(huge).await.unwrap_err();
+    assert!(
+        matches!(refused.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "the size limit refused it: {refused:?}"
+    );
     node.publish(node.valid_publish()).await.unwrap();
 }
 
@@ -474,6 +478,23 @@ async fn symlinks_and_foreign_mounts_are_not_followed() {
         status.message()
     );
     assert!(!elsewhere.join("mount").exists());
+    // Nor does unpublish remove anything through it.
+    fs::create_dir(elsewhere.join("mount")).unwrap();
+    let status = node
+        .unpublish(csi_dir.join("v/mount").to_str().unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status.code(),
+        Code::FailedPrecondition,
+        "{}",
+        status.message()
+    );
+    assert!(
+        elsewhere.join("mount").exists(),
+        "nothing removed outside the pods dir"
+    );
+    fs::remove_dir(elsewhere.join("mount")).unwrap();
 
     // The target itself is a symlink.
     let request = node.valid_publish();

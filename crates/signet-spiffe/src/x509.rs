@@ -210,7 +210,8 @@ pub fn not_after_of(cert_der: &[u8]) -> Option<SystemTime> {
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
-/// The serial number of a DER certificate, as lowercase hex (what `openssl x509 -serial` shows).
+/// The serial number of a DER certificate as lowercase hex, without DER's sign byte (the digits
+/// `openssl x509 -serial` prints, in lower case).
 pub fn serial_of(cert_der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
     let raw = cert.raw_serial();

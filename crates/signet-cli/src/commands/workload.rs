@@ -182,7 +182,15 @@ pub async fn svid(command: SvidCommand) -> anyhow::Result<()> {
 }
 
 /// `signet jwt ...`
-pub async fn jwt(command: JwtCommand) -> anyhow::Result<()> {
+pub async fn jwt(mut command: JwtCommand) -> anyhow::Result<()> {
+    if let JwtCommand::Validate { token, .. } = &mut command
+        && token == "-"
+    {
+        let mut input = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
+            .map_err(|e| anyhow::anyhow!("reading the token from standard input: {e}"))?;
+        *token = input.trim().to_owned();
+    }
     match command {
         JwtCommand::Fetch {
             audience,

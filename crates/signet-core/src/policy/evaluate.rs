@@ -65,7 +65,7 @@ pub fn evaluate<'a>(
             policy: &policy.id,
             action: policy.action,
             enforcement: policy.enforcement,
-            outcome: match first_matching_rule(policy, request) {
+            outcome: match first_matching_rule(policy, trust, request) {
                 Some(rule) => Outcome::Matched { rule },
                 None => Outcome::NotMatched,
             },
@@ -134,32 +134,56 @@ fn decide<'a>(
     (allowed, Reason::Default { policy: default })
 }
 
-fn first_matching_rule(policy: &Policy, request: &Request<'_>) -> Option<usize> {
-    // For DENY, an HTTP condition that cannot be evaluated (a TCP request) counts as met: a DENY
-    // is never skipped for lack of attributes. For ALLOW and AUDIT it is not met.
-    let missing_http_matches = policy.action == Action::Deny;
+fn first_matching_rule(
+    policy: &Policy,
+    trust: &TrustContext,
+    request: &Request<'_>,
+) -> Option<usize> {
+    // A DENY is never skipped for lack of attributes: an HTTP condition on a TCP request, or a
+    // negative identity condition (`notSpiffeIDs`) for a peer without an SVID, counts as met.
+    // For ALLOW and AUDIT such a condition is not met.
+    let fail_closed = policy.action == Action::Deny;
     policy
         .rules
         .iter()
-        .position(|rule| rule_matches(rule, request, missing_http_matches))
+        .position(|rule| rule_matches(rule, trust, request, fail_closed))
 }
 
-fn rule_matches(rule: &Rule, request: &Request<'_>, missing_http_matches: bool) -> bool {
-    let from = rule.from.is_empty() || rule.from.iter().any(|s| source_matches(s, request));
+fn rule_matches(
+    rule: &Rule,
+    trust: &TrustContext,
+    request: &Request<'_>,
+    fail_closed: bool,
+) -> bool {
+    let from = rule.from.is_empty()
+        || rule
+            .from
+            .iter()
+            .any(|s| source_matches(s, trust, request, fail_closed));
     let to = rule.to.is_empty()
         || rule
             .to
             .iter()
-            .any(|op| operation_matches(op, request, missing_http_matches));
+            .any(|op| operation_matches(op, request, fail_closed));
     from && to
 }
 
-fn source_matches(source: &Source, request: &Request<'_>) -> bool {
+fn source_matches(
+    source: &Source,
+    trust: &TrustContext,
+    request: &Request<'_>,
+    fail_closed: bool,
+) -> bool {
     if source.is_unconstrained() {
         return true;
     }
     let Some(peer) = request.peer else {
-        return false;
+        // No identity: positive identity conditions cannot hold; negative ones only count
+        // (as met) for a DENY.
+        let positive = !source.spiffe_ids.is_empty()
+            || !source.trust_domains.is_empty()
+            || !source.namespaces.is_empty();
+        return !positive && fail_closed;
     };
     (source.spiffe_ids.is_empty() || source.spiffe_ids.iter().any(|p| p.matches(peer)))
         && !source.not_spiffe_ids.iter().any(|p| p.matches(peer))
@@ -169,11 +193,14 @@ fn source_matches(source: &Source, request: &Request<'_>) -> bool {
                 .iter()
                 .any(|td| td.as_str() == peer.trust_domain_name()))
         && (source.namespaces.is_empty()
-            || kubernetes_namespace(peer.path())
-                .is_some_and(|ns| source.namespaces.iter().any(|n| n == ns)))
+            || (peer.trust_domain_name() == trust.local.as_str()
+                && kubernetes_namespace(peer.path())
+                    .is_some_and(|ns| source.namespaces.iter().any(|n| n == ns))))
 }
 
 /// The namespace of an ID shaped `/ns/<namespace>/…` (the convention of the default identity).
+/// Only IDs of the local trust domain are read this way: a federated domain's `/ns/…` says
+/// nothing about this cluster's namespaces.
 fn kubernetes_namespace(path: &str) -> Option<&str> {
     let mut segments = path.trim_start_matches('/').split('/');
     match (segments.next(), segments.next()) {
@@ -182,7 +209,7 @@ fn kubernetes_namespace(path: &str) -> Option<&str> {
     }
 }
 
-fn operation_matches(op: &Operation, request: &Request<'_>, missing_http_matches: bool) -> bool {
+fn operation_matches(op: &Operation, request: &Request<'_>, fail_closed: bool) -> bool {
     if !op.ports.is_empty() && !op.ports.contains(&request.port) {
         return false;
     }
@@ -190,7 +217,7 @@ fn operation_matches(op: &Operation, request: &Request<'_>, missing_http_matches
         return true;
     }
     let Some(HttpRequest { method, path }) = request.http else {
-        return missing_http_matches;
+        return fail_closed;
     };
     (op.methods.is_empty() || op.methods.iter().any(|m| m == method))
         && (op.paths.is_empty() || op.paths.iter().any(|p| p.matches(path)))

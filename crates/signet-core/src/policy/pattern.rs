@@ -26,6 +26,10 @@ pub enum PatternError {
         "{0:?}: a path pattern must be `*`, start with `/` or `*`, and have at most one `*` at either end"
     )]
     Path(String),
+    #[error(
+        "{0:?} is not in normal form (no `//`, `.` or `..` segments, escapes, `?`, `#` or `;`): it could never match a request path"
+    )]
+    NotNormal(String),
 }
 
 /// One path segment of an ID pattern.
@@ -90,13 +94,6 @@ impl IdPattern {
         &self.trust_domain
     }
 
-    /// Whether the pattern has no wildcard (an exact ID).
-    pub fn is_exact(&self) -> bool {
-        self.segments
-            .iter()
-            .all(|s| matches!(s, Segment::Literal(_)))
-    }
-
     pub fn matches(&self, id: &SpiffeId) -> bool {
         if id.trust_domain_name() != self.trust_domain.as_str() {
             return false;
@@ -154,7 +151,7 @@ impl PathPattern {
         let stars = pattern.matches('*').count();
         if let Some(suffix) = pattern.strip_prefix('*') {
             return if stars == 1 && !suffix.is_empty() {
-                Ok(Self::Suffix(suffix.to_owned()))
+                Self::Suffix(suffix.to_owned()).check_normal_form(pattern)
             } else {
                 Err(bad())
             };
@@ -162,10 +159,27 @@ impl PathPattern {
         if !pattern.starts_with('/') {
             return Err(bad());
         }
-        match (stars, pattern.strip_suffix('*')) {
-            (0, _) => Ok(Self::Exact(pattern.to_owned())),
-            (1, Some(prefix)) => Ok(Self::Prefix(prefix.to_owned())),
-            _ => Err(bad()),
+        let parsed = match (stars, pattern.strip_suffix('*')) {
+            (0, _) => Self::Exact(pattern.to_owned()),
+            (1, Some(prefix)) => Self::Prefix(prefix.to_owned()),
+            _ => return Err(bad()),
+        };
+        parsed.check_normal_form(pattern)
+    }
+
+    /// Request paths are normalized before matching, so a pattern not in normal form (`//a`,
+    /// `/a/../b`, `/%61`, `/a?x`, `/a;x`) could never match: refuse it instead of letting a DENY
+    /// silently do nothing.
+    fn check_normal_form(self, pattern: &str) -> Result<Self, PatternError> {
+        let literal = match &self {
+            Self::Any => return Ok(self),
+            Self::Exact(text) | Self::Prefix(text) => text.clone(),
+            Self::Suffix(text) => format!("/x{text}"),
+        };
+        if normalize_path(&literal).is_ok_and(|normal| normal == literal) {
+            Ok(self)
+        } else {
+            Err(PatternError::NotNormal(pattern.to_owned()))
         }
     }
 
@@ -196,55 +210,52 @@ impl fmt::Display for PathPattern {
 pub enum PathError {
     #[error("the request path must start with /")]
     NotAbsolute,
-    #[error("the request path has an encoded slash, backslash, dot or NUL")]
+    #[error("the request path has an encoded slash, backslash or NUL, or a malformed escape")]
     AmbiguousEncoding,
+    #[error("the request path has `;` parameters, which servers disagree about")]
+    Parameters,
+    #[error("the request path is not UTF-8 once decoded")]
+    NotUtf8,
 }
 
-/// The one form a path is matched in, so `/a/../admin`, `//admin` or `/%61dmin` cannot slip
-/// past a rule on `/admin`: the query is dropped, unreserved percent-escapes are decoded, dot
-/// segments resolved and repeated slashes merged. Escapes that change the path's structure
-/// (`%2F`, `%5C`, `%2E`, `%00`) are refused instead of guessed at.
+/// The one form a path is matched in — what the application will route on — so `/a/../admin`,
+/// `//admin`, `/%61dmin` or `/admin%3Bx` cannot slip past a rule on `/admin`: the query and
+/// fragment are dropped, every percent-escape is decoded, dot segments are resolved and repeated
+/// slashes merged. What servers resolve differently is refused instead of guessed at: escapes of
+/// `/`, `\` or NUL, raw `\`, and `;` path parameters.
 pub fn normalize_path(raw: &str) -> Result<String, PathError> {
     let path = raw.split(['?', '#']).next().unwrap_or_default();
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
     let bytes = path.as_bytes();
-    let mut decoded = String::with_capacity(path.len());
+    let mut decoded = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let value = bytes
-                .get(i + 1..i + 3)
-                .and_then(|hex| std::str::from_utf8(hex).ok())
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-            match value {
-                Some(b'/' | b'\\' | b'.' | 0) => return Err(PathError::AmbiguousEncoding),
-                Some(byte)
-                    if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'~') =>
-                {
-                    decoded.push(char::from(byte));
-                    i += 3;
-                    continue;
-                }
-                Some(byte) => {
-                    // Reserved or non-ASCII: keep it escaped, in upper case.
-                    decoded.push_str(&format!("%{byte:02X}"));
-                    i += 3;
-                    continue;
-                }
-                None => return Err(PathError::AmbiguousEncoding),
+        let (byte, escaped) = match bytes[i] {
+            b'%' => {
+                let value = bytes
+                    .get(i + 1..i + 3)
+                    .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+                    .and_then(|hex| std::str::from_utf8(hex).ok())
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                    .ok_or(PathError::AmbiguousEncoding)?;
+                i += 3;
+                (value, true)
             }
+            other => {
+                i += 1;
+                (other, false)
+            }
+        };
+        match byte {
+            b'\\' | 0 => return Err(PathError::AmbiguousEncoding),
+            b'/' if escaped => return Err(PathError::AmbiguousEncoding),
+            b';' => return Err(PathError::Parameters),
+            _ => decoded.push(byte),
         }
-        if bytes[i] == b'\\' || bytes[i] == 0 {
-            return Err(PathError::AmbiguousEncoding);
-        }
-        let start = i;
-        while i < bytes.len() && bytes[i] != b'%' && bytes[i] != b'\\' && bytes[i] != 0 {
-            i += 1;
-        }
-        decoded.push_str(&path[start..i]);
     }
+    let decoded = String::from_utf8(decoded).map_err(|_| PathError::NotUtf8)?;
     let mut segments: Vec<&str> = Vec::new();
     for segment in decoded.split('/') {
         match segment {
@@ -256,7 +267,9 @@ pub fn normalize_path(raw: &str) -> Result<String, PathError> {
         }
     }
     let mut normalized = format!("/{}", segments.join("/"));
-    if decoded.ends_with('/') && normalized.len() > 1 {
+    let ends_in_directory =
+        decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    if ends_in_directory && normalized.len() > 1 {
         normalized.push('/');
     }
     Ok(normalized)
@@ -299,7 +312,6 @@ mod tests {
         assert!(!ns.matches(&id("spiffe://td/nsx/a")));
 
         let exact = pattern("spiffe://td/ns/a/sa/b");
-        assert!(exact.is_exact() && !sa.is_exact());
         assert!(exact.matches(&id("spiffe://td/ns/a/sa/b")));
         assert!(!exact.matches(&id("spiffe://td/ns/a/sa/bb")));
         assert!(pattern("spiffe://td").matches(&id("spiffe://td")));
@@ -381,21 +393,19 @@ mod tests {
             ("/./admin/", "/admin/"),
             ("/%61dmin", "/admin"),
             ("/admin?x=/public", "/admin"),
-            ("/a/%3a", "/a/%3A"),
+            ("/admin#frag", "/admin"),
+            ("/api/v1%3Adelete", "/api/v1:delete"),
+            ("/caf%C3%A9/x", "/café/x"),
+            ("/%2e%2e/admin", "/admin"),
+            ("/a/..", "/"),
+            ("/a/b/.", "/a/b/"),
             ("/../../etc", "/etc"),
             ("/", "/"),
         ] {
             assert_eq!(normalize_path(raw).as_deref(), Ok(normalized), "{raw}");
         }
         for raw in [
-            "/a%2Fb",
-            "/a%2fb",
-            "/a%5Cb",
-            "/a\\b",
-            "/%2e%2e/admin",
-            "/a%00",
-            "/a%zz",
-            "/a%4",
+            "/a%2Fb", "/a%2fb", "/a%5Cb", "/a\\b", "/a%00", "/a%zz", "/a%4", "/a%+1",
         ] {
             assert_eq!(
                 normalize_path(raw),
@@ -403,6 +413,26 @@ mod tests {
                 "{raw}"
             );
         }
+        assert_eq!(normalize_path("/admin;x"), Err(PathError::Parameters));
+        assert_eq!(normalize_path("/admin%3Bx"), Err(PathError::Parameters));
+        assert_eq!(normalize_path("/%C3"), Err(PathError::NotUtf8));
         assert_eq!(normalize_path("admin"), Err(PathError::NotAbsolute));
+    }
+
+    #[test]
+    fn path_patterns_must_be_in_normal_form() {
+        for bad in [
+            "//a", "/a/../b", "/a/./b", "/%61dmin", "/a?x", "/a#x", "/a;x", "*.json?x", "*/../a",
+            "/a//*",
+        ] {
+            assert_eq!(
+                PathPattern::parse(bad),
+                Err(PatternError::NotNormal(bad.to_owned())),
+                "{bad}"
+            );
+        }
+        for good in ["/", "/*", "/a/", "/a/*", "*.json", "*/v1", "/café"] {
+            assert!(PathPattern::parse(good).is_ok(), "{good}");
+        }
     }
 }

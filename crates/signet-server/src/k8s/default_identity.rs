@@ -11,7 +11,7 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::json;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 /// Field manager of the default identity (distinct from the status writer's `signet`).
 pub const FIELD_MANAGER: &str = "signet-default-identity";
@@ -70,7 +70,12 @@ pub async fn apply(client: kube::Client, identity: &DefaultIdentity) -> Result<(
         .map(|_| ())
 }
 
-/// Applies the default identity each time this replica becomes leader, retrying on failure.
+/// How often the leader re-applies it (an unchanged apply is a no-op for the API server); this
+/// brings back a deleted or edited default identity without waiting for a leader change.
+const REAPPLY_EVERY: Duration = Duration::from_secs(60);
+
+/// Applies the default identity when this replica becomes leader and every minute while it
+/// leads, retrying failures every 5 s.
 pub fn spawn(
     client: kube::Client,
     identity: DefaultIdentity,
@@ -83,7 +88,7 @@ pub fn spawn(
                 match apply(client.clone(), &identity).await {
                     Ok(()) => {
                         pending = false;
-                        info!(name = %identity.name, "default ClusterSPIFFEID applied");
+                        debug!(name = %identity.name, "default ClusterSPIFFEID applied");
                     }
                     Err(error) => warn!(
                         %error,
@@ -92,12 +97,17 @@ pub fn spawn(
                     ),
                 }
             }
+            let wait = if pending {
+                Duration::from_secs(5)
+            } else {
+                REAPPLY_EVERY
+            };
             tokio::select! {
                 changed = leader.changed() => {
                     if changed.is_err() { break }
                     pending = true;
                 }
-                () = tokio::time::sleep(Duration::from_secs(5)), if pending => {}
+                () = tokio::time::sleep(wait) => pending = true,
             }
         }
     })
