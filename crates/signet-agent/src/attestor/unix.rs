@@ -109,8 +109,11 @@ pub fn attest(config: &UnixAttestorConfig, peer: &PeerInfo) -> Result<SelectorSe
     }
     if config.discover_path || config.hash_binary {
         let exe = proc_dir.join("exe");
-        if let Ok(path) = std::fs::read_link(&exe) {
-            add(selector("path", path.to_string_lossy().into_owned()));
+        match std::fs::read_link(&exe) {
+            Ok(path) => add(selector("path", path.to_string_lossy().into_owned())),
+            // Typically EACCES: the process holds capabilities the agent lacks (ptrace access
+            // check), so no unix:path selector can be offered for it.
+            Err(error) => tracing::debug!(pid = peer.pid, %error, "no unix:path selector"),
         }
         if config.hash_binary {
             // Hash through /proc/<pid>/exe: the binary the process runs, even if the path was
