@@ -21,12 +21,19 @@ SOCKET="unix:///spiffe-workload-api/api.sock"
 SIGNET=/usr/local/bin/signet
 DEMO_NS=demo
 DEMO_ID="spiffe://${TRUST_DOMAIN}/apps/demo/demo"
-SERVER_DEPLOYMENT="${E2E_RELEASE}-server"
-AGENT_DAEMONSET="${E2E_RELEASE}-agent"
+# The chart's object name prefix (signet.fullname in charts/signet/templates/_helpers.tpl, without
+# nameOverride/fullnameOverride, which the suite does not set): the release name, plus -signet
+# unless it contains "signet", cut to 48 characters without a trailing "-".
+FULLNAME="$E2E_RELEASE"
 if [[ "$E2E_RELEASE" != *signet* ]]; then
-  SERVER_DEPLOYMENT="${E2E_RELEASE}-signet-server"
-  AGENT_DAEMONSET="${E2E_RELEASE}-signet-agent"
+  FULLNAME="${E2E_RELEASE}-signet"
 fi
+FULLNAME="${FULLNAME:0:48}"
+FULLNAME="${FULLNAME%-}"
+SERVER_DEPLOYMENT="${FULLNAME}-server"
+AGENT_DAEMONSET="${FULLNAME}-agent"
+# The default fallback ClusterSPIFFEID the server applies (signet.defaultIdentityName).
+DEFAULT_IDENTITY="${FULLNAME}-default"
 }
 
 log() {
@@ -164,7 +171,11 @@ YAML
 }
 
 # svid_json NS TARGET: the X509-SVIDs of container `demo` of TARGET (pod/x or deploy/x), as the
-# JSON array `signet svid fetch -o json` prints: [{spiffe_id, hint, not_after, chain_length}].
+# JSON array `signet svid fetch -o json` prints:
+#   [{spiffe_id, hint, not_after, serial, chain_length}]
+# not_after is RFC 3339 UTC (2026-01-02T03:04:05Z); serial is the leaf certificate's serial
+# number in lowercase hex without the DER sign byte (leading zero bytes dropped), e.g.
+# "5f3a..."; chain_length counts the certificates of the SVID's chain.
 svid_json() {
   kubectl -n "$1" exec "$2" -c demo -- "$SIGNET" svid fetch -o json --socket "$SOCKET" 2>/dev/null
 }
@@ -214,7 +225,7 @@ agent_pod_on() {
 # server's pod proxy, port 8082).
 agent_metric() {
   local pod
-  pod=$(agent_pod_on "$1")
+  pod=$(agent_pod_on "$1") || return 1
   kubectl get --raw "/api/v1/namespaces/${E2E_NAMESPACE}/pods/${pod}:8082/proxy/metrics" |
     awk -v name="$2" '$1 == name { print $2 }'
 }

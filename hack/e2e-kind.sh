@@ -104,8 +104,15 @@ kubectl -n "$E2E_NAMESPACE" rollout status "ds/${AGENT_DAEMONSET}" --timeout=180
 
 # The default ClusterSPIFFEID is not a Helm object: the server's leader applies it
 # (--default-identity-template; charts/signet/README.md, "Default identity") shortly after it
-# becomes leader, so poll for it.
-default_csid="${E2E_RELEASE}-default"
+# becomes leader, so poll for it. Its name is what the chart passes the server
+# (--default-identity-name), which must be the name e2e/lib.sh derives like the chart does.
+default_csid=$(kubectl -n "$E2E_NAMESPACE" get "deploy/${SERVER_DEPLOYMENT}" -o json |
+  jq -r '.spec.template.spec.containers[] | select(.name == "server") | .args[]
+    | select(startswith("--default-identity-name=")) | ltrimstr("--default-identity-name=")') ||
+  fail "could not read --default-identity-name from deploy/${SERVER_DEPLOYMENT}"
+[[ -n "$default_csid" ]] || fail "deploy/${SERVER_DEPLOYMENT} passes no --default-identity-name"
+[[ "$default_csid" == "$DEFAULT_IDENTITY" ]] ||
+  fail "the chart names the default identity ${default_csid}, e2e/lib.sh expects ${DEFAULT_IDENTITY}"
 retry 60 kubectl get csid "$default_csid" >/dev/null 2>&1 ||
   fail "the server never applied the default ClusterSPIFFEID ${default_csid}"
 [[ "$(kubectl get csid "$default_csid" -o jsonpath='{.spec.fallback}/{.spec.hint}')" == true/default ]] ||

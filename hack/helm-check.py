@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks the Helm chart charts/signet with Helm's own Go library, through PyPI's helm-sdkpy.
 
-    pip install --ignore-requires-python helm-sdkpy pyyaml
+    pip install --ignore-requires-python helm-sdkpy==0.1.32 pyyaml==6.0.3
     python3 hack/helm-check.py [--signet-bin target/debug/signet]
 
 What it does:
@@ -150,6 +150,7 @@ GROUPS = {
 }
 SIGNET_GROUP = {
     "signet.dev/v1alpha1": [
+        ("authorizationpolicies", "AuthorizationPolicy", True),
         ("clusterfederatedtrustdomains", "ClusterFederatedTrustDomain", False),
         ("clusterspiffeids", "ClusterSPIFFEID", False),
         ("clusterstaticentries", "ClusterStaticEntry", False),
@@ -165,6 +166,33 @@ QUOTED_TEMPLATE = 'spiffe://{{ .TrustDomain }}/{{ index .PodMeta.Labels "app" }}
 # `$(POD_NAME)` would be expanded by Kubernetes in container args unless the chart escapes `$`.
 DOLLAR_TEMPLATE = "spiffe://{{ .TrustDomain }}/x/$(POD_NAME)/$$/{{ .PodMeta.Name }}"
 DEFAULT_POLICIES = ["allow-trust-domain", "deny", "allow-authenticated"]
+# agent.socketDir values the schema must refuse: shared host directories (their sockets would be
+# mounted into every pod) and paths that are not a plain dedicated directory.
+SHARED_SOCKET_DIRS = [
+    ("/run", "shared, one segment"),
+    ("/tmp", "shared, one segment"),
+    ("/var/run", "shared (/run)"),
+    ("/var/run/", "trailing slash"),
+    ("/run/containerd", "the container runtime's socket directory"),
+    ("/var/run/containerd/signet", "inside the container runtime's directory"),
+    ("/run/docker", "Docker's directory"),
+    ("/var/run/crio", "CRI-O's directory"),
+    ("/run/k3s/containerd", "k3s' containerd directory"),
+    ("/run/user/0", "a user's runtime directory"),
+    ("/run/systemd", "systemd's directory"),
+    ("/tmp/signet", "under /tmp"),
+    ("/var/tmp/signet", "under /var/tmp"),
+    ("/dev/shm/signet", "under /dev/shm"),
+    ("/var/lib", "shared"),
+    ("/var/lib/kubelet", "the kubelet's directory"),
+    ("/var/lib/kubelet/plugins/signet", "inside the kubelet's directory"),
+    ("/var/lib/docker/signet", "inside Docker's directory"),
+    ("/etc/signet", "under /etc"),
+    ("/run/signet/../containerd", "a .. segment"),
+    ("/run/./containerd", "a . segment"),
+    ("/run//signet", "an empty segment"),
+    ("run/signet/sockets", "a relative path"),
+]
 SIGNET_BIN: str | None = None  # --signet-bin
 
 
@@ -735,7 +763,8 @@ def signet_images(rendered: Rendered) -> list[str]:
 
 def expected_server_cluster_rules(default_identity: str | None) -> list[dict]:
     """The server ClusterRole of docs/kubernetes.md; with the default identity (its name) the
-    rules to apply it: get and patch on that name, create (which cannot be limited by name)."""
+    rule to apply it: get, patch and create on that name only (the server-side apply that
+    creates it is authorized as `create` with the name; no unscoped create)."""
     rules = [
         {"apiGroups": [""], "resources": ["pods", "namespaces", "nodes"], "verbs": ["get", "list", "watch"]},
         {
@@ -759,9 +788,8 @@ def expected_server_cluster_rules(default_identity: str | None) -> list[dict]:
                 "apiGroups": ["signet.dev"],
                 "resources": ["clusterspiffeids"],
                 "resourceNames": [default_identity],
-                "verbs": ["get", "patch"],
+                "verbs": ["get", "patch", "create"],
             },
-            {"apiGroups": ["signet.dev"], "resources": ["clusterspiffeids"], "verbs": ["create"]},
         ]
     return rules + [
         {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
@@ -846,7 +874,7 @@ def check_server_default_identity(
     C.equal(
         role[0]["rules"] if len(role) == 1 else None,
         expected_server_cluster_rules(got_name),
-        f"{what}: server ClusterRole grants get/patch on {got_name} and create on clusterspiffeids",
+        f"{what}: server ClusterRole grants get/patch/create on {got_name} only",
     )
     # What the leader applies (crates/signet-server/src/k8s/default_identity.rs), against the CRD.
     spec = {"spiffeIDTemplate": got_template, "fallback": True, "hint": "default"}
@@ -915,6 +943,9 @@ def check_binary_default_identity(binary: str, rendered: Rendered, what: str) ->
 
 
 def expected_server_role_rules(secret: str, configmap: str, lease: str) -> list[dict]:
+    """The server Role of docs/kubernetes.md. Unscoped `create` only where the server POSTs
+    (the CA Secret, the Lease); the bundle ConfigMap is server-side applied, so its `create` is
+    limited to its name."""
     return [
         {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [secret], "verbs": ["get", "update"]},
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
@@ -922,9 +953,8 @@ def expected_server_role_rules(secret: str, configmap: str, lease: str) -> list[
             "apiGroups": [""],
             "resources": ["configmaps"],
             "resourceNames": [configmap],
-            "verbs": ["get", "patch", "update"],
+            "verbs": ["get", "patch", "create"],
         },
-        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
         {
             "apiGroups": ["coordination.k8s.io"],
             "resources": ["leases"],
@@ -1233,7 +1263,7 @@ def check_defaults(binary: str | None) -> None:
         ("CustomResourceDefinition", len(list((ROOT / "crds").glob("*.yaml")))),
         ("Deployment", 1),
         ("DaemonSet", 1),
-        ("Service", 1),
+        ("Service", 2),
         ("ServiceAccount", 2),
         ("ClusterRole", 2),
         ("ClusterRoleBinding", 2),
@@ -1277,6 +1307,28 @@ def check_defaults(binary: str | None) -> None:
     )
     C.check("pod-security.kubernetes.io/enforce=privileged" in r.notes, "NOTES give the pod-security label")
     C.check("kubectl get csid" in r.notes, "NOTES show `kubectl get csid`")
+    plurals = sorted(
+        yaml.safe_load(path.read_text())["spec"]["names"]["plural"] for path in (ROOT / "crds").glob("*.yaml")
+    )
+    C.check(
+        f"installed ({len(plurals)})" in r.notes and all(p in r.notes for p in plurals),
+        f"NOTES name the {len(plurals)} CRDs the chart installs",
+        r.notes[:300],
+    )
+    readme = (CHART / "README.md").read_text()
+    C.check(
+        all(f"`{p}.signet.dev`" in readme for p in plurals),
+        "chart README's object table names every CRD of crds/",
+    )
+    for text, where in ((r.notes, "NOTES"), (readme, "chart README")):
+        C.check(
+            "AuthorizationPolicy is not enforced yet" in text and "no effect" in text,
+            f"{where} say AuthorizationPolicy is not enforced yet (applying one has no effect)",
+        )
+        C.check(
+            not re.search(r"\b(three|3) (CRDs|CustomResourceDefinitions)\b", text, re.IGNORECASE),
+            f"{where} do not speak of three CRDs",
+        )
     C.equal(
         sorted((o["kind"], o["metadata"]["name"]) for o in r.created),
         sorted((o["kind"], o["metadata"]["name"]) for o in r.objects),
@@ -1389,8 +1441,25 @@ def check_defaults(binary: str | None) -> None:
     service = r.one("Service", "signet-server")
     C.equal(
         {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]},
-        {"grpc": (8081, "grpc"), "metrics": (8082, "health")},
-        "Service signet-server exposes grpc 8081 and metrics 8082",
+        {"grpc": (8081, "grpc")},
+        "Service signet-server exposes only the agent API (grpc 8081)",
+    )
+    C.equal(service["spec"]["type"], "ClusterIP", "Service signet-server is ClusterIP by default")
+    C.check(
+        "signet.dev/metrics" not in service["metadata"]["labels"],
+        "Service signet-server is not labelled for metrics scraping",
+    )
+    server_metrics = r.one("Service", "signet-server-metrics")
+    C.equal(
+        {p["name"]: (p["port"], p["targetPort"]) for p in server_metrics["spec"]["ports"]},
+        {"metrics": (8082, "health")},
+        "Service signet-server-metrics exposes only metrics 8082",
+    )
+    C.equal(server_metrics["spec"]["type"], "ClusterIP", "Service signet-server-metrics is ClusterIP")
+    C.equal(
+        server_metrics["spec"]["selector"],
+        service["spec"]["selector"],
+        "Service signet-server-metrics selects the server pods",
     )
     C.equal(r.one("PodDisruptionBudget")["spec"]["minAvailable"], 1, "PDB minAvailable 1")
 
@@ -1409,8 +1478,8 @@ def check_defaults(binary: str | None) -> None:
     )
     C.equal(
         r.one("ClusterRole", f"signet-{NAMESPACE}-agent")["rules"],
-        [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}],
-        "agent ClusterRole: pods get/list/watch only",
+        [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}],
+        "agent ClusterRole: pods list/watch only (no get)",
     )
     for binding in r.all("ClusterRoleBinding") + r.all("RoleBinding"):
         subject = binding["subjects"][0]
@@ -1663,11 +1732,12 @@ def check_variants() -> None:
         "crds.keep=false: no keep annotation",
     )
 
-    print("render: serviceMonitor and Grafana dashboard")
+    print("render: serviceMonitor and Grafana dashboard, server.service.type=LoadBalancer")
     r = install(
         {
             "trustDomain": "example.org",
             "commonLabels": {"team": "identity"},
+            "server": {"service": {"type": "LoadBalancer"}},
             "metrics": {
                 "serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "prom"}},
                 "grafanaDashboard": {"enabled": True},
@@ -1690,6 +1760,32 @@ def check_variants() -> None:
             "prom",
             f"ServiceMonitor {name} has the extra labels",
         )
+    services = {s["metadata"]["name"]: s for s in r.all("Service")}
+    for name, monitor in monitors.items():
+        wanted = monitor["spec"]["selector"]["matchLabels"]
+        selected = sorted(
+            n for n, svc in services.items() if wanted.items() <= svc["metadata"]["labels"].items()
+        )
+        C.equal(
+            selected,
+            [f"{name}-metrics"],
+            f"ServiceMonitor {name} selects only Service {name}-metrics",
+        )
+    C.equal(
+        services["signet-server"]["spec"]["type"],
+        "LoadBalancer",
+        "server.service.type=LoadBalancer applies to the agent API Service",
+    )
+    C.equal(
+        services["signet-server-metrics"]["spec"]["type"],
+        "ClusterIP",
+        "server.service.type=LoadBalancer: the metrics Service stays ClusterIP",
+    )
+    C.equal(
+        [p["name"] for p in services["signet-server"]["spec"]["ports"]],
+        ["grpc"],
+        "server.service.type=LoadBalancer: metrics are not exposed through the load balancer",
+    )
     headless = r.one("Service", "signet-agent-metrics")
     C.equal(headless["spec"].get("clusterIP"), "None", "agent metrics Service is headless")
     C.equal(headless["spec"]["ports"][0]["name"], "metrics", "agent metrics Service port is named metrics")
@@ -1830,6 +1926,38 @@ def check_failures() -> None:
             f"the schema refuses {what}",
             message[:300] or "install succeeded",
         )
+    # agent.socketDir: the CSI driver bind-mounts the whole directory into every pod, and a
+    # read-only mount does not stop connect(2): a shared directory would hand pods its sockets.
+    for socket_dir, why in SHARED_SOCKET_DIRS:
+        message = install_error({"trustDomain": "example.org", "agent": {"socketDir": socket_dir}})
+        C.check(
+            bool(message) and "schema" in message.lower() and "socketDir" in message,
+            f"the schema refuses agent.socketDir={socket_dir} ({why})",
+            message[:300] or "install succeeded",
+        )
+    for values, what in [
+        ({"agent": {"socketDir": "/var/lib/signet/agent"}}, "agent.dataDir itself"),
+        ({"agent": {"socketDir": "/opt/signet", "dataDir": "/opt/signet/agent"}}, "a parent of agent.dataDir"),
+        ({"agent": {"socketDir": "/opt/signet/agent/sockets", "dataDir": "/opt/signet/agent"}}, "inside agent.dataDir"),
+        (
+            {"agent": {"socketDir": "/opt/k/kubelet/signet"}, "csi": {"kubeletDir": "/opt/k/kubelet/"}},
+            "inside a custom csi.kubeletDir",
+        ),
+    ]:
+        message = install_error({"trustDomain": "example.org", **values})
+        C.check(
+            "must be a dedicated directory" in message,
+            f"rendering refuses an agent.socketDir {what}",
+            message[:300] or "install succeeded",
+        )
+    for socket_dir in ("/run/signet-sockets", "/var/run/signet/sockets", "/opt/signet/sockets"):
+        r = install({"trustDomain": "example.org", "agent": {"socketDir": socket_dir}})
+        C.equal(
+            volumes(r.one("DaemonSet"))["sockets"]["hostPath"]["path"],
+            socket_dir,
+            f"agent.socketDir={socket_dir} is accepted and becomes the socket hostPath",
+        )
+
     message = install_error({"trustDomain": "example.org"}, kube="v1.28.9")
     C.check(
         "kubeVersion" in message or "incompatible" in message.lower(),

@@ -7,8 +7,10 @@ source "$(dirname "$0")/../lib.sh"
 
 ensure_demo
 
-pod=$(kubectl -n "$DEMO_NS" get pods -l app=demo -o jsonpath='{.items[0].metadata.name}')
-driver=$(kubectl -n "$DEMO_NS" get pod "$pod" -o jsonpath='{.spec.volumes[?(@.name=="spiffe-workload-api")].csi.driver}')
+pod=$(kubectl -n "$DEMO_NS" get pods -l app=demo -o jsonpath='{.items[0].metadata.name}') ||
+  fail "could not list the demo pods"
+driver=$(kubectl -n "$DEMO_NS" get pod "$pod" -o jsonpath='{.spec.volumes[?(@.name=="spiffe-workload-api")].csi.driver}') ||
+  fail "could not read the volumes of pod $pod"
 [[ "$driver" == "$CSI_DRIVER" ]] || fail "pod $pod does not use the CSI driver (got '$driver')"
 
 json=$(svid_json "$DEMO_NS" "pod/$pod") || fail "signet svid fetch failed in $pod"
@@ -19,8 +21,11 @@ jq -e --arg id "$DEMO_ID" 'any(.[]; .spiffe_id == $id and .hint == "demo" and .c
 jq -e --arg id "spiffe://${TRUST_DOMAIN}/ns/demo/sa/demo" 'all(.[]; .spiffe_id != $id)' >/dev/null <<<"$json" ||
   fail "pod $pod also holds the fallback identity"
 
-not_after=$(jq -r --arg id "$DEMO_ID" '.[] | select(.spiffe_id == $id) | .not_after' <<<"$json")
-remaining=$(($(epoch "$not_after") - $(date +%s)))
+not_after=$(jq -r --arg id "$DEMO_ID" '.[] | select(.spiffe_id == $id) | .not_after' <<<"$json") ||
+  fail "could not read not_after from: ${json}"
+expires=$(epoch "$not_after") || fail "not_after '${not_after}' is not an RFC 3339 time"
+now=$(date +%s) || fail "date +%s failed"
+remaining=$((expires - now))
 ((remaining > 0 && remaining <= 3600 + 60)) || fail "SVID lifetime ${remaining}s does not match ttl 1h"
 
 # The controller reports the identity Ready with the pod selected.

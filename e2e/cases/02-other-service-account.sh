@@ -26,8 +26,9 @@ workload_pod "$DEMO_NS" other other | kubectl apply -f - >/dev/null
 # reached the agent by then) the refusal is not a start-up race.
 refused_twice() {
   local restarts code
-  restarts=$(kubectl -n "$DEMO_NS" get pod other -o jsonpath='{.status.containerStatuses[0].restartCount}')
-  code=$(kubectl -n "$DEMO_NS" get pod other -o jsonpath='{.status.containerStatuses[0].lastState.terminated.exitCode}')
+  # A retried predicate: a failed lookup means "not yet", not a failed case.
+  restarts=$(kubectl -n "$DEMO_NS" get pod other -o jsonpath='{.status.containerStatuses[0].restartCount}') || return 1
+  code=$(kubectl -n "$DEMO_NS" get pod other -o jsonpath='{.status.containerStatuses[0].lastState.terminated.exitCode}') || return 1
   [[ "${restarts:-0}" -ge 2 && "$code" == 1 ]] || return 1
   kubectl -n "$DEMO_NS" logs pod/other -c demo --previous 2>/dev/null | grep -q "has no identity for this process"
 }

@@ -12,11 +12,14 @@ cleanup() {
 trap cleanup EXIT
 
 ensure_demo
-pod=$(kubectl -n "$DEMO_NS" get pods -l app=demo -o jsonpath='{.items[0].metadata.name}')
-image_id=$(kubectl -n "$DEMO_NS" get pod "$pod" -o jsonpath='{.status.containerStatuses[?(@.name=="demo")].imageID}')
-digest=$(grep -oE 'sha256:[0-9a-f]{64}' <<<"$image_id" | head -n 1 || true)
+pod=$(kubectl -n "$DEMO_NS" get pods -l app=demo -o jsonpath='{.items[0].metadata.name}') ||
+  fail "could not list the demo pods"
+image_id=$(kubectl -n "$DEMO_NS" get pod "$pod" -o jsonpath='{.status.containerStatuses[?(@.name=="demo")].imageID}') ||
+  fail "could not read the imageID of pod ${pod}"
+digest=$(grep -oE 'sha256:[0-9a-f]{64}' <<<"$image_id" | head -n 1) ||
+  fail "no sha256 digest in imageID '${image_id}'"
 [[ -n "$digest" ]] || fail "no sha256 digest in imageID '${image_id}'"
-wrong="sha256:$(printf '0%.0s' {1..64})"
+wrong=sha256:0000000000000000000000000000000000000000000000000000000000000000
 log "container demo of ${pod}: imageID ${image_id}"
 
 digest_id="spiffe://${TRUST_DOMAIN}/digest/demo"

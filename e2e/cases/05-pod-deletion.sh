@@ -34,11 +34,11 @@ YAML
 workload_pod "$NS" victim worker e2e-case=deletion | kubectl apply -f - >/dev/null
 wait_pod_running "$NS" victim || fail "pod victim did not start"
 retry 45 has_id "$NS" pod/victim "$ID" || fail "pod victim never received ${ID}"
-node=$(kubectl -n "$NS" get pod victim -o jsonpath='{.spec.nodeName}')
-uid=$(kubectl -n "$NS" get pod victim -o jsonpath='{.metadata.uid}')
+node=$(kubectl -n "$NS" get pod victim -o jsonpath='{.spec.nodeName}') || fail "could not read the node of pod victim"
+uid=$(kubectl -n "$NS" get pod victim -o jsonpath='{.metadata.uid}') || fail "could not read the UID of pod victim"
 counts_are() { csid_stat_is e2e-deletion podsSelected -eq "$1" && csid_stat_is e2e-deletion entriesToSet -eq "$1"; }
 retry 30 counts_are 1 || fail "ClusterSPIFFEID e2e-deletion does not count the pod"
-before=$(agent_metric "$node" signet_agent_entries)
+before=$(agent_metric "$node" signet_agent_entries) || fail "could not read the metrics of the agent of ${node}"
 [[ -n "$before" ]] || fail "no signet_agent_entries on the agent of ${node}"
 log "pod victim (uid ${uid}) on ${node}; its agent holds ${before} entries"
 
@@ -50,7 +50,7 @@ log "ok: deleting the pod removed its entry (status 0/0, agent ${before} -> $((b
 
 workload_pod "$NS" victim worker e2e-case=deletion "$node" | kubectl apply -f - >/dev/null
 wait_pod_running "$NS" victim || fail "the replacement pod did not start"
-new_uid=$(kubectl -n "$NS" get pod victim -o jsonpath='{.metadata.uid}')
+new_uid=$(kubectl -n "$NS" get pod victim -o jsonpath='{.metadata.uid}') || fail "could not read the UID of the replacement pod"
 [[ "$new_uid" != "$uid" ]] || fail "the replacement pod has the old UID"
 retry 45 has_id "$NS" pod/victim "$ID" || fail "the replacement pod never received ${ID}"
 retry 30 counts_are 1 || fail "the replacement pod is not counted"

@@ -9,7 +9,7 @@ set -euo pipefail
 # shellcheck source=e2e/lib.sh
 source "$(dirname "$0")/../lib.sh"
 
-tmp=$(mktemp -d)
+tmp=$(mktemp -d) || fail "mktemp failed"
 cleanup() {
   kubectl -n "$DEMO_NS" delete pod after-restart --ignore-not-found --timeout=120s >/dev/null 2>&1 || true
   rm -rf "$tmp"
@@ -17,17 +17,20 @@ cleanup() {
 trap cleanup EXIT
 
 ensure_demo
-pod=$(kubectl -n "$DEMO_NS" get pods -l app=demo -o jsonpath='{.items[0].metadata.name}')
-node=$(kubectl -n "$DEMO_NS" get pod "$pod" -o jsonpath='{.spec.nodeName}')
+pod=$(kubectl -n "$DEMO_NS" get pods -l app=demo -o jsonpath='{.items[0].metadata.name}') ||
+  fail "could not list the demo pods"
+node=$(kubectl -n "$DEMO_NS" get pod "$pod" -o jsonpath='{.spec.nodeName}') || fail "could not read the node of pod ${pod}"
 json=$(svid_json "$DEMO_NS" "pod/$pod") || fail "signet svid fetch failed"
-not_after=$(jq -r --arg id "$DEMO_ID" '.[] | select(.spiffe_id == $id) | .not_after' <<<"$json")
-bundle_before=$(bundle_field bundle.pem)
+not_after=$(jq -r --arg id "$DEMO_ID" '.[] | select(.spiffe_id == $id) | .not_after' <<<"$json") ||
+  fail "could not read not_after from: ${json}"
+bundle_before=$(bundle_field bundle.pem) || fail "could not read bundle.pem of ConfigMap signet-bundle"
 token=$(kubectl -n "$DEMO_NS" exec "pod/$pod" -c demo -- "$SIGNET" jwt fetch --audience e2e-restart \
-  --spiffe-id "$DEMO_ID" -o json --socket "$SOCKET" | jq -r '.[0].token')
+  --spiffe-id "$DEMO_ID" -o json --socket "$SOCKET" | jq -r '.[0].token') ||
+  fail "signet jwt fetch failed in ${pod}"
 [[ -n "$not_after" && -n "$token" && "$token" != null ]] || fail "could not record the credentials before the restarts"
 
 # --- agent
-old_agent=$(agent_pod_on "$node")
+old_agent=$(agent_pod_on "$node") || fail "could not find the agent pod on ${node}"
 log "deleting agent ${old_agent} on ${node}"
 kubectl -n "$E2E_NAMESPACE" delete pod "$old_agent" --wait=true --timeout=60s >/dev/null
 new_agent_ready() {
@@ -51,10 +54,12 @@ retry 45 has_id "$DEMO_NS" pod/after-restart "$DEMO_ID" || fail "a pod created a
 log "ok: ${pod} and a new pod get ${DEMO_ID} after the server rolled"
 
 # --- credentials issued before
-(($(epoch "$not_after") > $(date +%s))) || fail "the X509-SVID issued before the restarts has expired"
+expires=$(epoch "$not_after") || fail "not_after '${not_after}' is not an RFC 3339 time"
+now=$(date +%s) || fail "date +%s failed"
+((expires > now)) || fail "the X509-SVID issued before the restarts has expired"
 # One line per certificate, so the bundles compare certificate by certificate.
 one_per_line() { awk '/-----BEGIN CERTIFICATE-----/ { c = "" } { c = c $0 } /-----END CERTIFICATE-----/ { print c }'; }
-certs_after=$(bundle_field bundle.pem | one_per_line)
+certs_after=$(bundle_field bundle.pem | one_per_line) || fail "could not read bundle.pem after the restarts"
 while IFS= read -r cert; do
   grep -qxF -e "$cert" <<<"$certs_after" ||
     fail "a CA certificate of the bundle before the restarts is no longer in the bundle"

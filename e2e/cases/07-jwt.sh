@@ -8,13 +8,13 @@ set -euo pipefail
 # shellcheck source=e2e/lib.sh
 source "$(dirname "$0")/../lib.sh"
 
-tmp=$(mktemp -d)
+tmp=$(mktemp -d) || fail "mktemp failed"
 trap 'rm -rf "$tmp"' EXIT
 
 ensure_demo
 json=$(kubectl -n "$DEMO_NS" exec deploy/demo -c demo -- "$SIGNET" jwt fetch --audience e2e \
   --spiffe-id "$DEMO_ID" -o json --socket "$SOCKET") || fail "signet jwt fetch failed"
-token=$(jq -r '.[0].token' <<<"$json")
+token=$(jq -r '.[0].token' <<<"$json") || fail "unexpected jwt fetch output: ${json}"
 [[ "$(jq -r '.[0].spiffe_id' <<<"$json")" == "$DEMO_ID" && "$token" == *.*.* ]] || fail "unexpected jwt fetch output: ${json}"
 
 bundle_field bundle.spiffe >"${tmp}/bundle.spiffe"

@@ -7,7 +7,7 @@ Chart name, shortened to 63 characters.
 
 {{/*
 Prefix of every object name: the release name, plus the chart name unless the release name
-already contains it. Kept short enough for the longest suffix ("-agent-metrics").
+already contains it. Kept short (48) enough for the longest suffix ("-server-metrics", 63 in all).
 */}}
 {{- define "signet.fullname" -}}
 {{- if .Values.fullnameOverride }}
@@ -131,6 +131,15 @@ Checks values that the schema cannot express. Included by every workload templat
 {{- define "signet.validate" -}}
 {{- /* required, not fail: `helm lint` reports a missing required value, but ignores fail. */}}
 {{- $_ := required "trustDomain is required: set it to your trust domain, e.g. --set trustDomain=example.org" .Values.trustDomain }}
+{{- /* The CSI driver bind-mounts agent.socketDir into every pod: it must not hold or sit in the
+agent's data (SVID keys) or the kubelet's directory (the schema refuses the well-known shared ones). */}}
+{{- $socketDir := printf "%s/" .Values.agent.socketDir }}
+{{- range $what, $dir := dict "agent.dataDir" .Values.agent.dataDir "csi.kubeletDir" .Values.csi.kubeletDir }}
+{{- $other := printf "%s/" (trimSuffix "/" $dir) }}
+{{- if or (hasPrefix $other $socketDir) (hasPrefix $socketDir $other) }}
+{{- fail (printf "agent.socketDir %s must be a dedicated directory: it overlaps %s %s (the CSI driver mounts the whole socket directory into every pod)" $.Values.agent.socketDir $what $dir) }}
+{{- end }}
+{{- end }}
 {{- if .Values.server.upstreamCA.secretName }}
 {{- fail "server.upstreamCA.secretName is not supported yet: the server has no upstream CA option in Kubernetes mode; leave it empty" }}
 {{- end }}
