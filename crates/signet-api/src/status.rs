@@ -6,6 +6,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 pub const READY: &str = "Ready";
 /// The `Masked` condition type (ClusterStaticEntry).
 pub const MASKED: &str = "Masked";
+/// The `Accepted` condition type (AuthorizationPolicy).
+pub const ACCEPTED: &str = "Accepted";
+/// The `ResolvedRefs` condition type (AuthorizationPolicy).
+pub const RESOLVED_REFS: &str = "ResolvedRefs";
 
 /// Builds a condition; `last_transition_time` is kept from `previous` when the status did not
 /// change, so conditions never flap their timestamps.

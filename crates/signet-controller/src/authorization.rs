@@ -240,6 +240,79 @@ pub fn unknown_trust_domains<'a>(
         .collect()
 }
 
+/// The status of an AuthorizationPolicy: `Accepted` (compiled; reason `Accepted` or `Invalid`
+/// with every error and its field), `ResolvedRefs` (reason `UnknownTrustDomain` naming them) and
+/// the target counts. Transition times are kept while a condition does not change.
+pub fn policy_status(
+    compiled: &Result<CompiledPolicy, Vec<PolicyError>>,
+    known_trust_domains: &[TrustDomain],
+    targets: signet_api::PolicyTargets,
+    generation: Option<i64>,
+    previous: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    now: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) -> signet_api::AuthorizationPolicyStatus {
+    use signet_api::status::{ACCEPTED, RESOLVED_REFS, condition};
+    let (accepted, resolved) = match compiled {
+        Err(errors) => {
+            let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            (
+                (
+                    false,
+                    "Invalid",
+                    format!("not enforced: {}", list.join("; ")),
+                ),
+                (
+                    true,
+                    "Resolved",
+                    "no references checked: the policy is invalid".to_owned(),
+                ),
+            )
+        }
+        Ok(policy) => {
+            let unknown: Vec<&str> = unknown_trust_domains(policy, known_trust_domains)
+                .into_iter()
+                .map(TrustDomain::as_str)
+                .collect();
+            let resolved = if unknown.is_empty() {
+                (
+                    true,
+                    "Resolved",
+                    "every trust domain named is known".to_owned(),
+                )
+            } else {
+                (
+                    false,
+                    "UnknownTrustDomain",
+                    format!(
+                        "neither the local nor a federated trust domain: {} (rules naming them can never match a verified peer)",
+                        unknown.join(", ")
+                    ),
+                )
+            };
+            (
+                (true, "Accepted", "compiled and delivered".to_owned()),
+                resolved,
+            )
+        }
+    };
+    let build = |type_: &str, (status, reason, message): (bool, &str, String)| {
+        condition(
+            previous,
+            type_,
+            status,
+            reason,
+            message,
+            generation,
+            now.clone(),
+        )
+    };
+    signet_api::AuthorizationPolicyStatus {
+        observed_generation: generation,
+        conditions: vec![build(ACCEPTED, accepted), build(RESOLVED_REFS, resolved)],
+        targets: Some(targets),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use signet_api::{PolicyOperation, PolicyRule, PolicySource};
@@ -346,6 +419,91 @@ mod tests {
                 "rules[0].to[0].methods[0]",
                 "rules[0].to[0].paths[0]",
             ]
+        );
+    }
+
+    #[test]
+    fn status_reports_invalid_policies_and_unknown_trust_domains() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        use k8s_openapi::jiff::Timestamp;
+        let now = Time(Timestamp::UNIX_EPOCH);
+        let known = [TrustDomain::new("td").unwrap_or_else(|e| unreachable!("{e}"))];
+        let targets = signet_api::PolicyTargets {
+            pods: 3,
+            spiffe_ids: 1,
+        };
+        let bad = AuthorizationPolicySpec {
+            rules: vec![PolicyRule {
+                from: vec![],
+                to: vec![PolicyOperation {
+                    methods: vec!["get".into()],
+                    ..PolicyOperation::default()
+                }],
+            }],
+            ..AuthorizationPolicySpec::default()
+        };
+        let status = policy_status(
+            &compile("shop", "bad", &bad),
+            &known,
+            targets.clone(),
+            Some(2),
+            &[],
+            now.clone(),
+        );
+        assert_eq!(status.observed_generation, Some(2));
+        assert_eq!(status.conditions[0].type_, "Accepted");
+        assert_eq!(status.conditions[0].status, "False");
+        assert_eq!(status.conditions[0].reason, "Invalid");
+        assert!(
+            status.conditions[0]
+                .message
+                .contains("rules[0].to[0].methods[0]")
+        );
+
+        let partner = spec_with(PolicyRule {
+            from: vec![PolicySource {
+                trust_domains: vec!["partner.example".into()],
+                ..PolicySource::default()
+            }],
+            to: vec![],
+        });
+        let status = policy_status(
+            &compile("shop", "p", &partner),
+            &known,
+            targets.clone(),
+            Some(1),
+            &[],
+            now.clone(),
+        );
+        assert_eq!(status.conditions[0].status, "True");
+        assert_eq!(status.conditions[1].type_, "ResolvedRefs");
+        assert_eq!(status.conditions[1].status, "False");
+        assert_eq!(status.conditions[1].reason, "UnknownTrustDomain");
+        assert!(status.conditions[1].message.contains("partner.example"));
+        assert_eq!(status.targets, Some(targets.clone()));
+
+        // Federating with the partner resolves it; the Accepted transition time is kept.
+        let later = Time(Timestamp::UNIX_EPOCH + std::time::Duration::from_secs(60));
+        let federated = [
+            known[0].clone(),
+            TrustDomain::new("partner.example").unwrap_or_else(|e| unreachable!("{e}")),
+        ];
+        let again = policy_status(
+            &compile("shop", "p", &partner),
+            &federated,
+            targets,
+            Some(1),
+            &status.conditions,
+            later,
+        );
+        assert_eq!(again.conditions[1].status, "True");
+        assert_eq!(
+            again.conditions[0].last_transition_time,
+            status.conditions[0].last_transition_time
+        );
+        assert_ne!(
+            again.conditions[1].last_transition_time,
+            status.conditions[1].last_transition_time
         );
     }
 }
