@@ -9,7 +9,11 @@ use signet_api::{
 use signet_core::policy::{
     Action, Enforcement, IdPattern, Operation, PathPattern, Policy, PolicyRef, Rule, Source,
 };
-use signet_spiffe::TrustDomain;
+use std::collections::BTreeMap;
+
+use signet_spiffe::{SpiffeId, TrustDomain};
+
+use crate::label_selector::Selector;
 
 /// Why a policy was not accepted; each names the field (`rules[0].from[1].spiffeIDs[2]`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,10 +26,47 @@ pub struct PolicyError {
 /// How a policy picks the workloads it applies to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PolicyTarget {
-    /// Pods of the policy's namespace matching the selector (`None`: every pod).
-    Pods(Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>),
-    /// Workloads whose SPIFFE ID matches one of these patterns.
+    /// Pods of the policy's namespace matching the selector (absent: every pod).
+    Pods(Selector),
+    /// Workloads whose SPIFFE ID matches one of these patterns, in any namespace.
     SpiffeIds(Vec<IdPattern>),
+}
+
+/// A workload a policy may target: a pod (namespace and labels) serving an identity, or a
+/// workload outside Kubernetes (identity only).
+#[derive(Debug, Clone, Copy)]
+pub struct Workload<'a> {
+    pub spiffe_id: &'a SpiffeId,
+    pub pod: Option<(&'a str, Option<&'a BTreeMap<String, String>>)>,
+}
+
+impl CompiledPolicy {
+    /// Whether the policy applies to `workload`.
+    pub fn targets(&self, workload: &Workload<'_>) -> bool {
+        match &self.target {
+            PolicyTarget::SpiffeIds(patterns) => {
+                patterns.iter().any(|p| p.matches(workload.spiffe_id))
+            }
+            PolicyTarget::Pods(selector) => workload.pod.is_some_and(|(namespace, labels)| {
+                namespace == self.policy.id.namespace && selector.matches(labels)
+            }),
+        }
+    }
+}
+
+/// The policies that apply to `workload`, in a stable order (namespace, then name), which is
+/// the order the evaluator reports them in.
+pub fn policies_for<'a>(
+    workload: &Workload<'_>,
+    policies: impl IntoIterator<Item = &'a CompiledPolicy>,
+) -> Vec<&'a Policy> {
+    let mut selected: Vec<&Policy> = policies
+        .into_iter()
+        .filter(|p| p.targets(workload))
+        .map(|p| &p.policy)
+        .collect();
+    selected.sort_by(|a, b| a.id.cmp(&b.id));
+    selected
 }
 
 /// A compiled AuthorizationPolicy: its targets and the evaluator's policy.
@@ -47,7 +88,10 @@ pub fn compile(
     let mut errors = Vec::new();
     let mut trust_domains = Vec::new();
     let target = if spec.target_spiffe_ids.is_empty() {
-        PolicyTarget::Pods(spec.selector.clone())
+        PolicyTarget::Pods(Selector::parse(spec.selector.as_ref()).unwrap_or_else(|e| {
+            errors.push(error("selector", e.to_string()));
+            Selector::everything()
+        }))
     } else {
         if spec.selector.is_some() {
             errors.push(error(
@@ -346,7 +390,7 @@ mod tests {
             compile("shop", "inventory", &spec).unwrap_or_else(|e| unreachable!("{e:?}"));
         assert_eq!(compiled.policy.id.to_string(), "shop/inventory");
         assert_eq!(compiled.policy.action, Action::Allow);
-        assert_eq!(compiled.target, PolicyTarget::Pods(None));
+        assert_eq!(compiled.target, PolicyTarget::Pods(Selector::everything()));
         assert_eq!(compiled.policy.rules[0].to[0].ports, vec![8443]);
         assert!(compiled.policy.uses_http());
         let names: Vec<&str> = compiled
@@ -505,5 +549,70 @@ mod tests {
             again.conditions[1].last_transition_time,
             status.conditions[1].last_transition_time
         );
+    }
+
+    #[test]
+    fn targets_by_selector_stay_in_their_namespace_and_by_id_go_anywhere() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+        let by_label = AuthorizationPolicySpec {
+            selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([("app".to_owned(), "inventory".to_owned())])),
+                ..LabelSelector::default()
+            }),
+            ..AuthorizationPolicySpec::default()
+        };
+        let by_id = AuthorizationPolicySpec {
+            target_spiffe_ids: vec!["spiffe://td/ns/*/sa/inventory".into()],
+            ..AuthorizationPolicySpec::default()
+        };
+        let compiled = [
+            compile("shop", "z-by-label", &by_label).unwrap_or_else(|e| unreachable!("{e:?}")),
+            compile("other", "a-by-id", &by_id).unwrap_or_else(|e| unreachable!("{e:?}")),
+        ];
+        let id = SpiffeId::new("spiffe://td/ns/shop/sa/inventory")
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        let labels = BTreeMap::from([("app".to_owned(), "inventory".to_owned())]);
+        let in_shop = Workload {
+            spiffe_id: &id,
+            pod: Some(("shop", Some(&labels))),
+        };
+        let names: Vec<String> = policies_for(&in_shop, &compiled)
+            .iter()
+            .map(|p| p.id.to_string())
+            .collect();
+        assert_eq!(names, vec!["other/a-by-id", "shop/z-by-label"]);
+        let elsewhere = Workload {
+            spiffe_id: &id,
+            pod: Some(("billing", Some(&labels))),
+        };
+        assert_eq!(
+            policies_for(&elsewhere, &compiled).len(),
+            1,
+            "selectors are namespaced"
+        );
+        let outside = Workload {
+            spiffe_id: &id,
+            pod: None,
+        };
+        assert_eq!(
+            policies_for(&outside, &compiled).len(),
+            1,
+            "a VM is targeted by ID only"
+        );
+        let bad = AuthorizationPolicySpec {
+            selector: Some(LabelSelector {
+                match_expressions: Some(vec![
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
+                        key: "app".into(),
+                        operator: "Matches".into(),
+                        values: None,
+                    },
+                ]),
+                ..LabelSelector::default()
+            }),
+            ..AuthorizationPolicySpec::default()
+        };
+        let errors = compile("shop", "bad", &bad).err().unwrap_or_default();
+        assert_eq!(errors.first().map(|e| e.field.as_str()), Some("selector"));
     }
 }
