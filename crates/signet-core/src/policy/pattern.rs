@@ -220,8 +220,9 @@ pub enum PathError {
 
 /// The one form a path is matched in — what the application will route on — so `/a/../admin`,
 /// `//admin`, `/%61dmin` or `/admin%3Bx` cannot slip past a rule on `/admin`: the query and
-/// fragment are dropped, every percent-escape is decoded, dot segments are resolved and repeated
-/// slashes merged. What servers resolve differently is refused instead of guessed at: escapes of
+/// fragment are dropped, percent-escapes are decoded (except `%25`, `%3F` and `%23`, kept in
+/// upper case so the result reads the same when parsed again), dot segments are resolved and
+/// repeated slashes merged. Normalizing a normalized path changes nothing. What servers resolve differently is refused instead of guessed at: escapes of
 /// `/`, `\` or NUL, raw `\`, and `;` path parameters.
 pub fn normalize_path(raw: &str) -> Result<String, PathError> {
     let path = raw.split(['?', '#']).next().unwrap_or_default();
@@ -252,6 +253,11 @@ pub fn normalize_path(raw: &str) -> Result<String, PathError> {
             b'\\' | 0 => return Err(PathError::AmbiguousEncoding),
             b'/' if escaped => return Err(PathError::AmbiguousEncoding),
             b';' => return Err(PathError::Parameters),
+            // Kept escaped: decoding them would change the path's meaning when it is parsed
+            // again (a `?` starts a query, `%` another escape), so normalizing twice would differ.
+            b'%' | b'?' | b'#' if escaped => {
+                decoded.extend_from_slice(format!("%{byte:02X}").as_bytes());
+            }
             _ => decoded.push(byte),
         }
     }
@@ -396,6 +402,8 @@ mod tests {
             ("/admin#frag", "/admin"),
             ("/api/v1%3Adelete", "/api/v1:delete"),
             ("/caf%C3%A9/x", "/café/x"),
+            ("/a%3fb%23c%25", "/a%3Fb%23c%25"),
+            ("/a%2561", "/a%2561"),
             ("/%2e%2e/admin", "/admin"),
             ("/a/..", "/"),
             ("/a/b/.", "/a/b/"),
