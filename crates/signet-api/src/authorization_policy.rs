@@ -206,8 +206,8 @@ pub struct AuthorizationPolicyStatus {
 #[serde(rename_all = "camelCase")]
 pub struct PolicyTargets {
     /// Pods targeted.
-    pub pods: u32,
+    pub pods: i32,
     /// Distinct SPIFFE IDs of the targeted workloads.
     #[serde(rename = "spiffeIDs")]
-    pub spiffe_ids: u32,
+    pub spiffe_ids: i32,
 }

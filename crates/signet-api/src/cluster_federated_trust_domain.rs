@@ -122,5 +122,5 @@ pub struct ClusterFederatedTrustDomainStatus {
     pub last_refresh: Option<Time>,
     /// `spiffe_sequence` of the bundle held.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sequence: Option<u64>,
+    pub sequence: Option<i64>,
 }

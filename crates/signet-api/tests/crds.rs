@@ -75,6 +75,33 @@ fn assert_structural(node: &Value, path: &str) {
     }
 }
 
+/// Kubernetes knows int32 and int64 integer formats; uint formats are not part of its schema
+/// dialect (integers are signed 64-bit in the API), so the types must not produce them.
+fn assert_known_formats(node: &Value, path: &str) {
+    match node {
+        Value::Object(map) => {
+            if let Some(format) = map.get("format").and_then(Value::as_str) {
+                assert!(
+                    ["int32", "int64", "date-time", "byte", "double"].contains(&format),
+                    "{path} has format {format}"
+                );
+            }
+            for (key, child) in map {
+                assert_known_formats(child, &format!("{path}.{key}"));
+            }
+        }
+        Value::Array(list) => list.iter().for_each(|v| assert_known_formats(v, path)),
+        _ => {}
+    }
+}
+
+#[test]
+fn schemas_use_only_formats_kubernetes_knows() {
+    for (file, _) in signet_api::crds() {
+        assert_known_formats(&schema_of(file), file);
+    }
+}
+
 #[test]
 fn schemas_are_structural_with_status_subresource() {
     for (file, crd) in signet_api::crds() {
