@@ -53,15 +53,26 @@ async fn start_server(
     cluster: &FakeCluster,
     dir: &std::path::Path,
 ) -> signet_server::RunningServer {
+    signet_server::start(server_config(cluster, dir, "127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap()
+}
+
+/// The configuration of [`start_server`], for tests that change it (address, default identity).
+fn server_config(
+    cluster: &FakeCluster,
+    dir: &std::path::Path,
+    bind_address: std::net::SocketAddr,
+) -> signet_server::ServerConfig {
     let td = TrustDomain::new("example.org").unwrap();
     let mut config = signet_server::ServerConfig::new(td, dir.join("server"));
-    config.bind_address = "127.0.0.1:0".parse().unwrap();
+    config.bind_address = bind_address;
     config.health_address = None;
     let mut options =
         signet_server::k8s::KubernetesOptions::new(cluster.client(), "signet", "server-0", "prod");
     options.agent_service_accounts = BTreeSet::from(["demo:web".to_owned()]);
     config.kubernetes = Some(options);
-    signet_server::start(config).await.unwrap()
+    config
 }
 
 /// An agent in Kubernetes mode on node `vm` with the token in `token`.
@@ -264,15 +275,9 @@ async fn an_agent_started_before_the_server_attests_once_it_is_reachable() {
     assert_eq!(status("/readyz"), "503");
 
     // The replacement replica listens on the same Service address.
-    let td = TrustDomain::new("example.org").unwrap();
-    let mut server_config = signet_server::ServerConfig::new(td, dir.path().join("server"));
-    server_config.bind_address = address;
-    server_config.health_address = None;
-    let mut options =
-        signet_server::k8s::KubernetesOptions::new(cluster.client(), "signet", "server-1", "prod");
-    options.agent_service_accounts = BTreeSet::from(["demo:web".to_owned()]);
-    server_config.kubernetes = Some(options);
-    let server = signet_server::start(server_config).await.unwrap();
+    let server = signet_server::start(server_config(&cluster, dir.path(), address))
+        .await
+        .unwrap();
 
     let agent = tokio::time::timeout(Duration::from_secs(60), agent)
         .await
@@ -302,23 +307,15 @@ async fn the_leader_keeps_the_default_identity_applied_in_place() {
         let cluster = cluster.clone();
         let dir = dir.path().to_owned();
         async move {
-            let td = TrustDomain::new("example.org").unwrap();
-            let mut config = signet_server::ServerConfig::new(td, dir.join("server"));
-            config.bind_address = "127.0.0.1:0".parse().unwrap();
-            config.health_address = None;
-            let mut options = signet_server::k8s::KubernetesOptions::new(
-                cluster.client(),
-                "signet",
-                "server-0",
-                "prod",
-            );
-            options.default_identity =
-                Some(signet_server::k8s::default_identity::DefaultIdentity {
-                    name: "signet-default".into(),
-                    spiffe_id_template: template.into(),
-                    class_name: None,
-                });
-            config.kubernetes = Some(options);
+            let mut config = server_config(&cluster, &dir, "127.0.0.1:0".parse().unwrap());
+            if let Some(options) = config.kubernetes.as_mut() {
+                options.default_identity =
+                    Some(signet_server::k8s::default_identity::DefaultIdentity {
+                        name: "signet-default".into(),
+                        spiffe_id_template: template.into(),
+                        class_name: None,
+                    });
+            }
             signet_server::start(config).await.unwrap()
         }
     };

@@ -206,6 +206,15 @@ fn fixture_publish_request() -> NodePublishVolumeRequest {
     }
 }
 
+/// What the kubelet sends to read a volume's health.
+fn stats_request(volume_path: &str) -> NodeGetVolumeStatsRequest {
+    NodeGetVolumeStatsRequest {
+        volume_id: "csi-x".into(),
+        volume_path: volume_path.into(),
+        staging_target_path: String::new(),
+    }
+}
+
 fn mount_count(path: &Path) -> usize {
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
     mounts::mount_points(&mountinfo)
@@ -306,11 +315,7 @@ async fn the_kubelets_call_sequence_mounts_the_socket_directory_read_only() {
 
     let stats = node
         .node
-        .node_get_volume_stats(NodeGetVolumeStatsRequest {
-            volume_id: "csi-x".into(),
-            volume_path: target.to_str().unwrap().into(),
-            staging_target_path: String::new(),
-        })
+        .node_get_volume_stats(stats_request(target.to_str().unwrap()))
         .await
         .unwrap()
         .into_inner();
@@ -572,11 +577,7 @@ async fn probe_and_volume_health_follow_the_agent() {
 
     let request = node.valid_publish();
     let target = request.target_path.clone();
-    let stats = |path: &str| NodeGetVolumeStatsRequest {
-        volume_id: "csi-x".into(),
-        volume_path: path.into(),
-        staging_target_path: String::new(),
-    };
+    let stats = stats_request;
     let missing = node
         .node
         .node_get_volume_stats(stats(&target))
