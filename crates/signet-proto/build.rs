@@ -4,6 +4,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto");
     let files = [
         "workload.proto",
+        "signet/authz/v1/authz.proto",
         "signet/agent/v1/agent.proto",
         "signet/admin/v1/admin.proto",
         "csi/v1/csi.proto",

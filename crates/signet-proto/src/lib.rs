@@ -20,6 +20,11 @@ pub mod signet {
             tonic::include_proto!("signet.agent.v1");
         }
     }
+    pub mod authz {
+        pub mod v1 {
+            tonic::include_proto!("signet.authz.v1");
+        }
+    }
     pub mod admin {
         pub mod v1 {
             tonic::include_proto!("signet.admin.v1");
@@ -36,5 +41,7 @@ pub mod csi {
 
 pub use signet::admin::v1 as admin;
 pub use signet::agent::v1 as agent;
+pub use signet::authz::v1 as authz;
 
 pub mod convert;
+pub mod policy;

@@ -21,6 +21,23 @@ pub enum Reason<'a> {
     Default { policy: DefaultPolicy },
 }
 
+impl std::fmt::Display for Reason<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::DeniedByPolicy { policy, rule } => {
+                write!(f, "denied by policy {policy} (rule {rule})")
+            }
+            Self::AllowedByPolicy { policy, rule } => {
+                write!(f, "allowed by policy {policy} (rule {rule})")
+            }
+            Self::NoAllowPolicyMatched => {
+                f.write_str("ALLOW policies target the workload and none matched")
+            }
+            Self::Default { policy } => write!(f, "default policy {}", policy.as_str()),
+        }
+    }
+}
+
 /// What one policy said about the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]

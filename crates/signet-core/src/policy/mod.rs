@@ -59,6 +59,21 @@ impl DefaultPolicy {
     }
 }
 
+impl std::str::FromStr for DefaultPolicy {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        [Self::AllowTrustDomain, Self::AllowAuthenticated, Self::Deny]
+            .into_iter()
+            .find(|policy| policy.as_str() == value)
+            .ok_or_else(|| {
+                format!(
+                    "unknown default policy {value:?}: use allow-trust-domain, allow-authenticated or deny"
+                )
+            })
+    }
+}
+
 /// `namespace/name` of the AuthorizationPolicy (standalone policies use namespace `default`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct PolicyRef {
@@ -164,5 +179,50 @@ impl TrustContext {
     pub fn trusts(&self, trust_domain: &str) -> bool {
         self.local.as_str() == trust_domain
             || self.federated.iter().any(|td| td.as_str() == trust_domain)
+    }
+}
+
+/// A policy and the workload identities it applies to. Pod selectors are resolved to the IDs of
+/// the selected pods before a binding leaves the controller, so every enforcement point decides
+/// by identity alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyBinding {
+    pub policy: Policy,
+    pub targets: Vec<IdPattern>,
+}
+
+impl PolicyBinding {
+    /// Whether the policy applies to a workload holding `id`.
+    pub fn targets(&self, id: &signet_spiffe::SpiffeId) -> bool {
+        self.targets.iter().any(|pattern| pattern.matches(id))
+    }
+}
+
+/// Every policy of a trust domain with the default for workloads no ALLOW targets.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PolicySet {
+    pub default_policy: DefaultPolicy,
+    /// Ordered by policy namespace/name, one binding per policy.
+    pub bindings: Vec<PolicyBinding>,
+}
+
+impl PolicySet {
+    /// The policies that apply to a workload holding any of `ids`, in evaluation order.
+    pub fn effective<'a>(&'a self, ids: &[signet_spiffe::SpiffeId]) -> Vec<&'a Policy> {
+        self.bindings
+            .iter()
+            .filter(|binding| ids.iter().any(|id| binding.targets(id)))
+            .map(|binding| &binding.policy)
+            .collect()
+    }
+
+    /// Sorts the bindings into evaluation order (namespace/name) and drops duplicates of a
+    /// name, keeping the last one given.
+    pub fn normalize(&mut self) {
+        let mut by_ref = std::collections::BTreeMap::new();
+        for binding in self.bindings.drain(..) {
+            by_ref.insert(binding.policy.id.clone(), binding);
+        }
+        self.bindings = by_ref.into_values().collect();
     }
 }
