@@ -1,5 +1,5 @@
 //! The standalone datastore: SQLite in WAL mode with numbered migrations, holding entries, join
-//! tokens, attested agents and the CA journal. Calls run on the blocking pool.
+//! tokens, attested agents, the CA journal and AuthorizationPolicies. Calls run on the blocking pool.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -76,7 +76,32 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE entries (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         at INTEGER NOT NULL,
         event TEXT NOT NULL
+     );",
+    "CREATE TABLE authorization_policies (
+        namespace TEXT NOT NULL,
+        name TEXT NOT NULL,
+        document TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        PRIMARY KEY (namespace, name)
      );"];
+
+/// An AuthorizationPolicy as stored in standalone mode: the applied document (JSON).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPolicy {
+    pub namespace: String,
+    pub name: String,
+    pub document: String,
+    /// Starts at 1; grows by one with every change of the document.
+    pub revision: u64,
+}
+
+/// What applying one policy did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyWrite {
+    Created,
+    Configured,
+    Unchanged,
+}
 
 /// An attested agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,6 +261,81 @@ impl Datastore {
     pub async fn delete_entry(&self, id: EntryId) -> Result<bool> {
         self.call(move |conn| {
             Ok(conn.execute("DELETE FROM entries WHERE id = ?1", [id.as_str()])? > 0)
+        })
+        .await
+    }
+
+    /// Every stored AuthorizationPolicy, by namespace and name.
+    pub async fn list_policies(&self) -> Result<Vec<StoredPolicy>> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT namespace, name, document, revision FROM authorization_policies
+                 ORDER BY namespace, name",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(StoredPolicy {
+                    namespace: r.get(0)?,
+                    name: r.get(1)?,
+                    document: r.get(2)?,
+                    revision: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Stores policies (namespace, name, document) in one transaction: all or none.
+    pub async fn put_policies(
+        &self,
+        policies: Vec<(String, String, String)>,
+    ) -> Result<Vec<PolicyWrite>> {
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let mut writes = Vec::with_capacity(policies.len());
+            for (namespace, name, document) in policies {
+                let existing: Option<(String, i64)> = tx
+                    .query_row(
+                        "SELECT document, revision FROM authorization_policies
+                         WHERE namespace = ?1 AND name = ?2",
+                        params![namespace, name],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                let write = match existing {
+                    Some((old, _)) if old == document => PolicyWrite::Unchanged,
+                    Some((_, revision)) => {
+                        tx.execute(
+                            "UPDATE authorization_policies SET document = ?3, revision = ?4
+                             WHERE namespace = ?1 AND name = ?2",
+                            params![namespace, name, document, revision + 1],
+                        )?;
+                        PolicyWrite::Configured
+                    }
+                    None => {
+                        tx.execute(
+                            "INSERT INTO authorization_policies (namespace, name, document, revision)
+                             VALUES (?1, ?2, ?3, 1)",
+                            params![namespace, name, document],
+                        )?;
+                        PolicyWrite::Created
+                    }
+                };
+                writes.push(write);
+            }
+            tx.commit()?;
+            Ok(writes)
+        })
+        .await
+    }
+
+    /// Deletes a policy; returns whether it existed.
+    pub async fn delete_policy(&self, namespace: String, name: String) -> Result<bool> {
+        self.call(move |conn| {
+            Ok(conn.execute(
+                "DELETE FROM authorization_policies WHERE namespace = ?1 AND name = ?2",
+                params![namespace, name],
+            )? > 0)
         })
         .await
     }

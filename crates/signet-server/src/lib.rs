@@ -13,6 +13,7 @@ pub mod index;
 pub mod join_token;
 pub mod k8s;
 pub mod metrics;
+pub mod policies;
 pub mod psat;
 
 use std::net::SocketAddr;
