@@ -2,6 +2,7 @@
 //! and rotates their SVIDs, attests workloads and serves the SPIFFE Workload API on a Unix socket.
 
 pub mod attestor;
+pub mod authorization;
 pub mod cache;
 pub mod client;
 pub mod error;
@@ -210,6 +211,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
             server_address: config.server_address.clone(),
             server_id: server_id.clone(),
         }),
+        policies: tokio::sync::watch::channel(None).0,
     });
     context.install_agent_svid(identity.svid)?;
     context.apply_bundle(identity.bundle);
@@ -265,6 +267,11 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         metrics,
         x509_memo: Arc::default(),
     };
+    let authorization = signet_proto::authz::authorization_server::AuthorizationServer::new(
+        authorization::AuthorizationApi::new(api.clone()),
+    )
+    .max_decoding_message_size(64 * 1024)
+    .max_encoding_message_size(8 * 1024 * 1024);
     let service = SpiffeWorkloadApiServer::new(api)
         .max_decoding_message_size(64 * 1024)
         .max_encoding_message_size(8 * 1024 * 1024);
@@ -272,6 +279,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         let result = tonic::transport::Server::builder()
             .concurrency_limit_per_connection(64)
             .add_service(service)
+            .add_service(authorization)
             .serve_with_incoming(incoming)
             .await;
         if let Err(error) = result {

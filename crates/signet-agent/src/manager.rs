@@ -41,6 +41,8 @@ pub struct AgentContext {
     /// How to attest again when the server refuses the current SVID (PSAT only; a join token is
     /// single-use).
     pub reattest: Option<Reattestation>,
+    /// The trust domain's AuthorizationPolicies; `None` until the server sent them.
+    pub policies: tokio::sync::watch::Sender<Option<Arc<signet_core::policy::PolicySet>>>,
 }
 
 /// What re-attestation needs.
@@ -138,6 +140,14 @@ impl AgentContext {
                             .map_err(|e| AgentError::Server(format!("bundle update: {e}")))?;
                     debug!(sequence = b.sequence, "bundle update");
                     self.apply_bundle(bundle);
+                }
+                Some(Update::Policies(wire)) => {
+                    let (set, refused) = signet_proto::policy::policy_set_from(&wire);
+                    for error in &refused {
+                        warn!(%error, "an AuthorizationPolicy from the server could not be read (an unreadable DENY denies everything it targets)");
+                    }
+                    info!(policies = set.bindings.len(), default = set.default_policy.as_str(), "authorization policies received");
+                    self.policies.send_replace(Some(Arc::new(set)));
                 }
                 Some(Update::Snapshot(chunk)) => {
                     for wire in &chunk.entries {

@@ -37,6 +37,8 @@ pub struct AgentMetrics {
     pub entries: Gauge,
     /// Entries whose SVID is ready.
     pub svids: Gauge,
+    /// Decisions of the `signet.authz.v1.Authorization/Check` service.
+    pub authz: signet_tls::authz::AuthzMetrics,
 }
 
 impl AgentMetrics {
@@ -130,6 +132,8 @@ pub async fn serve(
         "Entries with a ready X509-SVID",
         metrics.svids.clone(),
     );
+    // `signet_authz_*` keeps one name at every enforcement point (agent, proxy, workloads).
+    metrics.authz.register(&mut registry);
     let listener = tokio::net::TcpListener::bind(address).await?;
     let local = listener.local_addr()?;
     let app = Router::new()

@@ -79,19 +79,19 @@ fn td_key(trust_domain: &signet_spiffe::TrustDomain) -> String {
 }
 
 impl WorkloadApi {
-    fn record<T>(&self, method: &'static str, result: Result<T, Status>) -> Result<T, Status> {
+    pub(crate) fn record<T>(&self, method: &'static str, result: Result<T, Status>) -> Result<T, Status> {
         self.metrics
             .call(method, result.as_ref().map(|_| ()).map_err(Status::code));
         result
     }
 
-    fn cache(&self) -> &Arc<SvidCache> {
+    pub(crate) fn cache(&self) -> &Arc<SvidCache> {
         &self.context.cache
     }
 
     /// Attests the caller: selectors from the unix attestor, then a check that the process that
     /// connected is still the one /proc described.
-    async fn attest<T>(&self, request: &Request<T>) -> Result<SelectorSet, Status> {
+    pub(crate) async fn attest<T>(&self, request: &Request<T>) -> Result<SelectorSet, Status> {
         check_header(request)?;
         let peer = request
             .extensions()
@@ -131,7 +131,7 @@ impl WorkloadApi {
 
     /// Waits (bounded) for pending SVIDs so a workload that starts with its entry does not get a
     /// spurious PermissionDenied.
-    async fn identities_when_ready(&self, selectors: &SelectorSet) -> Identities {
+    pub(crate) async fn identities_when_ready(&self, selectors: &SelectorSet) -> Identities {
         let mut changes = self.cache().subscribe();
         let deadline = tokio::time::Instant::now() + PENDING_WAIT;
         loop {

@@ -1,5 +1,5 @@
 //! The admin API (`signet.admin.v1.Admin`) on the local Unix socket: entries, join tokens,
-//! agents, bundle.
+//! agents, bundle, AuthorizationPolicies.
 
 use std::time::{Duration, SystemTime};
 
@@ -18,6 +18,7 @@ use tracing::info;
 use crate::agent_api::AgentApi;
 use crate::datastore::AgentRecord;
 use crate::error::ServerError;
+use crate::policy_admin;
 use crate::join_token::{agent_id_for, generate_token, hash_token};
 
 /// Default lifetime of a join token.
@@ -32,6 +33,8 @@ pub struct AdminApi {
     pub(crate) trust_domain: TrustDomain,
     pub(crate) default_x509_ttl: Duration,
     pub(crate) default_jwt_ttl: Duration,
+    /// Kubernetes mode: policies are resources there, not admin API objects.
+    pub(crate) kubernetes: bool,
 }
 
 fn unix(t: SystemTime) -> i64 {
@@ -283,6 +286,54 @@ impl Admin for AdminApi {
             spiffe_json: bundle.to_spiffe_json().into_bytes(),
             sequence: bundle.sequence().unwrap_or(0),
         }))
+    }
+
+    async fn apply_policies(
+        &self,
+        request: Request<pb::ApplyPoliciesRequest>,
+    ) -> Result<Response<pb::ApplyPoliciesResponse>, Status> {
+        policy_admin::apply(
+            self.kubernetes,
+            &self.api.datastore,
+            &self.api.policies,
+            &self.trust_domain,
+            request.into_inner(),
+        )
+        .await
+        .map(Response::new)
+    }
+
+    async fn list_policies(
+        &self,
+        _request: Request<pb::ListPoliciesRequest>,
+    ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
+        Ok(Response::new(policy_admin::list(&self.api.policies)))
+    }
+
+    async fn delete_policy(
+        &self,
+        request: Request<pb::DeletePolicyRequest>,
+    ) -> Result<Response<pb::DeletePolicyResponse>, Status> {
+        policy_admin::delete(
+            self.kubernetes,
+            &self.api.datastore,
+            &self.api.policies,
+            request.into_inner(),
+        )
+        .await
+        .map(Response::new)
+    }
+
+    async fn check_authorization(
+        &self,
+        request: Request<pb::CheckAuthorizationRequest>,
+    ) -> Result<Response<pb::CheckAuthorizationResponse>, Status> {
+        policy_admin::check(
+            &self.api.policies.current(),
+            &self.trust_domain,
+            request.get_ref(),
+        )
+        .map(Response::new)
     }
 }
 

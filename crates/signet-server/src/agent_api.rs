@@ -41,6 +41,8 @@ pub struct AgentApi {
     pub(crate) agent_svid_ttl: Duration,
     /// Kubernetes PSAT node attestation, in Kubernetes mode.
     pub(crate) psat: Option<Arc<crate::psat::PsatAttestor>>,
+    /// The AuthorizationPolicies every agent receives.
+    pub(crate) policies: Arc<crate::policies::PolicyStore>,
 }
 
 fn unix(t: SystemTime) -> i64 {
@@ -229,6 +231,7 @@ enum SyncEvent {
     Entries,
     Bundle,
     Agents,
+    Policies,
     Closed,
 }
 
@@ -291,6 +294,7 @@ impl AgentService for AgentApi {
         let mut entries_changed = index.subscribe(&agent);
         let mut bundle_changed = authority.subscribe_bundle();
         let mut agents_changed = agents.subscribe();
+        let mut policies_changed = self.policies.subscribe();
         info!(%agent, "agent connected for entry sync");
         let stream = async_stream::try_stream! {
             // Never hand an agent a partial snapshot (it would drop identities it still needs).
@@ -304,6 +308,9 @@ impl AgentService for AgentApi {
             };
             bundle_changed.borrow_and_update();
             yield next(pb::sync_entries_response::Update::Bundle(bundle_message(&authority.bundle())));
+            // Policies before entries: a workload must never be served before its policy is.
+            let policies = policies_changed.borrow_and_update().clone();
+            yield next(pb::sync_entries_response::Update::Policies(signet_proto::authz::PolicySet::from(policies.as_ref())));
             entries_changed.borrow_and_update();
             let snapshot = index.agent_entries(&agent);
             let mut sent: HashMap<EntryId, Arc<RegistrationEntry>> = snapshot.clone().into_iter().collect();
@@ -320,6 +327,7 @@ impl AgentService for AgentApi {
                     r = entries_changed.changed() => if r.is_err() { SyncEvent::Closed } else { SyncEvent::Entries },
                     r = bundle_changed.changed() => if r.is_err() { SyncEvent::Closed } else { SyncEvent::Bundle },
                     r = agents_changed.changed() => if r.is_err() { SyncEvent::Closed } else { SyncEvent::Agents },
+                    r = policies_changed.changed() => if r.is_err() { SyncEvent::Closed } else { SyncEvent::Policies },
                 };
                 match event {
                     SyncEvent::Closed => break,
@@ -338,6 +346,10 @@ impl AgentService for AgentApi {
                     SyncEvent::Bundle => {
                         let bundle = bundle_changed.borrow_and_update().clone();
                         yield next(pb::sync_entries_response::Update::Bundle(bundle_message(&bundle)));
+                    }
+                    SyncEvent::Policies => {
+                        let policies = policies_changed.borrow_and_update().clone();
+                        yield next(pb::sync_entries_response::Update::Policies(signet_proto::authz::PolicySet::from(policies.as_ref())));
                     }
                     SyncEvent::Agents => {
                         agents_changed.borrow_and_update();

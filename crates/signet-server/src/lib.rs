@@ -14,6 +14,7 @@ pub mod join_token;
 pub mod k8s;
 pub mod metrics;
 pub mod policies;
+pub mod policy_admin;
 pub mod psat;
 
 use std::net::SocketAddr;
@@ -62,6 +63,8 @@ pub struct ServerConfig {
     /// Kubernetes mode (CRDs and pods as the entry source, CA in a Secret, PSAT, leader
     /// election); `None` is standalone mode (SQLite entries, file key store, join tokens).
     pub kubernetes: Option<k8s::KubernetesOptions>,
+    /// What happens to requests no enforced ALLOW AuthorizationPolicy targets.
+    pub default_policy: signet_core::policy::DefaultPolicy,
 }
 
 impl ServerConfig {
@@ -81,6 +84,7 @@ impl ServerConfig {
             agent_svid_ttl: Duration::from_secs(3600),
             rotation_check_interval: Duration::from_secs(10),
             kubernetes: None,
+            default_policy: signet_core::policy::DefaultPolicy::default(),
         }
     }
 }
@@ -100,6 +104,8 @@ pub struct RunningServer {
     pub authority: Arc<authority::AuthorityService>,
     /// The entry index, for in-process callers (tests, benchmarks).
     pub entries: Arc<index::EntryIndex>,
+    /// The live AuthorizationPolicy set, for in-process callers.
+    pub policies: Arc<policies::PolicyStore>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -153,11 +159,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     )?;
 
     let metrics = Arc::new(metrics::ServerMetrics::default());
+    let policies = Arc::new(policies::PolicyStore::new(config.default_policy));
     let (index, agents, psat) = match &config.kubernetes {
         None => {
             let index = Arc::new(index::EntryIndex::new());
             index.load(datastore.list_entries().await?);
             let agents = Arc::new(agents::AgentRegistry::new(&datastore.list_agents().await?));
+            policy_admin::load_standalone(&datastore, &policies).await?;
             (index, agents, None)
         }
         Some(kube_options) => {
@@ -216,6 +224,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     info!(
         entries = index.len(),
         agents = agents.active_count(),
+        authorization_policies = policies.current().bindings.len(),
+        default_policy = config.default_policy.as_str(),
         "state loaded"
     );
 
@@ -227,12 +237,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         metrics: metrics.clone(),
         agent_svid_ttl: config.agent_svid_ttl,
         psat,
+        policies: policies.clone(),
     };
     let admin = admin_api::AdminApi {
         api: api.clone(),
         trust_domain: config.trust_domain.clone(),
         default_x509_ttl: config.default_x509_svid_ttl,
         default_jwt_ttl: config.default_jwt_svid_ttl,
+        kubernetes: config.kubernetes.is_some(),
     };
 
     tasks.push(authority.spawn_rotation_led(config.rotation_check_interval, leader));
@@ -351,6 +363,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         bundle_pem: config.data_dir.join("bundle.pem"),
         authority,
         entries: index,
+        policies,
         tasks,
     })
 }

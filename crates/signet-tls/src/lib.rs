@@ -1,6 +1,11 @@
 //! rustls integration for SPIFFE: verifiers that authenticate peers by X509-SVID against the
 //! bundle of the peer's trust domain and authorise them by SPIFFE ID, and resolvers that serve a
-//! rotating SVID.
+//! rotating SVID; and the enforcement side of AuthorizationPolicy for Rust workloads.
+
+pub mod authz;
+pub mod config;
+pub mod http;
+pub mod source;
 
 use std::fmt;
 use std::sync::{Arc, RwLock};

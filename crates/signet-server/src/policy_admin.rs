@@ -1,0 +1,206 @@
+//! The admin API's policy calls: apply, list and delete standalone AuthorizationPolicies, and
+//! explain a decision from the live policy set.
+
+use signet_core::policy::{
+    self, HttpRequest, Outcome, PolicySet, Request, TrustContext, normalize_path,
+};
+use signet_proto::admin as pb;
+use signet_proto::authz;
+use signet_spiffe::{SpiffeId, TrustDomain};
+use tonic::Status;
+use tracing::{info, warn};
+
+use crate::datastore::{Datastore, PolicyWrite};
+use crate::error::ServerError;
+use crate::policies::{AppliedPolicy, PolicyStore, read_documents};
+
+fn refuse_in_kubernetes(kubernetes: bool) -> Result<(), Status> {
+    if kubernetes {
+        return Err(Status::failed_precondition(
+            "in Kubernetes mode AuthorizationPolicies are resources: use kubectl apply/delete",
+        ));
+    }
+    Ok(())
+}
+
+/// Reloads the live set from SQLite (start-up and after every change).
+pub async fn load_standalone(datastore: &Datastore, store: &PolicyStore) -> Result<usize, ServerError> {
+    let stored = datastore.list_policies().await?;
+    let mut bindings = Vec::with_capacity(stored.len());
+    for row in &stored {
+        // Stored documents passed the same checks when applied; one that no longer compiles
+        // (written by another version) is reported, never half-applied.
+        match read_documents(&row.document) {
+            Ok(mut policies) if policies.len() == 1 => {
+                if let Some(binding) = policies.remove(0).binding() {
+                    bindings.push(binding);
+                }
+            }
+            Ok(_) => warn!(policy = %format!("{}/{}", row.namespace, row.name), "stored policy holds several documents; skipped"),
+            Err(errors) => warn!(policy = %format!("{}/{}", row.namespace, row.name), errors = ?errors, "stored policy no longer compiles; skipped"),
+        }
+    }
+    let count = bindings.len();
+    store.replace(bindings);
+    Ok(count)
+}
+
+fn warnings(policy: &AppliedPolicy, local: &TrustDomain) -> Vec<String> {
+    signet_controller::authorization::unknown_trust_domains(&policy.compiled, std::slice::from_ref(local))
+        .into_iter()
+        .map(|td| format!("trust domain {td} is neither this server's nor federated: rules naming it never match"))
+        .collect()
+}
+
+pub async fn apply(
+    kubernetes: bool,
+    datastore: &Datastore,
+    store: &PolicyStore,
+    local: &TrustDomain,
+    request: pb::ApplyPoliciesRequest,
+) -> Result<pb::ApplyPoliciesResponse, Status> {
+    refuse_in_kubernetes(kubernetes)?;
+    let policies = read_documents(&request.document)
+        .map_err(|errors| Status::invalid_argument(errors.join("\n")))?;
+    let outcomes: Vec<&str> = if request.dry_run {
+        vec!["valid"; policies.len()]
+    } else {
+        let rows = policies
+            .iter()
+            .map(|p| (p.namespace.clone(), p.name.clone(), p.document.clone()))
+            .collect();
+        let writes = datastore.put_policies(rows).await.map_err(ServerError::from)?;
+        load_standalone(datastore, store).await?;
+        writes
+            .into_iter()
+            .map(|w| match w {
+                PolicyWrite::Created => "created",
+                PolicyWrite::Configured => "configured",
+                PolicyWrite::Unchanged => "unchanged",
+            })
+            .collect()
+    };
+    let applied = policies
+        .iter()
+        .zip(outcomes)
+        .map(|(policy, outcome)| {
+            if outcome != "valid" && outcome != "unchanged" {
+                info!(policy = %policy.compiled.policy.id, outcome, "authorization policy applied");
+            }
+            pb::AppliedPolicy {
+                namespace: policy.namespace.clone(),
+                name: policy.name.clone(),
+                outcome: outcome.to_owned(),
+                warnings: warnings(policy, local),
+            }
+        })
+        .collect();
+    Ok(pb::ApplyPoliciesResponse { applied })
+}
+
+pub async fn delete(
+    kubernetes: bool,
+    datastore: &Datastore,
+    store: &PolicyStore,
+    request: pb::DeletePolicyRequest,
+) -> Result<pb::DeletePolicyResponse, Status> {
+    refuse_in_kubernetes(kubernetes)?;
+    let namespace = if request.namespace.is_empty() {
+        crate::policies::DEFAULT_NAMESPACE.to_owned()
+    } else {
+        request.namespace
+    };
+    if !datastore
+        .delete_policy(namespace.clone(), request.name.clone())
+        .await
+        .map_err(ServerError::from)?
+    {
+        return Err(Status::not_found(format!(
+            "no AuthorizationPolicy {namespace}/{}",
+            request.name
+        )));
+    }
+    load_standalone(datastore, store).await?;
+    info!(policy = %format!("{namespace}/{}", request.name), "authorization policy deleted");
+    Ok(pb::DeletePolicyResponse {})
+}
+
+pub fn list(store: &PolicyStore) -> pb::ListPoliciesResponse {
+    let set = store.current();
+    let wire = authz::PolicySet::from(set.as_ref());
+    pb::ListPoliciesResponse {
+        default_policy: wire.default_policy,
+        policies: wire.bindings,
+    }
+}
+
+fn parse_id(field: &str, raw: &str) -> Result<SpiffeId, Status> {
+    SpiffeId::new(raw).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+}
+
+/// Evaluates one request against `set` as the target's enforcement point would.
+pub fn check(
+    set: &PolicySet,
+    local: &TrustDomain,
+    request: &pb::CheckAuthorizationRequest,
+) -> Result<pb::CheckAuthorizationResponse, Status> {
+    let target = parse_id("to", &request.to)?;
+    let peer = (!request.from.is_empty())
+        .then(|| parse_id("from", &request.from))
+        .transpose()?;
+    let port = u16::try_from(request.port)
+        .ok()
+        .filter(|&p| p != 0)
+        .ok_or_else(|| Status::invalid_argument("port must be 1-65535"))?;
+    let path = match (request.method.is_empty(), request.path.is_empty()) {
+        (true, true) => None,
+        (false, false) => Some(
+            normalize_path(&request.path)
+                .map_err(|e| Status::invalid_argument(format!("path: {e}")))?,
+        ),
+        _ => {
+            return Err(Status::invalid_argument(
+                "give both method and path for an HTTP request, or neither for TCP",
+            ));
+        }
+    };
+    let policies = set.effective(std::slice::from_ref(&target));
+    let trust = TrustContext {
+        local: local.clone(),
+        federated: Vec::new(),
+    };
+    let decision = policy::evaluate(
+        &policies,
+        set.default_policy,
+        &trust,
+        &Request {
+            peer: peer.as_ref(),
+            port,
+            http: path.as_deref().map(|path| HttpRequest {
+                method: &request.method,
+                path,
+            }),
+        },
+    );
+    Ok(pb::CheckAuthorizationResponse {
+        allowed: decision.allowed,
+        reason: decision.reason.to_string(),
+        default_policy: authz::DefaultPolicy::from(set.default_policy).into(),
+        dry_run_allowed: decision.dry_run_allowed,
+        contributions: decision
+            .contributions
+            .iter()
+            .map(|c| pb::PolicyContribution {
+                policy: c.policy.to_string(),
+                action: authz::Action::from(c.action).into(),
+                enforcement: authz::Enforcement::from(c.enforcement).into(),
+                matched: matches!(c.outcome, Outcome::Matched { .. }),
+                rule: match c.outcome {
+                    Outcome::Matched { rule } => u32::try_from(rule).unwrap_or(u32::MAX),
+                    Outcome::NotMatched => 0,
+                },
+            })
+            .collect(),
+        path: path.unwrap_or_default(),
+    })
+}
