@@ -70,6 +70,14 @@ pub enum Command {
     /// Fetch or validate JWT-SVIDs (Workload API).
     #[command(subcommand)]
     Jwt(JwtCommand),
+    /// Manage AuthorizationPolicies in standalone mode (admin API).
+    #[command(subcommand)]
+    Policy(crate::commands::policy::PolicyCommand),
+    /// Explain authorization decisions from the server's live policies (admin API).
+    #[command(subcommand)]
+    Authz(crate::commands::policy::AuthzCommand),
+    /// Run the mTLS sidecar proxy enforcing AuthorizationPolicy for a local application.
+    Proxy(crate::commands::proxy::ProxyArgs),
     /// Check that an agent (Workload API) or a server (admin API) answers.
     Healthcheck(HealthcheckArgs),
 }
@@ -149,6 +157,11 @@ pub struct ServerArgs {
     #[arg(long, env = "SIGNET_AGENT_SVID_TTL", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]
     pub agent_svid_ttl: Option<Duration>,
+    /// What requests to a workload no enforced ALLOW AuthorizationPolicy targets get:
+    /// allow-trust-domain (SVIDs of this or a federated trust domain), allow-authenticated or
+    /// deny [default: allow-trust-domain].
+    #[arg(long, env = "SIGNET_DEFAULT_POLICY")]
+    pub default_policy: Option<String>,
     #[command(flatten, next_help_heading = "Kubernetes mode")]
     #[serde(default)]
     pub kubernetes: ServerKubernetesArgs,

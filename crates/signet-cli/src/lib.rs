@@ -53,6 +53,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Bundle(c) => commands::admin::bundle(c).await,
             Command::Svid(c) => commands::workload::svid(c).await,
             Command::Jwt(c) => commands::workload::jwt(c).await,
+            Command::Policy(c) => commands::policy::policy(c).await,
+            Command::Authz(c) => commands::policy::authz(c).await,
+            Command::Proxy(args) => commands::proxy::run(args).await,
             Command::Healthcheck(args) => commands::workload::healthcheck(args).await,
         }
     })

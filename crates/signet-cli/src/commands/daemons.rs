@@ -175,6 +175,7 @@ pub async fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         default_x509_svid_ttl,
         default_jwt_svid_ttl,
         agent_svid_ttl,
+        default_policy,
         kubernetes,
     } = args;
     let kubernetes = server_kubernetes(kubernetes, file.kubernetes.clone()).await?;
@@ -213,6 +214,11 @@ pub async fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         config.ca_ttl >= Duration::from_secs(600),
         "--ca-ttl must be at least 10m"
     );
+    if let Some(policy) = default_policy.or(file.default_policy) {
+        config.default_policy = policy
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--default-policy: {e}"))?;
+    }
     config.kubernetes = kubernetes;
     Ok(config)
 }

@@ -3,5 +3,7 @@
 pub mod admin;
 pub mod daemons;
 pub mod kube_client;
+pub mod policy;
+pub mod proxy;
 pub mod quickstart;
 pub mod workload;

@@ -1,0 +1,172 @@
+//! The inbound listener: mTLS (and, in PERMISSIVE mode, plaintext) from peers, authorization,
+//! then the local application.
+
+use std::sync::Arc;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use signet_spiffe::SpiffeId;
+use signet_tls::authz::Access;
+use signet_tls::config::{ClientAuth, any_authenticated, server_config};
+use signet_tls::source::WorkloadSource;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info, warn};
+
+use crate::forward::Forwarder;
+use crate::{HANDSHAKE_TIMEOUT, Inbound, Mode, Protocol, ProxyError, ProxyMetrics};
+
+/// The first byte of a TLS record carrying a handshake message.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+struct Context {
+    config: Inbound,
+    acceptor: TlsAcceptor,
+    source: Arc<WorkloadSource>,
+    metrics: ProxyMetrics,
+    forwarder: Forwarder,
+}
+
+pub(crate) fn spawn(
+    listener: TcpListener,
+    config: Inbound,
+    source: Arc<WorkloadSource>,
+    metrics: ProxyMetrics,
+) -> Result<tokio::task::JoinHandle<()>, ProxyError> {
+    let client_auth = match config.mode {
+        Mode::Strict => ClientAuth::Required,
+        Mode::Permissive => ClientAuth::Optional,
+    };
+    let alpn: &[&[u8]] = match config.protocol {
+        Protocol::Http => &[b"h2", b"http/1.1"],
+        Protocol::Tcp => &[],
+    };
+    let tls = server_config(
+        source.svid(),
+        source.bundles(),
+        any_authenticated(),
+        client_auth,
+        alpn,
+    )?;
+    let context = Arc::new(Context {
+        forwarder: Forwarder::new(config.forward),
+        config,
+        acceptor: TlsAcceptor::from(Arc::new(tls)),
+        source,
+        metrics,
+    });
+    Ok(tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    warn!(%error, "inbound accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let context = context.clone();
+            tokio::spawn(async move {
+                context.handle(tcp, peer).await;
+            });
+        }
+    }))
+}
+
+impl Context {
+    async fn handle(self: Arc<Self>, tcp: TcpStream, address: std::net::SocketAddr) {
+        let mut first = [0u8; 1];
+        let peeked = tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await;
+        if !matches!(peeked, Ok(Ok(1))) {
+            return;
+        }
+        if first[0] != TLS_HANDSHAKE_RECORD {
+            if self.config.mode == Mode::Strict {
+                self.metrics.connection("inbound", "refused_plaintext");
+                info!(target: "signet::audit", %address, "plaintext connection refused (STRICT mode)");
+                return;
+            }
+            self.metrics.connection("inbound", "plaintext");
+            info!(target: "signet::audit", %address, "plaintext connection accepted (PERMISSIVE mode): peer has no SVID");
+            self.serve(tcp, None).await;
+            return;
+        }
+        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(error)) => {
+                self.metrics.connection("inbound", "handshake_failed");
+                info!(%address, %error, "inbound TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                self.metrics.connection("inbound", "handshake_failed");
+                debug!(%address, "inbound TLS handshake timed out");
+                return;
+            }
+        };
+        let peer = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(signet_tls::peer_id);
+        self.metrics.connection("inbound", if peer.is_some() { "mtls" } else { "plaintext" });
+        self.serve(tls, peer).await;
+    }
+
+    async fn serve<S>(&self, stream: S, peer: Option<SpiffeId>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        match self.config.protocol {
+            Protocol::Tcp => self.serve_tcp(stream, peer).await,
+            Protocol::Http => self.serve_http(stream, peer).await,
+        }
+    }
+
+    async fn serve_tcp<S>(&self, mut stream: S, peer: Option<SpiffeId>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let authorizer = self.source.authorizer();
+        let verdict = authorizer.check(&Access {
+            peer: peer.as_ref(),
+            port: self.config.policy_port,
+            http: None,
+        });
+        if !verdict.allowed {
+            self.metrics.connection("inbound", "denied");
+            return;
+        }
+        let mut upstream = match TcpStream::connect(self.config.forward).await {
+            Ok(upstream) => upstream,
+            Err(error) => {
+                self.metrics.connection("inbound", "upstream_failed");
+                warn!(forward = %self.config.forward, %error, "cannot reach the local application");
+                return;
+            }
+        };
+        let _ = upstream.set_nodelay(true);
+        if let Err(error) = tokio::io::copy_bidirectional(&mut stream, &mut upstream).await {
+            debug!(%error, "inbound TCP connection ended");
+        }
+    }
+
+    async fn serve_http<S>(&self, stream: S, peer: Option<SpiffeId>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let service = self.forwarder.service(
+            self.source.authorizer(),
+            self.config.policy_port,
+            peer,
+        );
+        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        if let Err(error) = builder
+            .serve_connection(TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(service))
+            .await
+        {
+            debug!(%error, "inbound HTTP connection ended");
+        }
+    }
+}
