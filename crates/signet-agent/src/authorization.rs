@@ -56,7 +56,10 @@ impl AuthorizationApi {
     }
 
     /// The caller's SPIFFE IDs, after attestation; PermissionDenied without any.
-    async fn caller_ids<T>(&self, request: &Request<T>) -> Result<(signet_core::SelectorSet, Vec<SpiffeId>), Status> {
+    async fn caller_ids<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<(signet_core::SelectorSet, Vec<SpiffeId>), Status> {
         let selectors = self.workload.attest(request).await?;
         let identities = self.workload.identities_when_ready(&selectors).await;
         let ids = ids_of(&identities);
@@ -91,7 +94,11 @@ fn ids_of(identities: &crate::cache::Identities) -> Vec<SpiffeId> {
 fn watch_response(set: &PolicySet, ids: &[SpiffeId], trust: &TrustContext) -> WatchPolicyResponse {
     WatchPolicyResponse {
         spiffe_ids: ids.iter().map(ToString::to_string).collect(),
-        policies: set.effective(ids).into_iter().map(pb::Policy::from).collect(),
+        policies: set
+            .effective(ids)
+            .into_iter()
+            .map(pb::Policy::from)
+            .collect(),
         default_policy: pb::DefaultPolicy::from(set.default_policy).into(),
         trust_domain: trust.local.to_string(),
         federated_trust_domains: trust.federated.iter().map(ToString::to_string).collect(),
@@ -102,7 +109,9 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 fn bounded(field: &str, value: &str) -> Result<(), Status> {
     if value.len() > MAX_FIELD_BYTES {
-        return Err(Status::invalid_argument(format!("{field} is longer than {MAX_FIELD_BYTES} bytes")));
+        return Err(Status::invalid_argument(format!(
+            "{field} is longer than {MAX_FIELD_BYTES} bytes"
+        )));
     }
     Ok(())
 }
@@ -159,7 +168,10 @@ impl Authorization for AuthorizationApi {
         self.workload.record("WatchPolicy", result)
     }
 
-    async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
         let result = async {
             let (_, ids) = self.caller_ids(&request).await?;
             let set = self.policies().await?;
@@ -169,13 +181,19 @@ impl Authorization for AuthorizationApi {
             let target = if check.target_spiffe_id.is_empty() {
                 match ids.as_slice() {
                     [only] => only.clone(),
-                    _ => return Err(Status::invalid_argument("the caller has several identities: set target_spiffe_id")),
+                    _ => {
+                        return Err(Status::invalid_argument(
+                            "the caller has several identities: set target_spiffe_id",
+                        ));
+                    }
                 }
             } else {
                 let target = SpiffeId::new(&check.target_spiffe_id)
                     .map_err(|e| Status::invalid_argument(format!("target_spiffe_id: {e}")))?;
                 if !ids.contains(&target) {
-                    return Err(Status::permission_denied("target_spiffe_id is not an identity of the caller"));
+                    return Err(Status::permission_denied(
+                        "target_spiffe_id is not an identity of the caller",
+                    ));
                 }
                 target
             };
@@ -190,12 +208,29 @@ impl Authorization for AuthorizationApi {
             let http = match (check.method.is_empty(), check.path.is_empty()) {
                 (true, true) => None,
                 (false, false) => Some((check.method.as_str(), check.path.as_str())),
-                _ => return Err(Status::invalid_argument("give both method and path for HTTP, or neither for TCP")),
+                _ => {
+                    return Err(Status::invalid_argument(
+                        "give both method and path for HTTP, or neither for TCP",
+                    ));
+                }
             };
-            let policy = EffectivePolicy::from_set(&set, vec![target], trust_context(&self.workload));
-            let verdict = self.authorizer.check_with(&policy, &Access { peer: peer.as_ref(), port, http });
+            let policy =
+                EffectivePolicy::from_set(&set, vec![target], trust_context(&self.workload));
+            let verdict = self.authorizer.check_with(
+                &policy,
+                &Access {
+                    peer: peer.as_ref(),
+                    port,
+                    http,
+                },
+            );
             Ok(Response::new(CheckResponse {
-                decision: if verdict.allowed { pb::Decision::Allow } else { pb::Decision::Deny }.into(),
+                decision: if verdict.allowed {
+                    pb::Decision::Allow
+                } else {
+                    pb::Decision::Deny
+                }
+                .into(),
                 reason: verdict.reason,
                 deciding_policies: verdict.deciding_policy.into_iter().collect(),
                 contributions: verdict

@@ -146,7 +146,11 @@ impl AgentContext {
                     for error in &refused {
                         warn!(%error, "an AuthorizationPolicy from the server could not be read (an unreadable DENY denies everything it targets)");
                     }
-                    info!(policies = set.bindings.len(), default = set.default_policy.as_str(), "authorization policies received");
+                    info!(
+                        policies = set.bindings.len(),
+                        default = set.default_policy.as_str(),
+                        "authorization policies received"
+                    );
                     self.policies.send_replace(Some(Arc::new(set)));
                 }
                 Some(Update::Snapshot(chunk)) => {

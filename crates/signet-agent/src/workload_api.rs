@@ -79,7 +79,11 @@ fn td_key(trust_domain: &signet_spiffe::TrustDomain) -> String {
 }
 
 impl WorkloadApi {
-    pub(crate) fn record<T>(&self, method: &'static str, result: Result<T, Status>) -> Result<T, Status> {
+    pub(crate) fn record<T>(
+        &self,
+        method: &'static str,
+        result: Result<T, Status>,
+    ) -> Result<T, Status> {
         self.metrics
             .call(method, result.as_ref().map(|_| ()).map_err(Status::code));
         result

@@ -125,7 +125,12 @@ impl TryFrom<&pb::Policy> for Policy {
             Ok(pb::Action::Allow) => Action::Allow,
             Ok(pb::Action::Deny) => Action::Deny,
             Ok(pb::Action::Audit) => Action::Audit,
-            _ => return Err(invalid("action", format!("unknown value {}", policy.action))),
+            _ => {
+                return Err(invalid(
+                    "action",
+                    format!("unknown value {}", policy.action),
+                ));
+            }
         };
         let enforcement = match pb::Enforcement::try_from(policy.enforcement) {
             Ok(pb::Enforcement::Enforce) => Enforcement::Enforce,

@@ -89,7 +89,11 @@ impl Forwarder {
         })
     }
 
-    async fn forward(&self, request: Request<Incoming>, peer: Option<HeaderValue>) -> Response<Body> {
+    async fn forward(
+        &self,
+        request: Request<Incoming>,
+        peer: Option<HeaderValue>,
+    ) -> Response<Body> {
         let (mut parts, body) = request.into_parts();
         let path = parts
             .uri
@@ -109,12 +113,14 @@ impl Forwarder {
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(PEER_ID_HEADER);
         if let Some(peer) = peer {
-            parts.headers.insert(HeaderName::from_static(PEER_ID_HEADER), peer);
+            parts
+                .headers
+                .insert(HeaderName::from_static(PEER_ID_HEADER), peer);
         }
-        if !parts.headers.contains_key(header::HOST) {
-            if let Ok(host) = HeaderValue::from_str(self.authority.as_str()) {
-                parts.headers.insert(header::HOST, host);
-            }
+        if !parts.headers.contains_key(header::HOST)
+            && let Ok(host) = HeaderValue::from_str(self.authority.as_str())
+        {
+            parts.headers.insert(header::HOST, host);
         }
         match self.client.request(Request::from_parts(parts, body)).await {
             Ok(response) => {

@@ -110,7 +110,8 @@ impl Context {
             .1
             .peer_certificates()
             .and_then(signet_tls::peer_id);
-        self.metrics.connection("inbound", if peer.is_some() { "mtls" } else { "plaintext" });
+        self.metrics
+            .connection("inbound", if peer.is_some() { "mtls" } else { "plaintext" });
         self.serve(tls, peer).await;
     }
 
@@ -156,14 +157,15 @@ impl Context {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let service = self.forwarder.service(
-            self.source.authorizer(),
-            self.config.policy_port,
-            peer,
-        );
+        let service =
+            self.forwarder
+                .service(self.source.authorizer(), self.config.policy_port, peer);
         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         if let Err(error) = builder
-            .serve_connection(TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(service))
+            .serve_connection(
+                TokioIo::new(stream),
+                hyper_util::service::TowerToHyperService::new(service),
+            )
             .await
         {
             debug!(%error, "inbound HTTP connection ended");

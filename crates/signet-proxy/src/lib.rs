@@ -126,7 +126,12 @@ pub async fn start(config: ProxyConfig) -> Result<RunningProxy, ProxyError> {
     if let Some(inbound) = &config.inbound {
         let listener = bind(inbound.listen).await?;
         inbound_address = listener.local_addr().ok();
-        tasks.push(inbound::spawn(listener, inbound.clone(), source.clone(), metrics.clone())?);
+        tasks.push(inbound::spawn(
+            listener,
+            inbound.clone(),
+            source.clone(),
+            metrics.clone(),
+        )?);
     }
     let mut outbound_addresses = Vec::new();
     for route in &config.outbound {
@@ -134,7 +139,12 @@ pub async fn start(config: ProxyConfig) -> Result<RunningProxy, ProxyError> {
         if let Ok(address) = listener.local_addr() {
             outbound_addresses.push(address);
         }
-        tasks.push(outbound::spawn(listener, route.clone(), source.clone(), metrics.clone())?);
+        tasks.push(outbound::spawn(
+            listener,
+            route.clone(),
+            source.clone(),
+            metrics.clone(),
+        )?);
     }
     let mut metrics_address = None;
     if let Some(address) = config.metrics_address {

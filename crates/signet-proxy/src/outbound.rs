@@ -33,8 +33,10 @@ pub(crate) fn spawn(
         .map_or(route.target.as_str(), |(host, _)| host)
         .trim_matches(|c| c == '[' || c == ']')
         .to_owned();
-    let server_name = ServerName::try_from(host)
-        .unwrap_or_else(|_| ServerName::try_from("signet.invalid").unwrap_or(ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into())));
+    let server_name = ServerName::try_from(host).unwrap_or_else(|_| {
+        ServerName::try_from("signet.invalid")
+            .unwrap_or(ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()))
+    });
     let route = Arc::new(route);
     Ok(tokio::spawn(async move {
         loop {
@@ -61,7 +63,9 @@ pub(crate) fn spawn(
                     }
                 };
                 let _ = tcp.set_nodelay(true);
-                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(server_name, tcp)).await;
+                let handshake =
+                    tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(server_name, tcp))
+                        .await;
                 let mut tls = match handshake {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(error)) => {

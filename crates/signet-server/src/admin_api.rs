@@ -18,8 +18,8 @@ use tracing::info;
 use crate::agent_api::AgentApi;
 use crate::datastore::AgentRecord;
 use crate::error::ServerError;
-use crate::policy_admin;
 use crate::join_token::{agent_id_for, generate_token, hash_token};
+use crate::policy_admin;
 
 /// Default lifetime of a join token.
 pub const DEFAULT_JOIN_TOKEN_TTL: Duration = Duration::from_secs(600);

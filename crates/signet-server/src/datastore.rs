@@ -50,7 +50,8 @@ pub enum DatastoreError {
 type Result<T, E = DatastoreError> = std::result::Result<T, E>;
 
 /// Each step brings the schema from version `index` to `index + 1`.
-const MIGRATIONS: &[&str] = &["CREATE TABLE entries (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE entries (
         id TEXT PRIMARY KEY,
         spiffe_id TEXT NOT NULL,
         parent_id TEXT NOT NULL,
@@ -83,7 +84,8 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE entries (
         document TEXT NOT NULL,
         revision INTEGER NOT NULL,
         PRIMARY KEY (namespace, name)
-     );"];
+     );",
+];
 
 /// An AuthorizationPolicy as stored in standalone mode: the applied document (JSON).
 #[derive(Debug, Clone, PartialEq, Eq)]

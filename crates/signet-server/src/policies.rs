@@ -158,8 +158,8 @@ fn read_one(value: serde_yaml::Value) -> Result<AppliedPolicy, Vec<String>> {
             field("kind").unwrap_or("(none)")
         )]);
     }
-    let resource: AuthorizationPolicy =
-        serde_yaml::from_value(value).map_err(|e| vec![format!("not an AuthorizationPolicy: {e}")])?;
+    let resource: AuthorizationPolicy = serde_yaml::from_value(value)
+        .map_err(|e| vec![format!("not an AuthorizationPolicy: {e}")])?;
     let name = resource.metadata.name.clone().unwrap_or_default();
     let namespace = resource
         .metadata
@@ -276,14 +276,27 @@ spec:
         let text = format!(
             "{ALLOW}---\napiVersion: v1\nkind: ConfigMap\n---\n{}\n---\n{}",
             ALLOW.replace("api-readers", "Bad_Name"),
-            ALLOW
-                .replace("api-readers", "by-selector")
-                .replace("targetSPIFFEIDs: [spiffe://example.org/api]", "selector: {}")
+            ALLOW.replace("api-readers", "by-selector").replace(
+                "targetSPIFFEIDs: [spiffe://example.org/api]",
+                "selector: {}"
+            )
         );
         let errors = read_documents(&text).unwrap_err();
-        assert!(errors.iter().any(|e| e.starts_with("document 2: expected apiVersion")));
-        assert!(errors.iter().any(|e| e.starts_with("document 3: metadata.name")));
-        assert!(errors.iter().any(|e| e.contains("pod selectors need Kubernetes mode")));
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("document 2: expected apiVersion"))
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("document 3: metadata.name"))
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("pod selectors need Kubernetes mode"))
+        );
     }
 
     #[test]

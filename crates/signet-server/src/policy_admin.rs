@@ -24,7 +24,10 @@ fn refuse_in_kubernetes(kubernetes: bool) -> Result<(), Status> {
 }
 
 /// Reloads the live set from SQLite (start-up and after every change).
-pub async fn load_standalone(datastore: &Datastore, store: &PolicyStore) -> Result<usize, ServerError> {
+pub async fn load_standalone(
+    datastore: &Datastore,
+    store: &PolicyStore,
+) -> Result<usize, ServerError> {
     let stored = datastore.list_policies().await?;
     let mut bindings = Vec::with_capacity(stored.len());
     for row in &stored {
@@ -36,8 +39,12 @@ pub async fn load_standalone(datastore: &Datastore, store: &PolicyStore) -> Resu
                     bindings.push(binding);
                 }
             }
-            Ok(_) => warn!(policy = %format!("{}/{}", row.namespace, row.name), "stored policy holds several documents; skipped"),
-            Err(errors) => warn!(policy = %format!("{}/{}", row.namespace, row.name), errors = ?errors, "stored policy no longer compiles; skipped"),
+            Ok(_) => {
+                warn!(policy = %format!("{}/{}", row.namespace, row.name), "stored policy holds several documents; skipped")
+            }
+            Err(errors) => {
+                warn!(policy = %format!("{}/{}", row.namespace, row.name), errors = ?errors, "stored policy no longer compiles; skipped")
+            }
         }
     }
     let count = bindings.len();
@@ -46,10 +53,17 @@ pub async fn load_standalone(datastore: &Datastore, store: &PolicyStore) -> Resu
 }
 
 fn warnings(policy: &AppliedPolicy, local: &TrustDomain) -> Vec<String> {
-    signet_controller::authorization::unknown_trust_domains(&policy.compiled, std::slice::from_ref(local))
-        .into_iter()
-        .map(|td| format!("trust domain {td} is neither this server's nor federated: rules naming it never match"))
-        .collect()
+    signet_controller::authorization::unknown_trust_domains(
+        &policy.compiled,
+        std::slice::from_ref(local),
+    )
+    .into_iter()
+    .map(|td| {
+        format!(
+            "trust domain {td} is neither this server's nor federated: rules naming it never match"
+        )
+    })
+    .collect()
 }
 
 pub async fn apply(
@@ -69,7 +83,10 @@ pub async fn apply(
             .iter()
             .map(|p| (p.namespace.clone(), p.name.clone(), p.document.clone()))
             .collect();
-        let writes = datastore.put_policies(rows).await.map_err(ServerError::from)?;
+        let writes = datastore
+            .put_policies(rows)
+            .await
+            .map_err(ServerError::from)?;
         load_standalone(datastore, store).await?;
         writes
             .into_iter()

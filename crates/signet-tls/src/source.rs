@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info, warn};
 
-use crate::authz::{AuthzMetrics, Authorizer, EffectivePolicy};
+use crate::authz::{Authorizer, AuthzMetrics, EffectivePolicy};
 use crate::{RotatingSvid, SharedBundles, certified_key};
 
 /// Why the source could not start.
@@ -91,9 +91,10 @@ async fn channel(socket: PathBuf) -> Result<Channel, SourceError> {
 
 fn with_header<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("workload.spiffe.io", tonic::metadata::MetadataValue::from_static("true"));
+    request.metadata_mut().insert(
+        "workload.spiffe.io",
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
     request
 }
 
@@ -116,9 +117,12 @@ impl WorkloadSource {
         });
         let mut identity = shared.identity.subscribe();
         let mut tasks = vec![tokio::spawn(follow_svids(channel.clone(), shared.clone()))];
-        let first = tokio::time::timeout(options.first_svid_timeout, identity.wait_for(Option::is_some))
-            .await
-            .map(|r| r.map(|id| id.clone()));
+        let first = tokio::time::timeout(
+            options.first_svid_timeout,
+            identity.wait_for(Option::is_some),
+        )
+        .await
+        .map(|r| r.map(|id| id.clone()));
         let Ok(Ok(Some((first_id, _)))) = first else {
             for task in &tasks {
                 task.abort();
@@ -207,19 +211,25 @@ async fn follow_svids(channel: Channel, shared: Arc<Shared>) {
     }
 }
 
-fn apply_svids(shared: &Shared, message: &signet_proto::workload::X509svidResponse) -> Result<(), String> {
+fn apply_svids(
+    shared: &Shared,
+    message: &signet_proto::workload::X509svidResponse,
+) -> Result<(), String> {
     let svid = message.svids.first().ok_or("no SVID in the response")?;
     let id = SpiffeId::new(&svid.spiffe_id).map_err(|e| e.to_string())?;
-    let chain: Vec<CertificateDer<'static>> = signet_spiffe::bundle::split_der_certificates(&svid.x509_svid)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(CertificateDer::from)
-        .collect();
+    let chain: Vec<CertificateDer<'static>> =
+        signet_spiffe::bundle::split_der_certificates(&svid.x509_svid)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(CertificateDer::from)
+            .collect();
     let leaf = chain.first().ok_or("empty certificate chain")?;
     let serial = signet_spiffe::x509::serial_of(leaf).ok_or("unreadable leaf certificate")?;
     let key = certified_key(chain, &svid.x509_svid_key).map_err(|e| e.to_string())?;
     let mut bundles = BundleSet::new();
-    bundles.insert(Bundle::from_der_concat(id.trust_domain(), &svid.bundle).map_err(|e| e.to_string())?);
+    bundles.insert(
+        Bundle::from_der_concat(id.trust_domain(), &svid.bundle).map_err(|e| e.to_string())?,
+    );
     for (name, der) in &message.federated_bundles {
         let trust_domain = TrustDomain::from_name_or_id(name).map_err(|e| e.to_string())?;
         bundles.insert(Bundle::from_der_concat(trust_domain, der).map_err(|e| e.to_string())?);
@@ -244,7 +254,10 @@ async fn follow_policy(channel: Channel, authorizer: Arc<Authorizer>) {
     let mut delay = BACKOFF_MIN;
     loop {
         let mut client = AuthorizationClient::new(channel.clone());
-        match client.watch_policy(with_header(WatchPolicyRequest {})).await {
+        match client
+            .watch_policy(with_header(WatchPolicyRequest {}))
+            .await
+        {
             Ok(stream) => {
                 let mut stream = stream.into_inner();
                 loop {
@@ -253,10 +266,16 @@ async fn follow_policy(channel: Channel, authorizer: Arc<Authorizer>) {
                             delay = BACKOFF_MIN;
                             match effective_policy(&message) {
                                 Ok(policy) => {
-                                    info!(policies = policy.policies.len(), default = policy.default_policy.as_str(), "authorization policy updated");
+                                    info!(
+                                        policies = policy.policies.len(),
+                                        default = policy.default_policy.as_str(),
+                                        "authorization policy updated"
+                                    );
                                     authorizer.set_policy(policy);
                                 }
-                                Err(error) => warn!(%error, "unusable policy from the agent; keeping the previous one"),
+                                Err(error) => {
+                                    warn!(%error, "unusable policy from the agent; keeping the previous one")
+                                }
                             }
                         }
                         Ok(None) => break,
@@ -267,7 +286,9 @@ async fn follow_policy(channel: Channel, authorizer: Arc<Authorizer>) {
                     }
                 }
             }
-            Err(status) => warn!(%status, "WatchPolicy failed; retrying (requests stay decided by the last policy)"),
+            Err(status) => {
+                warn!(%status, "WatchPolicy failed; retrying (requests stay decided by the last policy)")
+            }
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(BACKOFF_MAX);
@@ -283,7 +304,8 @@ pub fn effective_policy(
         .iter()
         .map(|id| SpiffeId::new(id).map_err(|e| format!("spiffe_ids: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
-    let local = TrustDomain::new(&message.trust_domain).map_err(|e| format!("trust_domain: {e}"))?;
+    let local =
+        TrustDomain::new(&message.trust_domain).map_err(|e| format!("trust_domain: {e}"))?;
     let federated = message
         .federated_trust_domains
         .iter()

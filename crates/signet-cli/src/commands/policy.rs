@@ -85,7 +85,9 @@ pub struct CheckArgs {
 }
 
 async fn client(admin: &AdminArgs) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
-    Ok(AdminClient::new(crate::uds::channel(&admin.admin_socket).await?))
+    Ok(AdminClient::new(
+        crate::uds::channel(&admin.admin_socket).await?,
+    ))
 }
 
 fn status(err: tonic::Status) -> anyhow::Error {
@@ -95,9 +97,12 @@ fn status(err: tonic::Status) -> anyhow::Error {
 fn read_file(path: &PathBuf) -> anyhow::Result<String> {
     let mut text = String::new();
     if path.as_os_str() == "-" {
-        std::io::stdin().read_to_string(&mut text).context("reading standard input")?;
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading standard input")?;
     } else {
-        text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     }
     Ok(text)
 }
@@ -147,7 +152,11 @@ struct ListView {
 /// `signet policy`
 pub async fn policy(command: PolicyCommand) -> anyhow::Result<()> {
     match command {
-        PolicyCommand::Apply { file, dry_run, admin } => {
+        PolicyCommand::Apply {
+            file,
+            dry_run,
+            admin,
+        } => {
             let document = read_file(&file)?;
             let applied = client(&admin)
                 .await?
@@ -219,7 +228,12 @@ pub async fn policy(command: PolicyCommand) -> anyhow::Result<()> {
                 out
             })
         }
-        PolicyCommand::Delete { name, namespace, file, admin } => {
+        PolicyCommand::Delete {
+            name,
+            namespace,
+            file,
+            admin,
+        } => {
             let targets: Vec<(String, String)> = match (name, file) {
                 (Some(name), _) => vec![(namespace, name)],
                 (None, Some(file)) => names_in(&read_file(&file)?)?,
@@ -228,7 +242,10 @@ pub async fn policy(command: PolicyCommand) -> anyhow::Result<()> {
             let mut client = client(&admin).await?;
             for (namespace, name) in targets {
                 client
-                    .delete_policy(DeletePolicyRequest { namespace: namespace.clone(), name: name.clone() })
+                    .delete_policy(DeletePolicyRequest {
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                    })
                     .await
                     .map_err(status)?;
                 println!("authorizationpolicy {namespace}/{name} deleted");
@@ -251,13 +268,17 @@ fn names_in(text: &str) -> anyhow::Result<Vec<(String, String)>> {
     }
     let mut names = Vec::new();
     for document in serde_yaml::Deserializer::from_str(text) {
-        let value: serde_yaml::Value = serde::Deserialize::deserialize(document).context("reading the YAML")?;
+        let value: serde_yaml::Value =
+            serde::Deserialize::deserialize(document).context("reading the YAML")?;
         if value.is_null() {
             continue;
         }
-        let doc: Document = serde_yaml::from_value(value).context("a document without metadata.name")?;
+        let doc: Document =
+            serde_yaml::from_value(value).context("a document without metadata.name")?;
         names.push((
-            doc.metadata.namespace.unwrap_or_else(|| "default".to_owned()),
+            doc.metadata
+                .namespace
+                .unwrap_or_else(|| "default".to_owned()),
             doc.metadata.name,
         ));
     }
@@ -323,7 +344,10 @@ pub async fn authz(command: AuthzCommand) -> anyhow::Result<()> {
     output::print(args.admin.output, &view, |v| {
         let mut out = format!("{}: {}\n", v.decision, v.reason);
         if v.dry_run_decision != v.decision {
-            out.push_str(&format!("With DryRun policies enforced: {}\n", v.dry_run_decision));
+            out.push_str(&format!(
+                "With DryRun policies enforced: {}\n",
+                v.dry_run_decision
+            ));
         }
         if let Some(path) = &v.path {
             out.push_str(&format!("Normalized path: {path}\n"));
@@ -337,7 +361,10 @@ pub async fn authz(command: AuthzCommand) -> anyhow::Result<()> {
                 Some(rule) => format!("matched rule {rule}"),
                 None => "no rule matched".to_owned(),
             };
-            out.push_str(&format!("  {} {} ({}): {outcome}\n", c.policy, c.action, c.enforcement));
+            out.push_str(&format!(
+                "  {} {} ({}): {outcome}\n",
+                c.policy, c.action, c.enforcement
+            ));
         }
         out
     })?;

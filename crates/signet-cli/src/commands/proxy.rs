@@ -75,7 +75,10 @@ fn parse_route(text: &str) -> Result<Outbound, String> {
             .parse()
             .map_err(|e| format!("listen address {listen:?}: {e}"))?,
         target: {
-            if target.rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_err()) {
+            if target
+                .rsplit_once(':')
+                .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+            {
                 return Err(format!("target {target:?} must be host:port"));
             }
             (*target).to_owned()

@@ -1,0 +1,530 @@
+//! AuthorizationPolicy end to end in standalone mode, with real processes: a server, an agent,
+//! two workloads (told apart by their unix group) each behind `signet proxy`, a plain HTTP
+//! application and a TCP echo service, policies applied with `signet policy apply`.
+
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Deployment, TD, free_port, signet_bin, wait_for};
+
+const FRONTEND_GID: u32 = 4001;
+const BACKEND_GID: u32 = 4002;
+/// The ports policies name (the proxies listen on random ones).
+const HTTP_PORT: &str = "8443";
+const TCP_PORT: &str = "5432";
+
+fn frontend() -> String {
+    format!("spiffe://{TD}/frontend")
+}
+
+fn backend() -> String {
+    format!("spiffe://{TD}/backend")
+}
+
+/// Processes killed on drop.
+struct Proxies(Vec<(Child, PathBuf)>);
+
+impl Drop for Proxies {
+    fn drop(&mut self) {
+        for (child, _) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Proxies {
+    fn log(&self, index: usize) -> String {
+        std::fs::read_to_string(&self.0[index].1).unwrap_or_default()
+    }
+}
+
+/// Starts `signet proxy` as root with `gid` (its workload identity) and waits for `ready_port`.
+fn proxy(
+    d: &Deployment,
+    name: &str,
+    gid: u32,
+    args: &[String],
+    ready_port: u16,
+) -> (Child, PathBuf) {
+    let log_path = d.dir.path().join(format!("{name}.log"));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new(signet_bin())
+        .arg("proxy")
+        .args(["--workload-api", &d.endpoint()])
+        .args(args)
+        .gid(gid)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    wait_for(&format!("proxy {name}"), Duration::from_secs(30), || {
+        TcpStream::connect(("127.0.0.1", ready_port)).is_ok()
+    });
+    (child, log_path)
+}
+
+/// An HTTP/1.1 application answering `<method> <path> peer=<x-signet-peer-id>`.
+fn http_app() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || serve_http(stream));
+        }
+    });
+    port
+}
+
+fn serve_http(stream: TcpStream) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut stream = stream;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut peer = String::new();
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                match name.to_ascii_lowercase().as_str() {
+                    "x-signet-peer-id" => peer = value.trim().to_owned(),
+                    "content-length" => length = value.trim().parse().unwrap_or(0),
+                    _ => {}
+                }
+            }
+        }
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let mut parts = request_line.split_whitespace();
+        let answer = format!(
+            "{} {} peer={peer}",
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or("")
+        );
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{answer}",
+            answer.len()
+        );
+        if stream.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// A line echo service.
+fn echo_app() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut writer = stream.try_clone().unwrap();
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { return };
+                    if writeln!(writer, "{line}").is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// One HTTP/1.1 request on a fresh connection: (status, body); status 0 when the connection
+/// closed without an answer.
+fn request(port: u16, method: &str, path: &str) -> (u16, String) {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: backend\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// Whether a line makes it through the TCP route and back.
+fn echoes(port: u16) -> bool {
+    let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    if writeln!(writer, "ping").is_err() {
+        return false;
+    }
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).is_ok() && line.trim() == "ping"
+}
+
+fn apply(d: &Deployment, yaml: &str) -> String {
+    let path = d.dir.path().join("policy.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = d.admin(&["policy", "apply", "-f", path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn policy(name: &str, action: &str, rules: &str) -> String {
+    format!(
+        "apiVersion: signet.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {{name: {name}}}\n\
+         spec:\n  targetSPIFFEIDs: [\"{}\"]\n  action: {action}\n  rules:\n{rules}",
+        backend()
+    )
+}
+
+struct Setup {
+    d: Deployment,
+    proxies: Proxies,
+    http_route: u16,
+    tcp_route: u16,
+    backend_http: u16,
+    backend_metrics: u16,
+}
+
+fn setup(ttl: &str, mode: &str) -> Setup {
+    let d = Deployment::start();
+    d.create_entry(
+        &frontend(),
+        &format!("unix:gid:{FRONTEND_GID}"),
+        &["--x509-svid-ttl", ttl],
+    );
+    d.create_entry(
+        &backend(),
+        &format!("unix:gid:{BACKEND_GID}"),
+        &["--x509-svid-ttl", ttl],
+    );
+    let (app, echo) = (http_app(), echo_app());
+    let (backend_http, backend_tcp, backend_metrics) = (free_port(), free_port(), free_port());
+    let (http_route, tcp_route) = (free_port(), free_port());
+    let backend_http_proxy = proxy(
+        &d,
+        "backend-http",
+        BACKEND_GID,
+        &[
+            format!("--inbound-listen=127.0.0.1:{backend_http}"),
+            format!("--inbound-forward=127.0.0.1:{app}"),
+            format!("--policy-port={HTTP_PORT}"),
+            format!("--mode={mode}"),
+            format!("--metrics-address=127.0.0.1:{backend_metrics}"),
+        ],
+        backend_http,
+    );
+    let backend_tcp_proxy = proxy(
+        &d,
+        "backend-tcp",
+        BACKEND_GID,
+        &[
+            format!("--inbound-listen=127.0.0.1:{backend_tcp}"),
+            format!("--inbound-forward=127.0.0.1:{echo}"),
+            "--inbound-protocol=tcp".to_owned(),
+            format!("--policy-port={TCP_PORT}"),
+        ],
+        backend_tcp,
+    );
+    let frontend_proxy = proxy(
+        &d,
+        "frontend",
+        FRONTEND_GID,
+        &[
+            format!(
+                "--outbound=127.0.0.1:{http_route},127.0.0.1:{backend_http},{}",
+                backend()
+            ),
+            format!(
+                "--outbound=127.0.0.1:{tcp_route},127.0.0.1:{backend_tcp},{}",
+                backend()
+            ),
+        ],
+        tcp_route,
+    );
+    Setup {
+        d,
+        proxies: Proxies(vec![backend_http_proxy, backend_tcp_proxy, frontend_proxy]),
+        http_route,
+        tcp_route,
+        backend_http,
+        backend_metrics,
+    }
+}
+
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    wait_for(what, Duration::from_secs(15), &mut check);
+}
+
+#[test]
+fn http_and_tcp_policies_are_enforced_and_changes_apply_live() {
+    let s = setup("1h", "strict");
+    // No policy yet: the default (allow-trust-domain) admits the frontend, and the application
+    // learns who called.
+    let (code, body) = request(s.http_route, "GET", "/items/1");
+    assert_eq!(
+        (code, body.as_str()),
+        (200, format!("GET /items/1 peer={}", frontend()).as_str())
+    );
+    assert!(echoes(s.tcp_route));
+
+    let out = apply(
+        &s.d,
+        &policy(
+            "frontend-reads-items",
+            "ALLOW",
+            &format!(
+                "  - from: [{{spiffeIDs: [\"{}\"]}}]\n    to: [{{ports: [{HTTP_PORT}], methods: [GET], paths: [\"/items/*\"]}}]\n",
+                frontend()
+            ),
+        ),
+    );
+    assert!(
+        out.contains("default/frontend-reads-items created"),
+        "{out}"
+    );
+    eventually("the ALLOW policy to deny /admin", || {
+        request(s.http_route, "GET", "/admin").0 == 403
+    });
+    assert_eq!(request(s.http_route, "GET", "/items/1").0, 200);
+    assert_eq!(
+        request(s.http_route, "POST", "/items/1").0,
+        403,
+        "method not allowed"
+    );
+    assert_eq!(
+        request(s.http_route, "GET", "/items/%2e%2e/admin").0,
+        403,
+        "dot segments resolved before matching"
+    );
+    // The ALLOW policy names only the HTTP port: the TCP port is now closed to everyone.
+    assert!(!echoes(s.tcp_route));
+
+    // Explained from the server's live state.
+    let check = s.d.admin(&[
+        "authz",
+        "check",
+        "--from",
+        &frontend(),
+        "--to",
+        &backend(),
+        "--port",
+        HTTP_PORT,
+        "--method",
+        "GET",
+        "--path",
+        "/admin",
+        "--exit-code",
+    ]);
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(1), "{text}");
+    assert!(
+        text.starts_with("DENY: ALLOW policies target the workload and none matched"),
+        "{text}"
+    );
+    assert!(
+        text.contains("default/frontend-reads-items ALLOW (Enforce): no rule matched"),
+        "{text}"
+    );
+
+    apply(
+        &s.d,
+        &policy(
+            "frontend-uses-db",
+            "ALLOW",
+            &format!("  - from: [{{spiffeIDs: [\"spiffe://{TD}/front*\"]}}]\n    to: [{{ports: [{TCP_PORT}]}}]\n")
+                .replace("front*", "frontend"),
+        ),
+    );
+    eventually("the TCP ALLOW policy", || echoes(s.tcp_route));
+
+    apply(
+        &s.d,
+        &policy(
+            "no-secrets",
+            "DENY",
+            "  - to: [{paths: [\"/items/secret\"]}]\n",
+        ),
+    );
+    eventually("the DENY policy", || {
+        request(s.http_route, "GET", "/items/secret").0 == 403
+    });
+    assert_eq!(
+        request(s.http_route, "GET", "/items/1").0,
+        200,
+        "DENY only where it matches"
+    );
+
+    let list = s.d.admin(&["policy", "list", "-o", "json"]);
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(list["default_policy"], "allow-trust-domain");
+    assert_eq!(list["policies"].as_array().unwrap().len(), 3);
+
+    let metrics = common::http_get(s.backend_metrics, "/metrics").1;
+    assert!(
+        metrics.contains("signet_authz_denied_total{policy=\"default/no-secrets\",action=\"DENY\",enforcement=\"Enforce\"}"),
+        "{metrics}"
+    );
+    let audit = s.proxies.log(0);
+    assert!(
+        audit.contains("request denied by authorization policy"),
+        "{audit}"
+    );
+    assert!(!audit.contains("PRIVATE KEY"));
+
+    for name in ["frontend-reads-items", "frontend-uses-db", "no-secrets"] {
+        let out = s.d.admin(&["policy", "delete", name]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    eventually("the default policy again", || {
+        request(s.http_route, "GET", "/admin").0 == 200
+    });
+    assert!(echoes(s.tcp_route));
+}
+
+#[test]
+fn strict_mode_refuses_clients_without_an_svid() {
+    let s = setup("1h", "strict");
+    // Plaintext: closed before any byte reaches the application.
+    assert_eq!(request(s.backend_http, "GET", "/items/1").0, 0);
+    // TLS without a client certificate, from OpenSSL's client.
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{}", s.backend_http),
+            "-ign_eof",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            if let Some(mut stdin) = child.stdin.take() {
+                let _ = stdin
+                    .write_all(b"GET /items/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            }
+            child.wait_with_output()
+        })
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("HTTP/1.1 200"), "{stdout}");
+    let metrics = common::http_get(s.backend_metrics, "/metrics").1;
+    assert!(
+        metrics.contains("direction=\"inbound\",result=\"refused_plaintext\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("direction=\"inbound\",result=\"handshake_failed\"} 1"),
+        "{metrics}"
+    );
+    // The frontend, with its SVID, still gets through.
+    assert_eq!(request(s.http_route, "GET", "/items/1").0, 200);
+}
+
+#[test]
+fn permissive_mode_admits_plaintext_as_unauthenticated() {
+    let s = setup("1h", "permissive");
+    // Accepted, but without an SVID the default policy (allow-trust-domain) denies it.
+    assert_eq!(request(s.backend_http, "GET", "/items/1").0, 403);
+    apply(
+        &s.d,
+        &policy(
+            "anyone-reads-health",
+            "ALLOW",
+            "  - to: [{paths: [/healthz]}]\n",
+        ),
+    );
+    eventually("the policy admitting unauthenticated peers", || {
+        request(s.backend_http, "GET", "/healthz").0 == 200
+    });
+    let (code, body) = request(s.backend_http, "GET", "/healthz");
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "GET /healthz peer="),
+        "no peer ID for plaintext"
+    );
+    assert_eq!(request(s.http_route, "GET", "/healthz").0, 200);
+    let metrics = common::http_get(s.backend_metrics, "/metrics").1;
+    assert!(
+        metrics.contains("direction=\"inbound\",result=\"plaintext\"}"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn rotation_keeps_long_lived_connections() {
+    let s = setup("6s", "strict");
+    let stream = TcpStream::connect(("127.0.0.1", s.tcp_route)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let installed = |log: &str| log.matches("X509-SVID installed").count();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut round = 0;
+    // Talk over one connection until both ends have rotated at least once.
+    while installed(&s.proxies.log(1)) < 2 || installed(&s.proxies.log(2)) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rotation within 30 s"
+        );
+        round += 1;
+        writeln!(writer, "round {round}").unwrap();
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), format!("round {round}"));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    writeln!(writer, "after rotation").unwrap();
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert_eq!(
+        line.trim(),
+        "after rotation",
+        "the long-lived connection survived"
+    );
+    assert!(echoes(s.tcp_route), "new handshakes use the new SVIDs");
+}
