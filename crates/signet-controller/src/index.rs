@@ -88,6 +88,15 @@ pub fn anchored(patterns: &[&str]) -> Result<Vec<Regex>, regex::Error> {
         .collect()
 }
 
+/// A pod as AuthorizationPolicy targets see it.
+#[derive(Debug, Clone)]
+pub struct PodIdentities<'a> {
+    pub namespace: &'a str,
+    pub labels: Option<&'a BTreeMap<String, String>>,
+    /// The SPIFFE IDs of the entries the pod was given.
+    pub spiffe_ids: Vec<&'a SpiffeId>,
+}
+
 /// A change to the published entry set.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EntryChange {
@@ -383,6 +392,38 @@ impl Index {
             },
         );
         self.recompute_pod(&key);
+    }
+
+    /// Every pod with its namespace, labels and the SPIFFE IDs it was given (for
+    /// AuthorizationPolicy targets); pods of `namespace` only when one is given.
+    pub fn pod_identities(&self, namespace: Option<&str>) -> Vec<PodIdentities<'_>> {
+        fn identities(slot: &PodSlot) -> PodIdentities<'_> {
+            let ids: Vec<&SpiffeId> = slot
+                .outcomes
+                .0
+                .iter()
+                .filter_map(|(_, outcome)| match outcome {
+                    Outcome::Entry(entry) => Some(&entry.spiffe_id),
+                    Outcome::Failed(_) | Outcome::Shadowed => None,
+                })
+                .collect();
+            PodIdentities {
+                namespace: slot.pod.meta.namespace.as_str(),
+                labels: slot.pod.meta.labels.as_ref(),
+                spiffe_ids: ids,
+            }
+        }
+        match namespace {
+            Some(namespace) => self
+                .pods_by_namespace
+                .get(namespace)
+                .into_iter()
+                .flatten()
+                .filter_map(|key| self.pods.get(key))
+                .map(identities)
+                .collect(),
+            None => self.pods.values().map(identities).collect(),
+        }
     }
 
     /// A pod was deleted.

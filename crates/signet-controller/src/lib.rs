@@ -10,6 +10,7 @@ pub mod identity;
 pub mod index;
 pub mod label_selector;
 pub mod pod_context;
+pub mod policy_state;
 pub mod runtime;
 pub mod static_entry;
 pub mod status;

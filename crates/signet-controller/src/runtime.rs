@@ -21,11 +21,12 @@ use kube::runtime::events::{Event as K8sEvent, EventType, Recorder, Reporter};
 use kube::runtime::watcher::{self, Event};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use signet_api::{ClusterSPIFFEID, ClusterStaticEntry};
+use signet_api::{AuthorizationPolicy, ClusterSPIFFEID, ClusterStaticEntry};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::index::{EntryChange, Index};
+use crate::policy_state::PolicyState;
 use crate::status::{identity_status, static_status};
 
 /// Where computed entries go.
@@ -34,6 +35,8 @@ pub trait EntrySink: Send + Sync + 'static {
     fn apply(&self, changes: Vec<EntryChange>);
     /// Every watch has listed once: the entry set is complete.
     fn synced(&self);
+    /// The AuthorizationPolicies with their targets resolved, after every change.
+    fn policies(&self, _bindings: Vec<signet_core::policy::PolicyBinding>) {}
 }
 
 /// Runtime settings.
@@ -63,6 +66,7 @@ enum Input {
     Pod(Box<Event<Pod>>),
     Identity(Box<Event<ClusterSPIFFEID>>),
     Static(Box<Event<ClusterStaticEntry>>),
+    Policy(Box<Event<AuthorizationPolicy>>),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -72,9 +76,10 @@ enum Kind {
     Pod,
     Identity,
     Static,
+    Policy,
 }
 
-const KINDS: usize = 5;
+const KINDS: usize = 6;
 
 fn stream<K>(
     api: Api<K>,
@@ -105,6 +110,8 @@ where
 enum StatusWrite {
     Identity(String, serde_json::Value, Option<String>),
     Static(String, serde_json::Value),
+    /// Namespace, name, status.
+    Policy(String, String, serde_json::Value),
 }
 
 struct Loop {
@@ -118,6 +125,7 @@ struct Loop {
     /// would be the controller's largest memory user with many resources.
     written: HashMap<(Kind, String), u64>,
     reported_failures: HashMap<String, Vec<(String, String)>>,
+    policies: PolicyState,
 }
 
 fn slot(kind: Kind) -> usize {
@@ -132,6 +140,7 @@ impl Loop {
             Kind::Pod => self.index.pod_keys(),
             Kind::Identity => self.index.identity_names(),
             Kind::Static => self.index.static_names(),
+            Kind::Policy => self.policies.keys(),
         }
     }
 
@@ -152,6 +161,10 @@ impl Loop {
             Kind::Static => {
                 self.index.delete_static(name);
                 self.conditions.remove(&(kind, name.to_owned()));
+                self.written.remove(&(kind, name.to_owned()));
+            }
+            Kind::Policy => {
+                self.policies.delete(name);
                 self.written.remove(&(kind, name.to_owned()));
             }
         }
@@ -189,6 +202,14 @@ impl Loop {
     }
 
     fn handle(&mut self, input: Input) {
+        // Selector policies resolve to the identities pods get: any change to pods, namespaces
+        // or identities may change their targets.
+        if matches!(
+            input,
+            Input::Namespace(_) | Input::Pod(_) | Input::Identity(_)
+        ) {
+            self.policies.pods_changed();
+        }
         match input {
             Input::Namespace(e) => self.event(
                 Kind::Namespace,
@@ -238,6 +259,12 @@ impl Loop {
                     s.index.apply_static(o);
                 },
             ),
+            Input::Policy(e) => self.event(
+                Kind::Policy,
+                *e,
+                |o| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()),
+                |s, o| s.policies.apply(o),
+            ),
         }
     }
 
@@ -246,7 +273,17 @@ impl Loop {
         if !changes.is_empty() {
             self.sink.apply(changes);
         }
-        if !self.announced && self.listed.iter().all(|l| *l) {
+        if let Some(bindings) = self.policies.take_bindings(&self.index) {
+            self.sink.policies(bindings);
+        }
+        // AuthorizationPolicies do not gate the entry set: a cluster without their CRD (or
+        // without RBAC for them) must still get identities.
+        let entry_kinds_listed = self
+            .listed
+            .iter()
+            .enumerate()
+            .all(|(i, listed)| *listed || i == slot(Kind::Policy));
+        if !self.announced && entry_kinds_listed {
             self.announced = true;
             info!(
                 entries = self.index.len(),
@@ -304,6 +341,17 @@ impl Loop {
                 writes.push(StatusWrite::Static(name, value));
             }
         }
+        let known = [self.index.config().trust_domain.clone()];
+        for (namespace, name, status) in self.policies.statuses(&self.index, &known, &now) {
+            let key = (Kind::Policy, format!("{namespace}/{name}"));
+            let value = serde_json::to_value(&status).unwrap_or_default();
+            let digest = digest(&value);
+            if self.written.get(&key) != Some(&digest) {
+                self.policies.written(&key.1, status.conditions.clone());
+                self.written.insert(key, digest);
+                writes.push(StatusWrite::Policy(namespace, name, value));
+            }
+        }
         writes
     }
 }
@@ -351,6 +399,11 @@ pub async fn run(
             |e| Input::Static(Box::new(e)),
             "clusterstaticentries",
         ),
+        stream(
+            Api::<AuthorizationPolicy>::all(client.clone()),
+            |e| Input::Policy(Box::new(e)),
+            "authorizationpolicies",
+        ),
     ]);
     let (writes_tx, writes_rx) = mpsc::channel::<Vec<StatusWrite>>(4);
     let (failed_tx, mut failed_rx) = mpsc::unbounded_channel::<(Kind, String)>();
@@ -370,6 +423,7 @@ pub async fn run(
         conditions: HashMap::new(),
         written: HashMap::new(),
         reported_failures: HashMap::new(),
+        policies: PolicyState::default(),
     };
     let mut status_tick = tokio::time::interval(config.status_interval);
     status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -418,6 +472,7 @@ async fn status_writer(
     let params = PatchParams::apply("signet").force();
     let identities: Api<ClusterSPIFFEID> = Api::all(client.clone());
     let statics: Api<ClusterStaticEntry> = Api::all(client.clone());
+    let policies_client = client.clone();
     let recorder = Recorder::new(
         client,
         Reporter {
@@ -448,6 +503,16 @@ async fn status_writer(
                 StatusWrite::Static(name, status) => {
                     let result = apply_status(&statics, name, status, &params).await;
                     (Kind::Static, name.clone(), result.map(|r| r.map(|_| ())))
+                }
+                StatusWrite::Policy(namespace, name, status) => {
+                    let api: Api<AuthorizationPolicy> =
+                        Api::namespaced(policies_client.clone(), namespace);
+                    let result = apply_status(&api, name, status, &params).await;
+                    (
+                        Kind::Policy,
+                        format!("{namespace}/{name}"),
+                        result.map(|r| r.map(|_| ())),
+                    )
                 }
             };
             match result {

@@ -188,3 +188,172 @@ async fn the_leader_writes_status_with_server_side_apply() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(writes(&cluster.requests()), before);
 }
+
+/// Policy name → its targets, as last handed to the sink.
+type Bindings = Vec<(String, Vec<String>)>;
+
+#[derive(Default)]
+struct PolicyRecorder {
+    entries: Recorder,
+    bindings: Mutex<Option<Bindings>>,
+}
+
+impl EntrySink for PolicyRecorder {
+    fn apply(&self, changes: Vec<EntryChange>) {
+        self.entries.apply(changes);
+    }
+    fn synced(&self) {
+        self.entries.synced();
+    }
+    fn policies(&self, bindings: Vec<signet_core::policy::PolicyBinding>) {
+        *self.bindings.lock().unwrap() = Some(
+            bindings
+                .into_iter()
+                .map(|b| {
+                    (
+                        b.policy.id.to_string(),
+                        b.targets.iter().map(ToString::to_string).collect(),
+                    )
+                })
+                .collect(),
+        );
+    }
+}
+
+impl PolicyRecorder {
+    fn targets_of(&self, policy: &str) -> Option<Vec<String>> {
+        self.bindings
+            .lock()
+            .unwrap()
+            .as_ref()?
+            .iter()
+            .find(|(name, _)| name == policy)
+            .map(|(_, targets)| targets.clone())
+    }
+}
+
+fn authorization_policy(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "signet.dev/v1alpha1", "kind": "AuthorizationPolicy",
+        "metadata": {"name": name, "namespace": "demo", "generation": 2}, "spec": spec})
+}
+
+fn labelled_pod(name: &str, app: &str) -> Value {
+    let mut pod = pod(name, "n1");
+    pod["metadata"]["labels"] = json!({"app": app});
+    pod
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_policies_resolve_to_identities_and_get_status() {
+    let cluster = cluster(2);
+    cluster.apply(labelled_pod("api", "api"));
+    cluster.apply(authorization_policy(
+        "api-readers",
+        json!({"selector": {"matchLabels": {"app": "api"}}, "action": "ALLOW",
+            "rules": [{"from": [{"spiffeIDs": ["spiffe://example.org/sa/p0"]}]}]}),
+    ));
+    cluster.apply(authorization_policy(
+        "typo",
+        json!({"targetSPIFFEIDs": ["spiffe://example.org/sa/*"], "action": "DENY",
+            "rules": [{"from": [{"trustDomains": ["exmaple.org"]}]}]}),
+    ));
+    cluster.apply(authorization_policy(
+        "broken",
+        json!({"selector": {}, "action": "ALLOW", "rules": [{"to": [{"paths": ["relative"]}]}]}),
+    ));
+    let sink = Arc::new(PolicyRecorder::default());
+    let (leader_tx, leader) = watch::channel(false);
+    tokio::spawn(run(
+        cluster.client(),
+        Index::new(ControllerConfig::new(
+            TrustDomain::new("example.org").unwrap(),
+            "c",
+        )),
+        sink.clone(),
+        leader,
+        RuntimeConfig {
+            status_interval: Duration::from_millis(50),
+            ..RuntimeConfig::default()
+        },
+    ));
+    // The selector resolves to the identity of the selected pod; patterns stay patterns; an
+    // invalid policy binds nothing.
+    eventually("bindings", || {
+        sink.targets_of("demo/api-readers") == Some(vec!["spiffe://example.org/sa/api".into()])
+    })
+    .await;
+    assert_eq!(
+        sink.targets_of("demo/typo"),
+        Some(vec!["spiffe://example.org/sa/*".to_owned()])
+    );
+    assert_eq!(sink.targets_of("demo/broken"), None);
+
+    // Relabelling the pod away leaves the policy with no target.
+    cluster.apply(labelled_pod("api", "web"));
+    eventually("the relabelled pod to drop out", || {
+        sink.targets_of("demo/api-readers") == Some(vec![])
+    })
+    .await;
+    cluster.apply(labelled_pod("api", "api"));
+
+    leader_tx.send_replace(true);
+    let path = "signet.dev/v1alpha1/authorizationpolicies";
+    let condition = |name: &str, kind: &str| {
+        cluster.get(path, "demo", name).and_then(|o| {
+            o["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == json!(kind))
+                .cloned()
+        })
+    };
+    eventually("policy status", || {
+        cluster
+            .get(path, "demo", "api-readers")
+            .is_some_and(|o| o["status"]["targets"]["pods"] == json!(1))
+    })
+    .await;
+    let ok = cluster.get(path, "demo", "api-readers").unwrap();
+    assert_eq!(ok["status"]["observedGeneration"], json!(2));
+    assert_eq!(ok["status"]["targets"]["spiffeIDs"], json!(1));
+    assert_eq!(
+        condition("api-readers", "Accepted").unwrap()["status"],
+        json!("True")
+    );
+    eventually("the invalid policy's status", || {
+        condition("broken", "Accepted").is_some()
+    })
+    .await;
+    let broken = condition("broken", "Accepted").unwrap();
+    assert_eq!(
+        (broken["status"].clone(), broken["reason"].clone()),
+        (json!("False"), json!("Invalid"))
+    );
+    assert!(
+        broken["message"]
+            .as_str()
+            .unwrap()
+            .contains("rules[0].to[0].paths[0]")
+    );
+    eventually("the typo's status", || {
+        condition("typo", "ResolvedRefs").is_some()
+    })
+    .await;
+    let typo = condition("typo", "ResolvedRefs").unwrap();
+    assert_eq!(typo["reason"], json!("UnknownTrustDomain"));
+    assert!(typo["message"].as_str().unwrap().contains("exmaple.org"));
+    // Three pods carry IDs matching `spiffe://example.org/sa/*`.
+    assert_eq!(
+        cluster.get(path, "demo", "typo").unwrap()["status"]["targets"]["pods"],
+        json!(3)
+    );
+    assert!(cluster.requests().iter().any(|r| r
+        == "PATCH /apis/signet.dev/v1alpha1/namespaces/demo/authorizationpolicies/api-readers/status"));
+
+    // Deleting a policy removes its binding.
+    cluster.delete(path, "demo", "typo");
+    eventually("the deleted policy to go", || {
+        sink.targets_of("demo/typo").is_none()
+    })
+    .await;
+}

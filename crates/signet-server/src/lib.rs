@@ -200,6 +200,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 &config,
                 kube_options,
                 index.clone(),
+                policies.clone(),
                 leader.clone(),
             )?);
             if let Some(identity) = &kube_options.default_identity {
@@ -436,6 +437,7 @@ fn start_controller(
     config: &ServerConfig,
     options: &k8s::KubernetesOptions,
     index: Arc<index::EntryIndex>,
+    policies: Arc<policies::PolicyStore>,
     leader: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, ServerError> {
     let patterns: Vec<&str> = options
@@ -462,7 +464,10 @@ fn start_controller(
     Ok(vec![tokio::spawn(signet_controller::runtime::run(
         client,
         signet_controller::Index::new(controller_config),
-        index,
+        Arc::new(k8s::sink::ControllerSink {
+            entries: index,
+            policies,
+        }),
         leader,
         runtime_config,
     ))])

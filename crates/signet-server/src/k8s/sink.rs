@@ -21,3 +21,25 @@ impl EntrySink for EntryIndex {
         self.mark_synced();
     }
 }
+
+/// What the controller feeds in Kubernetes mode: entries into the entry index, resolved
+/// AuthorizationPolicies into the policy store.
+#[derive(Debug)]
+pub struct ControllerSink {
+    pub entries: std::sync::Arc<EntryIndex>,
+    pub policies: std::sync::Arc<crate::policies::PolicyStore>,
+}
+
+impl EntrySink for ControllerSink {
+    fn apply(&self, changes: Vec<EntryChange>) {
+        self.entries.apply(changes);
+    }
+
+    fn synced(&self) {
+        self.entries.synced();
+    }
+
+    fn policies(&self, bindings: Vec<signet_core::policy::PolicyBinding>) {
+        self.policies.replace(bindings);
+    }
+}

@@ -1,0 +1,204 @@
+//! AuthorizationPolicies in the controller: compiled once per generation, their targets
+//! resolved to the identities of the selected pods (so agents and proxies decide by identity
+//! alone), and their status computed as values for the leader's writer. Pure, like the index.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::ResourceExt;
+use signet_api::{AuthorizationPolicy, AuthorizationPolicyStatus, PolicyTargets};
+use signet_core::policy::{IdPattern, PolicyBinding};
+use signet_spiffe::{SpiffeId, TrustDomain};
+
+use crate::Index;
+use crate::authorization::{CompiledPolicy, PolicyError, PolicyTarget, compile, policy_status};
+
+#[derive(Debug)]
+struct Slot {
+    generation: Option<i64>,
+    compiled: Result<CompiledPolicy, Vec<PolicyError>>,
+    conditions: Vec<Condition>,
+}
+
+/// Every AuthorizationPolicy, by `namespace/name`.
+#[derive(Debug, Default)]
+pub struct PolicyState {
+    policies: BTreeMap<String, Slot>,
+    /// Policies or pods changed since the bindings were last taken.
+    dirty: bool,
+}
+
+/// What a policy targets right now.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ResolvedTargets {
+    pub patterns: Vec<IdPattern>,
+    pub pods: usize,
+    pub spiffe_ids: BTreeSet<SpiffeId>,
+}
+
+fn key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+fn exact(id: &SpiffeId) -> Option<IdPattern> {
+    // A SPIFFE ID has no `*` segment, so it parses as a pattern matching only itself.
+    IdPattern::parse(id.as_str()).ok()
+}
+
+impl PolicyState {
+    /// A policy was added or changed.
+    pub fn apply(&mut self, resource: &AuthorizationPolicy) {
+        let namespace = resource.namespace().unwrap_or_default();
+        let name = resource.name_any();
+        let generation = resource.metadata.generation;
+        let conditions = resource
+            .status
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default();
+        let slot = self.policies.entry(key(&namespace, &name));
+        match slot {
+            std::collections::btree_map::Entry::Occupied(mut existing)
+                if existing.get().generation == generation && generation.is_some() =>
+            {
+                // Only status or metadata changed: nothing to recompile.
+                if existing.get().conditions.is_empty() {
+                    existing.get_mut().conditions = conditions;
+                }
+            }
+            entry => {
+                let compiled = compile(&namespace, &name, &resource.spec);
+                let slot = Slot {
+                    generation,
+                    compiled,
+                    conditions,
+                };
+                match entry {
+                    std::collections::btree_map::Entry::Occupied(mut o) => {
+                        o.insert(slot);
+                    }
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(slot);
+                    }
+                }
+                self.dirty = true;
+            }
+        }
+    }
+
+    /// A policy was deleted (`namespace/name`).
+    pub fn delete(&mut self, key: &str) {
+        if self.policies.remove(key).is_some() {
+            self.dirty = true;
+        }
+    }
+
+    /// Every policy's `namespace/name`.
+    pub fn keys(&self) -> Vec<String> {
+        self.policies.keys().cloned().collect()
+    }
+
+    /// Pods or namespaces changed: selector targets must be resolved again.
+    pub fn pods_changed(&mut self) {
+        if !self.policies.is_empty() {
+            self.dirty = true;
+        }
+    }
+
+    /// The bindings for agents, if anything changed since the last call. Invalid policies bind
+    /// nothing (their status says so).
+    pub fn take_bindings(&mut self, index: &Index) -> Option<Vec<PolicyBinding>> {
+        if !std::mem::take(&mut self.dirty) {
+            return None;
+        }
+        Some(
+            self.policies
+                .values()
+                .filter_map(|slot| slot.compiled.as_ref().ok())
+                .map(|compiled| PolicyBinding {
+                    policy: compiled.policy.clone(),
+                    targets: resolve(compiled, index, false).patterns,
+                })
+                .collect(),
+        )
+    }
+
+    /// The status of every policy, with the conditions last written (for transition times).
+    pub fn statuses(
+        &self,
+        index: &Index,
+        known_trust_domains: &[TrustDomain],
+        now: &Time,
+    ) -> Vec<(String, String, AuthorizationPolicyStatus)> {
+        self.policies
+            .iter()
+            .filter_map(|(key, slot)| {
+                let (namespace, name) = key.split_once('/')?;
+                let targets = match &slot.compiled {
+                    Ok(compiled) => {
+                        let resolved = resolve(compiled, index, true);
+                        PolicyTargets {
+                            pods: i32::try_from(resolved.pods).unwrap_or(i32::MAX),
+                            spiffe_ids: i32::try_from(resolved.spiffe_ids.len())
+                                .unwrap_or(i32::MAX),
+                        }
+                    }
+                    Err(_) => PolicyTargets::default(),
+                };
+                let status = policy_status(
+                    &slot.compiled,
+                    known_trust_domains,
+                    targets,
+                    slot.generation,
+                    &slot.conditions,
+                    now.clone(),
+                );
+                Some((namespace.to_owned(), name.to_owned(), status))
+            })
+            .collect()
+    }
+
+    /// Remembers the conditions written for `namespace/name`.
+    pub fn written(&mut self, key: &str, conditions: Vec<Condition>) {
+        if let Some(slot) = self.policies.get_mut(key) {
+            slot.conditions = conditions;
+        }
+    }
+}
+
+/// The identities a policy applies to. Selector policies resolve to the IDs of the selected
+/// pods; ID-pattern policies keep their patterns (they may name workloads outside the cluster)
+/// and, when `count_pods`, count the pods whose IDs match.
+pub fn resolve(compiled: &CompiledPolicy, index: &Index, count_pods: bool) -> ResolvedTargets {
+    let mut resolved = ResolvedTargets::default();
+    match &compiled.target {
+        PolicyTarget::Pods(selector) => {
+            for pod in index.pod_identities(Some(&compiled.policy.id.namespace)) {
+                if selector.matches(pod.labels) {
+                    resolved.pods += 1;
+                    resolved
+                        .spiffe_ids
+                        .extend(pod.spiffe_ids.into_iter().cloned());
+                }
+            }
+            resolved.patterns = resolved.spiffe_ids.iter().filter_map(exact).collect();
+        }
+        PolicyTarget::SpiffeIds(patterns) => {
+            resolved.patterns = patterns.clone();
+            if count_pods {
+                for pod in index.pod_identities(None) {
+                    let matching: Vec<&SpiffeId> = pod
+                        .spiffe_ids
+                        .into_iter()
+                        .filter(|id| patterns.iter().any(|p| p.matches(id)))
+                        .collect();
+                    if !matching.is_empty() {
+                        resolved.pods += 1;
+                        resolved.spiffe_ids.extend(matching.into_iter().cloned());
+                    }
+                }
+            }
+        }
+    }
+    resolved
+}
