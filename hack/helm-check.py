@@ -769,7 +769,12 @@ def expected_server_cluster_rules(default_identity: str | None) -> list[dict]:
         {"apiGroups": [""], "resources": ["pods", "namespaces", "nodes"], "verbs": ["get", "list", "watch"]},
         {
             "apiGroups": ["signet.dev"],
-            "resources": ["clusterspiffeids", "clusterstaticentries", "clusterfederatedtrustdomains"],
+            "resources": [
+                "clusterspiffeids",
+                "clusterstaticentries",
+                "clusterfederatedtrustdomains",
+                "authorizationpolicies",
+            ],
             "verbs": ["get", "list", "watch"],
         },
         {
@@ -778,6 +783,7 @@ def expected_server_cluster_rules(default_identity: str | None) -> list[dict]:
                 "clusterspiffeids/status",
                 "clusterstaticentries/status",
                 "clusterfederatedtrustdomains/status",
+                "authorizationpolicies/status",
             ],
             "verbs": ["get", "patch", "update"],
         },
@@ -1322,8 +1328,8 @@ def check_defaults(binary: str | None) -> None:
     )
     for text, where in ((r.notes, "NOTES"), (readme, "chart README")):
         C.check(
-            "AuthorizationPolicy is not enforced yet" in text and "no effect" in text,
-            f"{where} say AuthorizationPolicy is not enforced yet (applying one has no effect)",
+            "not enforced yet" not in text and "signet proxy" in text,
+            f"{where} describe AuthorizationPolicy enforcement (signet proxy), not a reserved feature",
         )
         C.check(
             not re.search(r"\b(three|3) (CRDs|CustomResourceDefinitions)\b", text, re.IGNORECASE),
@@ -1388,6 +1394,7 @@ def check_defaults(binary: str | None) -> None:
         "--ca-secret": "signet-ca",
         "--bundle-configmap": "signet-bundle",
         "--lease-name": "signet-server",
+        "--default-policy": "allow-trust-domain",
         "--log-level": "info",
         "--log-format": "json",
     }.items():
@@ -1874,7 +1881,12 @@ def check_default_policy() -> None:
             for c in w["spec"]["template"]["spec"]["containers"]
             if policy in json.dumps(c)
         ]
-        C.equal(passed, [], f"defaultPolicy={policy} is accepted and passed to no container (reserved)")
+        C.equal(passed, ["server"], f"defaultPolicy={policy} is accepted and passed to the server only")
+        C.equal(
+            flags(containers(r.one("Deployment"))["server"]).get("--default-policy"),
+            policy,
+            f"defaultPolicy={policy} becomes --default-policy={policy}",
+        )
 
 
 def check_failures() -> None:
