@@ -528,3 +528,152 @@ fn rotation_keeps_long_lived_connections() {
     );
     assert!(echoes(s.tcp_route), "new handshakes use the new SVIDs");
 }
+
+async fn authz_client(
+    d: &Deployment,
+) -> signet_proto::authz::authorization_client::AuthorizationClient<tonic::transport::Channel> {
+    let socket = d.socket();
+    let channel = tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+        .unwrap();
+    signet_proto::authz::authorization_client::AuthorizationClient::new(channel)
+}
+
+fn with_header<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("workload.spiffe.io", "true".parse().unwrap());
+    request
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_serves_the_callers_policy_and_decisions() {
+    use signet_proto::authz::{CheckRequest, Decision, WatchPolicyRequest};
+    let d = Deployment::start();
+    let me = format!("spiffe://{TD}/tester");
+    d.create_entry(&me, &format!("unix:uid:{}", common::my_uid()), &[]);
+    apply(
+        &d,
+        &policy(
+            "deny-evil",
+            "DENY",
+            &format!("  - from: [{{spiffeIDs: [\"spiffe://{TD}/evil\"]}}]\n"),
+        )
+        .replace(&backend(), &me),
+    );
+    let mut client = authz_client(&d).await;
+
+    let refused = client.check(CheckRequest::default()).await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::InvalidArgument,
+        "the security header is required"
+    );
+
+    let mut stream = client
+        .watch_policy(with_header(WatchPolicyRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.spiffe_ids, vec![me.clone()]);
+    assert_eq!(first.trust_domain, TD);
+    assert_eq!(first.policies.len(), 1, "{first:?}");
+    assert_eq!(first.policies[0].name, "deny-evil");
+
+    let check = |peer: &str, method: &str, path: &str| CheckRequest {
+        target_spiffe_id: String::new(),
+        peer_spiffe_id: peer.to_owned(),
+        port: 443,
+        method: method.to_owned(),
+        path: path.to_owned(),
+    };
+    let evil = client
+        .check(with_header(check(&format!("spiffe://{TD}/evil"), "", "")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(evil.decision, Decision::Deny as i32);
+    assert_eq!(evil.deciding_policies, vec!["default/deny-evil".to_owned()]);
+    let good = client
+        .check(with_header(check(
+            &format!("spiffe://{TD}/good"),
+            "GET",
+            "/a/../b",
+        )))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(good.decision, Decision::Allow as i32, "{}", good.reason);
+    assert_eq!(good.reason, "default policy allow-trust-domain");
+    let stranger = client
+        .check(with_header(check("spiffe://elsewhere.org/x", "", "")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        stranger.decision,
+        Decision::Deny as i32,
+        "another trust domain"
+    );
+    let anonymous = client
+        .check(with_header(check("", "", "")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(anonymous.decision, Decision::Deny as i32, "no SVID");
+
+    for (request, code) in [
+        (
+            check("not a spiffe id", "", ""),
+            tonic::Code::InvalidArgument,
+        ),
+        (check("", "GET", ""), tonic::Code::InvalidArgument),
+        (
+            check("", "GET", &"/a".repeat(10_000)),
+            tonic::Code::InvalidArgument,
+        ),
+        (
+            CheckRequest {
+                target_spiffe_id: format!("spiffe://{TD}/someone-else"),
+                ..check("", "", "")
+            },
+            tonic::Code::PermissionDenied,
+        ),
+        (
+            CheckRequest {
+                port: 0,
+                ..check("", "", "")
+            },
+            tonic::Code::InvalidArgument,
+        ),
+    ] {
+        let status = client
+            .check(with_header(request.clone()))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), code, "{request:?}: {status:?}");
+    }
+
+    // A policy change is pushed to the open stream.
+    apply(
+        &d,
+        &policy("audit-all", "AUDIT", "  - {}\n").replace(&backend(), &me),
+    );
+    let next = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let names: Vec<&str> = next.policies.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, vec!["audit-all", "deny-evil"]);
+}

@@ -110,8 +110,14 @@ impl Context {
             .1
             .peer_certificates()
             .and_then(signet_tls::peer_id);
-        self.metrics
-            .connection("inbound", if peer.is_some() { "mtls" } else { "plaintext" });
+        self.metrics.connection(
+            "inbound",
+            if peer.is_some() {
+                "mtls"
+            } else {
+                "tls_unauthenticated"
+            },
+        );
         self.serve(tls, peer).await;
     }
 
