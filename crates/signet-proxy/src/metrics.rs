@@ -19,7 +19,8 @@ use signet_tls::source::WorkloadSource;
 pub struct ConnectionLabels {
     /// `inbound` or `outbound`.
     pub direction: &'static str,
-    /// `mtls`, `plaintext` (PERMISSIVE), `refused_plaintext` (STRICT), `handshake_failed`,
+    /// `mtls`, `plaintext` and `tls_unauthenticated` (PERMISSIVE: no client SVID),
+    /// `refused_plaintext` (STRICT), `handshake_failed`,
     /// `denied`, `upstream_failed`.
     pub result: &'static str,
 }
