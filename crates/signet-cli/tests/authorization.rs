@@ -218,6 +218,7 @@ struct Setup {
     d: Deployment,
     proxies: Proxies,
     http_route: u16,
+    impostor_route: u16,
     tcp_route: u16,
     backend_http: u16,
     backend_metrics: u16,
@@ -237,7 +238,7 @@ fn setup(ttl: &str, mode: &str) -> Setup {
     );
     let (app, echo) = (http_app(), echo_app());
     let (backend_http, backend_tcp, backend_metrics) = (free_port(), free_port(), free_port());
-    let (http_route, tcp_route) = (free_port(), free_port());
+    let (http_route, tcp_route, impostor_route) = (free_port(), free_port(), free_port());
     let backend_http_proxy = proxy(
         &d,
         "backend-http",
@@ -283,6 +284,7 @@ fn setup(ttl: &str, mode: &str) -> Setup {
         d,
         proxies: Proxies(vec![backend_http_proxy, backend_tcp_proxy, frontend_proxy]),
         http_route,
+        impostor_route,
         tcp_route,
         backend_http,
         backend_metrics,
@@ -461,6 +463,62 @@ fn strict_mode_refuses_clients_without_an_svid() {
     );
     // The frontend, with its SVID, still gets through.
     assert_eq!(request(s.http_route, "GET", "/items/1").0, 200);
+    // A server presenting another SPIFFE ID than the route expects is refused by the client side.
+    assert_eq!(request(s.impostor_route, "GET", "/items/1").0, 0);
+}
+
+/// Runs OpenSSL's TLS client against the backend proxy with the frontend's SVID (fetched from the
+/// Workload API as the frontend's group): a third-party mTLS client.
+#[test]
+fn openssl_with_the_frontend_svid_is_served_and_verifies_the_backend() {
+    let s = setup("1h", "strict");
+    let dir = s.d.dir.path().join("frontend-svid");
+    let fetched = Command::new(signet_bin())
+        .args(["svid", "fetch", "--socket", &s.d.endpoint(), "--write"])
+        .arg(&dir)
+        .gid(FRONTEND_GID)
+        .output()
+        .unwrap();
+    assert!(
+        fetched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let openssl = |request: &str| {
+        let mut child = Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{}", s.backend_http),
+            ])
+            .args(["-cert", &path("svid.0.pem"), "-key", &path("svid.0.key")])
+            .args([
+                "-CAfile",
+                &path("bundle.0.pem"),
+                "-verify_return_error",
+                "-ign_eof",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(request.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = openssl("GET /items/1 HTTP/1.1\r\nHost: backend\r\nConnection: close\r\n\r\n");
+    assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
+    assert!(
+        out.contains(&format!("GET /items/1 peer={}", frontend())),
+        "{out}"
+    );
 }
 
 #[test]
