@@ -17,7 +17,28 @@ use crate::authorization::{CompiledPolicy, PolicyError, PolicyTarget, compile, p
 struct Slot {
     generation: Option<i64>,
     compiled: Result<CompiledPolicy, Vec<PolicyError>>,
+    /// For an invalid enforced DENY whose targets are valid: a DENY of everything for those
+    /// targets. Dropping a DENY because of a typo in one rule would open what it closed.
+    fail_closed: Option<CompiledPolicy>,
     conditions: Vec<Condition>,
+}
+
+/// What an invalid DENY turns into while it is invalid: every request to its targets denied.
+fn fail_closed(
+    namespace: &str,
+    name: &str,
+    spec: &signet_api::AuthorizationPolicySpec,
+) -> Option<CompiledPolicy> {
+    if spec.action != signet_api::PolicyAction::Deny
+        || spec.enforcement != signet_api::PolicyEnforcement::Enforce
+    {
+        return None;
+    }
+    let everything = signet_api::AuthorizationPolicySpec {
+        rules: vec![signet_api::PolicyRule::default()],
+        ..spec.clone()
+    };
+    compile(namespace, name, &everything).ok()
 }
 
 /// Every AuthorizationPolicy, by `namespace/name`.
@@ -68,9 +89,14 @@ impl PolicyState {
             }
             entry => {
                 let compiled = compile(&namespace, &name, &resource.spec);
+                let fail_closed = match &compiled {
+                    Ok(_) => None,
+                    Err(_) => fail_closed(&namespace, &name, &resource.spec),
+                };
                 let slot = Slot {
                     generation,
                     compiled,
+                    fail_closed,
                     conditions,
                 };
                 match entry {
@@ -106,7 +132,8 @@ impl PolicyState {
     }
 
     /// The bindings for agents, if anything changed since the last call. Invalid policies bind
-    /// nothing (their status says so).
+    /// nothing, except an invalid DENY, which denies everything for its targets; their status
+    /// says so.
     pub fn take_bindings(&mut self, index: &Index) -> Option<Vec<PolicyBinding>> {
         if !std::mem::take(&mut self.dirty) {
             return None;
@@ -114,7 +141,7 @@ impl PolicyState {
         Some(
             self.policies
                 .values()
-                .filter_map(|slot| slot.compiled.as_ref().ok())
+                .filter_map(|slot| slot.compiled.as_ref().ok().or(slot.fail_closed.as_ref()))
                 .map(|compiled| PolicyBinding {
                     policy: compiled.policy.clone(),
                     targets: resolve(compiled, index, false).patterns,
@@ -145,7 +172,7 @@ impl PolicyState {
                     }
                     Err(_) => PolicyTargets::default(),
                 };
-                let status = policy_status(
+                let mut status = policy_status(
                     &slot.compiled,
                     known_trust_domains,
                     targets,
@@ -153,6 +180,22 @@ impl PolicyState {
                     &slot.conditions,
                     now.clone(),
                 );
+                if let Some(fallback) = &slot.fail_closed {
+                    let resolved = resolve(fallback, index, true);
+                    status.targets = Some(PolicyTargets {
+                        pods: i32::try_from(resolved.pods).unwrap_or(i32::MAX),
+                        spiffe_ids: i32::try_from(resolved.spiffe_ids.len()).unwrap_or(i32::MAX),
+                    });
+                    for condition in &mut status.conditions {
+                        if condition.type_ == signet_api::status::ACCEPTED {
+                            condition.message = condition.message.replacen(
+                                "not enforced:",
+                                "failing closed, every request to its targets is denied until it is fixed:",
+                                1,
+                            );
+                        }
+                    }
+                }
                 Some((namespace.to_owned(), name.to_owned(), status))
             })
             .collect()

@@ -261,6 +261,11 @@ async fn authorization_policies_resolve_to_identities_and_get_status() {
         "broken",
         json!({"selector": {}, "action": "ALLOW", "rules": [{"to": [{"paths": ["relative"]}]}]}),
     ));
+    cluster.apply(authorization_policy(
+        "broken-deny",
+        json!({"targetSPIFFEIDs": ["spiffe://example.org/sa/p1"], "action": "DENY",
+            "rules": [{"to": [{"paths": ["relative"]}]}]}),
+    ));
     let sink = Arc::new(PolicyRecorder::default());
     let (leader_tx, leader) = watch::channel(false);
     tokio::spawn(run(
@@ -287,6 +292,11 @@ async fn authorization_policies_resolve_to_identities_and_get_status() {
         Some(vec!["spiffe://example.org/sa/*".to_owned()])
     );
     assert_eq!(sink.targets_of("demo/broken"), None);
+    // An invalid DENY fails closed: it still binds its targets (as a DENY of everything).
+    assert_eq!(
+        sink.targets_of("demo/broken-deny"),
+        Some(vec!["spiffe://example.org/sa/p1".to_owned()])
+    );
 
     // Relabelling the pod away leaves the policy with no target.
     cluster.apply(labelled_pod("api", "web"));
@@ -334,6 +344,19 @@ async fn authorization_policies_resolve_to_identities_and_get_status() {
             .as_str()
             .unwrap()
             .contains("rules[0].to[0].paths[0]")
+    );
+    eventually("the invalid DENY's status", || {
+        condition("broken-deny", "Accepted").is_some()
+    })
+    .await;
+    let broken_deny = condition("broken-deny", "Accepted").unwrap();
+    assert_eq!(broken_deny["status"], json!("False"));
+    assert!(
+        broken_deny["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("failing closed"),
+        "{broken_deny}"
     );
     eventually("the typo's status", || {
         condition("typo", "ResolvedRefs").is_some()
