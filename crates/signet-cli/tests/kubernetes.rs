@@ -370,3 +370,94 @@ async fn the_leader_keeps_the_default_identity_applied_in_place() {
     .await;
     server.shutdown();
 }
+
+/// `signet authz check` with a `namespace/pod` target, from the live state of a Kubernetes-mode
+/// server: the policy's selector resolves to the pod's identity, and `signet policy apply` is
+/// refused (policies are resources there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn authz_check_explains_decisions_for_a_pod() {
+    let cluster = cluster();
+    cluster.apply(json!({
+        "apiVersion": "signet.dev/v1alpha1", "kind": "AuthorizationPolicy",
+        "metadata": {"name": "web-readers", "namespace": "demo", "generation": 1},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "action": "ALLOW",
+            "rules": [{"from": [{"namespaces": ["shop"]}], "to": [{"methods": ["GET"]}]}]}
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(&cluster, dir.path()).await;
+    let policies = server.policies.clone();
+    let targets = eventually("the resolved policy", async || {
+        let set = policies.current();
+        let binding = set.bindings.first()?;
+        Some(
+            binding
+                .targets
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+        )
+    })
+    .await;
+    assert_eq!(
+        targets,
+        vec!["spiffe://example.org/ns/demo/sa/web".to_owned()]
+    );
+
+    let socket = server.admin_socket.clone();
+    let check = move |from: &str, method: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_signet"))
+            .args(["authz", "check", "--to", "demo/web-0", "--port", "8080"])
+            .args(["--from", from, "--method", method, "--path", "/"])
+            .arg("--admin-socket")
+            .arg(&socket)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let allowed = tokio::task::spawn_blocking({
+        let check = check.clone();
+        move || check("spiffe://example.org/ns/shop/sa/cart", "GET")
+    })
+    .await
+    .unwrap();
+    assert!(
+        allowed.starts_with("ALLOW: allowed by policy demo/web-readers"),
+        "{allowed}"
+    );
+    let denied = tokio::task::spawn_blocking(move || {
+        check("spiffe://example.org/ns/shop/sa/cart", "DELETE")
+    })
+    .await
+    .unwrap();
+    assert!(denied.starts_with("DENY"), "{denied}");
+
+    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_signet"))
+        .args(["authz", "check", "--to", "demo/nope", "--admin-socket"])
+        .arg(&server.admin_socket)
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no pod demo/nope"));
+
+    let policy = dir.path().join("p.yaml");
+    std::fs::write(&policy, "apiVersion: signet.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: x}\nspec: {targetSPIFFEIDs: [\"spiffe://example.org/x\"], rules: [{}]}\n").unwrap();
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_signet"))
+        .args(["policy", "apply", "-f"])
+        .arg(&policy)
+        .arg("--admin-socket")
+        .arg(&server.admin_socket)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("use kubectl"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    server.shutdown();
+}

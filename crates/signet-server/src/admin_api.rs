@@ -27,7 +27,7 @@ pub const DEFAULT_JOIN_TOKEN_TTL: Duration = Duration::from_secs(600);
 pub const MAX_JOIN_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The admin service.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AdminApi {
     pub(crate) api: AgentApi,
     pub(crate) trust_domain: TrustDomain,
@@ -35,6 +35,17 @@ pub struct AdminApi {
     pub(crate) default_jwt_ttl: Duration,
     /// Kubernetes mode: policies are resources there, not admin API objects.
     pub(crate) kubernetes: bool,
+    /// Kubernetes mode: to resolve `namespace/pod` targets of `CheckAuthorization`.
+    pub(crate) kube_client: Option<kube::Client>,
+}
+
+impl std::fmt::Debug for AdminApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminApi")
+            .field("trust_domain", &self.trust_domain)
+            .field("kubernetes", &self.kubernetes)
+            .finish_non_exhaustive()
+    }
 }
 
 fn unix(t: SystemTime) -> i64 {
@@ -328,10 +339,21 @@ impl Admin for AdminApi {
         &self,
         request: Request<pb::CheckAuthorizationRequest>,
     ) -> Result<Response<pb::CheckAuthorizationResponse>, Status> {
+        let check = request.into_inner();
+        let targets = match (&self.kube_client, check.to.starts_with("spiffe://")) {
+            (Some(client), false) => {
+                policy_admin::pod_identities(client, &self.api.index, &check.to).await?
+            }
+            _ => vec![
+                SpiffeId::new(&check.to)
+                    .map_err(|e| Status::invalid_argument(format!("to: {e}")))?,
+            ],
+        };
         policy_admin::check(
             &self.api.policies.current(),
             &self.trust_domain,
-            request.get_ref(),
+            &targets,
+            &check,
         )
         .map(Response::new)
     }

@@ -246,6 +246,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         default_x509_ttl: config.default_x509_svid_ttl,
         default_jwt_ttl: config.default_jwt_svid_ttl,
         kubernetes: config.kubernetes.is_some(),
+        kube_client: config.kubernetes.as_ref().map(|k| k.client.clone()),
     };
 
     tasks.push(authority.spawn_rotation_led(config.rotation_check_interval, leader));

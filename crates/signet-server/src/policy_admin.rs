@@ -155,13 +155,53 @@ fn parse_id(field: &str, raw: &str) -> Result<SpiffeId, Status> {
     SpiffeId::new(raw).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
 }
 
-/// Evaluates one request against `set` as the target's enforcement point would.
+/// The identities of the pod `namespace/name` (Kubernetes mode): the SPIFFE IDs of the entries
+/// the controller made for its UID.
+pub async fn pod_identities(
+    client: &kube::Client,
+    entries: &crate::index::EntryIndex,
+    target: &str,
+) -> Result<Vec<SpiffeId>, Status> {
+    let (namespace, name) = target
+        .split_once('/')
+        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
+        .ok_or_else(|| {
+            Status::invalid_argument("to: give a SPIFFE ID or, in Kubernetes mode, namespace/pod")
+        })?;
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(client.clone(), namespace);
+    let pod = pods
+        .get_opt(name)
+        .await
+        .map_err(|e| Status::unavailable(format!("cannot read pod {namespace}/{name}: {e}")))?;
+    let uid = pod
+        .and_then(|p| p.metadata.uid)
+        .ok_or_else(|| Status::not_found(format!("no pod {namespace}/{name}")))?;
+    let selector = format!("k8s:pod-uid:{uid}");
+    let mut ids: Vec<SpiffeId> = Vec::new();
+    for entry in entries.all() {
+        if entry.selectors.iter().any(|s| s.to_string() == selector)
+            && !ids.contains(&entry.spiffe_id)
+        {
+            ids.push(entry.spiffe_id.clone());
+        }
+    }
+    if ids.is_empty() {
+        return Err(Status::failed_precondition(format!(
+            "pod {namespace}/{name} has no identity (no ClusterSPIFFEID selects it)"
+        )));
+    }
+    Ok(ids)
+}
+
+/// Evaluates one request against `set` as the target's enforcement point would; `targets` are
+/// the target workload's identities (its SPIFFE ID, or every ID of a pod).
 pub fn check(
     set: &PolicySet,
     local: &TrustDomain,
+    targets: &[SpiffeId],
     request: &pb::CheckAuthorizationRequest,
 ) -> Result<pb::CheckAuthorizationResponse, Status> {
-    let target = parse_id("to", &request.to)?;
     let peer = (!request.from.is_empty())
         .then(|| parse_id("from", &request.from))
         .transpose()?;
@@ -181,7 +221,7 @@ pub fn check(
             ));
         }
     };
-    let policies = set.effective(std::slice::from_ref(&target));
+    let policies = set.effective(targets);
     let trust = TrustContext {
         local: local.clone(),
         federated: Vec::new(),

@@ -65,7 +65,7 @@ pub struct CheckArgs {
     /// The caller's SPIFFE ID (omit for a caller without an SVID).
     #[arg(long)]
     pub from: Option<String>,
-    /// The target workload's SPIFFE ID.
+    /// The target workload: a SPIFFE ID, or in Kubernetes mode a pod as NAMESPACE/POD.
     #[arg(long)]
     pub to: String,
     /// Destination port on the target.
