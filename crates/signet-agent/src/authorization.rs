@@ -207,7 +207,11 @@ impl Authorization for AuthorizationApi {
                 .ok_or_else(|| Status::invalid_argument("port must be 1-65535"))?;
             let http = match (check.method.is_empty(), check.path.is_empty()) {
                 (true, true) => None,
-                (false, false) => Some((check.method.as_str(), check.path.as_str())),
+                // The query never takes part in a decision, and never reaches the audit log.
+                (false, false) => Some((
+                    check.method.as_str(),
+                    check.path.split('?').next().unwrap_or_default(),
+                )),
                 _ => {
                     return Err(Status::invalid_argument(
                         "give both method and path for HTTP, or neither for TCP",

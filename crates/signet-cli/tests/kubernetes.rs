@@ -387,7 +387,7 @@ async fn authz_check_explains_decisions_for_a_pod() {
     let server = start_server(&cluster, dir.path()).await;
     let policies = server.policies.clone();
     let targets = eventually("the resolved policy", async || {
-        let set = policies.current();
+        let set = policies.current()?;
         let binding = set.bindings.first()?;
         Some(
             binding

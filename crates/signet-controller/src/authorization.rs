@@ -79,6 +79,30 @@ pub struct CompiledPolicy {
     pub trust_domains: Vec<TrustDomain>,
 }
 
+/// What an invalid enforced policy binds while it is invalid, if its targets are valid: a DENY
+/// denies everything for its targets, an ALLOW admits nothing but still takes its targets out of
+/// the default policy. Dropping either (a typo in one rule, a document an older or newer version
+/// wrote) would open what the policy closed. AUDIT and DryRun policies bind nothing.
+pub fn fail_closed(
+    namespace: &str,
+    name: &str,
+    spec: &AuthorizationPolicySpec,
+) -> Option<CompiledPolicy> {
+    if spec.enforcement != PolicyEnforcement::Enforce {
+        return None;
+    }
+    let rules = match spec.action {
+        PolicyAction::Deny => vec![PolicyRule::default()],
+        PolicyAction::Allow => Vec::new(),
+        PolicyAction::Audit => return None,
+    };
+    let skeleton = AuthorizationPolicySpec {
+        rules,
+        ..spec.clone()
+    };
+    compile(namespace, name, &skeleton).ok()
+}
+
 /// Compiles one resource; all errors are collected, not just the first.
 pub fn compile(
     namespace: &str,

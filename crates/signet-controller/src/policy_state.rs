@@ -11,34 +11,18 @@ use signet_core::policy::{IdPattern, PolicyBinding};
 use signet_spiffe::{SpiffeId, TrustDomain};
 
 use crate::Index;
-use crate::authorization::{CompiledPolicy, PolicyError, PolicyTarget, compile, policy_status};
+use crate::authorization::{
+    CompiledPolicy, PolicyError, PolicyTarget, compile, fail_closed, policy_status,
+};
 
 #[derive(Debug)]
 struct Slot {
     generation: Option<i64>,
     compiled: Result<CompiledPolicy, Vec<PolicyError>>,
-    /// For an invalid enforced DENY whose targets are valid: a DENY of everything for those
-    /// targets. Dropping a DENY because of a typo in one rule would open what it closed.
+    /// For an invalid enforced policy whose targets are valid: what it binds meanwhile (see
+    /// [`fail_closed`]).
     fail_closed: Option<CompiledPolicy>,
     conditions: Vec<Condition>,
-}
-
-/// What an invalid DENY turns into while it is invalid: every request to its targets denied.
-fn fail_closed(
-    namespace: &str,
-    name: &str,
-    spec: &signet_api::AuthorizationPolicySpec,
-) -> Option<CompiledPolicy> {
-    if spec.action != signet_api::PolicyAction::Deny
-        || spec.enforcement != signet_api::PolicyEnforcement::Enforce
-    {
-        return None;
-    }
-    let everything = signet_api::AuthorizationPolicySpec {
-        rules: vec![signet_api::PolicyRule::default()],
-        ..spec.clone()
-    };
-    compile(namespace, name, &everything).ok()
 }
 
 /// Every AuthorizationPolicy, by `namespace/name`.
@@ -131,11 +115,10 @@ impl PolicyState {
         }
     }
 
-    /// The bindings for agents, if anything changed since the last call. Invalid policies bind
-    /// nothing, except an invalid DENY, which denies everything for its targets; their status
-    /// says so.
-    pub fn take_bindings(&mut self, index: &Index) -> Option<Vec<PolicyBinding>> {
-        if !std::mem::take(&mut self.dirty) {
+    /// The bindings for agents, if anything changed since the last call (or always, with
+    /// `force`). An invalid enforced policy binds its fail-closed form; its status says so.
+    pub fn take_bindings(&mut self, index: &Index, force: bool) -> Option<Vec<PolicyBinding>> {
+        if !std::mem::take(&mut self.dirty) && !force {
             return None;
         }
         Some(
@@ -188,11 +171,16 @@ impl PolicyState {
                     });
                     for condition in &mut status.conditions {
                         if condition.type_ == signet_api::status::ACCEPTED {
-                            condition.message = condition.message.replacen(
-                                "not enforced:",
-                                "failing closed, every request to its targets is denied until it is fixed:",
-                                1,
-                            );
+                            let instead = match fallback.policy.action {
+                                signet_core::policy::Action::Deny => {
+                                    "failing closed, every request to its targets is denied until it is fixed:"
+                                }
+                                _ => {
+                                    "failing closed, it admits nothing (and the default policy no longer applies to its targets) until it is fixed:"
+                                }
+                            };
+                            condition.message =
+                                condition.message.replacen("not enforced:", instead, 1);
                         }
                     }
                 }

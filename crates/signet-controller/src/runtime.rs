@@ -126,6 +126,7 @@ struct Loop {
     written: HashMap<(Kind, String), u64>,
     reported_failures: HashMap<String, Vec<(String, String)>>,
     policies: PolicyState,
+    policies_announced: bool,
 }
 
 fn slot(kind: Kind) -> usize {
@@ -273,8 +274,14 @@ impl Loop {
         if !changes.is_empty() {
             self.sink.apply(changes);
         }
-        if let Some(bindings) = self.policies.take_bindings(&self.index) {
-            self.sink.policies(bindings);
+        // Policies go out only once their list is complete (a partial set would drop DENYs),
+        // the first time even if there are none: that tells the server they are loaded.
+        if self.listed[slot(Kind::Policy)] {
+            let first = !self.policies_announced;
+            if let Some(bindings) = self.policies.take_bindings(&self.index, first) {
+                self.policies_announced = true;
+                self.sink.policies(bindings);
+            }
         }
         // AuthorizationPolicies do not gate the entry set: a cluster without their CRD (or
         // without RBAC for them) must still get identities.
@@ -424,6 +431,7 @@ pub async fn run(
         written: HashMap::new(),
         reported_failures: HashMap::new(),
         policies: PolicyState::default(),
+        policies_announced: false,
     };
     let mut status_tick = tokio::time::interval(config.status_interval);
     status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

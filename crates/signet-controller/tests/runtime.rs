@@ -291,7 +291,12 @@ async fn authorization_policies_resolve_to_identities_and_get_status() {
         sink.targets_of("demo/typo"),
         Some(vec!["spiffe://example.org/sa/*".to_owned()])
     );
-    assert_eq!(sink.targets_of("demo/broken"), None);
+    // An invalid ALLOW still takes its targets (every pod of demo) out of the default policy.
+    assert_eq!(
+        sink.targets_of("demo/broken").map(|t| t.len()),
+        Some(3),
+        "an invalid ALLOW binds its targets as an ALLOW of nothing"
+    );
     // An invalid DENY fails closed: it still binds its targets (as a DENY of everything).
     assert_eq!(
         sink.targets_of("demo/broken-deny"),

@@ -219,9 +219,10 @@ impl From<&PolicySet> for pb::PolicySet {
     }
 }
 
-/// A received policy set, and the bindings that could not be read (each with why). A DENY whose
-/// rules cannot be read is kept as a DENY of everything for its targets (failing closed); an
-/// unreadable ALLOW or AUDIT is dropped, which can only narrow access.
+/// A received policy set, and the bindings that could not be read (each with why). Whatever is
+/// unreadable fails closed when its targets are readable: an enforced DENY becomes a DENY of
+/// everything for its targets, an enforced ALLOW an ALLOW of nothing (which still takes its
+/// targets out of the default policy). AUDIT and DryRun policies are dropped; they never decide.
 pub fn policy_set_from(set: &pb::PolicySet) -> (PolicySet, Vec<InvalidMessage>) {
     let mut refused = Vec::new();
     let mut bindings = Vec::new();
@@ -235,23 +236,31 @@ pub fn policy_set_from(set: &pb::PolicySet) -> (PolicySet, Vec<InvalidMessage>) 
         match (policy, targets) {
             (Ok(policy), Ok(targets)) => bindings.push(PolicyBinding { policy, targets }),
             (Err(e), Ok(targets)) => {
-                if let Some(raw) = binding
-                    .policy
-                    .as_ref()
-                    .filter(|p| p.action == pb::Action::Deny as i32)
-                {
-                    bindings.push(PolicyBinding {
-                        policy: Policy {
-                            id: PolicyRef {
-                                namespace: raw.namespace.clone(),
-                                name: raw.name.clone(),
-                            },
-                            action: Action::Deny,
-                            enforcement: Enforcement::Enforce,
-                            rules: vec![Rule::default()],
+                let fallback = binding.policy.as_ref().and_then(|raw| {
+                    let rules = match pb::Action::try_from(raw.action) {
+                        Ok(pb::Action::Deny) => vec![Rule::default()],
+                        Ok(pb::Action::Allow) => Vec::new(),
+                        _ => return None,
+                    };
+                    if raw.enforcement == pb::Enforcement::DryRun as i32 {
+                        return None;
+                    }
+                    Some(Policy {
+                        id: PolicyRef {
+                            namespace: raw.namespace.clone(),
+                            name: raw.name.clone(),
                         },
-                        targets,
-                    });
+                        action: if rules.is_empty() {
+                            Action::Allow
+                        } else {
+                            Action::Deny
+                        },
+                        enforcement: Enforcement::Enforce,
+                        rules,
+                    })
+                });
+                if let Some(policy) = fallback {
+                    bindings.push(PolicyBinding { policy, targets });
                 }
                 refused.push(e);
             }
@@ -315,7 +324,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unreadable_allow_is_dropped_and_an_unknown_default_denies() {
+    fn an_unreadable_allow_admits_nothing_and_an_unknown_default_denies() {
         let mut binding = deny_binding("relative/path");
         if let Some(policy) = binding.policy.as_mut() {
             policy.action = pb::Action::Allow.into();
@@ -326,7 +335,9 @@ mod tests {
         };
         let (set, refused) = policy_set_from(&wire);
         assert_eq!(refused.len(), 1);
-        assert!(set.bindings.is_empty());
+        assert_eq!(set.bindings.len(), 1, "still targets the workload");
+        assert_eq!(set.bindings[0].policy.action, Action::Allow);
+        assert!(set.bindings[0].policy.rules.is_empty(), "matches nothing");
         assert_eq!(set.default_policy, DefaultPolicy::Deny);
     }
 }

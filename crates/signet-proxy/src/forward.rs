@@ -48,6 +48,7 @@ impl Forwarder {
     pub(crate) fn new(forward: SocketAddr) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(crate::CONNECT_TIMEOUT));
         let authority = forward
             .to_string()
             .parse()
@@ -111,7 +112,7 @@ impl Forwarder {
         parts.uri = uri;
         parts.version = http::Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
-        parts.headers.remove(PEER_ID_HEADER);
+        remove_peer_headers(&mut parts.headers);
         if let Some(peer) = peer {
             parts
                 .headers
@@ -133,6 +134,19 @@ impl Forwarder {
                 status(StatusCode::BAD_GATEWAY)
             }
         }
+    }
+}
+
+/// Removes every client-sent header the application could read as the peer ID: the name itself
+/// and its spellings with `_` (CGI-style servers map both to `HTTP_X_SIGNET_PEER_ID`).
+fn remove_peer_headers(headers: &mut http::HeaderMap) {
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().replace('_', "-") == PEER_ID_HEADER)
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(name);
     }
 }
 

@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use signet_spiffe::SpiffeId;
 use signet_tls::authz::Access;
 use signet_tls::config::{ClientAuth, any_authenticated, server_config};
 use signet_tls::source::WorkloadSource;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
@@ -55,6 +56,7 @@ pub(crate) fn spawn(
         source,
         metrics,
     });
+    let slots = Arc::new(tokio::sync::Semaphore::new(crate::MAX_CONNECTIONS));
     Ok(tokio::spawn(async move {
         loop {
             let (tcp, peer) = match listener.accept().await {
@@ -65,10 +67,15 @@ pub(crate) fn spawn(
                     continue;
                 }
             };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                context.metrics.connection("inbound", "overloaded");
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let context = context.clone();
             tokio::spawn(async move {
                 context.handle(tcp, peer).await;
+                drop(slot);
             });
         }
     }))
@@ -145,7 +152,7 @@ impl Context {
             self.metrics.connection("inbound", "denied");
             return;
         }
-        let mut upstream = match TcpStream::connect(self.config.forward).await {
+        let mut upstream = match crate::connect(self.config.forward).await {
             Ok(upstream) => upstream,
             Err(error) => {
                 self.metrics.connection("inbound", "upstream_failed");
@@ -166,7 +173,18 @@ impl Context {
         let service =
             self.forwarder
                 .service(self.source.authorizer(), self.config.policy_port, peer);
-        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        // Without a timer hyper silently skips its header timeout: a peer could hold a
+        // connection forever by sending headers slowly.
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(crate::HEADER_READ_TIMEOUT);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(std::time::Duration::from_secs(30)))
+            .keep_alive_timeout(std::time::Duration::from_secs(20));
         if let Err(error) = builder
             .serve_connection(
                 TokioIo::new(stream),

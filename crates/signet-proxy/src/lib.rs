@@ -150,7 +150,12 @@ pub async fn start(config: ProxyConfig) -> Result<RunningProxy, ProxyError> {
     if let Some(address) = config.metrics_address {
         let listener = bind(address).await?;
         metrics_address = listener.local_addr().ok();
-        tasks.push(metrics::serve(listener, metrics.clone(), source.clone()));
+        tasks.push(metrics::serve(
+            listener,
+            metrics.clone(),
+            source.clone(),
+            config.inbound.is_some(),
+        ));
     }
     if let Some((id, serial)) = source.identity() {
         info!(spiffe_id = %id, %serial, inbound = ?inbound_address, outbound = ?outbound_addresses, "signet proxy ready");
@@ -166,3 +171,18 @@ pub async fn start(config: ProxyConfig) -> Result<RunningProxy, ProxyError> {
 
 /// Stop accepting TLS handshakes that take longer than this (slowloris defence).
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a TCP connection to the application or a target.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest time an HTTP/1 client may take to send a request's headers.
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most connections one listener serves at once; more are closed at accept.
+pub(crate) const MAX_CONNECTIONS: usize = 10_000;
+
+/// Connects with [`CONNECT_TIMEOUT`].
+pub(crate) async fn connect(
+    address: impl tokio::net::ToSocketAddrs,
+) -> std::io::Result<tokio::net::TcpStream> {
+    tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
+}

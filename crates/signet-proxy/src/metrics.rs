@@ -20,7 +20,7 @@ pub struct ConnectionLabels {
     /// `inbound` or `outbound`.
     pub direction: &'static str,
     /// `mtls`, `plaintext` and `tls_unauthenticated` (PERMISSIVE: no client SVID),
-    /// `refused_plaintext` (STRICT), `handshake_failed`,
+    /// `refused_plaintext` (STRICT), `handshake_failed`, `overloaded` (connection limit),
     /// `denied`, `upstream_failed`.
     pub result: &'static str,
 }
@@ -43,12 +43,15 @@ impl ProxyMetrics {
 struct Endpoints {
     registry: Registry,
     source: Arc<WorkloadSource>,
+    /// The inbound side enforces policy: not ready until the first one arrived.
+    needs_policy: bool,
 }
 
 pub(crate) fn serve(
     listener: tokio::net::TcpListener,
     metrics: ProxyMetrics,
     source: Arc<WorkloadSource>,
+    needs_policy: bool,
 ) -> tokio::task::JoinHandle<()> {
     let mut registry = Registry::default();
     registry.register(
@@ -61,7 +64,11 @@ pub(crate) fn serve(
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render))
-        .with_state(Arc::new(Endpoints { registry, source }));
+        .with_state(Arc::new(Endpoints {
+            registry,
+            source,
+            needs_policy,
+        }));
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::error!(%error, "metrics endpoint stopped");
@@ -70,10 +77,15 @@ pub(crate) fn serve(
 }
 
 async fn readyz(State(state): State<Arc<Endpoints>>) -> impl IntoResponse {
-    if state.source.identity().is_some() {
-        (StatusCode::OK, "ready")
-    } else {
+    if state.source.identity().is_none() {
         (StatusCode::SERVICE_UNAVAILABLE, "no SVID")
+    } else if state.needs_policy && !state.source.authorizer().has_received_policy() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no authorization policy yet",
+        )
+    } else {
+        (StatusCode::OK, "ready")
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rustls_pki_types::ServerName;
 use signet_tls::config::client_config;
 use signet_tls::source::WorkloadSource;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_rustls::TlsConnector;
 use tracing::{debug, info, warn};
 
@@ -38,6 +38,7 @@ pub(crate) fn spawn(
             .unwrap_or(ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()))
     });
     let route = Arc::new(route);
+    let slots = Arc::new(tokio::sync::Semaphore::new(crate::MAX_CONNECTIONS));
     Ok(tokio::spawn(async move {
         loop {
             let (mut app, _) = match listener.accept().await {
@@ -48,13 +49,17 @@ pub(crate) fn spawn(
                     continue;
                 }
             };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                metrics.connection("outbound", "overloaded");
+                continue;
+            };
             let _ = app.set_nodelay(true);
             let connector = connector.clone();
             let server_name = server_name.clone();
             let route = route.clone();
             let metrics = metrics.clone();
             tokio::spawn(async move {
-                let tcp = match TcpStream::connect(route.target.as_str()).await {
+                let tcp = match crate::connect(route.target.as_str()).await {
                     Ok(tcp) => tcp,
                     Err(error) => {
                         metrics.connection("outbound", "upstream_failed");
@@ -83,6 +88,7 @@ pub(crate) fn spawn(
                 if let Err(error) = tokio::io::copy_bidirectional(&mut app, &mut tls).await {
                     debug!(%error, "outbound connection ended");
                 }
+                drop(slot);
             });
         }
     }))

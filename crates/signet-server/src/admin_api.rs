@@ -318,7 +318,7 @@ impl Admin for AdminApi {
         &self,
         _request: Request<pb::ListPoliciesRequest>,
     ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
-        Ok(Response::new(policy_admin::list(&self.api.policies)))
+        policy_admin::list(&self.api.policies).map(Response::new)
     }
 
     async fn delete_policy(
@@ -349,13 +349,10 @@ impl Admin for AdminApi {
                     .map_err(|e| Status::invalid_argument(format!("to: {e}")))?,
             ],
         };
-        policy_admin::check(
-            &self.api.policies.current(),
-            &self.trust_domain,
-            &targets,
-            &check,
-        )
-        .map(Response::new)
+        let set = self.api.policies.current().ok_or_else(|| {
+            Status::unavailable("the AuthorizationPolicies are not loaded yet; retry")
+        })?;
+        policy_admin::check(&set, &self.trust_domain, &targets, &check).map(Response::new)
     }
 }
 

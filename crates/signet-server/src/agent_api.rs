@@ -308,9 +308,12 @@ impl AgentService for AgentApi {
             };
             bundle_changed.borrow_and_update();
             yield next(pb::sync_entries_response::Update::Bundle(bundle_message(&authority.bundle())));
-            // Policies before entries: a workload must never be served before its policy is.
+            // Policies before entries, once the store is loaded (until then the agent keeps the
+            // set it had, or has none and its enforcement points deny everything).
             let policies = policies_changed.borrow_and_update().clone();
-            yield next(pb::sync_entries_response::Update::Policies(signet_proto::authz::PolicySet::from(policies.as_ref())));
+            if let Some(policies) = policies {
+                yield next(pb::sync_entries_response::Update::Policies(signet_proto::authz::PolicySet::from(policies.as_ref())));
+            }
             entries_changed.borrow_and_update();
             let snapshot = index.agent_entries(&agent);
             let mut sent: HashMap<EntryId, Arc<RegistrationEntry>> = snapshot.clone().into_iter().collect();
@@ -324,10 +327,12 @@ impl AgentService for AgentApi {
                 // `select!` only picks the event: async-stream cannot see `yield` or `?` inside
                 // another macro's body.
                 let event = tokio::select! {
+                    // Policies first: a new identity's policy must not trail its entry.
+                    biased;
+                    r = policies_changed.changed() => if r.is_err() { SyncEvent::Closed } else { SyncEvent::Policies },
                     r = entries_changed.changed() => if r.is_err() { SyncEvent::Closed } else { SyncEvent::Entries },
                     r = bundle_changed.changed() => if r.is_err() { SyncEvent::Closed } else { SyncEvent::Bundle },
                     r = agents_changed.changed() => if r.is_err() { SyncEvent::Closed } else { SyncEvent::Agents },
-                    r = policies_changed.changed() => if r.is_err() { SyncEvent::Closed } else { SyncEvent::Policies },
                 };
                 match event {
                     SyncEvent::Closed => break,
@@ -349,7 +354,9 @@ impl AgentService for AgentApi {
                     }
                     SyncEvent::Policies => {
                         let policies = policies_changed.borrow_and_update().clone();
-                        yield next(pb::sync_entries_response::Update::Policies(signet_proto::authz::PolicySet::from(policies.as_ref())));
+                        if let Some(policies) = policies {
+                            yield next(pb::sync_entries_response::Update::Policies(signet_proto::authz::PolicySet::from(policies.as_ref())));
+                        }
                     }
                     SyncEvent::Agents => {
                         agents_changed.borrow_and_update();

@@ -225,7 +225,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     info!(
         entries = index.len(),
         agents = agents.active_count(),
-        authorization_policies = policies.current().bindings.len(),
+        authorization_policies = policies.current().map_or(0, |set| set.bindings.len()),
         default_policy = config.default_policy.as_str(),
         "state loaded"
     );

@@ -9,48 +9,57 @@ use signet_controller::authorization::{CompiledPolicy, PolicyTarget, compile};
 use signet_core::policy::{DefaultPolicy, PolicyBinding, PolicySet};
 use tokio::sync::watch;
 
-/// The live policy set; a change wakes every agent's sync stream.
+/// The live policy set; a change wakes every agent's sync stream. It is empty (`None`) until its
+/// source loaded completely: agents keep their last set rather than receive a partial or
+/// empty one while the server starts.
 #[derive(Debug)]
 pub struct PolicyStore {
-    set: watch::Sender<Arc<PolicySet>>,
+    default_policy: DefaultPolicy,
+    set: watch::Sender<Option<Arc<PolicySet>>>,
+    /// Serialises admin writes (store, then reload) so concurrent ones cannot publish out of order.
+    writes: tokio::sync::Mutex<()>,
 }
 
 impl PolicyStore {
-    /// An empty set with the cluster's default policy.
+    /// A store not loaded yet, with the cluster's default policy.
     pub fn new(default_policy: DefaultPolicy) -> Self {
         Self {
-            set: watch::channel(Arc::new(PolicySet {
-                default_policy,
-                bindings: Vec::new(),
-            }))
-            .0,
+            default_policy,
+            set: watch::channel(None).0,
+            writes: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Replaces every binding; agents are woken only if something changed.
+    /// Replaces every binding (the first call marks the store loaded); agents are woken only if
+    /// something changed.
     pub fn replace(&self, bindings: Vec<PolicyBinding>) {
         let mut next = PolicySet {
-            default_policy: self.set.borrow().default_policy,
+            default_policy: self.default_policy,
             bindings,
         };
         next.normalize();
         self.set.send_if_modified(|current| {
-            if **current == next {
+            if current.as_deref() == Some(&next) {
                 return false;
             }
-            *current = Arc::new(next);
+            *current = Some(Arc::new(next));
             true
         });
     }
 
-    /// The set right now.
-    pub fn current(&self) -> Arc<PolicySet> {
+    /// The set right now; `None` until loaded.
+    pub fn current(&self) -> Option<Arc<PolicySet>> {
         self.set.borrow().clone()
     }
 
     /// A receiver that sees every change.
-    pub fn subscribe(&self) -> watch::Receiver<Arc<PolicySet>> {
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<PolicySet>>> {
         self.set.subscribe()
+    }
+
+    /// Held by an admin write from its database change to its reload.
+    pub async fn write_guard(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writes.lock().await
     }
 }
 
@@ -320,12 +329,19 @@ spec:
     fn the_store_wakes_subscribers_only_on_change() {
         let store = PolicyStore::new(DefaultPolicy::Deny);
         let mut rx = store.subscribe();
+        assert!(store.current().is_none(), "not loaded yet");
+        store.replace(vec![]);
+        assert!(
+            rx.has_changed().unwrap(),
+            "loading, even empty, is a change"
+        );
+        rx.borrow_and_update();
         let binding = read_documents(ALLOW).unwrap()[0].binding().unwrap();
         store.replace(vec![binding.clone()]);
         assert!(rx.has_changed().unwrap());
         rx.borrow_and_update();
         store.replace(vec![binding]);
         assert!(!rx.has_changed().unwrap());
-        assert_eq!(store.current().default_policy, DefaultPolicy::Deny);
+        assert_eq!(store.current().unwrap().default_policy, DefaultPolicy::Deny);
     }
 }

@@ -74,6 +74,7 @@ pub async fn apply(
     request: pb::ApplyPoliciesRequest,
 ) -> Result<pb::ApplyPoliciesResponse, Status> {
     refuse_in_kubernetes(kubernetes)?;
+    let _serialised = store.write_guard().await;
     let policies = read_documents(&request.document)
         .map_err(|errors| Status::invalid_argument(errors.join("\n")))?;
     let outcomes: Vec<&str> = if request.dry_run {
@@ -122,6 +123,7 @@ pub async fn delete(
     request: pb::DeletePolicyRequest,
 ) -> Result<pb::DeletePolicyResponse, Status> {
     refuse_in_kubernetes(kubernetes)?;
+    let _serialised = store.write_guard().await;
     let namespace = if request.namespace.is_empty() {
         crate::policies::DEFAULT_NAMESPACE.to_owned()
     } else {
@@ -142,13 +144,15 @@ pub async fn delete(
     Ok(pb::DeletePolicyResponse {})
 }
 
-pub fn list(store: &PolicyStore) -> pb::ListPoliciesResponse {
-    let set = store.current();
+pub fn list(store: &PolicyStore) -> Result<pb::ListPoliciesResponse, Status> {
+    let set = store.current().ok_or_else(|| {
+        Status::unavailable("the AuthorizationPolicies are not loaded yet; retry")
+    })?;
     let wire = authz::PolicySet::from(set.as_ref());
-    pb::ListPoliciesResponse {
+    Ok(pb::ListPoliciesResponse {
         default_policy: wire.default_policy,
         policies: wire.bindings,
-    }
+    })
 }
 
 fn parse_id(field: &str, raw: &str) -> Result<SpiffeId, Status> {

@@ -94,10 +94,24 @@ pub struct Access<'a> {
     pub http: Option<(&'a str, &'a str)>,
 }
 
+/// What decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecidedBy {
+    /// An enforced policy matched (`deciding_policy` names it).
+    Policy,
+    /// ALLOW policies target the workload and none matched.
+    NoAllowMatched,
+    /// The default policy.
+    Default,
+    /// The request itself was refused (a path or method that cannot be matched safely).
+    Refused,
+}
+
 /// One decision, owned (for logs, responses and the agent's `Check`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     pub allowed: bool,
+    pub decided_by: DecidedBy,
     pub reason: String,
     /// The decision with DryRun policies enforced (a difference is reported, never applied).
     pub dry_run_allowed: bool,
@@ -112,6 +126,8 @@ pub struct Verdict {
 pub struct Authorizer {
     policy: RwLock<Arc<EffectivePolicy>>,
     metrics: AuthzMetrics,
+    /// Whether a policy was set after the starting one (the starting one is usually deny-all).
+    updated: std::sync::atomic::AtomicBool,
 }
 
 impl Authorizer {
@@ -120,15 +136,23 @@ impl Authorizer {
         Self {
             policy: RwLock::new(Arc::new(policy)),
             metrics,
+            updated: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     /// Replaces the policy; the next decision uses it.
     pub fn set_policy(&self, policy: EffectivePolicy) {
+        self.updated
+            .store(true, std::sync::atomic::Ordering::Release);
         match self.policy.write() {
             Ok(mut current) => *current = Arc::new(policy),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(policy),
         }
+    }
+
+    /// Whether a policy replaced the starting one (readiness of an enforcement point).
+    pub fn has_received_policy(&self) -> bool {
+        self.updated.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The policy decisions use right now.
@@ -213,15 +237,30 @@ impl Authorizer {
 }
 
 fn denial_labels(verdict: &Verdict) -> (String, &'static str) {
-    match &verdict.deciding_policy {
-        Some(policy) => (policy.clone(), "DENY"),
-        None if verdict.reason.starts_with("ALLOW") => (String::new(), "ALLOW"),
-        None => (String::new(), "DEFAULT"),
+    match verdict.decided_by {
+        DecidedBy::Policy => (verdict.deciding_policy.clone().unwrap_or_default(), "DENY"),
+        DecidedBy::NoAllowMatched => (String::new(), "ALLOW"),
+        DecidedBy::Default => (String::new(), "DEFAULT"),
+        DecidedBy::Refused => (String::new(), "REFUSED"),
     }
 }
 
 /// The decision for `access` under `policy`, without side effects.
 pub fn decide(policy: &EffectivePolicy, access: &Access<'_>) -> Verdict {
+    // Policies name methods in upper case; servers that match methods case-insensitively would
+    // otherwise run `delete` past a DENY of `DELETE`.
+    if let Some((method, _)) = access.http
+        && (method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()))
+    {
+        return Verdict {
+            allowed: false,
+            reason: format!("request method {method:?} refused: methods are upper-case letters"),
+            decided_by: DecidedBy::Refused,
+            dry_run_allowed: false,
+            deciding_policy: None,
+            matched: Vec::new(),
+        };
+    }
     let normalized = match access.http {
         Some((_, raw)) => match normalize_path(raw) {
             Ok(path) => Some(path),
@@ -229,6 +268,7 @@ pub fn decide(policy: &EffectivePolicy, access: &Access<'_>) -> Verdict {
                 return Verdict {
                     allowed: false,
                     reason: format!("request path refused: {e}"),
+                    decided_by: DecidedBy::Refused,
                     dry_run_allowed: false,
                     deciding_policy: None,
                     matched: Vec::new(),
@@ -247,14 +287,16 @@ pub fn decide(policy: &EffectivePolicy, access: &Access<'_>) -> Verdict {
             .map(|((method, _), path)| HttpRequest { method, path }),
     };
     let decision = policy::evaluate(&policies, policy.default_policy, &policy.trust, &request);
-    let deciding_policy = match &decision.reason {
+    let (deciding_policy, decided_by) = match &decision.reason {
         Reason::DeniedByPolicy { policy, .. } | Reason::AllowedByPolicy { policy, .. } => {
-            Some(policy.to_string())
+            (Some(policy.to_string()), DecidedBy::Policy)
         }
-        Reason::NoAllowPolicyMatched | Reason::Default { .. } => None,
+        Reason::NoAllowPolicyMatched => (None, DecidedBy::NoAllowMatched),
+        Reason::Default { .. } => (None, DecidedBy::Default),
     };
     Verdict {
         allowed: decision.allowed,
+        decided_by,
         reason: decision.reason.to_string(),
         dry_run_allowed: decision.dry_run_allowed,
         deciding_policy,

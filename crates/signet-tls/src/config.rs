@@ -40,6 +40,11 @@ pub fn server_config(
     let mut config = rustls::ServerConfig::builder_with_protocol_versions(versions())
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(svid);
+    // A resumed session skips client certificate verification: a peer whose SVID expired or
+    // whose authority was removed could go on authenticating as its old ID. Every connection
+    // does a full handshake.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }
@@ -56,6 +61,8 @@ pub fn client_config(
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier::new(bundles, expected)))
         .with_client_cert_resolver(svid);
+    // Full handshakes only, so the server's SVID is verified on every connection.
+    config.resumption = rustls::client::Resumption::disabled();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }

@@ -152,6 +152,55 @@ fn hostile_paths_are_denied_before_any_policy_is_consulted() {
 }
 
 #[test]
+fn methods_that_are_not_upper_case_are_refused_and_counted_as_such() {
+    let authz = authorizer(vec![], DefaultPolicy::AllowAuthenticated);
+    let peer = id("/web");
+    for method in ["delete", "Get", "", "GET "] {
+        let verdict = authz.check(&Access {
+            peer: Some(&peer),
+            port: 443,
+            http: Some((method, "/")),
+        });
+        assert!(!verdict.allowed, "{method:?} was allowed");
+    }
+    let text = metrics_text(&authz);
+    assert!(
+        text.contains(
+            "signet_authz_denied_total{policy=\"\",action=\"REFUSED\",enforcement=\"Enforce\"} 4"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn servers_never_resume_sessions_and_clients_never_try() {
+    let bundles: Arc<dyn signet_tls::BundleSource> = Arc::new(signet_tls::SharedBundles::default());
+    let server = signet_tls::config::server_config(
+        Arc::new(signet_tls::RotatingSvid::new()),
+        bundles.clone(),
+        signet_tls::config::any_authenticated(),
+        signet_tls::config::ClientAuth::Required,
+        &[b"h2"],
+    )
+    .unwrap();
+    assert_eq!(server.send_tls13_tickets, 0);
+    assert!(!server.session_storage.can_cache());
+    let client = signet_tls::config::client_config(
+        Arc::new(signet_tls::RotatingSvid::new()),
+        bundles,
+        signet_tls::config::any_authenticated(),
+        &[],
+    )
+    .unwrap();
+    assert!(
+        format!("{:?}", client.resumption).contains("Disabled")
+            || format!("{:?}", client.resumption).contains("disabled"),
+        "{:?}",
+        client.resumption
+    );
+}
+
+#[test]
 fn dry_run_denials_are_counted_and_never_applied() {
     let dry = policy(
         "lockdown",
