@@ -3,25 +3,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use hyper_util::rt::TokioIo;
-use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Connects to a gRPC server on a Unix socket.
 pub async fn channel(path: &Path) -> anyhow::Result<Channel> {
-    let path: PathBuf = path.to_owned();
-    let shown = path.display().to_string();
-    Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-        }))
+    signet_tls::source::unix_channel(path.to_owned())
         .await
-        .with_context(|| {
-            format!(
-                "cannot connect to {shown} (is the process running, and may you open the socket?)"
-            )
-        })
+        .with_context(|| "is the process running, and may you open the socket?")
 }
 
 /// Parses a Workload API endpoint (`unix:///path` or a plain path).

@@ -144,17 +144,14 @@ impl PolicyState {
             .iter()
             .filter_map(|(key, slot)| {
                 let (namespace, name) = key.split_once('/')?;
-                let targets = match &slot.compiled {
-                    Ok(compiled) => {
-                        let resolved = resolve(compiled, index, true);
-                        PolicyTargets {
-                            pods: i32::try_from(resolved.pods).unwrap_or(i32::MAX),
-                            spiffe_ids: i32::try_from(resolved.spiffe_ids.len())
-                                .unwrap_or(i32::MAX),
-                        }
-                    }
-                    Err(_) => PolicyTargets::default(),
-                };
+                // What the policy binds: itself, or its fail-closed form while invalid.
+                let targets = slot
+                    .compiled
+                    .as_ref()
+                    .ok()
+                    .or(slot.fail_closed.as_ref())
+                    .map(|bound| counts(&resolve(bound, index, true)))
+                    .unwrap_or_default();
                 let mut status = policy_status(
                     &slot.compiled,
                     known_trust_domains,
@@ -164,11 +161,6 @@ impl PolicyState {
                     now.clone(),
                 );
                 if let Some(fallback) = &slot.fail_closed {
-                    let resolved = resolve(fallback, index, true);
-                    status.targets = Some(PolicyTargets {
-                        pods: i32::try_from(resolved.pods).unwrap_or(i32::MAX),
-                        spiffe_ids: i32::try_from(resolved.spiffe_ids.len()).unwrap_or(i32::MAX),
-                    });
                     for condition in &mut status.conditions {
                         if condition.type_ == signet_api::status::ACCEPTED {
                             let instead = match fallback.policy.action {
@@ -194,6 +186,13 @@ impl PolicyState {
         if let Some(slot) = self.policies.get_mut(key) {
             slot.conditions = conditions;
         }
+    }
+}
+
+fn counts(resolved: &ResolvedTargets) -> PolicyTargets {
+    PolicyTargets {
+        pods: i32::try_from(resolved.pods).unwrap_or(i32::MAX),
+        spiffe_ids: i32::try_from(resolved.spiffe_ids.len()).unwrap_or(i32::MAX),
     }
 }
 

@@ -75,7 +75,8 @@ impl Drop for WorkloadSource {
     }
 }
 
-async fn channel(socket: PathBuf) -> Result<Channel, SourceError> {
+/// A gRPC channel to a Unix socket (the Workload API).
+pub async fn unix_channel(socket: PathBuf) -> Result<Channel, SourceError> {
     let shown = socket.display().to_string();
     Endpoint::from_static("http://localhost")
         .connect_with_connector(tower::service_fn(move |_| {
@@ -109,7 +110,7 @@ impl WorkloadSource {
     /// first policy arrives (or when `watch_policy` is off and none ever does) the authorizer
     /// denies everything.
     pub async fn start(options: SourceOptions) -> Result<Self, SourceError> {
-        let channel = channel(options.socket.clone()).await?;
+        let channel = unix_channel(options.socket.clone()).await?;
         let shared = Arc::new(Shared {
             svid: Arc::new(RotatingSvid::new()),
             bundles: Arc::new(SharedBundles::default()),
