@@ -7,6 +7,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use signet_spiffe::SpiffeId;
 use signet_tls::authz::Access;
 use signet_tls::config::{ClientAuth, any_authenticated, server_config};
+use signet_tls::log_budget::LogBudget;
 use signet_tls::source::WorkloadSource;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -16,6 +17,10 @@ use tracing::{debug, info, warn};
 
 use crate::forward::Forwarder;
 use crate::{HANDSHAKE_TIMEOUT, Inbound, Mode, Protocol, ProxyError, ProxyMetrics};
+
+/// Lines about peers (refused, unauthenticated, failed handshakes) per second; the counters
+/// still count every connection.
+static PEER_LINES: LogBudget = LogBudget::new(50);
 
 /// The first byte of a TLS record carrying a handshake message.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
@@ -91,11 +96,15 @@ impl Context {
         if first[0] != TLS_HANDSHAKE_RECORD {
             if self.config.mode == Mode::Strict {
                 self.metrics.connection("inbound", "refused_plaintext");
-                info!(target: "signet::audit", %address, "plaintext connection refused (STRICT mode)");
+                if let Some(suppressed) = PEER_LINES.take() {
+                    info!(target: "signet::audit", %address, suppressed_since_last = suppressed, "plaintext connection refused (STRICT mode)");
+                }
                 return;
             }
             self.metrics.connection("inbound", "plaintext");
-            info!(target: "signet::audit", %address, "plaintext connection accepted (PERMISSIVE mode): peer has no SVID");
+            if let Some(suppressed) = PEER_LINES.take() {
+                info!(target: "signet::audit", %address, suppressed_since_last = suppressed, "plaintext connection accepted (PERMISSIVE mode): peer has no SVID");
+            }
             self.serve(tcp, None).await;
             return;
         }
@@ -103,7 +112,9 @@ impl Context {
             Ok(Ok(tls)) => tls,
             Ok(Err(error)) => {
                 self.metrics.connection("inbound", "handshake_failed");
-                info!(%address, %error, "inbound TLS handshake failed");
+                if let Some(suppressed) = PEER_LINES.take() {
+                    info!(%address, %error, suppressed_since_last = suppressed, "inbound TLS handshake failed");
+                }
                 return;
             }
             Err(_) => {
@@ -117,14 +128,14 @@ impl Context {
             .1
             .peer_certificates()
             .and_then(signet_tls::peer_id);
-        self.metrics.connection(
-            "inbound",
-            if peer.is_some() {
-                "mtls"
-            } else {
-                "tls_unauthenticated"
-            },
-        );
+        if peer.is_some() {
+            self.metrics.connection("inbound", "mtls");
+        } else {
+            self.metrics.connection("inbound", "tls_unauthenticated");
+            if let Some(suppressed) = PEER_LINES.take() {
+                info!(target: "signet::audit", %address, suppressed_since_last = suppressed, "TLS connection without a client SVID accepted (PERMISSIVE mode)");
+            }
+        }
         self.serve(tls, peer).await;
     }
 

@@ -16,6 +16,9 @@ use signet_core::policy::{
 use signet_spiffe::SpiffeId;
 use tracing::{info, warn};
 
+/// Denial lines per second (per process); every denial is still counted.
+static DENIAL_LINES: crate::log_budget::LogBudget = crate::log_budget::LogBudget::new(50);
+
 /// The policy of one workload: its identities, the policies targeting them, the default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EffectivePolicy {
@@ -222,12 +225,15 @@ impl Authorizer {
                 enforcement: "Enforce".to_owned(),
             })
             .inc();
-        warn!(
-            target: "signet::audit", decision = "deny", peer = %peer, target_id = %target,
-            port = access.port, method, path,
-            policy = verdict.deciding_policy.as_deref().unwrap_or(""),
-            reason = %verdict.reason, "request denied by authorization policy"
-        );
+        if let Some(suppressed) = DENIAL_LINES.take() {
+            warn!(
+                target: "signet::audit", decision = "deny", peer = %peer, target_id = %target,
+                port = access.port, method, path,
+                policy = verdict.deciding_policy.as_deref().unwrap_or(""),
+                reason = %verdict.reason, suppressed_since_last = suppressed,
+                "request denied by authorization policy"
+            );
+        }
     }
 
     /// The counters (to register them).

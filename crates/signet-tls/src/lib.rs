@@ -5,6 +5,7 @@
 pub mod authz;
 pub mod config;
 pub mod http;
+pub mod log_budget;
 pub mod source;
 
 use std::fmt;
