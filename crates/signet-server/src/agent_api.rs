@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::Stream;
+use signet_core::policy::PolicySet;
 use signet_core::{EntryId, RegistrationEntry};
 use signet_proto::agent::{
     self as pb, AttestAgentRequest, AttestAgentResponse, MintJwtSvidRequest, MintJwtSvidResponse,
@@ -48,6 +49,22 @@ pub struct AgentApi {
 fn unix(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The part of `set` that targets an identity among `entries` (one agent's).
+fn policies_of(set: &PolicySet, entries: &crate::index::AgentEntries) -> PolicySet {
+    let mut ids: Vec<&SpiffeId> = entries.values().map(|e| &e.spiffe_id).collect();
+    ids.sort();
+    ids.dedup();
+    PolicySet {
+        default_policy: set.default_policy,
+        bindings: set
+            .bindings
+            .iter()
+            .filter(|binding| ids.iter().any(|id| binding.targets(id)))
+            .cloned()
+            .collect(),
+    }
 }
 
 fn bundle_message(bundle: &Bundle) -> pb::Bundle {
@@ -310,12 +327,17 @@ impl AgentService for AgentApi {
             yield next(pb::sync_entries_response::Update::Bundle(bundle_message(&authority.bundle())));
             // Policies before entries, once the store is loaded (until then the agent keeps the
             // set it had, or has none and its enforcement points deny everything).
-            let policies = policies_changed.borrow_and_update().clone();
-            if let Some(policies) = policies {
-                yield next(pb::sync_entries_response::Update::Policies(signet_proto::authz::PolicySet::from(policies.as_ref())));
-            }
+            // Each agent gets the policies of its own workloads only (a node learns nothing about
+            // the others), recomputed when its entries or the policies change.
             entries_changed.borrow_and_update();
             let snapshot = index.agent_entries(&agent);
+            let mut sent_policies: Option<PolicySet> = None;
+            let policies = policies_changed.borrow_and_update().clone();
+            if let Some(policies) = policies {
+                let mine = policies_of(&policies, &snapshot);
+                yield next(pb::sync_entries_response::Update::Policies(signet_proto::authz::PolicySet::from(&mine)));
+                sent_policies = Some(mine);
+            }
             let mut sent: HashMap<EntryId, Arc<RegistrationEntry>> = snapshot.clone().into_iter().collect();
             let all: Vec<pb::Entry> = snapshot.values().map(|e| pb::Entry::from(e.as_ref())).collect();
             let chunks: Vec<Vec<pb::Entry>> = if all.is_empty() { vec![Vec::new()] } else { all.chunks(MAX_ENTRIES_PER_MESSAGE).map(<[_]>::to_vec).collect() };
@@ -339,6 +361,15 @@ impl AgentService for AgentApi {
                     SyncEvent::Entries => {
                         entries_changed.borrow_and_update();
                         let current = index.agent_entries(&agent);
+                        // A new identity's policies go out before its entry.
+                        let policies = policies_changed.borrow().clone();
+                        if let Some(policies) = policies {
+                            let mine = policies_of(&policies, &current);
+                            if sent_policies.as_ref() != Some(&mine) {
+                                yield next(pb::sync_entries_response::Update::Policies(signet_proto::authz::PolicySet::from(&mine)));
+                                sent_policies = Some(mine);
+                            }
+                        }
                         let (upserted, removed) = delta(&mut sent, &current);
                         let mut upserted = upserted.into_iter().peekable();
                         let mut removed = Some(removed);
@@ -355,7 +386,11 @@ impl AgentService for AgentApi {
                     SyncEvent::Policies => {
                         let policies = policies_changed.borrow_and_update().clone();
                         if let Some(policies) = policies {
-                            yield next(pb::sync_entries_response::Update::Policies(signet_proto::authz::PolicySet::from(policies.as_ref())));
+                            let mine = policies_of(&policies, &index.agent_entries(&agent));
+                            if sent_policies.as_ref() != Some(&mine) {
+                                yield next(pb::sync_entries_response::Update::Policies(signet_proto::authz::PolicySet::from(&mine)));
+                                sent_policies = Some(mine);
+                            }
                         }
                     }
                     SyncEvent::Agents => {
@@ -493,5 +528,78 @@ struct GaugeGuard(Arc<ServerMetrics>);
 impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.0.sync_streams.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use signet_core::SelectorSet;
+    use signet_core::policy::{
+        Action, DefaultPolicy, Enforcement, IdPattern, Policy, PolicyBinding, PolicyRef,
+    };
+
+    use super::*;
+
+    fn entry(id: &str, spiffe_id: &str) -> (EntryId, Arc<RegistrationEntry>) {
+        let entry = RegistrationEntry {
+            id: EntryId::new(id),
+            spiffe_id: SpiffeId::new(spiffe_id).unwrap(),
+            parent_id: SpiffeId::new("spiffe://example.org/signet/agent/join/a").unwrap(),
+            selectors: SelectorSet::parse_all(&["unix:uid:1"]).unwrap(),
+            x509_svid_ttl: Duration::from_secs(60),
+            jwt_svid_ttl: Duration::from_secs(60),
+            dns_names: vec![],
+            federates_with: vec![],
+            admin: false,
+            downstream: false,
+            hint: String::new(),
+            revision: 1,
+        };
+        (entry.id.clone(), Arc::new(entry))
+    }
+
+    fn binding(name: &str, target: &str) -> PolicyBinding {
+        PolicyBinding {
+            policy: Policy {
+                id: PolicyRef {
+                    namespace: "default".into(),
+                    name: name.into(),
+                },
+                action: Action::Allow,
+                enforcement: Enforcement::Enforce,
+                rules: vec![],
+            },
+            targets: vec![IdPattern::parse(target).unwrap()],
+        }
+    }
+
+    #[test]
+    fn an_agent_gets_only_the_policies_of_its_own_workloads() {
+        let set = PolicySet {
+            default_policy: DefaultPolicy::Deny,
+            bindings: vec![
+                binding("api", "spiffe://example.org/api"),
+                binding("all-web", "spiffe://example.org/web/**"),
+                binding("elsewhere", "spiffe://example.org/db"),
+            ],
+        };
+        let entries = [
+            entry("1", "spiffe://example.org/api"),
+            entry("2", "spiffe://example.org/web/a"),
+            entry("3", "spiffe://example.org/web/a"),
+        ]
+        .into_iter()
+        .collect();
+        let mine = policies_of(&set, &entries);
+        let names: Vec<&str> = mine
+            .bindings
+            .iter()
+            .map(|b| b.policy.id.name.as_str())
+            .collect();
+        assert_eq!(names, ["api", "all-web"]);
+        assert_eq!(mine.default_policy, DefaultPolicy::Deny);
+        assert!(policies_of(&set, &Default::default()).bindings.is_empty());
     }
 }

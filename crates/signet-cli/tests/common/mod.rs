@@ -93,7 +93,7 @@ impl Deployment {
             .unwrap();
         self.server = Some(child);
         let admin = self.admin_socket();
-        wait_for("the server", Duration::from_secs(20), || {
+        wait_for("the server", Duration::from_secs(60), || {
             admin.exists() && self.admin(&["bundle", "show"]).status.success()
         });
     }
@@ -125,7 +125,7 @@ impl Deployment {
         let _ = std::fs::remove_file(self.socket());
         self.agent = Some(cmd.spawn().unwrap());
         let socket = self.socket();
-        wait_for("the agent socket", Duration::from_secs(20), || {
+        wait_for("the agent socket", Duration::from_secs(60), || {
             socket.exists()
         });
         let list = self.admin(&["agent", "list", "-o", "json"]);
