@@ -274,9 +274,10 @@ impl Loop {
         if !changes.is_empty() {
             self.sink.apply(changes);
         }
-        // Policies go out only once their list is complete (a partial set would drop DENYs),
-        // the first time even if there are none: that tells the server they are loaded.
-        if self.listed[slot(Kind::Policy)] {
+        // Policies go out only once every list is complete: a partial policy list would drop
+        // DENYs, and a partial pod list would resolve selectors to too few identities. The first
+        // time even if there are none: that tells the server they are loaded.
+        if self.listed.iter().all(|listed| *listed) {
             let first = !self.policies_announced;
             if let Some(bindings) = self.policies.take_bindings(&self.index, first) {
                 self.policies_announced = true;
