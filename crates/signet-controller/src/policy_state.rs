@@ -2,7 +2,7 @@
 //! resolved to the identities of the selected pods (so agents and proxies decide by identity
 //! alone), and their status computed as values for the leader's writer. Pure, like the index.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
@@ -31,6 +31,12 @@ pub struct PolicyState {
     policies: BTreeMap<String, Slot>,
     /// Policies or pods changed since the bindings were last taken.
     dirty: bool,
+    /// Resolved selector policies by `namespace/name`; dropped when the policy changes, and
+    /// resolved again only when pods of their namespace changed (one pod event must not
+    /// re-resolve every policy of the cluster).
+    resolved: HashMap<String, ResolvedTargets>,
+    dirty_namespaces: HashSet<String>,
+    all_dirty: bool,
 }
 
 /// What a policy targets right now.
@@ -83,6 +89,7 @@ impl PolicyState {
                     fail_closed,
                     conditions,
                 };
+                self.resolved.remove(entry.key());
                 match entry {
                     std::collections::btree_map::Entry::Occupied(mut o) => {
                         o.insert(slot);
@@ -98,6 +105,7 @@ impl PolicyState {
 
     /// A policy was deleted (`namespace/name`).
     pub fn delete(&mut self, key: &str) {
+        self.resolved.remove(key);
         if self.policies.remove(key).is_some() {
             self.dirty = true;
         }
@@ -108,10 +116,20 @@ impl PolicyState {
         self.policies.keys().cloned().collect()
     }
 
-    /// Pods or namespaces changed: selector targets must be resolved again.
-    pub fn pods_changed(&mut self) {
-        if !self.policies.is_empty() {
-            self.dirty = true;
+    /// Pods of `namespace` changed (`None`: possibly any pod, e.g. a namespace or identity
+    /// change): selector targets there must be resolved again.
+    pub fn pods_changed(&mut self, namespace: Option<&str>) {
+        if self.policies.is_empty() {
+            return;
+        }
+        self.dirty = true;
+        match namespace {
+            Some(namespace) => {
+                if !self.dirty_namespaces.contains(namespace) {
+                    self.dirty_namespaces.insert(namespace.to_owned());
+                }
+            }
+            None => self.all_dirty = true,
         }
     }
 
@@ -121,16 +139,34 @@ impl PolicyState {
         if !std::mem::take(&mut self.dirty) && !force {
             return None;
         }
-        Some(
-            self.policies
-                .values()
-                .filter_map(|slot| slot.compiled.as_ref().ok().or(slot.fail_closed.as_ref()))
-                .map(|compiled| PolicyBinding {
-                    policy: compiled.policy.clone(),
-                    targets: resolve(compiled, index, false).patterns,
-                })
-                .collect(),
-        )
+        let all_dirty = std::mem::take(&mut self.all_dirty);
+        let dirty_namespaces = std::mem::take(&mut self.dirty_namespaces);
+        let mut bindings = Vec::with_capacity(self.policies.len());
+        for (key, slot) in &self.policies {
+            let Some(bound) = slot.compiled.as_ref().ok().or(slot.fail_closed.as_ref()) else {
+                continue;
+            };
+            let targets = match &bound.target {
+                PolicyTarget::SpiffeIds(patterns) => patterns.clone(),
+                PolicyTarget::Pods(_) => {
+                    let stale = all_dirty
+                        || dirty_namespaces.contains(&bound.policy.id.namespace)
+                        || !self.resolved.contains_key(key);
+                    if stale {
+                        self.resolved.insert(key.clone(), resolve(bound, index));
+                    }
+                    self.resolved
+                        .get(key)
+                        .map(|r| r.patterns.clone())
+                        .unwrap_or_default()
+                }
+            };
+            bindings.push(PolicyBinding {
+                policy: bound.policy.clone(),
+                targets,
+            });
+        }
+        Some(bindings)
     }
 
     /// The status of every policy, with the conditions last written (for transition times).
@@ -140,18 +176,26 @@ impl PolicyState {
         known_trust_domains: &[TrustDomain],
         now: &Time,
     ) -> Vec<(String, String, AuthorizationPolicyStatus)> {
+        // Pods grouped by the set of IDs they hold, once: ID-pattern policies are counted over
+        // these groups (a few thousand) instead of over every pod.
+        let mut groups: Option<HashMap<Vec<&SpiffeId>, usize>> = None;
         self.policies
             .iter()
             .filter_map(|(key, slot)| {
                 let (namespace, name) = key.split_once('/')?;
                 // What the policy binds: itself, or its fail-closed form while invalid.
-                let targets = slot
-                    .compiled
-                    .as_ref()
-                    .ok()
-                    .or(slot.fail_closed.as_ref())
-                    .map(|bound| counts(&resolve(bound, index, true)))
-                    .unwrap_or_default();
+                let bound = slot.compiled.as_ref().ok().or(slot.fail_closed.as_ref());
+                let targets = match bound.map(|b| (&b.target, b)) {
+                    None => PolicyTargets::default(),
+                    Some((PolicyTarget::Pods(_), bound)) => match self.resolved.get(key) {
+                        Some(resolved) => counts(resolved),
+                        None => counts(&resolve(bound, index)),
+                    },
+                    Some((PolicyTarget::SpiffeIds(patterns), _)) => {
+                        let groups = groups.get_or_insert_with(|| pod_groups(index));
+                        count_patterns(patterns, groups)
+                    }
+                };
                 let mut status = policy_status(
                     &slot.compiled,
                     known_trust_domains,
@@ -189,6 +233,44 @@ impl PolicyState {
     }
 }
 
+fn pod_groups(index: &Index) -> HashMap<Vec<&SpiffeId>, usize> {
+    let mut groups: HashMap<Vec<&SpiffeId>, usize> = HashMap::new();
+    for pod in index.pod_identities(None) {
+        let mut ids = pod.spiffe_ids;
+        if ids.is_empty() {
+            continue;
+        }
+        ids.sort();
+        ids.dedup();
+        *groups.entry(ids).or_default() += 1;
+    }
+    groups
+}
+
+fn count_patterns(
+    patterns: &[IdPattern],
+    groups: &HashMap<Vec<&SpiffeId>, usize>,
+) -> PolicyTargets {
+    let mut pods = 0usize;
+    let mut ids: HashSet<&SpiffeId> = HashSet::new();
+    for (group, count) in groups {
+        let mut matched = false;
+        for id in group {
+            if patterns.iter().any(|p| p.matches(id)) {
+                matched = true;
+                ids.insert(id);
+            }
+        }
+        if matched {
+            pods += count;
+        }
+    }
+    PolicyTargets {
+        pods: i32::try_from(pods).unwrap_or(i32::MAX),
+        spiffe_ids: i32::try_from(ids.len()).unwrap_or(i32::MAX),
+    }
+}
+
 fn counts(resolved: &ResolvedTargets) -> PolicyTargets {
     PolicyTargets {
         pods: i32::try_from(resolved.pods).unwrap_or(i32::MAX),
@@ -197,9 +279,9 @@ fn counts(resolved: &ResolvedTargets) -> PolicyTargets {
 }
 
 /// The identities a policy applies to. Selector policies resolve to the IDs of the selected
-/// pods; ID-pattern policies keep their patterns (they may name workloads outside the cluster)
-/// and, when `count_pods`, count the pods whose IDs match.
-pub fn resolve(compiled: &CompiledPolicy, index: &Index, count_pods: bool) -> ResolvedTargets {
+/// pods (with the pod count); ID-pattern policies keep their patterns (they may name workloads
+/// outside the cluster; their counts come from [`PolicyState::statuses`]).
+pub fn resolve(compiled: &CompiledPolicy, index: &Index) -> ResolvedTargets {
     let mut resolved = ResolvedTargets::default();
     match &compiled.target {
         PolicyTarget::Pods(selector) => {
@@ -213,22 +295,7 @@ pub fn resolve(compiled: &CompiledPolicy, index: &Index, count_pods: bool) -> Re
             }
             resolved.patterns = resolved.spiffe_ids.iter().filter_map(exact).collect();
         }
-        PolicyTarget::SpiffeIds(patterns) => {
-            resolved.patterns = patterns.clone();
-            if count_pods {
-                for pod in index.pod_identities(None) {
-                    let matching: Vec<&SpiffeId> = pod
-                        .spiffe_ids
-                        .into_iter()
-                        .filter(|id| patterns.iter().any(|p| p.matches(id)))
-                        .collect();
-                    if !matching.is_empty() {
-                        resolved.pods += 1;
-                        resolved.spiffe_ids.extend(matching.into_iter().cloned());
-                    }
-                }
-            }
-        }
+        PolicyTarget::SpiffeIds(patterns) => resolved.patterns = patterns.clone(),
     }
     resolved
 }

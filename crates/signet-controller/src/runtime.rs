@@ -105,6 +105,16 @@ where
         .boxed()
 }
 
+/// The namespace of the pod an event is about (`None` for list boundaries: any pod).
+fn pod_namespace(event: &Event<Pod>) -> Option<&str> {
+    match event {
+        Event::Apply(pod) | Event::InitApply(pod) | Event::Delete(pod) => {
+            pod.metadata.namespace.as_deref()
+        }
+        Event::Init | Event::InitDone => None,
+    }
+}
+
 /// A status to write.
 #[derive(Debug, Clone)]
 enum StatusWrite {
@@ -205,11 +215,10 @@ impl Loop {
     fn handle(&mut self, input: Input) {
         // Selector policies resolve to the identities pods get: any change to pods, namespaces
         // or identities may change their targets.
-        if matches!(
-            input,
-            Input::Namespace(_) | Input::Pod(_) | Input::Identity(_)
-        ) {
-            self.policies.pods_changed();
+        match &input {
+            Input::Pod(event) => self.policies.pods_changed(pod_namespace(event)),
+            Input::Namespace(_) | Input::Identity(_) => self.policies.pods_changed(None),
+            Input::Node(_) | Input::Static(_) | Input::Policy(_) => {}
         }
         match input {
             Input::Namespace(e) => self.event(
