@@ -139,52 +139,27 @@ async fn app() -> u16 {
 
 const REQUEST: &[u8] = b"GET /items/1 HTTP/1.1\r\nHost: backend\r\n\r\n";
 
-/// Keep-alive load: (requests per second, sorted latencies).
-async fn keep_alive_load(port: u16) -> (f64, Vec<Duration>) {
+/// `clients` concurrent clients sending small GETs for [`RUN`], over one keep-alive connection
+/// each or over a new connection per request: (requests per second, sorted latencies).
+async fn load(port: u16, clients: usize, connection_per_request: bool) -> (f64, Vec<Duration>) {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
-    for _ in 0..CLIENTS {
+    for _ in 0..clients {
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-            stream.set_nodelay(true).unwrap();
-            let mut buffer = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let started = Instant::now();
-                stream.write_all(REQUEST).await.unwrap();
-                assert!(
-                    read_response(&mut stream, &mut buffer).await,
-                    "request failed"
-                );
-                latencies.push(started.elapsed());
-            }
-            latencies
-        }));
-    }
-    tokio::time::sleep(RUN).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut all = Vec::new();
-    for task in tasks {
-        all.extend(task.await.unwrap());
-    }
-    all.sort();
-    (all.len() as f64 / RUN.as_secs_f64(), all)
-}
-
-/// New connection per request: (connections per second, sorted latencies).
-async fn connection_load(port: u16) -> (f64, Vec<Duration>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for _ in 0..HANDSHAKE_CLIENTS {
-        let stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut buffer = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let started = Instant::now();
-                let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let connect = || async {
+                let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
                 stream.set_nodelay(true).unwrap();
+                stream
+            };
+            let mut latencies = Vec::new();
+            let mut buffer = Vec::new();
+            let mut stream = connect().await;
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                if connection_per_request {
+                    stream = connect().await;
+                }
                 stream.write_all(REQUEST).await.unwrap();
                 assert!(
                     read_response(&mut stream, &mut buffer).await,
@@ -364,13 +339,13 @@ async fn main() {
         "proxy overhead: {CLIENTS} keep-alive clients, small GETs, {} s each",
         RUN.as_secs()
     );
-    let (direct_rate, direct) = keep_alive_load(app_port).await;
+    let (direct_rate, direct) = load(app_port, CLIENTS, false).await;
     println!(
         "  direct      : {direct_rate:>8.0} req/s, p50 {:.2} ms, p99 {:.2} ms",
         ms(&direct, 0.5),
         ms(&direct, 0.99)
     );
-    let (proxied_rate, proxied) = keep_alive_load(outbound).await;
+    let (proxied_rate, proxied) = load(outbound, CLIENTS, false).await;
     println!(
         "  via proxies : {proxied_rate:>8.0} req/s, p50 {:.2} ms, p99 {:.2} ms (frontend outbound -> mTLS -> backend inbound, policy checked per request)",
         ms(&proxied, 0.5),
@@ -385,13 +360,13 @@ async fn main() {
         "handshakes: {HANDSHAKE_CLIENTS} clients, a new connection (one mTLS handshake) per request, {} s",
         RUN.as_secs()
     );
-    let (rate, latencies) = connection_load(outbound).await;
+    let (rate, latencies) = load(outbound, HANDSHAKE_CLIENTS, true).await;
     println!(
         "  via proxies : {rate:>8.0} handshakes/s, p50 {:.2} ms, p99 {:.2} ms",
         ms(&latencies, 0.5),
         ms(&latencies, 0.99)
     );
-    let (rate, latencies) = connection_load(app_port).await;
+    let (rate, latencies) = load(app_port, HANDSHAKE_CLIENTS, true).await;
     println!(
         "  direct TCP  : {rate:>8.0} connections/s, p50 {:.2} ms, p99 {:.2} ms (baseline)",
         ms(&latencies, 0.5),
