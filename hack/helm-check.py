@@ -1045,6 +1045,9 @@ def check_files() -> None:
 
 # A subset of CEL, enough for the rules of crds/: unknown rules are reported, not guessed.
 def cel_check(rule: str, value) -> bool | None:
+    # The TTL rule: "self == '0' || (<syntax> && <bound>)".
+    if m := re.fullmatch(r"self == '([^']*)' \|\| \((.*)\)", rule):
+        return True if value == m.group(1) else cel_check(m.group(2), value)
     parts = [p.strip() for p in rule.split("&&")]
     results = []
     for part in parts:
@@ -1093,6 +1096,8 @@ def validate_openapi(value, schema: dict, path: str, errors: list[str], unevalua
     if isinstance(value, str):
         if len(value) > schema.get("maxLength", 1 << 30) or len(value) < schema.get("minLength", 0):
             errors.append(f"{path}: length {len(value)} outside the schema's bounds")
+        if "pattern" in schema and re.search(schema["pattern"], value) is None:
+            errors.append(f"{path}: {value!r} does not match {schema['pattern']}")
         if "enum" in schema and value not in schema["enum"]:
             errors.append(f"{path}: {value!r} not in {schema['enum']}")
     if isinstance(value, list):

@@ -12,20 +12,22 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::cel::{TRUST_DOMAIN_LIST_RULE, TRUST_DOMAIN_MESSAGE};
+// The lists of a policy nest (rules × from/to × values), and the API server multiplies the cost of
+// a CEL rule by the worst-case size of every list around it: value syntax is checked with
+// `items.pattern` (an OpenAPI regex, which has no CEL cost). The controller re-checks every value
+// with the real parsers and reports what it refuses in status.
 
-/// A SPIFFE ID pattern: whole-segment `*` (one segment) and a final `**` (the rest).
-pub const ID_PATTERN_LIST_RULE: &str = "self.all(p, p.matches('^spiffe://[a-z0-9._-]+(/([A-Za-z0-9._-]+|[*]{1,2}))*$') && !p.matches('/[.][.]?(/|$)') && !p.matches('/[*][*]/'))";
-/// Message for [`ID_PATTERN_LIST_RULE`].
-pub const ID_PATTERN_MESSAGE: &str = "every entry must be a SPIFFE ID pattern: spiffe://<trust domain>/<segments>, where a segment is a name, `*` (exactly one segment) or a final `**` (one or more segments); no partial wildcards, no '.' or '..'";
-/// An HTTP path pattern: exact, `/prefix/*`, `*suffix` or `*`.
-pub const PATH_LIST_RULE: &str =
-    "self.all(p, p == '*' || p.matches('^[*][^*]+$') || p.matches('^/[^*]*[*]?$'))";
-/// Message for [`PATH_LIST_RULE`].
-pub const PATH_MESSAGE: &str =
-    "every path must be exact (/a/b), a prefix (/a/*), a suffix (*.json) or * (any)";
-/// HTTP methods are upper-case tokens.
-pub const METHOD_LIST_RULE: &str = "self.all(m, m.matches('^[A-Z]{1,16}$'))";
+/// A SPIFFE ID pattern: a trust domain, then segments that are names (never `.` or `..`), `*`
+/// (exactly one segment), or a final `**` (one or more segments).
+pub const ID_PATTERN: &str = "^spiffe://[a-z0-9._-]+(/([A-Za-z0-9_-][A-Za-z0-9._-]*|[.][A-Za-z0-9_-][A-Za-z0-9._-]*|[.][.][A-Za-z0-9._-]+|[*]))*(/[*][*])?$";
+/// A trust domain name.
+pub const TRUST_DOMAIN_PATTERN: &str = "^[a-z0-9._-]+$";
+/// A namespace: a DNS label.
+pub const NAMESPACE_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+/// An HTTP method: an upper-case token.
+pub const METHOD_PATTERN: &str = "^[A-Z]+$";
+/// An HTTP path pattern: `*` (any), `*suffix`, exact `/a/b`, or prefix `/a/*`.
+pub const PATH_PATTERN: &str = "^([*]|[*][^*]+|/[^*]*[*]?)$";
 
 /// Who may call the targeted workloads, and how.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -68,14 +70,17 @@ pub struct AuthorizationPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<LabelSelector>,
 
-    /// Or: the workloads with these SPIFFE IDs (patterns allowed), wherever they run.
+    /// Or: the workloads with these SPIFFE IDs, wherever they run. Patterns: a segment `*`
+    /// matches exactly one segment, a final `**` one or more; no partial wildcards.
     #[serde(
         rename = "targetSPIFFEIDs",
         default,
         skip_serializing_if = "Vec::is_empty"
     )]
-    #[schemars(length(max = 64), inner(length(min = 10, max = 2048)))]
-    #[x_kube(validation = kube::core::Rule::new(ID_PATTERN_LIST_RULE).message(ID_PATTERN_MESSAGE))]
+    #[schemars(
+        length(max = 64),
+        inner(length(min = 10, max = 2048), pattern(ID_PATTERN))
+    )]
     pub target_spiffe_ids: Vec<String>,
 
     /// ALLOW (default), DENY, or AUDIT (report matches only).
@@ -130,10 +135,13 @@ pub struct PolicyRule {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicySource {
-    /// The caller's SPIFFE ID matches one of these patterns.
+    /// The caller's SPIFFE ID matches one of these patterns (`*`: one segment, final `**`: the
+    /// rest).
     #[serde(rename = "spiffeIDs", default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(length(min = 10, max = 2048)))]
-    #[x_kube(validation = kube::core::Rule::new(ID_PATTERN_LIST_RULE).message(ID_PATTERN_MESSAGE))]
+    #[schemars(
+        length(max = 64),
+        inner(length(min = 10, max = 2048), pattern(ID_PATTERN))
+    )]
     pub spiffe_ids: Vec<String>,
     /// The caller's SPIFFE ID matches none of these patterns.
     #[serde(
@@ -141,19 +149,25 @@ pub struct PolicySource {
         default,
         skip_serializing_if = "Vec::is_empty"
     )]
-    #[schemars(length(max = 64), inner(length(min = 10, max = 2048)))]
-    #[x_kube(validation = kube::core::Rule::new(ID_PATTERN_LIST_RULE).message(ID_PATTERN_MESSAGE))]
+    #[schemars(
+        length(max = 64),
+        inner(length(min = 10, max = 2048), pattern(ID_PATTERN))
+    )]
     pub not_spiffe_ids: Vec<String>,
     /// The caller's trust domain is one of these.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32), inner(length(min = 1, max = 255)))]
-    #[x_kube(validation = kube::core::Rule::new(TRUST_DOMAIN_LIST_RULE).message(TRUST_DOMAIN_MESSAGE))]
+    #[schemars(
+        length(max = 32),
+        inner(length(min = 1, max = 255), pattern(TRUST_DOMAIN_PATTERN))
+    )]
     pub trust_domains: Vec<String>,
     /// The caller's Kubernetes namespace, read from IDs of the local trust domain shaped
     /// `spiffe://<td>/ns/<namespace>/…` (IDs of other trust domains never match).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(length(min = 1, max = 63)))]
-    #[x_kube(validation = kube::core::Rule::new("self.all(n, n.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))").message("every namespace must be a DNS label"))]
+    #[schemars(
+        length(max = 64),
+        inner(length(min = 1, max = 63), pattern(NAMESPACE_PATTERN))
+    )]
     pub namespaces: Vec<String>,
 }
 
@@ -169,18 +183,24 @@ pub struct PolicyOperation {
     pub ports: Vec<i32>,
     /// HTTP methods (upper case).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16), inner(length(min = 1, max = 16)))]
-    #[x_kube(validation = kube::core::Rule::new(METHOD_LIST_RULE).message("every method must be an upper-case HTTP method such as GET"))]
+    #[schemars(
+        length(max = 16),
+        inner(length(min = 1, max = 16), pattern(METHOD_PATTERN))
+    )]
     pub methods: Vec<String>,
     /// Request paths (normalized before matching): exact, `/prefix/*`, `*suffix`, `*`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(length(min = 1, max = 1024)))]
-    #[x_kube(validation = kube::core::Rule::new(PATH_LIST_RULE).message(PATH_MESSAGE))]
+    #[schemars(
+        length(max = 64),
+        inner(length(min = 1, max = 1024), pattern(PATH_PATTERN))
+    )]
     pub paths: Vec<String>,
     /// Request paths that never match.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), inner(length(min = 1, max = 1024)))]
-    #[x_kube(validation = kube::core::Rule::new(PATH_LIST_RULE).message(PATH_MESSAGE))]
+    #[schemars(
+        length(max = 64),
+        inner(length(min = 1, max = 1024), pattern(PATH_PATTERN))
+    )]
     pub not_paths: Vec<String>,
 }
 

@@ -16,9 +16,12 @@ pub const TRUST_DOMAIN_MESSAGE: &str =
 /// A list of trust domain names.
 pub const TRUST_DOMAIN_LIST_RULE: &str = "self.all(td, td.matches('^[a-z0-9._-]{1,255}$'))";
 
-/// An SVID TTL: a Go duration between 0 (server default) and one year.
-pub const TTL_RULE: &str =
-    "duration(self) >= duration('0s') && duration(self) <= duration('8760h')";
+/// An SVID TTL: a Go duration between 0 (server default) and one year. The syntax is matched
+/// before `duration()` runs: `duration()` of an unparsable string is an evaluation error, which
+/// the API server reports with its own words ("type conversion error") instead of the message.
+/// At most five digits per component keep every 32-character value far below the overflow of
+/// Go's durations (about 2.5 million hours), so `duration()` never fails on a matched value.
+pub const TTL_RULE: &str = "self == '0' || (self.matches('^([0-9]{1,5}([.][0-9]{1,9})?(ns|us|ms|s|m|h))+$') && duration(self) <= duration('8760h'))";
 /// Message for [`TTL_RULE`].
 pub const TTL_MESSAGE: &str =
     "must be a duration such as 1h or 90m, between 0s (server default) and 8760h";

@@ -1,8 +1,11 @@
 //! The committed CRDs match the types, are structural, and their CEL rules compile, stay within
-//! the API server's cost budget and accept/refuse what they should (evaluated with kube-cel, the
-//! Kubernetes CEL library, against the generated schema itself).
+//! the API server's cost budget (estimated as kube-apiserver estimates it, see `cel_cost`) and
+//! accept/refuse what they should (evaluated with kube-cel, the Kubernetes CEL library, against
+//! the generated schema itself).
 
 #![expect(clippy::unwrap_used, reason = "test helpers fail loudly")]
+
+mod cel_cost;
 
 use std::path::Path;
 
@@ -148,8 +151,90 @@ fn rules(node: &Value, found: &mut Vec<String>) {
     }
 }
 
+/// The schema of `crds/authorizationpolicies.yaml` as it was when a real v1.36 API server refused
+/// it, and the API server's answer, word for word.
+const REFUSED_SCHEMA: &str = include_str!("fixtures/authorizationpolicies-refused-by-v1.36.yaml");
+const REFUSED_ANSWER: &str = include_str!("fixtures/authorizationpolicies-refused-by-v1.36.txt");
+
+fn schema_of_yaml(yaml: &str) -> Value {
+    let crd: Value = serde_yaml::from_str(yaml).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
 #[test]
-fn every_rule_compiles_and_fits_the_cost_budget() {
+fn the_cost_model_refuses_what_a_real_api_server_refused_with_its_words() {
+    let expected: std::collections::BTreeSet<String> = REFUSED_ANSWER
+        .lines()
+        .filter_map(|line| line.strip_prefix("* "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(expected.len(), 11, "the fixture holds eleven refusals");
+    let refusals: std::collections::BTreeSet<String> =
+        cel_cost::refusals(&schema_of_yaml(REFUSED_SCHEMA))
+            .unwrap()
+            .into_iter()
+            .collect();
+    assert_eq!(refusals, expected);
+}
+
+#[test]
+fn every_crd_fits_the_api_servers_cost_budget() {
+    for (file, _) in signet_api::crds() {
+        let schema = schema_of(file);
+        let refusals = cel_cost::refusals(&schema).unwrap();
+        assert!(
+            refusals.is_empty(),
+            "{file} would be refused by the API server:\n{}",
+            refusals.join("\n")
+        );
+        let costs = cel_cost::schema_costs(&schema).unwrap();
+        let total: u64 = costs.iter().map(|r| r.cost).sum();
+        for rule in &costs {
+            println!("{file}: {} {} ({})", rule.cost, rule.path, rule.rule);
+        }
+        println!(
+            "{file}: total {total} of {} ({:.2} %)",
+            cel_cost::SCHEMA_LIMIT,
+            total as f64 * 100.0 / cel_cost::SCHEMA_LIMIT as f64
+        );
+    }
+}
+
+#[test]
+fn the_cost_model_prices_what_the_api_server_prices() {
+    // One string of maxLength 63 (252 bytes) against a 31-character regex: ⌈25.3⌉ × ⌈7.75⌉ + 1.
+    let string = json!({"type": "string", "maxLength": 63});
+    assert_eq!(
+        cel_cost::rule_cost("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')", &string),
+        Ok(26 * 8 + 1)
+    );
+    // all() over 64 such strings: 2 (range and result) + 64 × (2 (condition) + 1 + the step).
+    let list = json!({"type": "array", "maxItems": 64, "items": string});
+    assert_eq!(
+        cel_cost::rule_cost(
+            "self.all(n, n.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))",
+            &list
+        ),
+        Ok(2 + 64 * (2 + 1 + 26 * 8 + 1))
+    );
+    // An unbounded string is as long as a 3 MiB request allows (minus its quotes).
+    let open = json!({"type": "string"});
+    assert_eq!(
+        cel_cost::rule_cost("self.matches('^a+$')", &open),
+        Ok(314_573 + 1)
+    );
+    // Durations compare at once; strings are traversed.
+    assert_eq!(
+        cel_cost::rule_cost("duration(self) <= duration('8760h')", &string),
+        Ok(1 + 2 + 1)
+    );
+    assert_eq!(cel_cost::rule_cost("self == 'abc'", &string), Ok(1 + 1));
+    // A function it does not know is an error, never a guess.
+    assert!(cel_cost::rule_cost("self.lowerAscii() == 'a'", &string).is_err());
+}
+
+#[test]
+fn every_rule_compiles() {
     for (file, _) in signet_api::crds() {
         let schema = schema_of(file);
         let compiled = compile_schema(&schema);
@@ -161,7 +246,8 @@ fn every_rule_compiles_and_fits_the_cost_budget() {
         let mut all = Vec::new();
         rules(&schema, &mut all);
         assert!(!all.is_empty(), "{file} has no CEL rules");
-        // Cost is estimated against the node each rule sits on.
+        // kube-cel's own analysis of each rule on its node (the API server's budget is checked
+        // by every_crd_fits_the_api_servers_cost_budget).
         fn walk(node: &Value, file: &str) {
             let Some(map) = node.as_object() else { return };
             if let Some(Value::Array(list)) = map.get("x-kubernetes-validations") {
@@ -232,6 +318,43 @@ fn cluster_spiffe_id_rules() {
         bad[field] = value.clone();
         assert!(validate(CSID, bad).is_err(), "{field}={value} was accepted");
     }
+}
+
+/// Every refused TTL gets the rule's own message, unparsable ones too (a bare `duration()` fails
+/// to evaluate on them and the API server answers "type conversion error" instead).
+#[test]
+fn ttls_are_refused_with_the_rules_message() {
+    let spec = |ttl: &str| json!({"spiffeIDTemplate": "spiffe://td/x", "ttl": ttl});
+    for ok in [
+        "0", "0s", "1h", "1h30m", "90m", "1.5h", "8760h", "500ms", "99999s", "10us",
+    ] {
+        assert_eq!(validate(CSID, spec(ok)), Ok(()), "{ok}");
+    }
+    for bad in [
+        "soon",
+        "-5m",
+        "9000h",
+        "8760h1s",
+        "1y",
+        "1h-5m",
+        "",
+        "h",
+        "1.h",
+        "+1h",
+        "1H",
+        "100000h",
+        "99999h99999h99999h99999h99999h",
+    ] {
+        let error = validate(CSID, spec(bad)).expect_err(bad);
+        assert!(
+            error.contains(signet_api::cel::TTL_MESSAGE) && !error.contains("conversion"),
+            "{bad}: {error}"
+        );
+    }
+    // No value the rule matches can make duration() fail: the largest 32-character value is
+    // far below the overflow of Go durations (2,562,047 h).
+    let largest = "99999h".repeat(5);
+    assert!(largest.len() <= 32 && 5 * 99_999 < 2_562_047);
 }
 
 #[test]
@@ -382,53 +505,82 @@ fn authorization_policy_rules() {
         ),
         Ok(())
     );
-    let from = |value: Value| {
-        let mut spec = good.clone();
-        spec["rules"][0]["from"][0] = value;
-        spec
-    };
-    let to = |value: Value| {
-        let mut spec = good.clone();
-        spec["rules"][0]["to"][0] = value;
-        spec
-    };
-    for (name, bad) in [
-        (
-            "both targets",
-            json!({"selector": {}, "targetSPIFFEIDs": ["spiffe://td/x"]}),
-        ),
-        (
-            "partial wildcard",
-            from(json!({"spiffeIDs": ["spiffe://td/ns/front*"]})),
-        ),
-        (
-            "** not last",
-            from(json!({"spiffeIDs": ["spiffe://td/**/sa/x"]})),
-        ),
-        ("not a SPIFFE ID", from(json!({"spiffeIDs": ["td/ns/a"]}))),
-        (
-            "dot segment",
-            from(json!({"notSpiffeIDs": ["spiffe://td/ns/../x"]})),
-        ),
-        (
-            "upper-case trust domain",
-            from(json!({"trustDomains": ["TD"]})),
-        ),
-        ("bad namespace", from(json!({"namespaces": ["Front_End"]}))),
-        ("lower-case method", to(json!({"methods": ["get"]}))),
-        ("relative path", to(json!({"paths": ["inventory"]}))),
-        ("inner star", to(json!({"paths": ["/a/*/b"]}))),
-        ("two stars", to(json!({"notPaths": ["*a*"]}))),
-        ("bad target", json!({"targetSPIFFEIDs": ["spiffe://td/a*"]})),
-    ] {
-        assert!(
-            validate(AUTHZ, bad.clone()).is_err(),
-            "{name}: {bad} was accepted"
-        );
-    }
-    // Enums and ranges are OpenAPI validation (the API server's, not CEL): check the schema.
+    assert!(
+        validate(
+            AUTHZ,
+            json!({"selector": {}, "targetSPIFFEIDs": ["spiffe://td/x"]})
+        )
+        .is_err(),
+        "both targets"
+    );
+    // Value syntax is OpenAPI `pattern` (no CEL cost): the API server matches it with Go's RE2,
+    // which the regex crate's syntax agrees with for these expressions.
     let schema = schema_of(AUTHZ);
     let spec = &schema["properties"]["spec"]["properties"];
+    let from = &spec["rules"]["items"]["properties"]["from"]["items"]["properties"];
+    let to = &spec["rules"]["items"]["properties"]["to"]["items"]["properties"];
+    let accepts = |field: &Value, value: &str| {
+        let items = &field["items"];
+        let pattern = regex::Regex::new(items["pattern"].as_str().unwrap()).unwrap();
+        let length = value.chars().count() as u64;
+        pattern.is_match(value)
+            && items["minLength"].as_u64().is_none_or(|min| length >= min)
+            && items["maxLength"].as_u64().is_none_or(|max| length <= max)
+    };
+    for (field, value) in [
+        (&spec["targetSPIFFEIDs"], "spiffe://td/ns/a/sa/b"),
+        (&from["spiffeIDs"], "spiffe://td/ns/frontend/sa/*"),
+        (&from["spiffeIDs"], "spiffe://td/ns/jobs/**"),
+        (&from["spiffeIDs"], "spiffe://td/*/x/**"),
+        (&from["spiffeIDs"], "spiffe://td/.well-known/x"),
+        (&from["spiffeIDs"], "spiffe://td/.../x"),
+        (&from["notSpiffeIDs"], "spiffe://td/ns/frontend/sa/debug"),
+        (&from["trustDomains"], "partner.example"),
+        (&from["namespaces"], "front-end"),
+        (&to["methods"], "GET"),
+        (&to["paths"], "/inventory/*"),
+        (&to["paths"], "*.json"),
+        (&to["paths"], "/healthz"),
+        (&to["paths"], "*"),
+        (&to["notPaths"], "/inventory/admin/*"),
+    ] {
+        assert!(accepts(field, value), "{value} was refused");
+    }
+    for (name, field, value) in [
+        (
+            "partial wildcard",
+            &from["spiffeIDs"],
+            "spiffe://td/ns/front*",
+        ),
+        ("** not last", &from["spiffeIDs"], "spiffe://td/**/sa/x"),
+        ("***", &from["spiffeIDs"], "spiffe://td/ns/***"),
+        ("not a SPIFFE ID", &from["spiffeIDs"], "td/ns/a/sa/bcd"),
+        ("dot segment", &from["notSpiffeIDs"], "spiffe://td/ns/../x"),
+        ("single dot", &from["notSpiffeIDs"], "spiffe://td/ns/./x"),
+        ("trailing dots", &from["spiffeIDs"], "spiffe://td/ns/.."),
+        ("empty segment", &from["spiffeIDs"], "spiffe://td/ns//x"),
+        ("trailing slash", &from["spiffeIDs"], "spiffe://td/ns/"),
+        (
+            "upper-case trust domain",
+            &from["spiffeIDs"],
+            "spiffe://TD/ns/x",
+        ),
+        ("query", &from["spiffeIDs"], "spiffe://td/ns/x?y"),
+        ("bad target", &spec["targetSPIFFEIDs"], "spiffe://td/a*"),
+        ("upper-case trust domain", &from["trustDomains"], "TD"),
+        ("space in trust domain", &from["trustDomains"], "a b"),
+        ("bad namespace", &from["namespaces"], "Front_End"),
+        ("namespace ending in -", &from["namespaces"], "front-"),
+        ("long namespace", &from["namespaces"], &"a".repeat(64)),
+        ("lower-case method", &to["methods"], "get"),
+        ("relative path", &to["paths"], "inventory"),
+        ("inner star", &to["paths"], "/a/*/b"),
+        ("two stars", &to["notPaths"], "*a*"),
+        ("empty path", &to["paths"], ""),
+    ] {
+        assert!(!accepts(field, value), "{name}: {value} was accepted");
+    }
+    // Enums and ranges are OpenAPI validation (the API server's, not CEL): check the schema.
     assert_eq!(spec["action"]["enum"], json!(["ALLOW", "DENY", "AUDIT"]));
     assert_eq!(spec["enforcement"]["enum"], json!(["Enforce", "DryRun"]));
     let port = &spec["rules"]["items"]["properties"]["to"]["items"]["properties"]["ports"]["items"];
