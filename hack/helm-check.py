@@ -1441,6 +1441,32 @@ def check_defaults(binary: str | None) -> None:
         "server pod seccomp RuntimeDefault",
     )
     C.check(not sspec.get("hostNetwork"), "server has no hostNetwork")
+    # The kubelet makes an emptyDir root:<fsGroup> 2777; the non-root server cannot chmod it, so
+    # its data directory must be a subdirectory it creates, never the mount point itself.
+    server_mounts = [m["mountPath"] for m in sc.get("volumeMounts", [])]
+    data_dir = sflags.get("--data-dir", "")
+    C.check(
+        any(data_dir.startswith(path.rstrip("/") + "/") for path in server_mounts)
+        and data_dir not in server_mounts,
+        "server --data-dir is a subdirectory of its volume, not the mount point",
+    )
+    # Pod Security Standard "restricted" (the agent DaemonSet is privileged on purpose).
+    pod_sc = sspec["securityContext"]
+    C.check(
+        not sspec.get("hostPID")
+        and not sspec.get("hostIPC")
+        and all("hostPath" not in v for v in sspec.get("volumes", []))
+        and all(
+            set(c["securityContext"].get("capabilities", {}).get("add", [])) <= {"NET_BIND_SERVICE"}
+            and c["securityContext"].get("allowPrivilegeEscalation") is False
+            and not c["securityContext"].get("privileged")
+            and (c["securityContext"].get("runAsNonRoot") or pod_sc.get("runAsNonRoot"))
+            and c["securityContext"].get("capabilities", {}).get("drop") == ["ALL"]
+            for c in sspec["containers"]
+        )
+        and (pod_sc.get("seccompProfile", {}).get("type") in ("RuntimeDefault", "Localhost")),
+        "server pod satisfies Pod Security 'restricted'",
+    )
     C.check(
         sspec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0][
             "podAffinityTerm"

@@ -102,10 +102,7 @@ impl RunningAgent {
 }
 
 fn private_dir(path: &std::path::Path) -> Result<(), AgentError> {
-    std::fs::create_dir_all(path)
-        .map_err(|e| AgentError::Io(format!("creating {}: {e}", path.display())))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| AgentError::Io(format!("securing {}: {e}", path.display())))
+    signet_unix::ensure_private_dir(path, 0o700).map_err(|e| AgentError::Io(e.to_string()))
 }
 
 /// The first attestation. A join token is tried once (the operator is at the terminal); in
@@ -226,10 +223,8 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         .socket_path
         .parent()
         .ok_or_else(|| AgentError::Config("socket path has no directory".into()))?;
-    std::fs::create_dir_all(socket_dir)
-        .map_err(|e| AgentError::Io(format!("creating {}: {e}", socket_dir.display())))?;
     // Only the agent writes the directory; everyone may traverse it to reach the socket.
-    std::fs::set_permissions(socket_dir, std::fs::Permissions::from_mode(0o755))
+    signet_unix::ensure_private_dir(socket_dir, 0o755)
         .map_err(|e| AgentError::Io(e.to_string()))?;
     let _ = std::fs::remove_file(&config.socket_path);
     let listener = UnixListener::bind(&config.socket_path)
@@ -238,7 +233,9 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         .map_err(|e| AgentError::Io(e.to_string()))?;
     let incoming = UnixListenerStream::new(listener).filter_map(|conn| async move {
         match conn.and_then(peer::PeerStream::new) {
-            Ok(stream) => Some(Ok::<_, std::io::Error>(stream)),
+            Ok(stream) => Some(Ok::<_, std::io::Error>(signet_unix::normalize_authority(
+                stream,
+            ))),
             Err(error) => {
                 warn!(%error, "dropping a Workload API connection without peer credentials");
                 None

@@ -78,6 +78,17 @@ pub enum KeyStoreError {
         /// Its permission bits.
         mode: u32,
     },
+    /// The key file is a link, not a regular file, or belongs to another user: someone else may
+    /// have planted it (their CA) and could replace it.
+    #[error(
+        "key store {path} cannot be trusted: {reason}; remove it (and restore the real one) or choose another data directory"
+    )]
+    Untrusted {
+        /// The file involved.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// The store's backend could not be reached (e.g. the Kubernetes API for a Secret store).
     #[error("key store {store} is unavailable: {reason}")]
     Unavailable {

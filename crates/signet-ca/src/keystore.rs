@@ -3,6 +3,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -119,11 +120,28 @@ impl FileKeyStore {
 
 impl KeyStore for FileKeyStore {
     fn load(&self) -> Result<Option<PersistedState>, KeyStoreError> {
-        let metadata = match fs::metadata(&self.path) {
+        let metadata = match fs::symlink_metadata(&self.path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.io(e)),
         };
+        let untrusted = |reason: String| KeyStoreError::Untrusted {
+            path: self.path.clone(),
+            reason,
+        };
+        if metadata.file_type().is_symlink() {
+            return Err(untrusted("it is a symbolic link".into()));
+        }
+        if !metadata.is_file() {
+            return Err(untrusted("it is not a regular file".into()));
+        }
+        let uid = rustix::process::geteuid().as_raw();
+        if metadata.uid() != uid {
+            return Err(untrusted(format!(
+                "it belongs to uid {}, not to this process (uid {uid})",
+                metadata.uid()
+            )));
+        }
         let mode = metadata.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(KeyStoreError::InsecurePermissions {

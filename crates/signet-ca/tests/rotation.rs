@@ -298,6 +298,24 @@ fn key_file_is_private_and_corruption_is_never_papered_over() {
         "{err}"
     );
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // A key file behind a link, or owned by another user (planted: their CA), is not loaded.
+    let elsewhere = path.with_extension("elsewhere");
+    std::fs::rename(&path, &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+    let err = CertificateAuthority::open(h.config(), h.store.clone(), h.clock.clone()).unwrap_err();
+    assert!(
+        matches!(err, Error::KeyStore(KeyStoreError::Untrusted { .. })),
+        "{err}"
+    );
+    std::fs::remove_file(&path).unwrap();
+    std::fs::rename(&elsewhere, &path).unwrap();
+    if rustix::process::geteuid().is_root() {
+        std::os::unix::fs::chown(&path, Some(4242), Some(4242)).unwrap();
+        let err =
+            CertificateAuthority::open(h.config(), h.store.clone(), h.clock.clone()).unwrap_err();
+        assert!(err.to_string().contains("uid 4242"), "{err}");
+        std::os::unix::fs::chown(&path, Some(0), Some(0)).unwrap();
+    }
     // Keys of another trust domain.
     let other = signet_ca::CaConfig::new(signet_spiffe::TrustDomain::new("other.org").unwrap());
     let err = CertificateAuthority::open(other, h.store.clone(), h.clock.clone()).unwrap_err();

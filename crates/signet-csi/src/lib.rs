@@ -16,6 +16,7 @@ use std::sync::Arc;
 use signet_proto::csi::v1::identity_server::IdentityServer;
 use signet_proto::csi::v1::node_server::NodeServer;
 use tokio::net::UnixListener;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::UnixListenerStream;
 
 /// The driver name registered with the kubelet unless configured otherwise.
@@ -126,9 +127,13 @@ impl CsiPlugin {
         let server = tonic::transport::Server::builder()
             .add_service(identity)
             .add_service(node)
-            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
-                let _ = stopped.await;
-            });
+            .serve_with_incoming_shutdown(
+                UnixListenerStream::new(listener)
+                    .map(|conn| conn.map(signet_unix::normalize_authority)),
+                async {
+                    let _ = stopped.await;
+                },
+            );
         tokio::pin!(server);
         tokio::select! {
             result = &mut server => return Ok(result?),

@@ -30,6 +30,7 @@ use signet_proto::agent::agent_service_server::AgentServiceServer;
 use signet_spiffe::TrustDomain;
 use signet_tls::SpiffeClientVerifier;
 use tokio::net::{TcpListener, UnixListener};
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tracing::{debug, info};
 
@@ -119,11 +120,10 @@ impl RunningServer {
     }
 }
 
+/// The data directory holds the CA keys: ours alone, never behind a link, never in a directory
+/// another user controls (see `signet_unix::ensure_private_dir`).
 fn private_dir(path: &Path) -> Result<(), ServerError> {
-    std::fs::create_dir_all(path)
-        .map_err(|e| ServerError::Io(format!("creating {}: {e}", path.display())))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| ServerError::Io(format!("securing {}: {e}", path.display())))
+    signet_unix::ensure_private_dir(path, 0o700).map_err(|e| ServerError::Io(e.to_string()))
 }
 
 /// Opens the stores, starts every listener and background task, and returns once the server is
@@ -324,7 +324,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     tasks.push(tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
             .add_service(AdminServer::new(admin))
-            .serve_with_incoming(UnixListenerStream::new(admin_listener))
+            .serve_with_incoming(
+                UnixListenerStream::new(admin_listener)
+                    .map(|conn| conn.map(signet_unix::normalize_authority)),
+            )
             .await;
         if let Err(error) = result {
             tracing::error!(%error, "admin API stopped");

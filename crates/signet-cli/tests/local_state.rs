@@ -1,0 +1,133 @@
+//! Where the daemons keep their state on the host: a non-root server in a directory the kubelet
+//! made (emptyDir: root:<fsGroup> 2777), and a quickstart whose predictable directory another
+//! user planted first. Real `signet` processes; uid switches need root (as in CI).
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{TD, free_port, http_get, my_uid, signet_bin, wait_for};
+
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_non_root_server_runs_in_a_kubelet_made_empty_dir() {
+    if my_uid() != 0 {
+        eprintln!("skipping: needs root to switch to uid 65532");
+        return;
+    }
+    let base = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let volume = base.path().join("volume");
+    std::fs::create_dir(&volume).unwrap();
+    std::fs::set_permissions(&volume, std::fs::Permissions::from_mode(0o2777)).unwrap();
+    let server = |data_dir: &std::path::Path, health: u16| {
+        let mut command = Command::new(signet_bin());
+        command
+            .args(["server", "--trust-domain", TD])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--bind-address", &format!("127.0.0.1:{}", free_port())])
+            .args(["--health-address", &format!("127.0.0.1:{health}")])
+            .uid(65532)
+            .gid(65532)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        command
+    };
+    // As the chart runs it: the data directory is a subdirectory of the volume.
+    let health = free_port();
+    let child = Killed(server(&volume.join("server"), health).spawn().unwrap());
+    wait_for("the unprivileged server", Duration::from_secs(60), || {
+        http_get(health, "/readyz").0 == 200
+    });
+    let data = std::fs::metadata(volume.join("server")).unwrap();
+    assert_eq!((data.uid(), data.mode() & 0o7777), (65532, 0o700));
+    assert!(volume.join("server/admin.sock").exists());
+    drop(child);
+    // The mount point itself cannot be made private by uid 65532: a clear refusal, no chmod.
+    let out = server(&volume, free_port()).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        said.contains("belongs to uid 0") && said.contains("subdirectory"),
+        "{said}"
+    );
+    assert_eq!(std::fs::metadata(&volume).unwrap().mode() & 0o7777, 0o2777);
+}
+
+#[test]
+fn quickstart_refuses_a_directory_another_user_planted() {
+    if my_uid() != 0 {
+        eprintln!("skipping: needs root to plant files as another user");
+        return;
+    }
+    // TMPDIR stands in for /tmp: the attacker pre-creates the predictable quickstart directory
+    // with their own CA key in it.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let planted = tmp.path().join("signet-quickstart-0");
+    std::fs::create_dir_all(planted.join("server")).unwrap();
+    std::fs::write(planted.join("server/ca-keys.json"), b"{\"attacker\": true}").unwrap();
+    std::fs::set_permissions(
+        planted.join("server/ca-keys.json"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    for path in [
+        &planted,
+        &planted.join("server"),
+        &planted.join("server/ca-keys.json"),
+    ] {
+        std::os::unix::fs::chown(path, Some(4242), Some(4242)).unwrap();
+    }
+    let out = Command::new(signet_bin())
+        .arg("quickstart")
+        .args(["--bind-address", &format!("127.0.0.1:{}", free_port())])
+        .env("TMPDIR", tmp.path())
+        .env_remove("SIGNET_QUICKSTART_DIR")
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("uid 4242"), "{said}");
+    // Nothing of ours was written into it.
+    let entries: Vec<_> = std::fs::read_dir(planted.join("server")).unwrap().collect();
+    assert_eq!(entries.len(), 1, "only the planted key file");
+
+    // Our own directory with a key file another user slipped in: refused as well.
+    let own = tmp.path().join("own");
+    std::fs::create_dir_all(own.join("server")).unwrap();
+    std::fs::set_permissions(own.join("server"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::copy(
+        planted.join("server/ca-keys.json"),
+        own.join("server/ca-keys.json"),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(own.join("server/ca-keys.json"), Some(4242), Some(4242)).unwrap();
+    let out = Command::new(signet_bin())
+        .arg("quickstart")
+        .arg("--data-dir")
+        .arg(&own)
+        .args(["--bind-address", &format!("127.0.0.1:{}", free_port())])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        said.contains("cannot be trusted") && said.contains("uid 4242"),
+        "{said}"
+    );
+}

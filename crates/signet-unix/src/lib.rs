@@ -1,0 +1,9 @@
+//! What Signet's daemons trust on their own host: directories that hold keys, databases and
+//! sockets (created with safe modes, owner and type checked), and gRPC served on Unix sockets to
+//! every client library.
+
+mod authority;
+mod private_dir;
+
+pub use authority::{AuthorityNormalizer, MAX_HEADER_BLOCK, normalize_authority};
+pub use private_dir::{PrivateDirError, ensure_private_dir};
