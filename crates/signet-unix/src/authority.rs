@@ -36,10 +36,11 @@ const FLAG_PRIORITY: u8 = 0x20;
 /// The smallest SETTINGS_MAX_FRAME_SIZE a peer may announce: frames we emit never exceed it.
 const MAX_EMITTED_FRAME: usize = 16_384;
 /// The header table size the server decodes with (HTTP/2's default, which `h2` keeps).
-const HEADER_TABLE_SIZE: usize = 4_096;
-/// The largest header block (HEADERS and its CONTINUATIONs) accepted; the server's own header
-/// list limit is smaller, this only bounds our buffering.
-pub const MAX_HEADER_BLOCK: usize = 256 * 1024;
+const HEADER_TABLE_SIZE: u32 = 4_096;
+/// The largest header block (HEADERS and its CONTINUATIONs) accepted, and the largest header
+/// list it may decode to (counted as HTTP/2 does: name + value + 32 per field): twice the 16 KiB
+/// that hyper's server accepts, so only blocks the server would refuse anyway are cut off.
+pub const MAX_HEADER_BLOCK: usize = 32 * 1024;
 /// What replaces an unusable authority.
 const REPLACEMENT: &[u8] = b"localhost";
 
@@ -83,8 +84,8 @@ pub struct AuthorityNormalizer<S> {
     /// Bytes ready for the server.
     output: BytesMut,
     pending: Option<PendingBlock>,
-    decoder: loona_hpack::Decoder<'static>,
-    encoder: loona_hpack::Encoder<'static>,
+    decoder: httlib_hpack::Decoder<'static>,
+    encoder: httlib_hpack::Encoder<'static>,
     rewritten: u64,
 }
 
@@ -99,9 +100,10 @@ impl<S> std::fmt::Debug for AuthorityNormalizer<S> {
 
 /// Wraps an accepted connection.
 pub fn normalize_authority<S>(inner: S) -> AuthorityNormalizer<S> {
-    let mut decoder = loona_hpack::Decoder::new();
-    // A client may not grow our table beyond what the HTTP/2 default allows it.
-    decoder.set_max_allowed_table_size(HEADER_TABLE_SIZE);
+    // A client may not grow our table beyond what the HTTP/2 default allows it; our encoder's
+    // table matches what the server's decoder expects.
+    let decoder = httlib_hpack::Decoder::with_dynamic_size(HEADER_TABLE_SIZE);
+    let encoder = httlib_hpack::Encoder::with_dynamic_size(HEADER_TABLE_SIZE);
     AuthorityNormalizer {
         inner,
         phase: Phase::Preface,
@@ -109,7 +111,7 @@ pub fn normalize_authority<S>(inner: S) -> AuthorityNormalizer<S> {
         output: BytesMut::new(),
         pending: None,
         decoder,
-        encoder: loona_hpack::Encoder::new(),
+        encoder,
         rewritten: 0,
     }
 }
@@ -256,21 +258,36 @@ impl<S> AuthorityNormalizer<S> {
     }
 
     fn emit(&mut self, block: PendingBlock) -> io::Result<()> {
-        let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        self.decoder
-            .decode_with_cb(&block.fragment, |name, value| {
-                fields.push((name.into_owned(), value.into_owned()));
-            })
-            .map_err(|e| protocol_error(&format!("undecodable header block: {e:?}")))?;
-        for (name, value) in &mut fields {
-            if name.as_slice() == b":authority" && !valid_authority(value) {
-                *value = REPLACEMENT.to_vec();
-                self.rewritten += 1;
+        let mut remaining = block.fragment;
+        let mut encoded = Vec::with_capacity(remaining.len() + 16);
+        let mut list_size = 0;
+        while !remaining.is_empty() {
+            // One field at a time, so an oversized list is refused before it is all decoded.
+            let mut decoded = Vec::with_capacity(1);
+            self.decoder
+                .decode_exact(&mut remaining, &mut decoded)
+                .map_err(|e| protocol_error(&format!("undecodable header block: {e:?}")))?;
+            for (name, mut value, flags) in decoded {
+                list_size += name.len() + value.len() + 32;
+                if list_size > MAX_HEADER_BLOCK {
+                    return Err(protocol_error("a header list is too large"));
+                }
+                if name.as_slice() == b":authority" && !valid_authority(&value) {
+                    value = REPLACEMENT.to_vec();
+                    self.rewritten += 1;
+                }
+                // Fields the client marked never-indexed stay so; the rest may be indexed in
+                // the table our encoder shares with the server's decoder.
+                let flags = if flags & httlib_hpack::Decoder::NEVER_INDEXED != 0 {
+                    httlib_hpack::Encoder::NEVER_INDEXED
+                } else {
+                    httlib_hpack::Encoder::BEST_FORMAT | httlib_hpack::Encoder::WITH_INDEXING
+                };
+                self.encoder
+                    .encode((name, value, flags), &mut encoded)
+                    .map_err(|e| protocol_error(&format!("unencodable header: {e:?}")))?;
             }
         }
-        let encoded = self
-            .encoder
-            .encode(fields.iter().map(|(n, v)| (n.as_slice(), v.as_slice())));
         let first_room = MAX_EMITTED_FRAME - block.priority.map_or(0, |p| p.len());
         let (first, mut rest) = encoded.split_at(first_room.min(encoded.len()));
         let mut flags = 0;

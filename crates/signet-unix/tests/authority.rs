@@ -63,8 +63,24 @@ fn request_headers(authority: &str, path: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
     .collect()
 }
 
-fn encode(encoder: &mut loona_hpack::Encoder<'_>, fields: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
-    encoder.encode(fields.iter().map(|(n, v)| (n.as_slice(), v.as_slice())))
+/// Encodes as gRPC clients do: Huffman-coded strings, indexed in the dynamic table.
+fn encode(encoder: &mut httlib_hpack::Encoder<'_>, fields: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    use httlib_hpack::Encoder;
+    let flags = Encoder::HUFFMAN_NAME
+        | Encoder::HUFFMAN_VALUE
+        | Encoder::WITH_INDEXING
+        | Encoder::BEST_FORMAT;
+    let mut out = Vec::new();
+    for (name, value) in fields {
+        encoder
+            .encode((name.clone(), value.clone(), flags), &mut out)
+            .unwrap();
+    }
+    out
+}
+
+fn client_encoder() -> httlib_hpack::Encoder<'static> {
+    httlib_hpack::Encoder::with_dynamic_size(4096)
 }
 
 /// Runs `input` through the normalizer and returns what the server would read.
@@ -85,7 +101,7 @@ async fn normalized(input: Vec<u8>) -> std::io::Result<Vec<u8>> {
 }
 
 fn decode_blocks(frames: &[Frame]) -> Vec<(u32, Vec<(String, String)>)> {
-    let mut decoder = loona_hpack::Decoder::new();
+    let mut decoder = httlib_hpack::Decoder::with_dynamic_size(4096);
     let mut blocks = Vec::new();
     let mut current: Option<(u32, Vec<u8>)> = None;
     for f in frames.iter().filter(|f| f.kind == 0x1 || f.kind == 0x9) {
@@ -100,16 +116,13 @@ fn decode_blocks(frames: &[Frame]) -> Vec<(u32, Vec<(String, String)>)> {
             current.as_mut().unwrap().1.extend(payload);
         }
         if f.flags & 0x4 != 0 {
-            let (stream, block) = current.take().unwrap();
-            let mut fields = Vec::new();
-            decoder
-                .decode_with_cb(&block, |n, v| {
-                    fields.push((
-                        String::from_utf8(n.into_owned()).unwrap(),
-                        String::from_utf8(v.into_owned()).unwrap(),
-                    ));
-                })
-                .unwrap();
+            let (stream, mut block) = current.take().unwrap();
+            let mut decoded = Vec::new();
+            decoder.decode(&mut block, &mut decoded).unwrap();
+            let fields = decoded
+                .into_iter()
+                .map(|(n, v, _)| (String::from_utf8(n).unwrap(), String::from_utf8(v).unwrap()))
+                .collect();
             blocks.push((stream, fields));
         }
     }
@@ -122,7 +135,7 @@ fn field<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
 
 #[tokio::test]
 async fn a_socket_path_authority_becomes_localhost_and_everything_else_is_kept() {
-    let mut client = loona_hpack::Encoder::new();
+    let mut client = client_encoder();
     let mut input = PREFACE.to_vec();
     let settings = frame(0x4, 0, 0, &[0, 3, 0, 0, 0, 100]);
     input.extend(&settings);
@@ -175,10 +188,12 @@ async fn a_socket_path_authority_becomes_localhost_and_everything_else_is_kept()
 
 #[tokio::test]
 async fn padding_priority_continuations_and_end_stream_survive() {
-    let mut client = loona_hpack::Encoder::new();
+    let mut client = client_encoder();
     let mut fields = request_headers(C_CORE_AUTHORITY, "/SpiffeWorkloadAPI/FetchJWTSVID");
     // A block larger than one frame, so the output needs CONTINUATION frames too.
-    fields.push((b"x-big".to_vec(), vec![b'a'; 40_000]));
+    // Huffman-coded by the client (5 bits a letter), written raw by the normalizer: more than
+    // one frame on the way out.
+    fields.push((b"x-big".to_vec(), vec![b'a'; 20_000]));
     let block = encode(&mut client, &fields);
     let (first, rest) = block.split_at(100);
     let (second, third) = rest.split_at(1000);
@@ -204,12 +219,12 @@ async fn padding_priority_continuations_and_end_stream_survive() {
     assert_eq!(frames.last().unwrap().flags, 0x4);
     let blocks = decode_blocks(&frames);
     assert_eq!(field(&blocks[0].1, ":authority"), "localhost");
-    assert_eq!(field(&blocks[0].1, "x-big").len(), 40_000);
+    assert_eq!(field(&blocks[0].1, "x-big").len(), 20_000);
 }
 
 #[tokio::test]
 async fn malformed_or_oversized_header_blocks_end_the_connection() {
-    let mut client = loona_hpack::Encoder::new();
+    let mut client = client_encoder();
     let block = encode(&mut client, &request_headers(C_CORE_AUTHORITY, "/x"));
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("CONTINUATION without HEADERS", frame(0x9, 0x4, 1, &block)),
@@ -291,7 +306,7 @@ async fn a_real_h2_server_answers_a_c_core_client_only_through_the_normalizer() 
                     .await;
             }
         });
-        let mut encoder = loona_hpack::Encoder::new();
+        let mut encoder = client_encoder();
         let block = encode(
             &mut encoder,
             &request_headers(C_CORE_AUTHORITY, "/SpiffeWorkloadAPI/FetchX509SVID"),
