@@ -1,14 +1,15 @@
 //! The admin API's policy calls: apply, list and delete standalone AuthorizationPolicies, and
 //! explain a decision from the live policy set.
 
+use signet_controller::authorization::PolicyTarget;
 use signet_core::policy::{
-    self, HttpRequest, Outcome, PolicySet, Request, TrustContext, normalize_path,
+    self, HttpRequest, Outcome, PolicyBinding, PolicySet, Request, TrustContext, normalize_path,
 };
 use signet_proto::admin as pb;
 use signet_proto::authz;
 use signet_spiffe::{SpiffeId, TrustDomain};
 use tonic::Status;
-use tracing::{info, warn};
+use tracing::{error, info};
 
 use crate::datastore::{Datastore, PolicyWrite};
 use crate::error::ServerError;
@@ -24,32 +25,71 @@ fn refuse_in_kubernetes(kubernetes: bool) -> Result<(), Status> {
 }
 
 /// Reloads the live set from SQLite (start-up and after every change).
+///
+/// Stored documents passed the same checks when applied. One that no longer compiles (written
+/// by another version, or edited in the database) fails closed exactly as an invalid resource
+/// does in Kubernetes: an enforced DENY denies everything to its targets, an enforced ALLOW admits
+/// nothing to them. One whose targets cannot even be read leaves the whole set unpublished (agents
+/// keep what they had; a proxy that never had a set stays not ready) until it is fixed or deleted:
+/// serving the others would fall back to the default policy for its targets.
 pub async fn load_standalone(
     datastore: &Datastore,
     store: &PolicyStore,
 ) -> Result<usize, ServerError> {
     let stored = datastore.list_policies().await?;
     let mut bindings = Vec::with_capacity(stored.len());
+    let mut unreadable = Vec::new();
     for row in &stored {
-        // Stored documents passed the same checks when applied; one that no longer compiles
-        // (written by another version) is reported, never half-applied.
+        let policy = format!("{}/{}", row.namespace, row.name);
         match read_documents(&row.document) {
             Ok(mut policies) if policies.len() == 1 => {
                 if let Some(binding) = policies.remove(0).binding() {
                     bindings.push(binding);
                 }
             }
-            Ok(_) => {
-                warn!(policy = %format!("{}/{}", row.namespace, row.name), "stored policy holds several documents; skipped")
-            }
-            Err(errors) => {
-                warn!(policy = %format!("{}/{}", row.namespace, row.name), errors = ?errors, "stored policy no longer compiles; skipped")
+            outcome => {
+                let errors = outcome
+                    .err()
+                    .unwrap_or_else(|| vec!["several documents".into()]);
+                match stored_fail_closed(row) {
+                    Some(binding) => {
+                        error!(%policy, ?errors, "stored policy no longer compiles: it fails closed for its targets (an enforced DENY denies everything, an ALLOW admits nothing) until it is applied again or deleted");
+                        bindings.extend(binding);
+                    }
+                    None => {
+                        error!(%policy, ?errors, "stored policy cannot be read, so its targets are unknown: no policy set is published until it is applied again or deleted (signet policy delete)");
+                        unreadable.push(policy);
+                    }
+                }
             }
         }
+    }
+    if !unreadable.is_empty() {
+        return Ok(0);
     }
     let count = bindings.len();
     store.replace(bindings);
     Ok(count)
+}
+
+/// The fail-closed binding of a stored policy that no longer compiles: `Some(None)` when it binds
+/// nothing (AUDIT, DryRun), `None` when not even its action and targets can be read.
+fn stored_fail_closed(row: &crate::datastore::StoredPolicy) -> Option<Option<PolicyBinding>> {
+    let resource: signet_api::AuthorizationPolicy = serde_json::from_str(&row.document).ok()?;
+    if resource.spec.enforcement != signet_api::PolicyEnforcement::Enforce
+        || resource.spec.action == signet_api::PolicyAction::Audit
+    {
+        return Some(None);
+    }
+    let compiled =
+        signet_controller::authorization::fail_closed(&row.namespace, &row.name, &resource.spec)?;
+    match compiled.target {
+        PolicyTarget::SpiffeIds(targets) => Some(Some(PolicyBinding {
+            policy: compiled.policy,
+            targets,
+        })),
+        PolicyTarget::Pods(_) => None,
+    }
 }
 
 fn warnings(policy: &AppliedPolicy, local: &TrustDomain) -> Vec<String> {
@@ -264,4 +304,92 @@ pub fn check(
             .collect(),
         path: path.unwrap_or_default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stored document as `policy apply` writes it, with a rule a newer or older version would
+    /// not compile (a partial wildcard).
+    fn broken(name: &str, action: &str) -> (String, String, String) {
+        let document = serde_json::json!({
+            "apiVersion": "signet.dev/v1alpha1",
+            "kind": "AuthorizationPolicy",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {
+                "targetSPIFFEIDs": ["spiffe://example.org/backend"],
+                "action": action,
+                "rules": [{"from": [{"spiffeIDs": ["spiffe://example.org/front*"]}],
+                           "to": [{"paths": ["/admin/*"]}]}],
+            },
+        });
+        ("default".into(), name.into(), document.to_string())
+    }
+
+    async fn allowed(store: &PolicyStore, path: &str) -> bool {
+        let set = store.current().expect("a published policy set");
+        let request = pb::CheckAuthorizationRequest {
+            from: "spiffe://example.org/frontend".into(),
+            to: "spiffe://example.org/backend".into(),
+            port: 8080,
+            method: "GET".into(),
+            path: path.into(),
+        };
+        let local = TrustDomain::new("example.org").unwrap();
+        let target = SpiffeId::new("spiffe://example.org/backend").unwrap();
+        check(&set, &local, &[target], &request).unwrap().allowed
+    }
+
+    #[tokio::test]
+    async fn stored_policies_that_no_longer_compile_fail_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let datastore = Datastore::open(&dir.path().join("signet.db")).unwrap();
+        let store = PolicyStore::new(signet_core::policy::DefaultPolicy::AllowTrustDomain);
+
+        // A broken DENY denies everything to its targets (the default would have allowed).
+        datastore
+            .put_policies(vec![broken("deny-admin", "DENY")])
+            .await
+            .unwrap();
+        assert_eq!(load_standalone(&datastore, &store).await.unwrap(), 1);
+        assert!(!allowed(&store, "/admin/users").await);
+        assert!(!allowed(&store, "/public").await);
+
+        // A broken ALLOW admits nothing, and still shields its targets from the default.
+        datastore
+            .delete_policy("default".into(), "deny-admin".into())
+            .await
+            .unwrap();
+        datastore
+            .put_policies(vec![broken("allow-admin", "ALLOW")])
+            .await
+            .unwrap();
+        load_standalone(&datastore, &store).await.unwrap();
+        assert!(!allowed(&store, "/admin/users").await);
+
+        // Without it, the default applies again.
+        datastore
+            .delete_policy("default".into(), "allow-admin".into())
+            .await
+            .unwrap();
+        load_standalone(&datastore, &store).await.unwrap();
+        assert!(allowed(&store, "/admin/users").await);
+
+        // A row whose targets cannot be read: nothing new is published (the last set stays).
+        let published = store.current();
+        datastore
+            .put_policies(vec![(
+                "default".into(),
+                "garbage".into(),
+                "{not json".into(),
+            )])
+            .await
+            .unwrap();
+        assert_eq!(load_standalone(&datastore, &store).await.unwrap(), 0);
+        assert_eq!(store.current(), published);
+        let fresh = PolicyStore::new(signet_core::policy::DefaultPolicy::AllowTrustDomain);
+        load_standalone(&datastore, &fresh).await.unwrap();
+        assert!(fresh.current().is_none(), "a fresh start publishes nothing");
+    }
 }
