@@ -223,6 +223,13 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         .socket_path
         .parent()
         .ok_or_else(|| AgentError::Config("socket path has no directory".into()))?;
+    if !peer::kernel_pins_peers() {
+        warn!(
+            "this kernel does not record the connecting process of a Unix socket (SO_PEERPIDFD, \
+             Linux 6.5 or later): workloads are attested by uid and gid only; unix:path, \
+             unix:sha256, unix:supplementary_gid and every k8s: selector are unavailable"
+        );
+    }
     // Only the agent writes the directory; everyone may traverse it to reach the socket.
     signet_unix::ensure_private_dir(socket_dir, 0o755)
         .map_err(|e| AgentError::Io(e.to_string()))?;

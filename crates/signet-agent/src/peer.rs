@@ -1,7 +1,13 @@
 //! Who is on the other end of a Workload API connection: kernel-supplied credentials
-//! (`SO_PEERCRED`) plus a pidfd opened at accept time. The pidfd pins the original process, so
-//! after attestation reads `/proc/<pid>` we can tell whether that PID still belongs to the
-//! process that connected (PID-reuse defence).
+//! (`SO_PEERCRED`) plus a pidfd of the process that called `connect()`, taken by the kernel at
+//! connect time (`SO_PEERPIDFD`, Linux ≥ 6.5). The pidfd pins that process: after attestation
+//! reads `/proc/<pid>`, it tells whether the PID still belongs to the process that connected.
+//!
+//! A pidfd opened at *accept* (`pidfd_open(pid)`) is not enough: a caller can connect, exit and
+//! let another process take its PID while the connection waits in the accept queue, and the agent
+//! would then attest the newcomer. Where the kernel cannot give the connect-time pidfd, the peer
+//! is not pinned and attestation uses the connect-time credentials only (uid, gid and their
+//! names): no selector is read from `/proc` (see `attestor::unix` and `workload_api`).
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -10,7 +16,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
-use rustix::process::{Pid, PidfdFlags, pidfd_open};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixStream;
 use tonic::transport::server::Connected;
@@ -24,25 +29,26 @@ pub struct PeerInfo {
     pub uid: u32,
     /// Effective group id at connect time.
     pub gid: u32,
-    /// A pidfd for `pid`, opened at accept time.
+    /// A pidfd of the process that connected, taken by the kernel at connect time; `None` when
+    /// the kernel cannot provide it (the peer is then not pinned: no `/proc`-based selectors).
     pub pidfd: Option<Arc<OwnedFd>>,
 }
 
 impl PeerInfo {
-    /// Reads the credentials of a freshly accepted connection and pins the process.
+    /// Reads the credentials the kernel recorded when the peer connected.
     pub fn from_stream(stream: &UnixStream) -> io::Result<Self> {
         let cred = stream.peer_cred()?;
-        let pid = cred.pid();
-        let pidfd = pid
-            .and_then(Pid::from_raw)
-            .and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok())
-            .map(Arc::new);
         Ok(Self {
-            pid,
+            pid: cred.pid(),
             uid: cred.uid(),
             gid: cred.gid(),
-            pidfd,
+            pidfd: connect_time_pidfd(stream).map(Arc::new),
         })
+    }
+
+    /// Whether `/proc/<pid>` may be read for this peer: the process that connected is pinned.
+    pub fn pinned(&self) -> bool {
+        self.pid.is_some() && self.pidfd.is_some()
     }
 
     /// Whether the process that connected is still alive (so `/proc/<pid>` still describes it).
@@ -62,6 +68,19 @@ impl PeerInfo {
             Err(_) => false,
         }
     }
+}
+
+/// The pidfd of the process that connected `stream`, as the kernel recorded it at connect time.
+fn connect_time_pidfd(stream: &UnixStream) -> Option<OwnedFd> {
+    nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerPidfd).ok()
+}
+
+/// Whether this kernel records the connecting process's pidfd (`SO_PEERPIDFD`, Linux ≥ 6.5).
+/// Without it, `/proc`-based selectors are never offered.
+pub fn kernel_pins_peers() -> bool {
+    std::os::unix::net::UnixStream::pair().is_ok_and(|(a, _b)| {
+        nix::sys::socket::getsockopt(&a, nix::sys::socket::sockopt::PeerPidfd).is_ok()
+    })
 }
 
 /// A Unix stream carrying the peer information captured at accept.
@@ -114,6 +133,8 @@ impl AsyncWrite for PeerStream {
 
 #[cfg(test)]
 mod tests {
+    use rustix::process::{Pid, PidfdFlags, pidfd_open};
+
     use super::*;
 
     #[tokio::test]

@@ -115,7 +115,13 @@ impl WorkloadApi {
                 Status::unavailable("workload attestation failed")
             })?;
         let mut selectors = selectors;
-        if let (Some(k8s), Some(pid)) = (&self.k8s_attestor, peer.pid) {
+        if let Some(k8s) = &self.k8s_attestor {
+            // The pod comes from /proc/<pid>/cgroup: only for a caller the kernel pinned.
+            let pid = peer.pid.filter(|_| peer.pinned()).ok_or_else(|| {
+                self.metrics.attestation_failures.inc();
+                debug!("k8s workload attestation refused: the caller is not pinned (SO_PEERPIDFD, Linux 6.5 or later, is needed)");
+                Status::unavailable("workload attestation failed: this kernel cannot pin the calling process (Linux 6.5 or later is needed for Kubernetes attestation)")
+            })?;
             let pod_selectors = k8s.attest(pid).await.map_err(|error| {
                 self.metrics.attestation_failures.inc();
                 debug!(%error, reason = error.metric_label(), "k8s workload attestation failed");
@@ -123,7 +129,7 @@ impl WorkloadApi {
             })?;
             selectors.extend(pod_selectors);
         }
-        if !peer.still_alive() {
+        if peer.pinned() && !peer.still_alive() {
             self.metrics.attestation_failures.inc();
             warn!(pid = ?peer.pid, "caller exited during attestation (possible PID reuse); refused");
             return Err(Status::unauthenticated(

@@ -88,29 +88,42 @@ pub fn supplementary_groups(status: &str) -> BTreeSet<u32> {
 }
 
 /// Attests a peer. Runs blocking file I/O: call it on the blocking pool.
+///
+/// Only a pinned peer (the kernel gave the connecting process's pidfd) has selectors read from
+/// `/proc/<pid>`; for any other, `/proc/<pid>` may describe a process that took the PID after the
+/// caller left, so only the connect-time uid and gid (and their names) are offered.
 pub fn attest(config: &UnixAttestorConfig, peer: &PeerInfo) -> Result<SelectorSet, AttestError> {
+    let mut found: Vec<Option<Selector>> = vec![
+        selector("uid", peer.uid.to_string()),
+        selector("gid", peer.gid.to_string()),
+        name_of(&config.passwd, peer.uid).and_then(|n| selector("user", n)),
+        name_of(&config.group, peer.gid).and_then(|n| selector("group", n)),
+    ];
+    if peer.pinned() {
+        found.extend(proc_selectors(config, peer)?);
+    }
+    Ok(found.into_iter().flatten().collect())
+}
+
+/// What `/proc/<pid>` tells of a pinned peer: supplementary groups, and the binary's path and
+/// digest when configured.
+fn proc_selectors(
+    config: &UnixAttestorConfig,
+    peer: &PeerInfo,
+) -> Result<Vec<Option<Selector>>, AttestError> {
     let pid = peer.pid.ok_or(AttestError::NoPid)?;
     let proc_dir = config.proc_root.join(pid.to_string());
     let status = std::fs::read_to_string(proc_dir.join("status"))
         .map_err(|source| AttestError::Proc { pid, source })?;
-    let mut set = SelectorSet::new();
-    let mut add = |s: Option<Selector>| {
-        if let Some(s) = s {
-            set.insert(s);
-        }
-    };
-    add(selector("uid", peer.uid.to_string()));
-    add(selector("gid", peer.gid.to_string()));
-    add(name_of(&config.passwd, peer.uid).and_then(|n| selector("user", n)));
-    add(name_of(&config.group, peer.gid).and_then(|n| selector("group", n)));
+    let mut found = Vec::new();
     for gid in supplementary_groups(&status) {
-        add(selector("supplementary_gid", gid.to_string()));
-        add(name_of(&config.group, gid).and_then(|n| selector("supplementary_group", n)));
+        found.push(selector("supplementary_gid", gid.to_string()));
+        found.push(name_of(&config.group, gid).and_then(|n| selector("supplementary_group", n)));
     }
     if config.discover_path || config.hash_binary {
         let exe = proc_dir.join("exe");
         match std::fs::read_link(&exe) {
-            Ok(path) => add(selector("path", path.to_string_lossy().into_owned())),
+            Ok(path) => found.push(selector("path", path.to_string_lossy().into_owned())),
             // Typically EACCES: the process holds capabilities the agent lacks (ptrace access
             // check), so no unix:path selector can be offered for it.
             Err(error) => tracing::debug!(pid = peer.pid, %error, "no unix:path selector"),
@@ -118,12 +131,10 @@ pub fn attest(config: &UnixAttestorConfig, peer: &PeerInfo) -> Result<SelectorSe
         if config.hash_binary {
             // Hash through /proc/<pid>/exe: the binary the process runs, even if the path was
             // replaced since.
-            if let Some(hex) = sha256_file(&exe) {
-                add(selector("sha256", hex));
-            }
+            found.push(sha256_file(&exe).and_then(|hex| selector("sha256", hex)));
         }
     }
-    Ok(set)
+    Ok(found)
 }
 
 fn sha256_file(path: &Path) -> Option<String> {
@@ -150,7 +161,21 @@ fn sha256_file(path: &Path) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+
+    /// A peer the kernel pinned (the pidfd is this test process's own; `pid` names the fixture).
+    fn pinned(pid: i32, uid: u32, gid: u32) -> PeerInfo {
+        let own = rustix::process::getpid();
+        let pidfd = rustix::process::pidfd_open(own, rustix::process::PidfdFlags::empty()).unwrap();
+        PeerInfo {
+            pid: Some(pid),
+            uid,
+            gid,
+            pidfd: Some(Arc::new(pidfd)),
+        }
+    }
 
     fn fixture() -> (tempfile::TempDir, UnixAttestorConfig) {
         let dir = tempfile::tempdir().unwrap();
@@ -183,13 +208,7 @@ mod tests {
     #[test]
     fn reports_every_unix_selector() {
         let (dir, config) = fixture();
-        let peer = PeerInfo {
-            pid: Some(4242),
-            uid: 1000,
-            gid: 1000,
-            pidfd: None,
-        };
-        let set = attest(&config, &peer).unwrap();
+        let set = attest(&config, &pinned(4242, 1000, 1000)).unwrap();
         let binary = dir.path().join("app-bin");
         let expected = [
             "unix:uid:1000".to_owned(),
@@ -211,35 +230,55 @@ mod tests {
         assert_eq!(got.len(), 10);
     }
 
+    /// Without a connect-time pidfd, /proc/<pid> may describe a process that took the PID after
+    /// the caller left: only the connect-time uid and gid count.
     #[test]
-    fn unknown_names_and_missing_processes() {
+    fn an_unpinned_peer_gets_no_proc_selectors() {
         let (_dir, config) = fixture();
         let peer = PeerInfo {
             pid: Some(4242),
-            uid: 5555,
-            gid: 5555,
+            uid: 1000,
+            gid: 1000,
             pidfd: None,
         };
         let got = attest(&config, &peer).unwrap().to_strings();
+        assert_eq!(
+            got,
+            [
+                "unix:gid:1000",
+                "unix:group:alice",
+                "unix:uid:1000",
+                "unix:user:alice"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_names_and_missing_processes() {
+        let (_dir, config) = fixture();
+        let got = attest(&config, &pinned(4242, 5555, 5555))
+            .unwrap()
+            .to_strings();
         assert!(got.contains(&"unix:uid:5555".to_owned()));
         assert!(!got.iter().any(|s| s.starts_with("unix:user:")));
-        let gone = PeerInfo {
-            pid: Some(9999),
-            uid: 0,
-            gid: 0,
-            pidfd: None,
-        };
         assert!(matches!(
-            attest(&config, &gone),
+            attest(&config, &pinned(9999, 0, 0)),
             Err(AttestError::Proc { pid: 9999, .. })
         ));
         let no_pid = PeerInfo {
             pid: None,
-            uid: 0,
-            gid: 0,
-            pidfd: None,
+            ..pinned(0, 0, 0)
         };
-        assert!(matches!(attest(&config, &no_pid), Err(AttestError::NoPid)));
+        assert_eq!(
+            attest(&config, &no_pid).unwrap().to_strings(),
+            [
+                "unix:gid:0",
+                "unix:group:root",
+                "unix:uid:0",
+                "unix:user:root"
+            ],
+            "no pid: connect-time credentials only"
+        );
     }
 
     #[test]
