@@ -112,7 +112,7 @@ async fn first_attestation(
     config: &AgentConfig,
     server_id: &signet_spiffe::SpiffeId,
 ) -> Result<identity::PersistedIdentity, AgentError> {
-    let mut backoff = manager::Backoff::default();
+    let mut backoff = manager::server_backoff();
     loop {
         let credential = node_credential(config)?;
         let bootstrap = read_bundle_file(&config.trust_bundle_path, &config.trust_domain)?;

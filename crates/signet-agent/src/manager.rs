@@ -4,7 +4,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use signet_core::{EntryId, RegistrationEntry};
+use signet_core::{Backoff, EntryId, RegistrationEntry};
 use signet_proto::agent::agent_service_client::AgentServiceClient;
 use signet_proto::agent::{
     SignX509SvidsRequest, SvidRequest, SyncEntriesRequest, sync_entries_response::Update,
@@ -56,34 +56,9 @@ pub struct Reattestation {
     pub server_id: signet_spiffe::SpiffeId,
 }
 
-/// Exponential backoff from 200 ms to 30 s with ±50 % jitter.
-#[derive(Debug)]
-pub struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            next: Duration::from_millis(200),
-        }
-    }
-}
-
-impl Backoff {
-    /// The next delay.
-    pub fn next_delay(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(Duration::from_secs(30));
-        let mut byte = [0u8; 1];
-        let _ = aws_lc_rs::rand::fill(&mut byte);
-        base.mul_f64(0.5 + f64::from(byte[0]) / 255.0)
-    }
-
-    /// Back to the shortest delay after a success.
-    pub fn reset(&mut self) {
-        self.next = Duration::from_millis(200);
-    }
+/// Reconnect delays towards the server: 200 ms doubling to 30 s, ±50 % jitter.
+pub fn server_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(200), Duration::from_secs(30))
 }
 
 impl AgentContext {
@@ -102,7 +77,7 @@ impl AgentContext {
 
     /// Runs the entry sync stream forever, reconnecting with backoff.
     pub async fn run_sync(self: Arc<Self>) {
-        let mut backoff = Backoff::default();
+        let mut backoff = server_backoff();
         loop {
             match self.sync_once(&mut backoff).await {
                 Ok(()) => debug!("sync stream ended; reconnecting"),
@@ -194,7 +169,7 @@ impl AgentContext {
 
     /// Pre-signs new entries and rotates due SVIDs, forever.
     pub async fn run_signer(self: Arc<Self>) {
-        let mut backoff = Backoff::default();
+        let mut backoff = server_backoff();
         loop {
             let now = SystemTime::now();
             let due = self.cache.due(now);
@@ -286,7 +261,7 @@ impl AgentContext {
 
     /// Renews the agent SVID at half its lifetime, forever.
     pub async fn run_renewal(self: Arc<Self>) {
-        let mut backoff = Backoff::default();
+        let mut backoff = server_backoff();
         loop {
             let (id, not_after) = match self.agent_svid.read() {
                 Ok(svid) => (svid.spiffe_id().clone(), svid.not_after()),

@@ -3,8 +3,6 @@
 //! attest the newcomer. PID reuse is forced with `/proc/sys/kernel/ns_last_pid` inside a PID
 //! namespace made for the test (`unshare --pid --fork --mount-proc`; needs root, as in CI).
 
-#![expect(clippy::unwrap_used, reason = "test helpers fail loudly")]
-
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 

@@ -482,13 +482,15 @@ pub struct WorkloadArgs {
 pub enum SvidCommand {
     /// Fetch your X509-SVIDs once.
     Fetch {
-        /// Write svid.N.pem, svid.N.key and bundle.pem into this directory.
+        /// Write svid.N.pem (chain), svid.N.key (PKCS#8, mode 0600) and bundle.N.pem (the trust
+        /// bundle of SVID N) into this directory, N = 0, 1, ... per SVID.
         #[arg(long)]
         write: Option<PathBuf>,
         #[command(flatten)]
         workload: WorkloadArgs,
     },
     /// Print every X509-SVID update as it arrives (rotation, bundle changes), until Ctrl-C.
+    /// Reconnects with backoff when the agent restarts or is unreachable.
     Watch {
         #[command(flatten)]
         workload: WorkloadArgs,

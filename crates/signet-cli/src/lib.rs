@@ -14,8 +14,12 @@ use cli::{AgentCommand, Command, LogArgs, LogFormat};
 fn init_logging(log: &LogArgs) -> anyhow::Result<()> {
     let filter =
         EnvFilter::try_new(&log.log_level).map_err(|e| anyhow::anyhow!("--log-level: {e}"))?;
+    // Colours only on a terminal: `kubectl logs` and files get plain text (NO_COLOR honoured).
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match log.log_format {
         LogFormat::Text => builder.try_init(),

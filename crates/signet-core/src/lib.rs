@@ -1,12 +1,14 @@
 //! Signet's domain model, pure: selectors, registration entries and the rule that matches a
 //! workload's selectors to the entries it may use.
 
+pub mod backoff;
 pub mod duration;
 pub mod entry;
 pub mod policy;
 pub mod selector;
 pub mod template;
 
+pub use backoff::Backoff;
 pub use duration::{DurationError, parse_go_duration};
 pub use entry::{EntryError, EntryId, RegistrationEntry, reserved_agent_id, server_id};
 pub use selector::{Selector, SelectorError, SelectorSet};

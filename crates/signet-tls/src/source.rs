@@ -179,11 +179,14 @@ impl WorkloadSource {
     }
 }
 
-const BACKOFF_MIN: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Reconnect delays to the agent: 200 ms doubling to 10 s, jittered so that every workload of a
+/// node does not come back at the same instant after an agent restart.
+fn agent_backoff() -> signet_core::Backoff {
+    signet_core::Backoff::new(Duration::from_millis(200), Duration::from_secs(10))
+}
 
 async fn follow_svids(channel: Channel, shared: Arc<Shared>) {
-    let mut delay = BACKOFF_MIN;
+    let mut backoff = agent_backoff();
     loop {
         let mut client = SpiffeWorkloadApiClient::new(channel.clone());
         match client.fetch_x509svid(with_header(X509svidRequest {})).await {
@@ -192,7 +195,7 @@ async fn follow_svids(channel: Channel, shared: Arc<Shared>) {
                 loop {
                     match stream.message().await {
                         Ok(Some(message)) => {
-                            delay = BACKOFF_MIN;
+                            backoff.reset();
                             if let Err(error) = apply_svids(&shared, &message) {
                                 warn!(%error, "unusable X509-SVID response; keeping the current SVID");
                             }
@@ -207,8 +210,7 @@ async fn follow_svids(channel: Channel, shared: Arc<Shared>) {
             }
             Err(status) => warn!(%status, "FetchX509SVID failed; retrying"),
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(BACKOFF_MAX);
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 
@@ -252,7 +254,7 @@ fn apply_svids(
 }
 
 async fn follow_policy(channel: Channel, authorizer: Arc<Authorizer>) {
-    let mut delay = BACKOFF_MIN;
+    let mut backoff = agent_backoff();
     loop {
         let mut client = AuthorizationClient::new(channel.clone());
         match client
@@ -264,7 +266,7 @@ async fn follow_policy(channel: Channel, authorizer: Arc<Authorizer>) {
                 loop {
                     match stream.message().await {
                         Ok(Some(message)) => {
-                            delay = BACKOFF_MIN;
+                            backoff.reset();
                             match effective_policy(&message) {
                                 Ok(policy) => {
                                     info!(
@@ -291,8 +293,7 @@ async fn follow_policy(channel: Channel, authorizer: Arc<Authorizer>) {
                 warn!(%status, "WatchPolicy failed; retrying (requests stay decided by the last policy)")
             }
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(BACKOFF_MAX);
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 

@@ -159,25 +159,62 @@ pub async fn svid(command: SvidCommand) -> anyhow::Result<()> {
             output::print(workload.output, &views(&response), |v| human(v))
         }
         SvidCommand::Watch { workload } => {
-            let mut stream = client(&workload)
-                .await?
-                .fetch_x509svid(request(X509svidRequest {}))
-                .await
-                .map_err(status)?
-                .into_inner();
-            let mut update = 0u64;
+            // An agent restart (upgrade, node maintenance) must not end the watch: reconnect
+            // with jittered backoff and go on numbering updates.
+            let mut watch = Watch {
+                update: 0,
+                backoff: signet_core::Backoff::new(
+                    std::time::Duration::from_millis(200),
+                    std::time::Duration::from_secs(10),
+                ),
+            };
             loop {
                 tokio::select! {
-                    message = stream.message() => {
-                        let Some(response) = message.map_err(status)? else { anyhow::bail!("the agent closed the stream") };
-                        update += 1;
-                        eprintln!("--- update {update}");
-                        output::print(workload.output, &views(&response), |v| human(v))?;
+                    error = watch.follow(&workload) => {
+                        let delay = watch.backoff.next_delay();
+                        eprintln!("--- {error:#}; reconnecting in {delay:.1?}");
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            () = crate::commands::daemons::shutdown_signal() => return Ok(()),
+                        }
                     }
                     () = crate::commands::daemons::shutdown_signal() => return Ok(()),
                 }
             }
         }
+    }
+}
+
+/// `signet svid watch`: one stream at a time, numbering updates across reconnections.
+struct Watch {
+    update: u64,
+    backoff: signet_core::Backoff,
+}
+
+impl Watch {
+    /// Prints every update of one stream; returns why it ended.
+    async fn follow(&mut self, workload: &WorkloadArgs) -> anyhow::Error {
+        let result: anyhow::Result<()> = async {
+            let mut stream = client(workload)
+                .await?
+                .fetch_x509svid(request(X509svidRequest {}))
+                .await
+                .map_err(status)?
+                .into_inner();
+            loop {
+                let Some(response) = stream.message().await.map_err(status)? else {
+                    anyhow::bail!("the agent closed the stream")
+                };
+                self.backoff.reset();
+                self.update += 1;
+                eprintln!("--- update {}", self.update);
+                output::print(workload.output, &views(&response), |v| human(v))?;
+            }
+        }
+        .await;
+        result
+            .err()
+            .unwrap_or_else(|| anyhow::anyhow!("the stream ended"))
     }
 }
 
