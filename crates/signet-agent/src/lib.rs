@@ -17,19 +17,27 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
-use futures::StreamExt;
 use signet_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 use signet_spiffe::TrustDomain;
 use signet_tls::{RotatingSvid, SharedBundles};
 use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use attestor::unix::UnixAttestorConfig;
 pub use error::AgentError;
 
 use crate::identity::{IdentityStore, read_bundle_file, single};
 use crate::manager::AgentContext;
+
+/// Workload API connection limits unless configured: generous for a node of 110 pods, far below
+/// what exhausts the agent's descriptors (the total is lowered further to fit them).
+pub const DEFAULT_CONNECTION_LIMITS: signet_unix::ConnectionLimits =
+    signet_unix::ConnectionLimits {
+        total: 8192,
+        per_uid: 1024,
+    };
+/// Descriptors kept free for everything but Workload API connections.
+const RESERVED_DESCRIPTORS: usize = 256;
 
 /// Everything `signet agent` can be told.
 #[derive(Debug, Clone)]
@@ -54,6 +62,8 @@ pub struct AgentConfig {
     pub unix_attestor: UnixAttestorConfig,
     /// Health and metrics address (`None` = off).
     pub health_address: Option<std::net::SocketAddr>,
+    /// Workload API connections held open at once, in total and per uid.
+    pub connection_limits: signet_unix::ConnectionLimits,
 }
 
 /// Kubernetes mode of the agent.
@@ -238,17 +248,20 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         .map_err(|e| AgentError::Io(format!("binding {}: {e}", config.socket_path.display())))?;
     std::fs::set_permissions(&config.socket_path, std::fs::Permissions::from_mode(0o777))
         .map_err(|e| AgentError::Io(e.to_string()))?;
-    let incoming = UnixListenerStream::new(listener).filter_map(|conn| async move {
-        match conn.and_then(peer::PeerStream::new) {
-            Ok(stream) => Some(Ok::<_, std::io::Error>(signet_unix::normalize_authority(
-                stream,
-            ))),
-            Err(error) => {
-                warn!(%error, "dropping a Workload API connection without peer credentials");
-                None
-            }
-        }
-    });
+    signet_unix::raise_descriptor_limit();
+    let limiter = signet_unix::ConnectionLimiter::new(
+        config
+            .connection_limits
+            .within_descriptor_limit(RESERVED_DESCRIPTORS),
+    );
+    metrics.watch_connections(limiter.clone());
+    let (connections, incoming) = tokio::sync::mpsc::channel(64);
+    tasks.push(tokio::spawn(accept_workloads(
+        listener,
+        limiter,
+        connections,
+        metrics.clone(),
+    )));
     if let Some(task) = health_task {
         tasks.push(task);
     }
@@ -284,7 +297,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
             .concurrency_limit_per_connection(64)
             .add_service(service)
             .add_service(authorization)
-            .serve_with_incoming(incoming)
+            .serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(incoming))
             .await;
         if let Err(error) = result {
             tracing::error!(%error, "Workload API stopped");
@@ -297,6 +310,67 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         cache,
         tasks,
     })
+}
+
+type WorkloadConnection = signet_unix::Limited<signet_unix::AuthorityNormalizer<peer::PeerStream>>;
+
+/// Accepts Workload API connections within the limits: a connection over its uid's share or the
+/// total is closed at once (before it costs more than its descriptor), and accept errors pause
+/// with backoff instead of spinning.
+async fn accept_workloads(
+    listener: UnixListener,
+    limiter: Arc<signet_unix::ConnectionLimiter>,
+    connections: tokio::sync::mpsc::Sender<std::io::Result<WorkloadConnection>>,
+    metrics: Arc<telemetry::AgentMetrics>,
+) {
+    let mut errors = signet_unix::AcceptErrors::new("Workload API");
+    let refusal_log = signet_tls::log_budget::LogBudget::new(1);
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                metrics.workload_accept_errors.inc();
+                errors.pause_after(&error).await;
+                continue;
+            }
+        };
+        errors.reset();
+        let Ok(uid) = stream.peer_cred().map(|c| c.uid()) else {
+            continue;
+        };
+        let slot = match limiter.try_acquire(uid) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                metrics
+                    .workload_connections_refused
+                    .get_or_create(&telemetry::RefusalLabels {
+                        limit: refusal.as_str(),
+                    })
+                    .inc();
+                if let Some(suppressed) = refusal_log.take() {
+                    warn!(
+                        uid,
+                        reason = refusal.as_str(),
+                        limits = ?limiter.limits(),
+                        suppressed,
+                        "Workload API connection refused: connection limit reached"
+                    );
+                }
+                continue;
+            }
+        };
+        let stream = match peer::PeerStream::new(stream) {
+            Ok(stream) => stream,
+            Err(error) => {
+                debug!(%error, "dropping a Workload API connection without peer credentials");
+                continue;
+            }
+        };
+        let connection = signet_unix::Limited::new(signet_unix::normalize_authority(stream), slot);
+        if connections.send(Ok(connection)).await.is_err() {
+            return;
+        }
+    }
 }
 
 fn node_credential(config: &AgentConfig) -> Result<identity::NodeCredential, AgentError> {

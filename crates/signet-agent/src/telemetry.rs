@@ -2,7 +2,7 @@
 //! (`signet_agent_*`).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::extract::State;
@@ -26,6 +26,13 @@ pub struct CallLabels {
     pub result: &'static str,
 }
 
+/// Labels of refused Workload API connections.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// `total` or `per_uid`: the limit that was reached.
+    pub limit: &'static str,
+}
+
 /// The agent's metric families.
 #[derive(Debug, Default)]
 pub struct AgentMetrics {
@@ -39,9 +46,21 @@ pub struct AgentMetrics {
     pub svids: Gauge,
     /// Decisions of the `signet.authz.v1.Authorization/Check` service.
     pub authz: signet_tls::authz::AuthzMetrics,
+    /// Workload API connections open now (sampled at scrape).
+    pub workload_connections: Gauge,
+    /// Workload API connections closed at accept by the connection limits.
+    pub workload_connections_refused: Family<RefusalLabels, Counter>,
+    /// Failed accepts on the Workload API socket (e.g. out of file descriptors).
+    pub workload_accept_errors: Counter,
+    limiter: OnceLock<Arc<signet_unix::ConnectionLimiter>>,
 }
 
 impl AgentMetrics {
+    /// Samples open connections from `limiter` at every scrape.
+    pub fn watch_connections(&self, limiter: Arc<signet_unix::ConnectionLimiter>) {
+        let _ = self.limiter.set(limiter);
+    }
+
     /// Counts one Workload API call.
     pub fn call(&self, method: &'static str, result: Result<(), tonic::Code>) {
         let result = match result {
@@ -81,6 +100,12 @@ async fn readyz(State(state): State<Arc<HealthState>>) -> impl IntoResponse {
 }
 
 async fn metrics_handler(State(state): State<Arc<HealthState>>) -> impl IntoResponse {
+    if let Some(limiter) = state.metrics.limiter.get() {
+        state
+            .metrics
+            .workload_connections
+            .set(i64::try_from(limiter.open()).unwrap_or(i64::MAX));
+    }
     let (entries, svids) = state.cache.counts();
     state
         .metrics
@@ -131,6 +156,21 @@ pub async fn serve(
         "svids",
         "Entries with a ready X509-SVID",
         metrics.svids.clone(),
+    );
+    sub.register(
+        "workload_connections",
+        "Workload API connections open",
+        metrics.workload_connections.clone(),
+    );
+    sub.register(
+        "workload_connections_refused",
+        "Workload API connections refused by the connection limits",
+        metrics.workload_connections_refused.clone(),
+    );
+    sub.register(
+        "workload_accept_errors",
+        "Failed accepts on the Workload API socket",
+        metrics.workload_accept_errors.clone(),
     );
     // `signet_authz_*` keeps one name at every enforcement point (agent, proxy, workloads).
     metrics.authz.register(&mut registry);

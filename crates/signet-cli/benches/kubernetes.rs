@@ -104,6 +104,7 @@ async fn start_agent(
     let token = dir.join(format!("token-{node}"));
     std::fs::write(&token, node).unwrap();
     signet_agent::start(signet_agent::AgentConfig {
+        connection_limits: signet_agent::DEFAULT_CONNECTION_LIMITS,
         trust_domain: TrustDomain::new(TD).unwrap(),
         server_address: server.agent_address.to_string(),
         trust_bundle_path: server.bundle_pem.clone(),

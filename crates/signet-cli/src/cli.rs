@@ -287,6 +287,13 @@ pub struct AgentArgs {
     /// Health and metrics address (/livez, /readyz, /metrics) [default: off].
     #[arg(long, env = "SIGNET_AGENT_HEALTH_ADDRESS")]
     pub health_address: Option<SocketAddr>,
+    /// Most Workload API connections open at once; lowered to fit the descriptor limit
+    /// [default: 8192].
+    #[arg(long, env = "SIGNET_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Most Workload API connections one uid may hold open [default: 1024].
+    #[arg(long, env = "SIGNET_MAX_CONNECTIONS_PER_UID")]
+    pub max_connections_per_uid: Option<usize>,
     #[command(flatten, next_help_heading = "Kubernetes mode")]
     #[serde(default)]
     pub kubernetes: AgentKubernetesArgs,

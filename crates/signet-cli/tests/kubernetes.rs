@@ -84,6 +84,7 @@ fn agent_config(
     attestor: signet_agent::attestor::k8s::K8sAttestorConfig,
 ) -> signet_agent::AgentConfig {
     signet_agent::AgentConfig {
+        connection_limits: signet_agent::DEFAULT_CONNECTION_LIMITS,
         trust_domain: TrustDomain::new("example.org").unwrap(),
         server_address: server.agent_address.to_string(),
         trust_bundle_path: server.bundle_pem.clone(),

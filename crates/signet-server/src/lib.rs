@@ -275,10 +275,16 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .map_err(|e| ServerError::Io(e.to_string()))?;
     let (conn_tx, conn_rx) = tokio::sync::mpsc::channel(128);
     tasks.push(tokio::spawn(async move {
+        let mut errors = signet_unix::AcceptErrors::new("agent API");
         loop {
-            let Ok((tcp, peer)) = listener.accept().await else {
-                continue;
+            let (tcp, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    errors.pause_after(&error).await;
+                    continue;
+                }
             };
+            errors.reset();
             // Small gRPC frames (unary responses, stream deltas) must not wait for delayed ACKs.
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();

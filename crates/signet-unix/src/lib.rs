@@ -3,7 +3,12 @@
 //! every client library.
 
 mod authority;
+mod limits;
 mod private_dir;
 
 pub use authority::{AuthorityNormalizer, MAX_HEADER_BLOCK, normalize_authority};
+pub use limits::{
+    AcceptErrors, ConnectionLimiter, ConnectionLimits, ConnectionSlot, Limited, Refusal,
+    raise_descriptor_limit,
+};
 pub use private_dir::{PrivateDirError, ensure_private_dir};

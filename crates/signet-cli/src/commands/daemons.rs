@@ -273,8 +273,22 @@ pub async fn agent_config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
         hash_workload_binary,
         proc_root,
         health_address,
+        max_connections,
+        max_connections_per_uid,
         kubernetes,
     } = args;
+    let connection_limits = signet_unix::ConnectionLimits {
+        total: max_connections
+            .or(file.max_connections)
+            .unwrap_or(signet_agent::DEFAULT_CONNECTION_LIMITS.total),
+        per_uid: max_connections_per_uid
+            .or(file.max_connections_per_uid)
+            .unwrap_or(signet_agent::DEFAULT_CONNECTION_LIMITS.per_uid),
+    };
+    anyhow::ensure!(
+        connection_limits.total > 0 && connection_limits.per_uid > 0,
+        "--max-connections and --max-connections-per-uid must be at least 1"
+    );
     let defaults = UnixAttestorConfig::default();
     let unix = UnixAttestorConfig {
         hash_binary: hash_workload_binary
@@ -304,6 +318,7 @@ pub async fn agent_config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
             .unwrap_or_else(|| PathBuf::from("/run/signet/sockets/api.sock")),
         unix_attestor: unix,
         health_address: health_address.or(file.health_address),
+        connection_limits,
         kubernetes,
     })
 }

@@ -40,6 +40,8 @@ pub struct Deployment {
     pub agent: Option<Child>,
     pub agent_id: String,
     pub agent_health_port: u16,
+    /// Extra environment of the agent process (its flags' `SIGNET_*` variables).
+    pub agent_env: Vec<(&'static str, String)>,
 }
 
 impl Deployment {
@@ -58,6 +60,11 @@ impl Deployment {
 
     /// Starts a server and an agent and waits until both are ready.
     pub fn start() -> Self {
+        Self::start_with_agent_env(Vec::new())
+    }
+
+    /// As `start`, with extra environment for the agent.
+    pub fn start_with_agent_env(agent_env: Vec<(&'static str, String)>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         // Let other users traverse to the socket (the socket dir itself is the agent's).
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -69,6 +76,7 @@ impl Deployment {
             agent: None,
             agent_id: String::new(),
             agent_health_port: free_port(),
+            agent_env,
         };
         d.start_server();
         let token = d.token();
@@ -122,6 +130,7 @@ impl Deployment {
         if let Some(token) = token {
             cmd.args(["--join-token", token]);
         }
+        cmd.envs(self.agent_env.iter().map(|(k, v)| (*k, v.as_str())));
         let _ = std::fs::remove_file(self.socket());
         self.agent = Some(cmd.spawn().unwrap());
         let socket = self.socket();

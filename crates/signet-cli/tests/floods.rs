@@ -1,0 +1,95 @@
+//! A local user flooding the Workload API socket with connections: the agent closes what is over
+//! that uid's share at once, keeps serving everyone else, and counts the refusals. (Before the
+//! limits, ~600 connections exhausted a 1,024-descriptor agent and its accept loop spun.)
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Deployment, TD, http_get, my_uid, wait_for};
+
+const FLOOD_SOCKET: &str = "SIGNET_FLOOD_SOCKET";
+const FLOOD_CONNECTIONS: usize = 400;
+
+#[test]
+fn a_connection_flood_from_one_uid_is_capped_and_others_are_served() {
+    if my_uid() != 0 {
+        eprintln!("skipping: needs root to flood as another uid");
+        return;
+    }
+    let d =
+        Deployment::start_with_agent_env(vec![("SIGNET_MAX_CONNECTIONS_PER_UID", "50".to_owned())]);
+    d.create_entry(
+        &format!("spiffe://{TD}/legit"),
+        &format!("unix:uid:{}", my_uid()),
+        &[],
+    );
+    wait_for("the SVID", Duration::from_secs(10), || {
+        d.workload(&["svid", "fetch"]).status.success()
+    });
+    // uid 65534 opens 400 connections and holds them.
+    let mut flood = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "flood", "--nocapture"])
+        .env(FLOOD_SOCKET, d.socket())
+        .uid(65534)
+        .gid(65534)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let refused = || {
+        let (_, body) = http_get(d.agent_health_port, "/metrics");
+        body.lines()
+            .find(|l| {
+                l.starts_with("signet_agent_workload_connections_refused_total{limit=\"per_uid\"}")
+            })
+            .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    wait_for("the flood to be refused", Duration::from_secs(30), || {
+        refused() >= (FLOOD_CONNECTIONS - 50) as f64
+    });
+    // Others are served at once while the flood holds its share.
+    let start = Instant::now();
+    let out = d.workload(&["svid", "fetch"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
+    let (_, metrics) = http_get(d.agent_health_port, "/metrics");
+    let open: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("signet_agent_workload_connections "))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        .unwrap();
+    assert!(open <= 52.0, "open connections {open}:\n{metrics}");
+    let _ = flood.kill();
+    let _ = flood.wait();
+    let logs = d.logs();
+    let refusal_lines = logs.matches("connection limit reached").count();
+    assert!(
+        (1..=40).contains(&refusal_lines),
+        "refusals are logged at most once a second: {refusal_lines} lines"
+    );
+}
+
+/// The flooding user (started by the test above as uid 65534).
+#[test]
+fn flood() {
+    let Some(socket) = std::env::var_os(FLOOD_SOCKET) else {
+        return;
+    };
+    let held: Vec<_> = (0..FLOOD_CONNECTIONS)
+        .filter_map(|_| std::os::unix::net::UnixStream::connect(&socket).ok())
+        .collect();
+    println!("connected {}", held.len());
+    std::thread::sleep(Duration::from_secs(60));
+    drop(held);
+}

@@ -1,0 +1,302 @@
+//! Bounded listeners. A local user could open connections until the daemon runs out of file
+//! descriptors (then `accept` fails at once, forever, and a loop that retries at once spins a core
+//! and floods the log while real workloads time out). Here: a cap on connections in total and per
+//! uid, checked before a connection costs more than its descriptor, and accept errors that pause
+//! with backoff and log at most once a second.
+
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tonic::transport::server::Connected;
+
+/// How many connections a listener keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Open connections in total.
+    pub total: usize,
+    /// Open connections of one uid.
+    pub per_uid: usize,
+}
+
+impl ConnectionLimits {
+    /// The limits, the total lowered to what the process's descriptor limit can hold (with
+    /// `reserve` descriptors left for everything else the daemon opens).
+    pub fn within_descriptor_limit(self, reserve: usize) -> Self {
+        let descriptors = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(usize::MAX);
+        let total = self.total.min(descriptors.saturating_sub(reserve).max(1));
+        Self {
+            total,
+            per_uid: self.per_uid.min(total),
+        }
+    }
+}
+
+/// Raises the soft descriptor limit to the hard one (a daemon that serves many local clients
+/// should not stop at the 1,024 a shell hands down).
+pub fn raise_descriptor_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    // `None` is unlimited.
+    let below = match (limit.current, limit.maximum) {
+        (Some(current), Some(maximum)) => current < maximum,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if below {
+        let _ = setrlimit(
+            Resource::Nofile,
+            rustix::process::Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            },
+        );
+    }
+}
+
+/// Why a connection was refused, for a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// The listener holds its total.
+    Total,
+    /// The caller's uid holds its share.
+    PerUid,
+}
+
+impl Refusal {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Total => "total",
+            Refusal::PerUid => "per_uid",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    total: usize,
+    by_uid: HashMap<u32, usize>,
+}
+
+/// Counts open connections and hands out slots within the limits.
+#[derive(Debug)]
+pub struct ConnectionLimiter {
+    limits: ConnectionLimits,
+    counts: Mutex<Counts>,
+    refused_total: AtomicU64,
+    refused_per_uid: AtomicU64,
+}
+
+impl ConnectionLimiter {
+    /// A limiter with these limits.
+    pub fn new(limits: ConnectionLimits) -> Arc<Self> {
+        Arc::new(Self {
+            limits,
+            counts: Mutex::default(),
+            refused_total: AtomicU64::new(0),
+            refused_per_uid: AtomicU64::new(0),
+        })
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> ConnectionLimits {
+        self.limits
+    }
+
+    /// A slot for a new connection of `uid`, held until the connection is dropped.
+    pub fn try_acquire(self: &Arc<Self>, uid: u32) -> Result<ConnectionSlot, Refusal> {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let refusal = if counts.total >= self.limits.total {
+            Some(Refusal::Total)
+        } else if counts.by_uid.get(&uid).copied().unwrap_or(0) >= self.limits.per_uid {
+            Some(Refusal::PerUid)
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            match refusal {
+                Refusal::Total => &self.refused_total,
+                Refusal::PerUid => &self.refused_per_uid,
+            }
+            .fetch_add(1, Ordering::Relaxed);
+            return Err(refusal);
+        }
+        counts.total += 1;
+        *counts.by_uid.entry(uid).or_default() += 1;
+        Ok(ConnectionSlot {
+            limiter: self.clone(),
+            uid,
+        })
+    }
+
+    /// Open connections.
+    pub fn open(&self) -> usize {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).total
+    }
+
+    /// Connections refused since start, by reason.
+    pub fn refused(&self, reason: Refusal) -> u64 {
+        match reason {
+            Refusal::Total => &self.refused_total,
+            Refusal::PerUid => &self.refused_per_uid,
+        }
+        .load(Ordering::Relaxed)
+    }
+
+    fn release(&self, uid: u32) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(n) = counts.by_uid.get_mut(&uid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.by_uid.remove(&uid);
+            }
+        }
+    }
+}
+
+/// One open connection's place within the limits.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    limiter: Arc<ConnectionLimiter>,
+    uid: u32,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.limiter.release(self.uid);
+    }
+}
+
+/// A connection that holds its slot for as long as it lives.
+#[derive(Debug)]
+pub struct Limited<S> {
+    inner: S,
+    _slot: ConnectionSlot,
+}
+
+impl<S> Limited<S> {
+    /// Ties `slot` to `inner`.
+    pub fn new(inner: S, slot: ConnectionSlot) -> Self {
+        Self { inner, _slot: slot }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Limited<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Limited<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl<S: Connected> Connected for Limited<S> {
+    type ConnectInfo = S::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+/// What an accept loop does after `accept` failed: pause (1 ms doubling to 1 s; running out of
+/// descriptors does not pass by retrying at once) and log at most once a second, with the number
+/// of failures not logged since.
+#[derive(Debug)]
+pub struct AcceptErrors {
+    what: &'static str,
+    pause: Duration,
+    last_log: Option<Instant>,
+    unlogged: u64,
+    total: u64,
+}
+
+const FIRST_PAUSE: Duration = Duration::from_millis(1);
+const LONGEST_PAUSE: Duration = Duration::from_secs(1);
+
+impl AcceptErrors {
+    /// For the listener named `what` (in log lines).
+    pub fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            pause: FIRST_PAUSE,
+            last_log: None,
+            unlogged: 0,
+            total: 0,
+        }
+    }
+
+    /// Accept errors since start.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// After a successful accept.
+    pub fn reset(&mut self) {
+        self.pause = FIRST_PAUSE;
+    }
+
+    /// Logs (rate-limited) and waits before the next accept.
+    pub async fn pause_after(&mut self, error: &io::Error) {
+        self.total += 1;
+        let now = Instant::now();
+        if self
+            .last_log
+            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1))
+        {
+            tracing::warn!(
+                listener = self.what,
+                %error,
+                not_logged_since_last = self.unlogged,
+                pause = ?self.pause,
+                "accepting a connection failed (out of file descriptors?); pausing"
+            );
+            self.last_log = Some(now);
+            self.unlogged = 0;
+        } else {
+            self.unlogged += 1;
+        }
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(LONGEST_PAUSE);
+    }
+}
