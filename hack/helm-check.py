@@ -767,6 +767,7 @@ def expected_server_cluster_rules(default_identity: str | None) -> list[dict]:
     creates it is authorized as `create` with the name; no unscoped create)."""
     rules = [
         {"apiGroups": [""], "resources": ["pods", "namespaces", "nodes"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
         {
             "apiGroups": ["signet.dev"],
             "resources": [

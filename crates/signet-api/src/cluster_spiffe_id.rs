@@ -88,7 +88,9 @@ pub struct ClusterSPIFFEIDSpec {
     #[schemars(length(max = 32), inner(length(min = 1, max = 1024)))]
     pub dns_name_templates: Vec<String>,
 
-    /// Adds the DNS names of the Services whose endpoints include the pod.
+    /// Adds the DNS names of the Services whose endpoints include the pod
+    /// (`<svc>.<ns>.svc.<cluster domain>`, `<svc>.<ns>.svc`, `<svc>.<ns>`, `<svc>`), after the
+    /// names of dnsNameTemplates.
     #[serde(
         rename = "autoPopulateDNSNames",
         default,

@@ -212,19 +212,23 @@ impl CompiledIdentity {
             && self.federates_with == other.federates_with
             && (self.admin, self.downstream, self.fallback)
                 == (other.admin, other.downstream, other.fallback)
+            && self.auto_populate_dns_names == other.auto_populate_dns_names
             && self.hint == other.hint
             && self.order == other.order
             && self.namespace_selector == other.namespace_selector
             && self.pod_selector == other.pod_selector
     }
 
-    /// Renders the entry of one pod whose node's agent is `parent`.
+    /// Renders the entry of one pod whose node's agent is `parent`. `service_names` are the DNS
+    /// names of the Services selecting the pod (added after the templates' names when the
+    /// resource sets autoPopulateDNSNames; the first DNS name becomes the certificate's CN).
     pub fn render(
         &self,
         context: &PodContext<'_>,
         parent: &SpiffeId,
         trust_domain: &TrustDomain,
         defaults: (Duration, Duration),
+        service_names: &[String],
     ) -> Result<RegistrationEntry, PodRenderError> {
         let render = |field: String, t: &Template| {
             t.render(context)
@@ -253,6 +257,16 @@ impl CompiledIdentity {
             }
             if !dns_names.contains(&name) {
                 dns_names.push(name);
+            }
+        }
+        if self.auto_populate_dns_names {
+            for name in service_names {
+                if !is_dns_name(name) {
+                    return Err(PodRenderError::DnsName(name.clone()));
+                }
+                if !dns_names.contains(name) {
+                    dns_names.push(name.clone());
+                }
             }
         }
         let mut entry = RegistrationEntry {

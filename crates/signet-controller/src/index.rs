@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use regex::Regex;
 use signet_api::{ClusterSPIFFEID, ClusterStaticEntry};
 use signet_core::{EntryId, RegistrationEntry, SelectorSet, reserved_agent_id};
@@ -16,6 +17,7 @@ use signet_spiffe::{SpiffeId, TrustDomain};
 
 use crate::identity::{CompileError, CompiledIdentity, PodRenderError, SourceOrder};
 use crate::pod_context::{ClusterInfo, NodeData, PodContext, PodData};
+use crate::services::ServiceIndex;
 use crate::static_entry::{self, CompiledStaticEntry, StaticEntryError};
 
 /// What the controller is configured with.
@@ -217,6 +219,8 @@ pub struct Index {
     published: HashMap<EntryId, Arc<RegistrationEntry>>,
     /// Published state of each id touched since the last `take_changes`, as it was before.
     touched: HashMap<EntryId, Option<Arc<RegistrationEntry>>>,
+    /// The Services selecting each pod (fed only while some identity has autoPopulateDNSNames).
+    services: ServiceIndex,
 }
 
 /// `namespace/name` of a pod.
@@ -239,6 +243,7 @@ impl Index {
             claims: HashMap::new(),
             published: HashMap::new(),
             touched: HashMap::new(),
+            services: ServiceIndex::default(),
         }
     }
 
@@ -321,6 +326,52 @@ impl Index {
         for key in keys.into_iter().flatten() {
             self.recompute_pod(&key);
         }
+    }
+
+    // ---- services (autoPopulateDNSNames) ----
+
+    /// Whether some identity asks for the DNS names of its pods' Services: only then are
+    /// EndpointSlices worth watching.
+    pub fn wants_service_names(&self) -> bool {
+        self.identities
+            .values()
+            .filter_map(|slot| slot.compiled.as_ref())
+            .any(|identity| identity.auto_populate_dns_names)
+    }
+
+    /// An EndpointSlice was added or changed.
+    pub fn apply_endpoint_slice(&mut self, slice: &EndpointSlice) {
+        let affected = self.services.apply(slice);
+        self.recompute_service_pods(affected);
+    }
+
+    /// An EndpointSlice (`namespace/name`) was deleted.
+    pub fn delete_endpoint_slice(&mut self, key: &str) {
+        let affected = self.services.remove(key);
+        self.recompute_service_pods(affected);
+    }
+
+    /// EndpointSlices are no longer watched: forget them.
+    pub fn clear_endpoint_slices(&mut self) {
+        let affected = self.services.clear();
+        self.recompute_service_pods(affected);
+    }
+
+    /// Keys (`namespace/name`) of the EndpointSlices held.
+    pub fn endpoint_slice_keys(&self) -> Vec<String> {
+        self.services.keys()
+    }
+
+    fn recompute_service_pods(&mut self, keys: BTreeSet<String>) {
+        let held: BTreeSet<Arc<str>> = keys
+            .iter()
+            .filter_map(|key| {
+                self.pods
+                    .get_key_value(key.as_str())
+                    .map(|(k, _)| k.clone())
+            })
+            .collect();
+        self.recompute_pods(Some(held));
     }
 
     // ---- nodes ----
@@ -514,7 +565,22 @@ impl Index {
                 let outcome = if fallback_pass && covered {
                     Outcome::Shadowed
                 } else {
-                    match identity.render(&context, &parent, &self.config.trust_domain, defaults) {
+                    let service_names = if identity.auto_populate_dns_names {
+                        self.services.dns_names(
+                            namespace,
+                            &pod.meta.name,
+                            &self.config.cluster.cluster_domain,
+                        )
+                    } else {
+                        Vec::new()
+                    };
+                    match identity.render(
+                        &context,
+                        &parent,
+                        &self.config.trust_domain,
+                        defaults,
+                        &service_names,
+                    ) {
                         Ok(entry) => Outcome::Entry(Arc::new(entry)),
                         Err(error) => Outcome::Failed(Box::new(error)),
                     }
@@ -812,8 +878,6 @@ pub struct IdentityReport {
     pub error: Option<CompileError>,
     /// Whether an older valid generation is still served.
     pub serving_previous: bool,
-    /// `autoPopulateDNSNames` is set but not applied.
-    pub auto_dns_ignored: bool,
     /// Counters.
     pub stats: signet_api::ClusterSPIFFEIDStats,
     /// Up to a few render failures, for the condition message and Events.
@@ -843,10 +907,6 @@ impl Index {
             generation: slot.generation,
             error: slot.error.clone(),
             serving_previous: slot.error.is_some() && slot.compiled.is_some(),
-            auto_dns_ignored: slot
-                .compiled
-                .as_ref()
-                .is_some_and(|c| c.auto_populate_dns_names),
             ..IdentityReport::default()
         };
         if let Some(identity) = &slot.compiled {

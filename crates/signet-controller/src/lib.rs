@@ -12,6 +12,7 @@ pub mod label_selector;
 pub mod pod_context;
 pub mod policy_state;
 pub mod runtime;
+pub mod services;
 pub mod static_entry;
 pub mod status;
 

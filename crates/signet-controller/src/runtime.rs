@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt, stream::BoxStream};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
@@ -67,6 +68,8 @@ enum Input {
     Identity(Box<Event<ClusterSPIFFEID>>),
     Static(Box<Event<ClusterStaticEntry>>),
     Policy(Box<Event<AuthorizationPolicy>>),
+    /// Only while some ClusterSPIFFEID has autoPopulateDNSNames; never gates the entry set.
+    Slice(Box<Event<EndpointSlice>>),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -137,6 +140,8 @@ struct Loop {
     reported_failures: HashMap<String, Vec<(String, String)>>,
     policies: PolicyState,
     policies_announced: bool,
+    /// EndpointSlice keys seen during a relist of the slice watch.
+    slices_relisting: Option<HashSet<String>>,
 }
 
 fn slot(kind: Kind) -> usize {
@@ -218,7 +223,7 @@ impl Loop {
         match &input {
             Input::Pod(event) => self.policies.pods_changed(pod_namespace(event)),
             Input::Namespace(_) | Input::Identity(_) => self.policies.pods_changed(None),
-            Input::Node(_) | Input::Static(_) | Input::Policy(_) => {}
+            Input::Node(_) | Input::Static(_) | Input::Policy(_) | Input::Slice(_) => {}
         }
         match input {
             Input::Namespace(e) => self.event(
@@ -275,6 +280,58 @@ impl Loop {
                 |o| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()),
                 |s, o| s.policies.apply(o),
             ),
+            Input::Slice(e) => self.slice_event(*e),
+        }
+    }
+
+    fn slice_event(&mut self, event: Event<EndpointSlice>) {
+        match event {
+            Event::Init => self.slices_relisting = Some(HashSet::new()),
+            Event::InitApply(slice) => {
+                self.index.apply_endpoint_slice(&slice);
+                if let Some(seen) = self.slices_relisting.as_mut() {
+                    seen.insert(crate::services::slice_key(&slice));
+                }
+            }
+            Event::InitDone => {
+                if let Some(seen) = self.slices_relisting.take() {
+                    for key in self.index.endpoint_slice_keys() {
+                        if !seen.contains(&key) {
+                            self.index.delete_endpoint_slice(&key);
+                        }
+                    }
+                }
+            }
+            Event::Apply(slice) => self.index.apply_endpoint_slice(&slice),
+            Event::Delete(slice) => self
+                .index
+                .delete_endpoint_slice(&crate::services::slice_key(&slice)),
+        }
+    }
+
+    /// Starts or stops the EndpointSlice watch as ClusterSPIFFEIDs ask for Service DNS names.
+    fn follow_slices(
+        &mut self,
+        client: &kube::Client,
+        slices: &mut Option<BoxStream<'static, Input>>,
+    ) {
+        match (self.index.wants_service_names(), slices.is_some()) {
+            (true, false) => {
+                info!("a ClusterSPIFFEID sets autoPopulateDNSNames: watching EndpointSlices");
+                *slices = Some(stream(
+                    Api::<EndpointSlice>::all(client.clone()),
+                    |e| Input::Slice(Box::new(e)),
+                    "endpointslices",
+                ));
+            }
+            (false, true) => {
+                info!("no ClusterSPIFFEID sets autoPopulateDNSNames: EndpointSlice watch stopped");
+                *slices = None;
+                self.slices_relisting = None;
+                self.index.clear_endpoint_slices();
+                self.flush();
+            }
+            _ => {}
         }
     }
 
@@ -382,6 +439,14 @@ fn digest(value: &serde_json::Value) -> u64 {
     hasher.finish()
 }
 
+/// The next EndpointSlice event, or never while the slice watch is off.
+async fn next_slice(slices: &mut Option<BoxStream<'static, Input>>) -> Option<Input> {
+    match slices {
+        Some(stream) => stream.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs the controller until the task is dropped.
 pub async fn run(
     client: kube::Client,
@@ -442,11 +507,18 @@ pub async fn run(
         reported_failures: HashMap::new(),
         policies: PolicyState::default(),
         policies_announced: false,
+        slices_relisting: None,
     };
+    let mut slices: Option<BoxStream<'static, Input>> = None;
     let mut status_tick = tokio::time::interval(config.status_interval);
     status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        state.follow_slices(&client, &mut slices);
         tokio::select! {
+            Some(input) = next_slice(&mut slices) => {
+                state.handle(input);
+                state.flush();
+            }
             input = inputs.next() => {
                 let Some(input) = input else { break };
                 state.handle(input);

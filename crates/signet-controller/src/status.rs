@@ -37,16 +37,11 @@ pub fn identity_status(
             ),
         )
     } else {
-        let note = if report.auto_dns_ignored {
-            "; autoPopulateDNSNames is not supported yet and was ignored: list the names in dnsNameTemplates"
-        } else {
-            ""
-        };
         (
             true,
             "Reconciled",
             format!(
-                "{} entries for {} selected pods ({} masked){note}",
+                "{} entries for {} selected pods ({} masked)",
                 stats.entries_to_set, stats.pods_selected, stats.entries_masked
             ),
         )

@@ -11,8 +11,8 @@ use signet_controller::index::{EntryChange, Index, anchored};
 use signet_core::RegistrationEntry;
 use signet_spiffe::TrustDomain;
 use signet_test_support::k8s::{
-    PodBuilder, cluster_spiffe_id, fixture_node, fixture_pod, match_labels, namespace, node,
-    uid_for,
+    PodBuilder, cluster_spiffe_id, endpoint_slice, fixture_node, fixture_pod, match_labels,
+    namespace, node, uid_for,
 };
 
 const DEFAULT_TEMPLATE: &str =
@@ -639,23 +639,84 @@ fn class_names_partition_resources() {
 }
 
 #[test]
-fn auto_populated_dns_names_are_reported_as_not_applied() {
+fn auto_populated_dns_names_come_from_the_services_selecting_the_pod() {
     let mut index = index();
     let mut identity = cluster_spiffe_id("default", DEFAULT_TEMPLATE, 0);
     identity.spec.auto_populate_dns_names = true;
+    identity.spec.dns_name_templates = vec!["{{ .PodMeta.Name }}.example.com".into()];
+    assert!(!index.wants_service_names());
     index.apply_identity(&identity);
-    let report = index.identity_report("default").unwrap();
-    assert!(report.auto_dns_ignored);
-    let status = signet_controller::status::identity_status(
-        &report,
-        &[],
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            k8s_openapi::jiff::Timestamp::from_second(1_795_000_000).unwrap(),
-        ),
-    );
     assert!(
-        status.conditions[0]
-            .message
-            .contains("autoPopulateDNSNames")
+        index.wants_service_names(),
+        "EndpointSlices are watched only now"
     );
+    let pod = PodBuilder::new("demo", "web-0").on_node("n1").build();
+    let uid = pod.metadata.uid.clone().unwrap();
+    index.apply_pod(&pod);
+    index.apply_pod(&PodBuilder::new("demo", "other-0").on_node("n1").build());
+    let dns = |index: &Index| entry_of(index, &uid)[0].dns_names.clone();
+    assert_eq!(dns(&index), ["web-0.example.com"]);
+    let _ = index.take_changes();
+
+    index.apply_endpoint_slice(&endpoint_slice(
+        "demo",
+        "web-abc",
+        "web",
+        &["web-0", "web-1"],
+    ));
+    assert_eq!(
+        dns(&index),
+        [
+            "web-0.example.com",
+            "web.demo.svc.cluster.local",
+            "web.demo.svc",
+            "web.demo",
+            "web",
+        ],
+        "the templates' names first (the first is the CN), then the Service's"
+    );
+    assert_eq!(
+        index.take_changes().len(),
+        1,
+        "only the selected pod changed"
+    );
+
+    // A second Service and a second slice of the first: Services in name order, no duplicates.
+    index.apply_endpoint_slice(&endpoint_slice("demo", "api-xyz", "api", &["web-0"]));
+    index.apply_endpoint_slice(&endpoint_slice("demo", "web-def", "web", &["web-0"]));
+    assert_eq!(
+        dns(&index)[1..5],
+        [
+            "api.demo.svc.cluster.local",
+            "api.demo.svc",
+            "api.demo",
+            "api"
+        ]
+    );
+    assert_eq!(dns(&index).len(), 9);
+    // The pod leaves one slice of `web` but is still in the other.
+    index.apply_endpoint_slice(&endpoint_slice("demo", "web-abc", "web", &["web-1"]));
+    assert_eq!(dns(&index).len(), 9);
+    index.delete_endpoint_slice("demo/web-def");
+    index.delete_endpoint_slice("demo/api-xyz");
+    assert_eq!(dns(&index), ["web-0.example.com"]);
+
+    // A Service in another namespace never adds names here; a slice without a Service label is
+    // ignored.
+    index.apply_endpoint_slice(&endpoint_slice("other", "web-zzz", "web", &["web-0"]));
+    let mut unlabelled = endpoint_slice("demo", "manual", "x", &["web-0"]);
+    unlabelled.metadata.labels = None;
+    index.apply_endpoint_slice(&unlabelled);
+    assert_eq!(dns(&index), ["web-0.example.com"]);
+
+    // Without autoPopulateDNSNames the names go, and nothing asks for slices any more.
+    index.apply_endpoint_slice(&endpoint_slice("demo", "web-abc", "web", &["web-0"]));
+    assert_eq!(dns(&index).len(), 5);
+    identity.spec.auto_populate_dns_names = false;
+    identity.metadata.generation = Some(2);
+    index.apply_identity(&identity);
+    assert_eq!(dns(&index), ["web-0.example.com"]);
+    assert!(!index.wants_service_names());
+    index.clear_endpoint_slices();
+    assert!(index.endpoint_slice_keys().is_empty());
 }

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 #[derive(Default)]
 struct Recorder {
     entries: Mutex<BTreeMap<String, String>>,
+    dns_names: Mutex<BTreeMap<String, Vec<String>>>,
     removals: Mutex<Vec<String>>,
     synced: Mutex<Option<usize>>,
 }
@@ -29,6 +30,10 @@ impl EntrySink for Recorder {
             match change {
                 EntryChange::Upsert(e) => {
                     entries.insert(e.id.to_string(), e.spiffe_id.to_string());
+                    self.dns_names
+                        .lock()
+                        .unwrap()
+                        .insert(e.id.to_string(), e.dns_names.clone());
                 }
                 EntryChange::Remove(id) => {
                     entries.remove(id.as_str());
@@ -384,4 +389,61 @@ async fn authorization_policies_resolve_to_identities_and_get_status() {
         sink.targets_of("demo/typo").is_none()
     })
     .await;
+}
+
+/// autoPopulateDNSNames: EndpointSlices are watched only once a ClusterSPIFFEID asks, and the
+/// names follow the Services as they change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_dns_names_follow_endpoint_slices_when_asked_for() {
+    let cluster = cluster(1);
+    let (_leader_tx, leader) = watch::channel(false);
+    let sink = start(&cluster, leader);
+    eventually("sync", || sink.synced.lock().unwrap().is_some()).await;
+    let watched_slices = || {
+        cluster
+            .requests()
+            .iter()
+            .any(|r| r.contains("endpointslices"))
+    };
+    assert!(
+        !watched_slices(),
+        "no ClusterSPIFFEID asked for Service names yet"
+    );
+    let slice = |pods: &[&str]| {
+        serde_json::to_value(signet_test_support::k8s::endpoint_slice(
+            "demo", "web-abc", "web", pods,
+        ))
+        .unwrap()
+    };
+    cluster.apply(slice(&["p0"]));
+    cluster.apply(json!({"apiVersion": "signet.dev/v1alpha1", "kind": "ClusterSPIFFEID",
+        "metadata": {"name": "default", "generation": 4},
+        "spec": {"spiffeIDTemplate": "spiffe://{{ .TrustDomain }}/sa/{{ .PodSpec.ServiceAccountName }}",
+                 "autoPopulateDNSNames": true}}));
+    let names = || -> Vec<String> {
+        sink.dns_names
+            .lock()
+            .unwrap()
+            .values()
+            .next()
+            .cloned()
+            .unwrap_or_default()
+    };
+    eventually("the Service's names", || {
+        names()
+            == [
+                "web.demo.svc.cluster.local",
+                "web.demo.svc",
+                "web.demo",
+                "web",
+            ]
+    })
+    .await;
+    assert!(watched_slices());
+    cluster.apply(slice(&["p9"]));
+    eventually("the names to go with the endpoint", || names().is_empty()).await;
+    cluster.apply(slice(&["p0"]));
+    eventually("the names back", || names().len() == 4).await;
+    cluster.delete("discovery.k8s.io/v1/endpointslices", "demo", "web-abc");
+    eventually("the names to go with the slice", || names().is_empty()).await;
 }

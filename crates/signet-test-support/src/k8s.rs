@@ -210,3 +210,47 @@ pub fn match_labels(pairs: &[(&str, &str)]) -> Option<LabelSelector> {
         match_expressions: None,
     })
 }
+
+/// An EndpointSlice of Service `service` listing `pods` (ready endpoints, one IPv4 address each),
+/// shaped as the EndpointSlice controller writes it.
+pub fn endpoint_slice(
+    namespace: &str,
+    name: &str,
+    service: &str,
+    pods: &[&str],
+) -> k8s_openapi::api::discovery::v1::EndpointSlice {
+    let endpoints: Vec<serde_json::Value> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, pod)| {
+            serde_json::json!({
+                "addresses": [format!("10.244.1.{}", i + 10)],
+                "conditions": {"ready": true, "serving": true, "terminating": false},
+                "nodeName": "n1",
+                "targetRef": {
+                    "kind": "Pod",
+                    "name": pod,
+                    "namespace": namespace,
+                    "uid": uid_for(&format!("pod/{namespace}/{pod}")),
+                },
+            })
+        })
+        .collect();
+    let value = serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {
+                "kubernetes.io/service-name": service,
+                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+            },
+            "uid": uid_for(&format!("endpointslice/{namespace}/{name}")),
+        },
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+    });
+    serde_json::from_value(value).unwrap_or_default()
+}
