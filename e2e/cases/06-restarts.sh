@@ -30,6 +30,8 @@ token=$(kubectl -n "$DEMO_NS" exec "pod/$pod" -c demo -- "$SIGNET" jwt fetch --a
 [[ -n "$not_after" && -n "$token" && "$token" != null ]] || fail "could not record the credentials before the restarts"
 
 # --- agent
+restarts_before=$(kubectl -n "$DEMO_NS" get pod "$pod" -o jsonpath='{.status.containerStatuses[0].restartCount}') ||
+  fail "could not read the restart count of ${pod}"
 old_agent=$(agent_pod_on "$node") || fail "could not find the agent pod on ${node}"
 log "deleting agent ${old_agent} on ${node}"
 kubectl -n "$E2E_NAMESPACE" delete pod "$old_agent" --wait=true --timeout=60s >/dev/null
@@ -42,6 +44,11 @@ new_agent_ready() {
 retry 60 new_agent_ready || fail "no new agent became ready on ${node}"
 retry 30 has_id "$DEMO_NS" "pod/$pod" "$DEMO_ID" || fail "${pod} cannot fetch ${DEMO_ID} after the agent restart"
 log "ok: ${pod} fetches ${DEMO_ID} from the new agent $(agent_pod_on "$node")"
+# Its `signet svid watch` reconnected instead of exiting: the container did not restart.
+restarts_after=$(kubectl -n "$DEMO_NS" get pod "$pod" -o jsonpath='{.status.containerStatuses[0].restartCount}') ||
+  fail "could not read the restart count of ${pod}"
+[[ "$restarts_after" == "$restarts_before" ]] ||
+  fail "${pod} restarted across the agent restart (${restarts_before} -> ${restarts_after}): svid watch should reconnect"
 
 # --- server
 log "rolling the server"

@@ -497,7 +497,8 @@ pub enum SvidCommand {
         workload: WorkloadArgs,
     },
     /// Print every X509-SVID update as it arrives (rotation, bundle changes), until Ctrl-C.
-    /// Reconnects with backoff when the agent restarts or is unreachable.
+    /// Reconnects with backoff when the agent restarts or is unreachable; exits with status 1
+    /// when the agent refuses this process an identity.
     Watch {
         #[command(flatten)]
         workload: WorkloadArgs,

@@ -81,4 +81,19 @@ async fn svid_watch_and_the_tls_source_carry_on_across_an_agent_restart() {
 
     let _ = watch.kill();
     let _ = watch.wait();
+
+    // A refusal is not an outage: a process without an identity is told so and exits 1 (a pod
+    // restarts and shows why) instead of retrying forever.
+    if my_uid() == 0 {
+        use std::os::unix::process::CommandExt;
+        let out = Command::new(signet_bin())
+            .args(["svid", "watch", "--socket"])
+            .arg(d.endpoint())
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no identity"));
+    }
 }

@@ -87,6 +87,10 @@ async fn spiffe_crate_fetches_svids_bundles_and_jwts() {
     );
     // The serial the CLI prints is the one OpenSSL reads from the certificate.
     let fetched: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        fetched[0]["dns_names"],
+        serde_json::json!(["interop.local"])
+    );
     let openssl_serial = Command::new("openssl")
         .args(["x509", "-noout", "-serial", "-in"])
         .arg(dir.path().join("svid.0.pem"))

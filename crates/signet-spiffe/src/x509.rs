@@ -210,6 +210,27 @@ pub fn not_after_of(cert_der: &[u8]) -> Option<SystemTime> {
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
+/// The DNS names (subjectAltName dNSName entries) of a DER certificate, in certificate order.
+pub fn dns_names_of(cert_der: &[u8]) -> Option<Vec<String>> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    let names = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|name| match name {
+                    x509_parser::extensions::GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(names)
+}
+
 /// The serial number of a DER certificate as lowercase hex, without DER's sign byte (the digits
 /// `openssl x509 -serial` prints, in lower case).
 pub fn serial_of(cert_der: &[u8]) -> Option<String> {

@@ -47,6 +47,9 @@ struct SvidView {
     not_after: String,
     serial: String,
     chain_length: usize,
+    /// DNS SANs of the leaf (from dnsNameTemplates, autoPopulateDNSNames or --dns-name).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    dns_names: Vec<String>,
 }
 
 fn views(response: &X509svidResponse) -> Vec<SvidView> {
@@ -72,6 +75,10 @@ fn views(response: &X509svidResponse) -> Vec<SvidView> {
                 not_after,
                 serial,
                 chain_length: certs.len(),
+                dns_names: certs
+                    .first()
+                    .and_then(|c| signet_spiffe::x509::dns_names_of(c))
+                    .unwrap_or_default(),
             }
         })
         .collect()
@@ -90,6 +97,9 @@ fn human(views: &[SvidView]) -> String {
         ));
         if !v.hint.is_empty() {
             out.push_str(&format!("  Hint      : {}\n", v.hint));
+        }
+        if !v.dns_names.is_empty() {
+            out.push_str(&format!("  DNS names : {}\n", v.dns_names.join(", ")));
         }
     }
     out
@@ -170,7 +180,13 @@ pub async fn svid(command: SvidCommand) -> anyhow::Result<()> {
             };
             loop {
                 tokio::select! {
-                    error = watch.follow(&workload) => {
+                    ended = watch.follow(&workload) => {
+                        let error = match ended {
+                            // The agent answered: no identity is a configuration error (exit, so
+                            // a pod restarts and shows it), not an outage.
+                            Ended::Refused(error) => return Err(error),
+                            Ended::Interrupted(error) => error,
+                        };
                         let delay = watch.backoff.next_delay();
                         eprintln!("--- {error:#}; reconnecting in {delay:.1?}");
                         tokio::select! {
@@ -191,30 +207,46 @@ struct Watch {
     backoff: signet_core::Backoff,
 }
 
+/// Why a watched stream ended.
+enum Ended {
+    /// The agent refused this process an identity (PermissionDenied), or output failed.
+    Refused(anyhow::Error),
+    /// The agent went away, restarted or is not reachable yet: worth reconnecting.
+    Interrupted(anyhow::Error),
+}
+
 impl Watch {
     /// Prints every update of one stream; returns why it ended.
-    async fn follow(&mut self, workload: &WorkloadArgs) -> anyhow::Error {
-        let result: anyhow::Result<()> = async {
-            let mut stream = client(workload)
-                .await?
-                .fetch_x509svid(request(X509svidRequest {}))
-                .await
-                .map_err(status)?
-                .into_inner();
-            loop {
-                let Some(response) = stream.message().await.map_err(status)? else {
-                    anyhow::bail!("the agent closed the stream")
-                };
-                self.backoff.reset();
-                self.update += 1;
-                eprintln!("--- update {}", self.update);
-                output::print(workload.output, &views(&response), |v| human(v))?;
+    async fn follow(&mut self, workload: &WorkloadArgs) -> Ended {
+        let classify = |error: tonic::Status| match error.code() {
+            tonic::Code::PermissionDenied | tonic::Code::InvalidArgument => {
+                Ended::Refused(status(error))
+            }
+            _ => Ended::Interrupted(status(error)),
+        };
+        let mut api = match client(workload).await {
+            Ok(api) => api,
+            Err(error) => return Ended::Interrupted(error),
+        };
+        let mut stream = match api.fetch_x509svid(request(X509svidRequest {})).await {
+            Ok(stream) => stream.into_inner(),
+            Err(error) => return classify(error),
+        };
+        loop {
+            let response = match stream.message().await {
+                Ok(Some(response)) => response,
+                Ok(None) => {
+                    return Ended::Interrupted(anyhow::anyhow!("the agent closed the stream"));
+                }
+                Err(error) => return classify(error),
+            };
+            self.backoff.reset();
+            self.update += 1;
+            eprintln!("--- update {}", self.update);
+            if let Err(error) = output::print(workload.output, &views(&response), |v| human(v)) {
+                return Ended::Refused(error);
             }
         }
-        .await;
-        result
-            .err()
-            .unwrap_or_else(|| anyhow::anyhow!("the stream ended"))
     }
 }
 
