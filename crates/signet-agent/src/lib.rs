@@ -312,7 +312,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
     })
 }
 
-type WorkloadConnection = signet_unix::Limited<signet_unix::AuthorityNormalizer<peer::PeerStream>>;
+type WorkloadConnection = signet_unix::AuthorityNormalizer<peer::PeerStream>;
 
 /// Accepts Workload API connections within the limits: a connection over its uid's share or the
 /// total is closed at once (before it costs more than its descriptor), and accept errors pause
@@ -360,14 +360,17 @@ async fn accept_workloads(
             }
         };
         let stream = match peer::PeerStream::new(stream) {
-            Ok(stream) => stream,
+            Ok(stream) => stream.holding(slot),
             Err(error) => {
                 debug!(%error, "dropping a Workload API connection without peer credentials");
                 continue;
             }
         };
-        let connection = signet_unix::Limited::new(signet_unix::normalize_authority(stream), slot);
-        if connections.send(Ok(connection)).await.is_err() {
+        if connections
+            .send(Ok(signet_unix::normalize_authority(stream)))
+            .await
+            .is_err()
+        {
             return;
         }
     }

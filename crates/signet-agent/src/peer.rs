@@ -83,18 +83,32 @@ pub fn kernel_pins_peers() -> bool {
     })
 }
 
-/// A Unix stream carrying the peer information captured at accept.
+/// A Unix stream carrying the peer information captured at accept, and its place within the
+/// connection limits for as long as it is open.
 #[derive(Debug)]
 pub struct PeerStream {
     inner: UnixStream,
     info: PeerInfo,
+    _slot: Option<signet_unix::ConnectionSlot>,
 }
 
 impl PeerStream {
     /// Captures the peer of `inner`.
     pub fn new(inner: UnixStream) -> io::Result<Self> {
         let info = PeerInfo::from_stream(&inner)?;
-        Ok(Self { inner, info })
+        Ok(Self {
+            inner,
+            info,
+            _slot: None,
+        })
+    }
+
+    /// Holds `slot` until the connection is dropped.
+    pub fn holding(self, slot: signet_unix::ConnectionSlot) -> Self {
+        Self {
+            _slot: Some(slot),
+            ..self
+        }
     }
 }
 

@@ -8,7 +8,7 @@ mod private_dir;
 
 pub use authority::{AuthorityNormalizer, MAX_HEADER_BLOCK, normalize_authority};
 pub use limits::{
-    AcceptErrors, ConnectionLimiter, ConnectionLimits, ConnectionSlot, Limited, Refusal,
+    AcceptErrors, ConnectionLimiter, ConnectionLimits, ConnectionSlot, Refusal,
     raise_descriptor_limit,
 };
 pub use private_dir::{PrivateDirError, ensure_private_dir};
