@@ -12,7 +12,6 @@ pub mod peer;
 pub mod telemetry;
 pub mod workload_api;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
@@ -243,11 +242,10 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
     // Only the agent writes the directory; everyone may traverse it to reach the socket.
     signet_unix::ensure_private_dir(socket_dir, 0o755)
         .map_err(|e| AgentError::Io(e.to_string()))?;
-    let _ = std::fs::remove_file(&config.socket_path);
-    let listener = UnixListener::bind(&config.socket_path)
+    // Every local process may connect (attestation decides what it gets).
+    let listener = signet_unix::bind_unix_socket(&config.socket_path, 0o777)
+        .and_then(UnixListener::from_std)
         .map_err(|e| AgentError::Io(format!("binding {}: {e}", config.socket_path.display())))?;
-    std::fs::set_permissions(&config.socket_path, std::fs::Permissions::from_mode(0o777))
-        .map_err(|e| AgentError::Io(e.to_string()))?;
     signet_unix::raise_descriptor_limit();
     let limiter = signet_unix::ConnectionLimiter::new(
         config

@@ -162,6 +162,11 @@ pub struct ServerArgs {
     /// deny [default: allow-trust-domain].
     #[arg(long, env = "SIGNET_DEFAULT_POLICY")]
     pub default_policy: Option<String>,
+    /// Standalone: start a new CA although the CA journal records one whose ca-keys.json is
+    /// missing (lost keys). Every agent then needs the new bundle.pem. Without it, refused.
+    #[arg(long, env = "SIGNET_NEW_CA")]
+    #[serde(default)]
+    pub new_ca: bool,
     #[command(flatten, next_help_heading = "Kubernetes mode")]
     #[serde(default)]
     pub kubernetes: ServerKubernetesArgs,

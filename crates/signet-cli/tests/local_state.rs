@@ -131,3 +131,52 @@ fn quickstart_refuses_a_directory_another_user_planted() {
         "{said}"
     );
 }
+
+/// Lost CA keys are lost state, not a first start: a server whose journal records a CA refuses to
+/// start without `ca-keys.json` (it used to create a new CA and come up "ready" with a bundle no
+/// agent trusted), and creates a new one only when told to.
+#[test]
+fn a_missing_key_store_with_a_ca_journal_is_refused() {
+    let mut d = common::Deployment::start();
+    let bundle_before = std::fs::read(d.server_dir().join("bundle.pem")).unwrap();
+    d.kill_server();
+    let keys = d.server_dir().join("ca-keys.json");
+    std::fs::rename(&keys, d.server_dir().join("ca-keys.json.moved")).unwrap();
+    let server_dir = d.server_dir();
+    let server = |extra: &[&str]| {
+        Command::new(signet_bin())
+            .args(["server", "--trust-domain", TD])
+            .arg("--data-dir")
+            .arg(&server_dir)
+            .args(["--bind-address", &format!("127.0.0.1:{}", free_port())])
+            .args(["--health-address", &format!("127.0.0.1:{}", free_port())])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let out = server(&[]).wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        said.contains("ca-keys.json is missing") && said.contains("--new-ca"),
+        "{said}"
+    );
+    assert!(!keys.exists(), "no new CA was created");
+
+    // Restored: the same CA comes back.
+    std::fs::rename(d.server_dir().join("ca-keys.json.moved"), &keys).unwrap();
+    d.start_server();
+    assert_eq!(
+        std::fs::read(d.server_dir().join("bundle.pem")).unwrap(),
+        bundle_before
+    );
+    d.kill_server();
+
+    // Deliberately replaced: --new-ca starts a new CA.
+    std::fs::remove_file(&keys).unwrap();
+    let child = Killed(server(&["--new-ca"]));
+    wait_for("the new CA", Duration::from_secs(60), || keys.exists());
+    drop(child);
+}

@@ -9,7 +9,6 @@ pub mod request;
 pub mod target;
 
 use std::fs;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -159,26 +158,16 @@ pub fn bind_socket(path: &Path) -> Result<UnixListener, CsiError> {
         context: format!("{context} {}", path.display()),
         source,
     };
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            fs::remove_file(path).map_err(|e| io_error("removing stale socket", e))?;
-        }
-        Ok(_) => {
-            return Err(CsiError::Config(format!(
-                "{} exists and is not a socket; refusing to replace it",
-                path.display()
-            )));
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_error("inspecting", e)),
-    }
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(|e| io_error("creating the directory of", e))?;
     }
-    let listener = UnixListener::bind(path).map_err(|e| io_error("binding", e))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
-        .map_err(|e| io_error("restricting", e))?;
-    Ok(listener)
+    match signet_unix::bind_unix_socket(path, 0o600) {
+        Ok(listener) => UnixListener::from_std(listener).map_err(|e| io_error("binding", e)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(CsiError::Config(e.to_string()))
+        }
+        Err(e) => Err(io_error("binding", e)),
+    }
 }
 
 fn is_plain(component: std::path::Component<'_>) -> bool {

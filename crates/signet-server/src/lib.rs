@@ -18,7 +18,6 @@ pub mod policy_admin;
 pub mod psat;
 
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -66,6 +65,9 @@ pub struct ServerConfig {
     pub kubernetes: Option<k8s::KubernetesOptions>,
     /// What happens to requests no enforced ALLOW AuthorizationPolicy targets.
     pub default_policy: signet_core::policy::DefaultPolicy,
+    /// Standalone: start a new CA although the journal records one whose key store is missing
+    /// (every agent and workload then needs the new bundle). Without it such a start is refused.
+    pub new_ca: bool,
 }
 
 impl ServerConfig {
@@ -86,6 +88,7 @@ impl ServerConfig {
             rotation_check_interval: Duration::from_secs(10),
             kubernetes: None,
             default_policy: signet_core::policy::DefaultPolicy::default(),
+            new_ca: false,
         }
     }
 }
@@ -126,6 +129,29 @@ fn private_dir(path: &Path) -> Result<(), ServerError> {
     signet_unix::ensure_private_dir(path, 0o700).map_err(|e| ServerError::Io(e.to_string()))
 }
 
+/// A journal that recorded a CA start means keys existed: a missing key store is lost state, not
+/// a first start. Creating a new CA silently would come up "ready" with a bundle no agent trusts.
+async fn refuse_lost_key_store(
+    datastore: &datastore::Datastore,
+    keys: &Path,
+    new_ca: bool,
+) -> Result<(), ServerError> {
+    if new_ca || keys.symlink_metadata().is_ok() {
+        return Ok(());
+    }
+    let history = datastore.journal_tail(1).await?;
+    match history.last() {
+        None => Ok(()),
+        Some(last) => Err(ServerError::Io(format!(
+            "{} is missing, but the CA journal in signet.db records a CA (last event: {last}). \
+             Restore {} from a backup. To start a new CA deliberately (every agent then needs \
+             the new bundle.pem, and every workload new SVIDs), start once with --new-ca",
+            keys.display(),
+            keys.display()
+        ))),
+    }
+}
+
 /// Opens the stores, starts every listener and background task, and returns once the server is
 /// ready.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
@@ -139,7 +165,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let mut tasks = Vec::new();
     let (ca, leader) = match &config.kubernetes {
         None => {
-            let store = Arc::new(FileKeyStore::new(config.data_dir.join("ca-keys.json")));
+            let keys = config.data_dir.join("ca-keys.json");
+            refuse_lost_key_store(&datastore, &keys, config.new_ca).await?;
+            let store = Arc::new(FileKeyStore::new(keys));
             (
                 CertificateAuthority::open(ca_config, store, Arc::new(SystemClock))?,
                 None,
@@ -318,15 +346,15 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     if let Some(parent) = config.admin_socket.parent() {
         std::fs::create_dir_all(parent).map_err(|e| ServerError::Io(e.to_string()))?;
     }
-    let _ = std::fs::remove_file(&config.admin_socket);
-    let admin_listener = UnixListener::bind(&config.admin_socket).map_err(|e| {
-        ServerError::Io(format!(
-            "binding admin socket {}: {e}",
-            config.admin_socket.display()
-        ))
-    })?;
-    std::fs::set_permissions(&config.admin_socket, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| ServerError::Io(e.to_string()))?;
+    // Mode 0600 from the moment it can be reached (never a window with the umask's mode).
+    let admin_listener = signet_unix::bind_unix_socket(&config.admin_socket, 0o600)
+        .and_then(UnixListener::from_std)
+        .map_err(|e| {
+            ServerError::Io(format!(
+                "binding admin socket {}: {e}",
+                config.admin_socket.display()
+            ))
+        })?;
     tasks.push(tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
             .add_service(AdminServer::new(admin))

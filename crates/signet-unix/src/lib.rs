@@ -5,6 +5,7 @@
 mod authority;
 mod limits;
 mod private_dir;
+mod socket;
 
 pub use authority::{AuthorityNormalizer, MAX_HEADER_BLOCK, normalize_authority};
 pub use limits::{
@@ -12,3 +13,4 @@ pub use limits::{
     raise_descriptor_limit,
 };
 pub use private_dir::{PrivateDirError, ensure_private_dir};
+pub use socket::bind_unix_socket;

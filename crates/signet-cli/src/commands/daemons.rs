@@ -176,6 +176,7 @@ pub async fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         default_jwt_svid_ttl,
         agent_svid_ttl,
         default_policy,
+        new_ca,
         kubernetes,
     } = args;
     let kubernetes = server_kubernetes(kubernetes, file.kubernetes.clone()).await?;
@@ -220,6 +221,7 @@ pub async fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
             .map_err(|e: String| anyhow::anyhow!("--default-policy: {e}"))?;
     }
     config.kubernetes = kubernetes;
+    config.new_ca = new_ca || file.new_ca;
     Ok(config)
 }
 
