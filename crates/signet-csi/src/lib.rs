@@ -198,6 +198,8 @@ fn validate_driver_name(name: &str) -> Result<(), CsiError> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]
