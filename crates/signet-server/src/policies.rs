@@ -93,6 +93,40 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 /// Upper bound on an applied document (many policies fit easily).
 pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
 
+/// Deepest nesting of `[`/`{` accepted in a document (a policy needs about six). The YAML parser's
+/// cost grows with the square of the nesting: 200 KB of `[` took 28 CPU-seconds.
+pub const MAX_NESTING: usize = 32;
+
+/// The flow-collection depth of `text` if it exceeds `limit`. It errs towards counting too deep,
+/// never too shallow: every `[`/`{` counts, a `]`/`}` only outside what looks like a quoted
+/// string or a comment (so closers hidden in a string cannot mask real nesting, and an apostrophe
+/// in a plain scalar at worst makes a harmless document look deeper).
+fn flow_nesting_beyond(text: &str, limit: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut deepest = 0usize;
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    for c in text.chars() {
+        if matches!(c, '[' | '{') {
+            depth += 1;
+            deepest = deepest.max(depth);
+            continue;
+        }
+        match quote {
+            _ if comment => comment = c != '\n',
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                '\'' | '"' => quote = Some(c),
+                '#' => comment = true,
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+    }
+    (deepest > limit).then_some(deepest)
+}
+
 /// Reads every AuthorizationPolicy of a YAML (or JSON) text of one or more documents, for
 /// standalone mode. Every problem of every document is reported, each prefixed with the
 /// document's position and name; nothing is returned unless all are valid.
@@ -101,6 +135,11 @@ pub fn read_documents(text: &str) -> Result<Vec<AppliedPolicy>, Vec<String>> {
         return Err(vec![format!(
             "the document is {} bytes; at most {MAX_DOCUMENT_BYTES} are accepted",
             text.len()
+        )]);
+    }
+    if let Some(depth) = flow_nesting_beyond(text, MAX_NESTING) {
+        return Err(vec![format!(
+            "the document nests {depth} levels of [ or {{; at most {MAX_NESTING} are accepted"
         )]);
     }
     let mut errors = Vec::new();
@@ -343,5 +382,25 @@ spec:
         store.replace(vec![binding]);
         assert!(!rx.has_changed().unwrap());
         assert_eq!(store.current().unwrap().default_policy, DefaultPolicy::Deny);
+    }
+}
+
+#[cfg(test)]
+mod nesting_tests {
+    use super::*;
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let bomb = "[".repeat(200_000);
+        let start = std::time::Instant::now();
+        let errors = read_documents(&bomb).unwrap_err();
+        assert!(errors[0].contains("nests 200000 levels"), "{errors:?}");
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+        // Closers hidden in strings do not mask real nesting.
+        let masked = "[[[[ \"]]]]\" ".repeat(20);
+        assert!(flow_nesting_beyond(&masked, MAX_NESTING).is_some());
+        // An ordinary document passes.
+        let normal = "spec: {rules: [{from: [{spiffeIDs: ['spiffe://td/a']}]}]}  # [x]\n";
+        assert_eq!(flow_nesting_beyond(normal, MAX_NESTING), None);
     }
 }

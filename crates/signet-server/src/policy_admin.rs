@@ -115,7 +115,11 @@ pub async fn apply(
 ) -> Result<pb::ApplyPoliciesResponse, Status> {
     refuse_in_kubernetes(kubernetes)?;
     let _serialised = store.write_guard().await;
-    let policies = read_documents(&request.document)
+    // Parsing is CPU work bounded by size and nesting; it stays off the async runtime.
+    let document = request.document.clone();
+    let policies = tokio::task::spawn_blocking(move || read_documents(&document))
+        .await
+        .map_err(|_| Status::internal("reading the policy document failed"))?
         .map_err(|errors| Status::invalid_argument(errors.join("\n")))?;
     let outcomes: Vec<&str> = if request.dry_run {
         vec!["valid"; policies.len()]
