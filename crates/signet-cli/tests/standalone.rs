@@ -476,6 +476,26 @@ async fn join_tokens_are_single_use_and_expire() {
     let server_id = signet_core::server_id(&td).unwrap();
     let address = format!("127.0.0.1:{}", d.port);
     let token = d.token();
+    // A request with an unusable CSR is refused without using the token up.
+    let bundles = Arc::new(signet_tls::SharedBundles::new(
+        signet_agent::identity::single(bootstrap.clone()),
+    ));
+    let mut raw =
+        signet_agent::client::connect(&address, bundles, server_id.clone(), None).unwrap();
+    for csr in [b"not a CSR".to_vec(), Vec::new()] {
+        let refused = raw
+            .attest_agent(signet_proto::agent::AttestAgentRequest {
+                attestation: Some(
+                    signet_proto::agent::attest_agent_request::Attestation::JoinToken(
+                        token.clone(),
+                    ),
+                ),
+                csr,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused}");
+    }
     signet_agent::identity::attest_with_join_token(
         &address,
         bootstrap.clone(),
@@ -686,4 +706,44 @@ fn jwt_validates_offline_against_the_published_bundle() {
         .output()
         .unwrap();
     assert_eq!(usage.status.code(), Some(2));
+}
+
+/// Entries that could never serve anyone are refused when written, with the reason.
+#[test]
+fn entries_that_could_never_match_are_refused() {
+    let d = Deployment::start();
+    let server = format!("spiffe://{TD}/signet/server");
+    let workload = format!("spiffe://{TD}/some/workload");
+    for (parent, selector, why) in [
+        (d.agent_id.as_str(), "unix:uid:abc", "not a value"),
+        (d.agent_id.as_str(), "unix:uid:-1", "not a value"),
+        (d.agent_id.as_str(), "unix:uid: 1001", "not a value"),
+        (d.agent_id.as_str(), "unix:uid:4294967296", "not a value"),
+        (d.agent_id.as_str(), "unix:path:bin/sleep", "not a value"),
+        (
+            d.agent_id.as_str(),
+            "unix:colour:blue",
+            "unknown unix selector",
+        ),
+        (d.agent_id.as_str(), "k8s:ns:default", "only unix:"),
+        (server.as_str(), "unix:uid:0", "must be an agent"),
+        (workload.as_str(), "unix:uid:0", "must be an agent"),
+    ] {
+        let out = d.admin(&[
+            "entry",
+            "create",
+            "--spiffe-id",
+            &format!("spiffe://{TD}/never"),
+            "--parent-id",
+            parent,
+            "--selector",
+            selector,
+        ]);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{selector} under {parent} was accepted"
+        );
+        assert!(said.contains(why), "{selector}: {said}");
+    }
 }

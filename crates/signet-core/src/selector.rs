@@ -49,6 +49,52 @@ impl Selector {
     pub fn value(&self) -> &str {
         &self.value
     }
+
+    /// Checks a `unix:` selector against what the unix attestor can ever report, so that an
+    /// entry that could never match (`unix:uid:abc`, `unix:uid: 1001`, a relative path) is
+    /// refused when it is written instead of silently serving nobody.
+    pub fn check_unix(&self) -> Result<(), String> {
+        if self.kind != "unix" {
+            return Err(format!(
+                "{self}: only unix: selectors can match in standalone mode (the unix attestor)"
+            ));
+        }
+        let (key, value) = self
+            .value
+            .split_once(':')
+            .ok_or_else(|| format!("{self}: expected unix:<key>:<value>"))?;
+        let ok = match key {
+            "uid" | "gid" | "supplementary_gid" => {
+                !value.is_empty()
+                    && value.bytes().all(|b| b.is_ascii_digit())
+                    && value.parse::<u32>().is_ok()
+            }
+            "user" | "group" | "supplementary_group" => {
+                !value.is_empty() && !value.contains(|c: char| c.is_whitespace() || c == ':')
+            }
+            "path" => value.starts_with('/'),
+            "sha256" => {
+                value.len() == 64
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            }
+            _ => {
+                return Err(format!(
+                    "{self}: unknown unix selector; use uid, gid, supplementary_gid, user, group, \
+                     supplementary_group, path or sha256"
+                ));
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "{self}: not a value the unix attestor reports (uid/gid: a decimal number up to \
+                 4294967295; path: absolute; sha256: 64 lowercase hex digits; names: no spaces)"
+            ))
+        }
+    }
 }
 
 impl FromStr for Selector {
@@ -224,5 +270,45 @@ mod tests {
         assert!(!workload.is_subset_of(&entry));
         let other = SelectorSet::parse_all(&["unix:uid:0"]).unwrap();
         assert!(!other.is_subset_of(&workload));
+    }
+}
+
+#[cfg(test)]
+mod unix_tests {
+    use super::*;
+
+    #[test]
+    fn unix_selectors_are_checked_against_what_the_attestor_reports() {
+        for good in [
+            "unix:uid:0",
+            "unix:uid:4294967295",
+            "unix:gid:1000",
+            "unix:supplementary_gid:27",
+            "unix:user:alice",
+            "unix:group:staff",
+            "unix:path:/usr/bin/sleep",
+            "unix:sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824",
+        ] {
+            let selector: Selector = good.parse().unwrap();
+            assert_eq!(selector.check_unix(), Ok(()), "{good}");
+        }
+        for bad in [
+            "unix:uid:abc",
+            "unix:uid:-1",
+            "unix:uid: 1001",
+            "unix:uid:+5",
+            "unix:uid:4294967296",
+            "unix:gid:",
+            "unix:path:relative/bin",
+            "unix:sha256:ABC",
+            "unix:user:a b",
+            "unix:pid:1",
+            "unix:uid",
+            "k8s:ns:default",
+            "docker:label:x",
+        ] {
+            let selector: Selector = bad.parse().unwrap();
+            assert!(selector.check_unix().is_err(), "{bad} was accepted");
+        }
     }
 }

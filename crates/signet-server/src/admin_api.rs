@@ -95,10 +95,21 @@ impl AdminApi {
             signet_ca::profile::validate_dns_name(name)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
         }
-        if !entry.parent_id.is_member_of(&self.trust_domain) {
-            return Err(Status::invalid_argument(
-                "parent_id must be an agent of this trust domain",
-            ));
+        // Standalone entries are matched by the unix attestor under an agent: anything else
+        // would be stored and never serve anyone.
+        let under_agents = {
+            let mut parent = entry.parent_id.segments();
+            parent.next() == Some("signet") && parent.next() == Some("agent")
+        };
+        if !entry.parent_id.is_member_of(&self.trust_domain) || !under_agents {
+            return Err(Status::invalid_argument(format!(
+                "parent_id {} must be an agent of this trust domain \
+                 (spiffe://{}/signet/agent/...; see signet agent list)",
+                entry.parent_id, self.trust_domain
+            )));
+        }
+        for selector in entry.selectors.iter() {
+            selector.check_unix().map_err(Status::invalid_argument)?;
         }
         Ok(entry)
     }

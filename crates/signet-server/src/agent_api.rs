@@ -127,6 +127,11 @@ impl AgentApi {
                 "join token is malformed",
             ));
         }
+        // A request that cannot succeed must not use the token up: check the CSR first.
+        let trust_domain = self.authority.bundle().trust_domain().clone();
+        let expected = crate::join_token::agent_id_for(&trust_domain, token)?;
+        signet_ca::csr::verify_csr_with(csr, &expected, signet_ca::CsrIdRule::ExactOrNone)
+            .map_err(|e| Status::invalid_argument(format!("the CSR is unusable: {e}")))?;
         let outcome = self
             .datastore
             .redeem_join_token(hash_token(token), SystemTime::now())

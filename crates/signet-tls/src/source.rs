@@ -26,7 +26,7 @@ use crate::{RotatingSvid, SharedBundles, certified_key};
 /// Why the source could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("cannot reach the Workload API at {path}: {reason}")]
+    #[error("cannot reach {path}: {reason}")]
     Connect { path: String, reason: String },
     #[error("no X509-SVID from the Workload API within {0:?}: {1}")]
     NoSvid(Duration, String),
