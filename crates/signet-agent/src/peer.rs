@@ -46,6 +46,12 @@ impl PeerInfo {
         })
     }
 
+    /// Whether the pinned process that connected has exited (never true for an unpinned peer,
+    /// which cannot be told apart from its successors).
+    pub fn is_gone(&self) -> bool {
+        self.pinned() && !self.still_alive()
+    }
+
     /// Whether `/proc/<pid>` may be read for this peer: the process that connected is pinned.
     pub fn pinned(&self) -> bool {
         self.pid.is_some() && self.pidfd.is_some()

@@ -251,6 +251,18 @@ fn json_object_to_struct(map: &serde_json::Map<String, serde_json::Value>) -> pr
     }
 }
 
+/// A stream belongs to the process that opened it: once that (pinned) process has exited, the
+/// connection may have been handed to another process, which must not receive what the stream
+/// would push next (rotated private keys). Checked before every push.
+fn check_caller(peer: Option<&PeerInfo>) -> Result<(), Status> {
+    if peer.is_some_and(PeerInfo::is_gone) {
+        return Err(Status::unauthenticated(
+            "the process that opened this stream has exited; open a new one",
+        ));
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl SpiffeWorkloadApi for WorkloadApi {
     type FetchX509SVIDStream = ResponseStream<X509svidResponse>;
@@ -266,12 +278,14 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 return Err(no_identity());
             }
             let this = self.clone();
+            let peer = request.extensions().get::<PeerInfo>().cloned();
             let mut changes = self.cache().subscribe();
             let stream = async_stream::try_stream! {
                 changes.borrow_and_update();
                 let mut last = Arc::new(this.x509_response(&first));
                 yield (*last).clone();
                 while changes.changed().await.is_ok() {
+                    check_caller(peer.as_ref())?;
                     let revision = *changes.borrow_and_update();
                     let Some(next) = this.shared_x509(&selectors, revision) else {
                         // Every identity was redacted: tell the workload to stop using them.
@@ -307,12 +321,14 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 return Err(no_identity());
             }
             let this = self.clone();
+            let peer = request.extensions().get::<PeerInfo>().cloned();
             let mut changes = self.cache().subscribe();
             let stream = async_stream::try_stream! {
                 changes.borrow_and_update();
                 let mut last = this.bundles_response();
                 yield last.clone();
                 while changes.changed().await.is_ok() {
+                    check_caller(peer.as_ref())?;
                     changes.borrow_and_update();
                     if this.cache().identities(&selectors).ready.is_empty() {
                         Err(no_identity())?;
@@ -423,12 +439,14 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 return Err(no_identity());
             }
             let this = self.clone();
+            let peer = request.extensions().get::<PeerInfo>().cloned();
             let mut changes = self.cache().subscribe();
             let stream = async_stream::try_stream! {
                 changes.borrow_and_update();
                 let mut last = this.jwt_bundles_response();
                 yield last.clone();
                 while changes.changed().await.is_ok() {
+                    check_caller(peer.as_ref())?;
                     changes.borrow_and_update();
                     if this.cache().matching_entries(&selectors).is_empty() {
                         Err(no_identity())?;
