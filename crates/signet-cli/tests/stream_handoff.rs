@@ -2,6 +2,8 @@
 //! FetchX509SVID, passes the connection on (SCM_RIGHTS) and exits. The stream must not deliver
 //! what comes next (rotated private keys) to whoever holds the connection now.
 
+#![expect(clippy::unwrap_used, reason = "test helpers fail loudly")]
+
 mod common;
 
 use std::io::IoSliceMut;
