@@ -162,6 +162,11 @@ pub struct ServerArgs {
     /// deny [default: allow-trust-domain].
     #[arg(long, env = "SIGNET_DEFAULT_POLICY")]
     pub default_policy: Option<String>,
+    /// How long a connection to the agent API without an agent SVID (it can only attest) may
+    /// stay open [default: 60s].
+    #[arg(long, env = "SIGNET_ATTESTATION_CONNECTION_LIFETIME", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub attestation_connection_lifetime: Option<Duration>,
     /// Standalone: start a new CA although the CA journal records one whose ca-keys.json is
     /// missing (lost keys). Every agent then needs the new bundle.pem. Without it, refused.
     #[arg(long, env = "SIGNET_NEW_CA")]

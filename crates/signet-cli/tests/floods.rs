@@ -93,3 +93,44 @@ fn flood() {
     std::thread::sleep(Duration::from_secs(60));
     drop(held);
 }
+
+/// A TLS connection to the agent API without an agent SVID can only attest: it is closed after
+/// its lifetime instead of staying open forever (idle ones exhausted the server's descriptors).
+/// The idle client is OpenSSL, which stays connected until the server closes.
+#[test]
+fn idle_unauthenticated_agent_api_connections_are_closed() {
+    let d = Deployment::start_with_env(
+        vec![("SIGNET_ATTESTATION_CONNECTION_LIFETIME", "1s".to_owned())],
+        Vec::new(),
+    );
+    let mut idle = Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect"])
+        .arg(format!("127.0.0.1:{}", d.port))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    wait_for(
+        "the server to close the idle connection",
+        Duration::from_secs(15),
+        || idle.try_wait().unwrap().is_some(),
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "closed before its lifetime"
+    );
+    // Agents, which hold an SVID, keep their connections: the workload is still served.
+    std::thread::sleep(Duration::from_secs(2));
+    d.create_entry(
+        &format!("spiffe://{TD}/after"),
+        &format!("unix:uid:{}", my_uid()),
+        &[],
+    );
+    wait_for(
+        "the SVID through the agent's long-lived sync",
+        Duration::from_secs(10),
+        || d.workload(&["svid", "fetch"]).status.success(),
+    );
+}

@@ -6,6 +6,7 @@ pub mod admin_api;
 pub mod agent_api;
 pub mod agents;
 pub mod authority;
+mod connection_lifetime;
 pub mod datastore;
 pub mod error;
 pub mod health;
@@ -65,6 +66,8 @@ pub struct ServerConfig {
     pub kubernetes: Option<k8s::KubernetesOptions>,
     /// What happens to requests no enforced ALLOW AuthorizationPolicy targets.
     pub default_policy: signet_core::policy::DefaultPolicy,
+    /// How long a connection to the agent API without an agent SVID (attestation) may stay open.
+    pub attestation_connection_lifetime: Duration,
     /// Standalone: start a new CA although the journal records one whose key store is missing
     /// (every agent and workload then needs the new bundle). Without it such a start is refused.
     pub new_ca: bool,
@@ -89,6 +92,7 @@ impl ServerConfig {
             kubernetes: None,
             default_policy: signet_core::policy::DefaultPolicy::default(),
             new_ca: false,
+            attestation_connection_lifetime: Duration::from_secs(60),
         }
     }
 }
@@ -302,6 +306,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .local_addr()
         .map_err(|e| ServerError::Io(e.to_string()))?;
     let (conn_tx, conn_rx) = tokio::sync::mpsc::channel(128);
+    let unauthenticated_lifetime = config.attestation_connection_lifetime;
     tasks.push(tokio::spawn(async move {
         let mut errors = signet_unix::AcceptErrors::new("agent API");
         loop {
@@ -321,6 +326,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             tokio::spawn(async move {
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
+                        let authenticated = stream.get_ref().1.peer_certificates().is_some();
+                        let lifetime = (!authenticated).then_some(unauthenticated_lifetime);
+                        let stream = connection_lifetime::Bounded::new(stream, lifetime);
                         let _ = conn_tx.send(Ok::<_, std::io::Error>(stream)).await;
                     }
                     Ok(Err(error)) => debug!(%peer, %error, "TLS handshake failed"),

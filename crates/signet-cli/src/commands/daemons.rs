@@ -176,6 +176,7 @@ pub async fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         default_jwt_svid_ttl,
         agent_svid_ttl,
         default_policy,
+        attestation_connection_lifetime,
         new_ca,
         kubernetes,
     } = args;
@@ -222,6 +223,15 @@ pub async fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
     }
     config.kubernetes = kubernetes;
     config.new_ca = new_ca || file.new_ca;
+    config.attestation_connection_lifetime = pick(
+        attestation_connection_lifetime,
+        file.attestation_connection_lifetime,
+        config.attestation_connection_lifetime,
+    );
+    anyhow::ensure!(
+        config.attestation_connection_lifetime >= Duration::from_secs(1),
+        "--attestation-connection-lifetime must be at least 1s"
+    );
     Ok(config)
 }
 

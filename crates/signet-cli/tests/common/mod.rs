@@ -42,6 +42,8 @@ pub struct Deployment {
     pub agent_health_port: u16,
     /// Extra environment of the agent process (its flags' `SIGNET_*` variables).
     pub agent_env: Vec<(&'static str, String)>,
+    /// Extra environment of the server process.
+    pub server_env: Vec<(&'static str, String)>,
 }
 
 impl Deployment {
@@ -65,6 +67,14 @@ impl Deployment {
 
     /// As `start`, with extra environment for the agent.
     pub fn start_with_agent_env(agent_env: Vec<(&'static str, String)>) -> Self {
+        Self::start_with_env(Vec::new(), agent_env)
+    }
+
+    /// As `start`, with extra environment for the server and the agent.
+    pub fn start_with_env(
+        server_env: Vec<(&'static str, String)>,
+        agent_env: Vec<(&'static str, String)>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         // Let other users traverse to the socket (the socket dir itself is the agent's).
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -77,6 +87,7 @@ impl Deployment {
             agent_id: String::new(),
             agent_health_port: free_port(),
             agent_env,
+            server_env,
         };
         d.start_server();
         let token = d.token();
@@ -95,6 +106,7 @@ impl Deployment {
                 "--health-address",
                 &format!("127.0.0.1:{}", self.health_port),
             ])
+            .envs(self.server_env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
