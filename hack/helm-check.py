@@ -963,6 +963,12 @@ def expected_server_role_rules(secret: str, configmap: str, lease: str) -> list[
             "verbs": ["get", "patch", "create"],
         },
         {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["signet-agents"],
+            "verbs": ["get", "list", "watch", "patch", "create"],
+        },
+        {
             "apiGroups": ["coordination.k8s.io"],
             "resources": ["leases"],
             "resourceNames": [lease],
@@ -1399,6 +1405,7 @@ def check_defaults(binary: str | None) -> None:
         "--ignore-namespaces": f"kube-system,kube-public,{NAMESPACE}",
         "--ca-secret": "signet-ca",
         "--bundle-configmap": "signet-bundle",
+        "--agent-state-configmap": "signet-agents",
         "--lease-name": "signet-server",
         "--default-policy": "allow-trust-domain",
         "--log-level": "info",

@@ -87,6 +87,10 @@ signet-ca
 signet-bundle
 {{- end }}
 
+{{- define "signet.agentStateConfigMapName" -}}
+signet-agents
+{{- end }}
+
 {{- define "signet.leaseName" -}}
 signet-server
 {{- end }}

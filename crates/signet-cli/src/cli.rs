@@ -206,6 +206,9 @@ pub struct ServerKubernetesArgs {
     /// ConfigMap the bundle is published to [default: signet-bundle].
     #[arg(long, env = "SIGNET_BUNDLE_CONFIGMAP")]
     pub bundle_configmap: Option<String>,
+    /// ConfigMap holding agent bans and evictions, shared by every replica [default: signet-agents].
+    #[arg(long, env = "SIGNET_AGENT_STATE_CONFIGMAP")]
+    pub agent_state_configmap: Option<String>,
     /// Lease used for leader election [default: signet-server].
     #[arg(long, env = "SIGNET_LEASE_NAME")]
     pub lease_name: Option<String>,
@@ -250,8 +253,11 @@ pub enum AgentAction {
     List(AdminArgs),
     /// Evict an agent: its SVID stops working and it must attest again.
     Evict(AgentTarget),
-    /// Ban an agent: evicted for good, even with a new join token for the same ID.
+    /// Ban an agent: evicted for good, even with a new join token for the same ID. In
+    /// Kubernetes mode the ban holds on every server replica and across restarts.
     Ban(AgentTarget),
+    /// Lift a ban: the agent may attest again.
+    Unban(AgentTarget),
 }
 
 #[derive(Debug, Args)]

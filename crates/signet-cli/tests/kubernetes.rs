@@ -462,3 +462,148 @@ async fn authz_check_explains_decisions_for_a_pod() {
     );
     server.shutdown();
 }
+
+/// Attests a node agent with PSAT against `server`; returns its SVID as a TLS client identity.
+async fn attest_psat(
+    server: &signet_server::RunningServer,
+    token: &std::path::Path,
+) -> Result<signet_agent::identity::PersistedIdentity, signet_agent::error::AgentError> {
+    let td = TrustDomain::new("example.org").unwrap();
+    let bootstrap = signet_agent::identity::read_bundle_file(&server.bundle_pem, &td).unwrap();
+    signet_agent::identity::attest(
+        &server.agent_address.to_string(),
+        bootstrap,
+        signet_core::server_id(&td).unwrap(),
+        &signet_agent::identity::NodeCredential::PsatTokenFile(token.to_owned()),
+    )
+    .await
+}
+
+/// Whether `identity` may still use the agent API of `server` (an empty signing batch).
+async fn still_accepted(
+    server: &signet_server::RunningServer,
+    identity: &signet_agent::identity::PersistedIdentity,
+) -> Result<(), tonic::Status> {
+    let td = TrustDomain::new("example.org").unwrap();
+    let svid = std::sync::Arc::new(signet_tls::RotatingSvid::new());
+    svid.set(
+        signet_tls::certified_key(
+            identity.svid.chain().to_vec(),
+            identity.svid.private_key_pkcs8(),
+        )
+        .unwrap(),
+    );
+    let bundles = std::sync::Arc::new(signet_tls::SharedBundles::new(
+        signet_agent::identity::single(identity.bundle.clone()),
+    ));
+    let mut client = signet_agent::client::connect(
+        &server.agent_address.to_string(),
+        bundles,
+        signet_core::server_id(&td).unwrap(),
+        Some(svid),
+    )
+    .unwrap();
+    client
+        .sign_x509_svids(signet_proto::agent::SignX509SvidsRequest { requests: vec![] })
+        .await
+        .map(|_| ())
+}
+
+async fn admin(
+    server: &signet_server::RunningServer,
+    action: &str,
+    agent: &str,
+) -> Result<(), tonic::Status> {
+    let channel = signet_cli::uds::channel(&server.admin_socket)
+        .await
+        .unwrap();
+    let mut admin = signet_proto::admin::admin_client::AdminClient::new(channel);
+    let request = signet_proto::admin::AgentRequest {
+        spiffe_id: agent.to_owned(),
+    };
+    match action {
+        "ban" => admin.ban_agent(request).await.map(|_| ()),
+        "unban" => admin.unban_agent(request).await.map(|_| ()),
+        "evict" => admin.evict_agent(request).await.map(|_| ()),
+        other => panic!("unknown action {other}"),
+    }
+}
+
+/// Agent bans and evictions live in the cluster (ConfigMap `signet-agents`), not on a replica's
+/// disk: a ban made through one replica holds on the other within seconds and after a restart;
+/// an evicted agent's SVID is refused everywhere and it attests again; no replica opens SQLite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bans_and_evictions_hold_on_every_replica_and_across_restarts() {
+    let cluster = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let a = start_server(&cluster, &dir.path().join("a")).await;
+    let mut b_config = server_config(
+        &cluster,
+        &dir.path().join("b"),
+        "127.0.0.1:0".parse().unwrap(),
+    );
+    if let Some(k8s) = b_config.kubernetes.as_mut() {
+        k8s.identity = "server-1".into();
+    }
+    let b = signet_server::start(b_config.clone()).await.unwrap();
+    for replica in ["a", "b"] {
+        assert!(
+            !dir.path().join(replica).join("server/signet.db").exists(),
+            "Kubernetes mode opened SQLite"
+        );
+    }
+    let token = dir.path().join("token");
+    std::fs::write(&token, "agent-token").unwrap();
+    let identity = attest_psat(&b, &token).await.unwrap();
+    let agent = identity.svid.spiffe_id().to_string();
+    assert!(still_accepted(&b, &identity).await.is_ok());
+
+    // Banned through A: B refuses its SVID and its attestation within seconds.
+    admin(&a, "ban", &agent).await.unwrap();
+    eventually("B to refuse the banned agent", async || {
+        still_accepted(&b, &identity).await.err()
+    })
+    .await;
+    assert!(
+        attest_psat(&b, &token).await.is_err(),
+        "a banned agent attested"
+    );
+    let state = cluster
+        .get("v1/configmaps", "signet", "signet-agents")
+        .unwrap();
+    assert!(state.to_string().contains(&agent), "{state}");
+
+    // The ban survives a restart of B.
+    b.shutdown();
+    let b = signet_server::start(b_config.clone()).await.unwrap();
+    eventually("the restarted B to refuse the banned agent", async || {
+        attest_psat(&b, &token).await.err()
+    })
+    .await;
+
+    // Unbanned through B: both accept it again.
+    admin(&b, "unban", &agent).await.unwrap();
+    let identity = eventually("A to accept the attestation again", async || {
+        attest_psat(&a, &token).await.ok()
+    })
+    .await;
+    eventually("B to accept it again", async || {
+        still_accepted(&b, &identity).await.ok()
+    })
+    .await;
+
+    // Evicted through B: the SVID it holds is refused by A too; a new attestation is accepted.
+    admin(&b, "evict", &agent).await.unwrap();
+    eventually("A to refuse the evicted SVID", async || {
+        still_accepted(&a, &identity).await.err()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let renewed = attest_psat(&a, &token).await.unwrap();
+    eventually("the new SVID to be accepted by B", async || {
+        still_accepted(&b, &renewed).await.ok()
+    })
+    .await;
+    a.shutdown();
+    b.shutdown();
+}

@@ -37,6 +37,8 @@ pub struct AdminApi {
     pub(crate) kubernetes: bool,
     /// Kubernetes mode: to resolve `namespace/pod` targets of `CheckAuthorization`.
     pub(crate) kube_client: Option<kube::Client>,
+    /// Kubernetes mode: agent bans and evictions, shared by every replica.
+    pub(crate) agent_state: Option<crate::k8s::agent_state::ClusterAgentState>,
 }
 
 impl std::fmt::Debug for AdminApi {
@@ -61,6 +63,16 @@ fn agent_message(record: &AgentRecord) -> pb::Agent {
         svid_expires_at: unix(record.svid_expires_at),
         banned: record.banned,
         selectors: record.selectors.clone(),
+    }
+}
+
+/// An agent known by its ID only (Kubernetes mode keeps no attestation records).
+fn id_only(id: &SpiffeId, banned: bool) -> pb::Agent {
+    pb::Agent {
+        spiffe_id: id.to_string(),
+        attestation_type: "k8s_psat".into(),
+        banned,
+        ..pb::Agent::default()
     }
 }
 
@@ -115,8 +127,7 @@ impl AdminApi {
     }
 
     async fn store(&self, entry: RegistrationEntry) -> Result<Entry, Status> {
-        self.api
-            .datastore
+        self.datastore()?
             .put_entry(entry.clone())
             .await
             .map_err(ServerError::from)?;
@@ -164,8 +175,7 @@ impl Admin for AdminApi {
     ) -> Result<Response<DeleteEntryResponse>, Status> {
         let id = EntryId::new(request.into_inner().id);
         if !self
-            .api
-            .datastore
+            .datastore()?
             .delete_entry(id.clone())
             .await
             .map_err(ServerError::from)?
@@ -233,8 +243,7 @@ impl Admin for AdminApi {
         let token = generate_token()?;
         let agent_id = agent_id_for(&self.trust_domain, &token)?;
         let expires_at = SystemTime::now() + ttl;
-        self.api
-            .datastore
+        self.datastore()?
             .create_join_token(hash_token(&token), agent_id.clone(), expires_at)
             .await
             .map_err(ServerError::from)?;
@@ -250,9 +259,13 @@ impl Admin for AdminApi {
         &self,
         _request: Request<ListAgentsRequest>,
     ) -> Result<Response<ListAgentsResponse>, Status> {
+        if let Some(state) = &self.agent_state {
+            return Ok(Response::new(ListAgentsResponse {
+                agents: self.cluster_agents(state).await?,
+            }));
+        }
         let agents = self
-            .api
-            .datastore
+            .datastore()?
             .list_agents()
             .await
             .map_err(ServerError::from)?;
@@ -266,17 +279,22 @@ impl Admin for AdminApi {
         request: Request<pb::AgentRequest>,
     ) -> Result<Response<pb::AgentResponse>, Status> {
         let id = parse_id("spiffe_id", &request.into_inner().spiffe_id)?;
-        let record = self.find_agent(&id).await?;
-        self.api
-            .datastore
-            .delete_agent(id.clone())
-            .await
-            .map_err(ServerError::from)?;
-        self.api.agents.evict(&id);
+        let agent = if let Some(state) = &self.agent_state {
+            // Every replica refuses the SVIDs it holds now; a PSAT agent attests again.
+            state.evict(&id).await?;
+            self.api.agents.set_shared(state.read().await?);
+            id_only(&id, false)
+        } else {
+            let record = self.find_agent(&id).await?;
+            self.datastore()?
+                .delete_agent(id.clone())
+                .await
+                .map_err(ServerError::from)?;
+            self.api.agents.evict(&id);
+            agent_message(&record)
+        };
         info!(agent = %id, "agent evicted");
-        Ok(Response::new(pb::AgentResponse {
-            agent: Some(agent_message(&record)),
-        }))
+        Ok(Response::new(pb::AgentResponse { agent: Some(agent) }))
     }
 
     async fn ban_agent(
@@ -284,18 +302,47 @@ impl Admin for AdminApi {
         request: Request<pb::AgentRequest>,
     ) -> Result<Response<pb::AgentResponse>, Status> {
         let id = parse_id("spiffe_id", &request.into_inner().spiffe_id)?;
-        let mut record = self.find_agent(&id).await?;
-        self.api
-            .datastore
-            .ban_agent(id.clone())
-            .await
-            .map_err(ServerError::from)?;
-        self.api.agents.ban(id.clone());
-        record.banned = true;
+        // In Kubernetes mode the ban is the cluster's (every replica follows the object); this
+        // replica applies what it wrote at once instead of waiting for its watch.
+        let agent = if let Some(state) = &self.agent_state {
+            state.ban(&id).await?;
+            self.api.agents.set_shared(state.read().await?);
+            id_only(&id, true)
+        } else {
+            let mut record = self.find_agent(&id).await?;
+            self.datastore()?
+                .ban_agent(id.clone())
+                .await
+                .map_err(ServerError::from)?;
+            self.api.agents.ban(id.clone());
+            record.banned = true;
+            agent_message(&record)
+        };
         info!(agent = %id, "agent banned");
-        Ok(Response::new(pb::AgentResponse {
-            agent: Some(agent_message(&record)),
-        }))
+        Ok(Response::new(pb::AgentResponse { agent: Some(agent) }))
+    }
+
+    async fn unban_agent(
+        &self,
+        request: Request<pb::AgentRequest>,
+    ) -> Result<Response<pb::AgentResponse>, Status> {
+        let id = parse_id("spiffe_id", &request.into_inner().spiffe_id)?;
+        let agent = if let Some(state) = &self.agent_state {
+            state.unban(&id).await?;
+            self.api.agents.set_shared(state.read().await?);
+            id_only(&id, false)
+        } else {
+            let mut record = self.find_agent(&id).await?;
+            self.datastore()?
+                .unban_agent(id.clone())
+                .await
+                .map_err(ServerError::from)?;
+            self.api.agents.unban(&id);
+            record.banned = false;
+            agent_message(&record)
+        };
+        info!(agent = %id, "agent unbanned");
+        Ok(Response::new(pb::AgentResponse { agent: Some(agent) }))
     }
 
     async fn get_bundle(
@@ -316,7 +363,7 @@ impl Admin for AdminApi {
     ) -> Result<Response<pb::ApplyPoliciesResponse>, Status> {
         policy_admin::apply(
             self.kubernetes,
-            &self.api.datastore,
+            self.api.datastore.as_ref(),
             &self.api.policies,
             &self.trust_domain,
             request.into_inner(),
@@ -338,7 +385,7 @@ impl Admin for AdminApi {
     ) -> Result<Response<pb::DeletePolicyResponse>, Status> {
         policy_admin::delete(
             self.kubernetes,
-            &self.api.datastore,
+            self.api.datastore.as_ref(),
             &self.api.policies,
             request.into_inner(),
         )
@@ -368,9 +415,42 @@ impl Admin for AdminApi {
 }
 
 impl AdminApi {
+    /// The database, which only standalone mode has.
+    fn datastore(&self) -> Result<&crate::datastore::Datastore, Status> {
+        self.api.datastore.as_ref().ok_or_else(|| {
+            Status::failed_precondition(
+                "Kubernetes mode keeps no database: entries come from ClusterSPIFFEID and \
+                 ClusterStaticEntry resources (kubectl), and agents attest with k8s_psat",
+            )
+        })
+    }
+
+    /// Kubernetes mode: the agents this replica knows, and every banned or evicted one.
+    async fn cluster_agents(
+        &self,
+        state: &crate::k8s::agent_state::ClusterAgentState,
+    ) -> Result<Vec<pb::Agent>, Status> {
+        let shared = state.read().await?;
+        let mut agents: std::collections::BTreeMap<String, pb::Agent> = self
+            .api
+            .agents
+            .known()
+            .into_iter()
+            .map(|(id, _)| (id.to_string(), id_only(&id, false)))
+            .collect();
+        for id in shared.evicted.keys() {
+            agents
+                .entry(id.to_string())
+                .or_insert_with(|| id_only(id, false));
+        }
+        for id in &shared.banned {
+            agents.insert(id.to_string(), id_only(id, true));
+        }
+        Ok(agents.into_values().collect())
+    }
+
     async fn find_agent(&self, id: &SpiffeId) -> Result<AgentRecord, Status> {
-        self.api
-            .datastore
+        self.datastore()?
             .list_agents()
             .await
             .map_err(ServerError::from)?

@@ -37,7 +37,8 @@ pub struct AgentApi {
     pub(crate) authority: Arc<AuthorityService>,
     pub(crate) index: Arc<EntryIndex>,
     pub(crate) agents: Arc<AgentRegistry>,
-    pub(crate) datastore: Datastore,
+    /// Standalone only: Kubernetes mode keeps nothing on the replica's disk.
+    pub(crate) datastore: Option<Datastore>,
     pub(crate) metrics: Arc<ServerMetrics>,
     pub(crate) agent_svid_ttl: Duration,
     /// Kubernetes PSAT node attestation, in Kubernetes mode.
@@ -80,6 +81,16 @@ fn is_agent_id(id: &SpiffeId) -> bool {
     segments.next() == Some("signet") && segments.next() == Some("agent")
 }
 
+/// When the caller's agent SVID was issued (its notBefore is set 10 s before issuance).
+fn svid_issued<T>(request: &Request<T>) -> Option<SystemTime> {
+    let certs = request
+        .extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(TlsConnectInfo::peer_certs)?;
+    let leaf = certs.first()?;
+    signet_spiffe::x509::not_before_of(leaf.as_ref()).map(|t| t + Duration::from_secs(10))
+}
+
 impl AgentApi {
     /// The calling agent, authenticated by its client certificate (already chain-verified by
     /// the TLS layer) and still known and not banned.
@@ -96,7 +107,7 @@ impl AgentApi {
             .ok_or_else(|| {
                 Status::unauthenticated("the client certificate is not an agent SVID")
             })?;
-        match self.agents.check(&id) {
+        match self.agents.check_svid(&id, svid_issued(request)) {
             Ok(()) => Ok(id),
             Err(AgentRefusal::Unknown) => Err(Status::permission_denied(format!(
                 "agent {id} is not attested (evicted?); attest again"
@@ -132,8 +143,12 @@ impl AgentApi {
         let expected = crate::join_token::agent_id_for(&trust_domain, token)?;
         signet_ca::csr::verify_csr_with(csr, &expected, signet_ca::CsrIdRule::ExactOrNone)
             .map_err(|e| Status::invalid_argument(format!("the CSR is unusable: {e}")))?;
-        let outcome = self
-            .datastore
+        let Some(datastore) = &self.datastore else {
+            return Err(Status::failed_precondition(
+                "join tokens are for standalone mode; in Kubernetes, agents attest with k8s_psat",
+            ));
+        };
+        let outcome = datastore
             .redeem_join_token(hash_token(token), SystemTime::now())
             .await
             .map_err(crate::error::ServerError::from)?;
@@ -216,17 +231,19 @@ impl AgentApi {
             .authority
             .mint_agent_svid(csr, &agent_id, self.agent_svid_ttl)?;
         let now = SystemTime::now();
-        self.datastore
-            .upsert_agent(AgentRecord {
-                spiffe_id: agent_id.clone(),
-                attestation_type: attestation_type.into(),
-                attested_at: now,
-                svid_expires_at: minted.not_after,
-                banned: false,
-                selectors,
-            })
-            .await
-            .map_err(crate::error::ServerError::from)?;
+        if let Some(datastore) = &self.datastore {
+            datastore
+                .upsert_agent(AgentRecord {
+                    spiffe_id: agent_id.clone(),
+                    attestation_type: attestation_type.into(),
+                    attested_at: now,
+                    svid_expires_at: minted.not_after,
+                    banned: false,
+                    selectors,
+                })
+                .await
+                .map_err(crate::error::ServerError::from)?;
+        }
         self.agents.attested(agent_id.clone());
         self.metrics
             .attestations
@@ -309,6 +326,7 @@ impl AgentService for AgentApi {
         request: Request<SyncEntriesRequest>,
     ) -> Result<Response<Self::SyncEntriesStream>, Status> {
         let agent = self.authorize(&request)?;
+        let issued = svid_issued(&request);
         let index = self.index.clone();
         let authority = self.authority.clone();
         let agents = self.agents.clone();
@@ -400,7 +418,7 @@ impl AgentService for AgentApi {
                     }
                     SyncEvent::Agents => {
                         agents_changed.borrow_and_update();
-                        if agents.check(&agent).is_err() {
+                        if agents.check_svid(&agent, issued).is_err() {
                             Err(Status::permission_denied(format!("agent {agent} was evicted or banned")))?;
                         }
                     }
@@ -510,10 +528,12 @@ impl AgentService for AgentApi {
         let minted = self
             .authority
             .mint_agent_svid(&csr, &agent, self.agent_svid_ttl)?;
-        self.datastore
-            .set_agent_svid_expiry(agent.clone(), minted.not_after)
-            .await
-            .map_err(crate::error::ServerError::from)?;
+        if let Some(datastore) = &self.datastore {
+            datastore
+                .set_agent_svid_expiry(agent.clone(), minted.not_after)
+                .await
+                .map_err(crate::error::ServerError::from)?;
+        }
         self.metrics
             .svids_signed
             .get_or_create(&SvidLabels { kind: "agent" })

@@ -1,8 +1,9 @@
 //! Attested agents as the request path sees them: an in-memory view of the datastore's agent
 //! table, with a signal when an agent is evicted or banned so its streams end at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
+use std::time::SystemTime;
 
 use signet_spiffe::SpiffeId;
 use tokio::sync::watch;
@@ -27,6 +28,17 @@ pub struct AgentRegistry {
     /// by TLS) names a node agent ID under this prefix is accepted even if this replica did not
     /// attest it. Bans still apply.
     trusted_prefix: Option<String>,
+    /// Bans and evictions every replica shares (Kubernetes mode: from the cluster).
+    shared: RwLock<SharedAgentState>,
+}
+
+/// Bans and evictions kept outside this replica (Kubernetes mode).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SharedAgentState {
+    /// Agents refused until unbanned.
+    pub banned: HashSet<SpiffeId>,
+    /// Agents whose SVIDs issued up to this time are refused: they must attest again.
+    pub evicted: HashMap<SpiffeId, SystemTime>,
 }
 
 impl AgentRegistry {
@@ -40,6 +52,7 @@ impl AgentRegistry {
             agents: RwLock::new(agents),
             changed: watch::channel(0).0,
             trusted_prefix: None,
+            shared: RwLock::default(),
         }
     }
 
@@ -52,6 +65,26 @@ impl AgentRegistry {
 
     /// Whether `id` may use the agent API.
     pub fn check(&self, id: &SpiffeId) -> Result<(), AgentRefusal> {
+        self.check_svid(id, None)
+    }
+
+    /// Whether `id`, holding an SVID issued at `issued` (when known), may use the agent API: an
+    /// eviction refuses every SVID issued up to it, so the agent must attest again.
+    pub fn check_svid(
+        &self,
+        id: &SpiffeId,
+        issued: Option<SystemTime>,
+    ) -> Result<(), AgentRefusal> {
+        if let Ok(shared) = self.shared.read() {
+            if shared.banned.contains(id) {
+                return Err(AgentRefusal::Banned);
+            }
+            if let Some(at) = shared.evicted.get(id)
+                && issued.is_none_or(|issued| issued <= *at)
+            {
+                return Err(AgentRefusal::Unknown);
+            }
+        }
         match self.agents.read().ok().and_then(|a| a.get(id).copied()) {
             None if self
                 .trusted_prefix
@@ -93,6 +126,42 @@ impl AgentRegistry {
             agents.insert(id, true);
         }
         self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Lifts a local ban.
+    pub fn unban(&self, id: &SpiffeId) {
+        if let Ok(mut agents) = self.agents.write()
+            && let Some(banned) = agents.get_mut(id)
+        {
+            *banned = false;
+        }
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Replaces the shared bans and evictions (Kubernetes mode, on every change of the cluster
+    /// object); streams of agents newly refused end.
+    pub fn set_shared(&self, state: SharedAgentState) {
+        let changed = self.shared.write().is_ok_and(|mut shared| {
+            let changed = *shared != state;
+            *shared = state;
+            changed
+        });
+        if changed {
+            self.changed.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// The shared bans and evictions.
+    pub fn shared(&self) -> SharedAgentState {
+        self.shared.read().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Agents this replica has seen attest or was told about, with their local ban flag.
+    pub fn known(&self) -> Vec<(SpiffeId, bool)> {
+        self.agents
+            .read()
+            .map(|a| a.iter().map(|(id, banned)| (id.clone(), *banned)).collect())
+            .unwrap_or_default()
     }
 
     /// Changes on every eviction or ban.

@@ -483,6 +483,17 @@ impl Datastore {
         .await
     }
 
+    /// Lifts a ban; false when the agent is unknown.
+    pub async fn unban_agent(&self, id: SpiffeId) -> Result<bool> {
+        self.call(move |conn| {
+            Ok(conn.execute(
+                "UPDATE agents SET banned = 0 WHERE spiffe_id = ?1",
+                [id.as_str()],
+            )? > 0)
+        })
+        .await
+    }
+
     /// Appends a CA event synchronously, so events keep their order (they are rare).
     pub fn journal_now(&self, event: &str) -> Result<()> {
         self.lock()?.execute(

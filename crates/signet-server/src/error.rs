@@ -30,6 +30,9 @@ pub enum ServerError {
     /// A bug or poisoned lock.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A backend (the Kubernetes API) could not be reached; retry.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl From<ServerError> for Status {
@@ -51,6 +54,7 @@ impl From<ServerError> for Status {
                 tracing::error!(error = %err, "request failed");
                 Status::unavailable("the server could not complete the request; see its log")
             }
+            ServerError::Unavailable(m) => Status::unavailable(m.clone()),
             ServerError::Internal(_) => {
                 tracing::error!(error = %err, "internal error");
                 Status::internal("internal error")

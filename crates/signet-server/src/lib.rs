@@ -161,7 +161,14 @@ async fn refuse_lost_key_store(
 pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     private_dir(&config.data_dir)?;
-    let datastore = datastore::Datastore::open(&config.data_dir.join("signet.db"))?;
+    // Kubernetes mode keeps no state on the replica's disk (DESIGN §1.2): entries come from the
+    // API, agent bans from a ConfigMap, the CA from a Secret. SQLite is standalone only.
+    let datastore = match config.kubernetes {
+        None => Some(datastore::Datastore::open(
+            &config.data_dir.join("signet.db"),
+        )?),
+        Some(_) => None,
+    };
 
     let mut ca_config = CaConfig::new(config.trust_domain.clone());
     ca_config.x509_key_algorithm = config.ca_key_algorithm;
@@ -170,7 +177,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let (ca, leader) = match &config.kubernetes {
         None => {
             let keys = config.data_dir.join("ca-keys.json");
-            refuse_lost_key_store(&datastore, &keys, config.new_ca).await?;
+            if let Some(datastore) = &datastore {
+                refuse_lost_key_store(datastore, &keys, config.new_ca).await?;
+            }
             let store = Arc::new(FileKeyStore::new(keys));
             (
                 CertificateAuthority::open(ca_config, store, Arc::new(SystemClock))?,
@@ -184,21 +193,21 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             (ca, Some(leader))
         }
     };
-    let authority = authority::AuthorityService::new(
-        ca,
-        Some(config.data_dir.clone()),
-        Some(datastore.clone()),
-    )?;
+    let authority =
+        authority::AuthorityService::new(ca, Some(config.data_dir.clone()), datastore.clone())?;
 
     let metrics = Arc::new(metrics::ServerMetrics::default());
     let policies = Arc::new(policies::PolicyStore::new(config.default_policy));
-    let (index, agents, psat) = match &config.kubernetes {
+    let (index, agents, psat, agent_state) = match &config.kubernetes {
         None => {
             let index = Arc::new(index::EntryIndex::new());
+            let datastore = datastore
+                .as_ref()
+                .ok_or_else(|| ServerError::Internal("standalone without a datastore".into()))?;
             index.load(datastore.list_entries().await?);
             let agents = Arc::new(agents::AgentRegistry::new(&datastore.list_agents().await?));
-            policy_admin::load_standalone(&datastore, &policies).await?;
-            (index, agents, None)
+            policy_admin::load_standalone(datastore, &policies).await?;
+            (index, agents, None, None)
         }
         Some(kube_options) => {
             let index = Arc::new(index::EntryIndex::new_unsynced());
@@ -211,10 +220,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             .as_str()
             .trim_end_matches('x')
             .to_owned();
-            let agents = Arc::new(
-                agents::AgentRegistry::new(&datastore.list_agents().await?)
-                    .with_trusted_prefix(prefix),
-            );
+            let agents = Arc::new(agents::AgentRegistry::new(&[]).with_trusted_prefix(prefix));
             let psat = psat::PsatAttestor::new(
                 psat::PsatConfig {
                     trust_domain: config.trust_domain.clone(),
@@ -248,7 +254,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 authority.clone(),
                 leader,
             ));
-            (index, agents, Some(Arc::new(psat)))
+            let agent_state = k8s::agent_state::ClusterAgentState::new(
+                kube::Api::namespaced(kube_options.client.clone(), &kube_options.namespace),
+                kube_options.agent_state_configmap.clone(),
+            );
+            tasks.push(agent_state.clone().spawn_watch(agents.clone()));
+            (index, agents, Some(Arc::new(psat)), Some(agent_state))
         }
     };
     metrics
@@ -279,6 +290,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         default_jwt_ttl: config.default_jwt_svid_ttl,
         kubernetes: config.kubernetes.is_some(),
         kube_client: config.kubernetes.as_ref().map(|k| k.client.clone()),
+        agent_state,
     };
 
     tasks.push(authority.spawn_rotation_led(config.rotation_check_interval, leader));

@@ -108,12 +108,13 @@ fn warnings(policy: &AppliedPolicy, local: &TrustDomain) -> Vec<String> {
 
 pub async fn apply(
     kubernetes: bool,
-    datastore: &Datastore,
+    datastore: Option<&Datastore>,
     store: &PolicyStore,
     local: &TrustDomain,
     request: pb::ApplyPoliciesRequest,
 ) -> Result<pb::ApplyPoliciesResponse, Status> {
     refuse_in_kubernetes(kubernetes)?;
+    let datastore = datastore.ok_or_else(|| Status::internal("no datastore"))?;
     let _serialised = store.write_guard().await;
     // Parsing is CPU work bounded by size and nesting; it stays off the async runtime.
     let document = request.document.clone();
@@ -162,11 +163,12 @@ pub async fn apply(
 
 pub async fn delete(
     kubernetes: bool,
-    datastore: &Datastore,
+    datastore: Option<&Datastore>,
     store: &PolicyStore,
     request: pb::DeletePolicyRequest,
 ) -> Result<pb::DeletePolicyResponse, Status> {
     refuse_in_kubernetes(kubernetes)?;
+    let datastore = datastore.ok_or_else(|| Status::internal("no datastore"))?;
     let _serialised = store.write_guard().await;
     let namespace = if request.namespace.is_empty() {
         crate::policies::DEFAULT_NAMESPACE.to_owned()

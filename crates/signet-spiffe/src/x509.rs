@@ -203,6 +203,13 @@ impl X509Svid {
     }
 }
 
+/// The notBefore time of a DER certificate.
+pub fn not_before_of(cert_der: &[u8]) -> Option<SystemTime> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    let secs = u64::try_from(cert.validity().not_before.timestamp()).ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
 /// The notAfter time of a DER certificate.
 pub fn not_after_of(cert_der: &[u8]) -> Option<SystemTime> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;

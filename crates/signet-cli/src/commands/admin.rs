@@ -214,19 +214,27 @@ pub async fn token(command: TokenCommand) -> anyhow::Result<()> {
     })
 }
 
-/// Evicts or bans one agent; returns its record.
+/// What to do to one agent.
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    Evict,
+    Ban,
+    Unban,
+}
+
+/// Evicts, bans or unbans one agent; returns its record.
 async fn change_agent(
     target: AgentTarget,
-    ban: bool,
+    change: Change,
 ) -> anyhow::Result<Vec<signet_proto::admin::Agent>> {
     let mut admin = client(&target.admin).await?;
     let request = AgentRequest {
         spiffe_id: target.spiffe_id,
     };
-    let response = if ban {
-        admin.ban_agent(request).await
-    } else {
-        admin.evict_agent(request).await
+    let response = match change {
+        Change::Evict => admin.evict_agent(request).await,
+        Change::Ban => admin.ban_agent(request).await,
+        Change::Unban => admin.unban_agent(request).await,
     };
     Ok(response
         .map_err(status)?
@@ -236,7 +244,7 @@ async fn change_agent(
         .collect())
 }
 
-/// `signet agent list|evict|ban`
+/// `signet agent list|evict|ban|unban`
 pub async fn agent(action: AgentAction) -> anyhow::Result<()> {
     let (admin, agents) = match action {
         AgentAction::List(admin) => {
@@ -249,8 +257,18 @@ pub async fn agent(action: AgentAction) -> anyhow::Result<()> {
                 .agents;
             (admin, agents)
         }
-        AgentAction::Evict(target) => (target.admin.clone(), change_agent(target, false).await?),
-        AgentAction::Ban(target) => (target.admin.clone(), change_agent(target, true).await?),
+        AgentAction::Evict(target) => (
+            target.admin.clone(),
+            change_agent(target, Change::Evict).await?,
+        ),
+        AgentAction::Ban(target) => (
+            target.admin.clone(),
+            change_agent(target, Change::Ban).await?,
+        ),
+        AgentAction::Unban(target) => (
+            target.admin.clone(),
+            change_agent(target, Change::Unban).await?,
+        ),
     };
     let views: Vec<serde_json::Value> = agents
         .iter()

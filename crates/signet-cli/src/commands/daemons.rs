@@ -67,6 +67,7 @@ async fn server_kubernetes(
         cluster_domain,
         ca_secret,
         bundle_configmap,
+        agent_state_configmap,
         lease_name,
         psat_audience,
         agent_service_accounts,
@@ -111,6 +112,9 @@ async fn server_kubernetes(
     }
     if let Some(v) = bundle_configmap.or(file.bundle_configmap) {
         options.bundle_configmap = v;
+    }
+    if let Some(v) = agent_state_configmap.or(file.agent_state_configmap) {
+        options.agent_state_configmap = v;
     }
     if let Some(v) = lease_name.or(file.lease_name) {
         options.lease_name = v;

@@ -2,6 +2,7 @@
 //! Lease, the bundle published to a ConfigMap, PSAT node attestation and the controller feeding
 //! the entry index.
 
+pub mod agent_state;
 pub mod bundle_configmap;
 pub mod default_identity;
 pub mod leader;
@@ -28,6 +29,8 @@ pub struct KubernetesOptions {
     pub ca_secret: String,
     /// ConfigMap receiving the bundle.
     pub bundle_configmap: String,
+    /// ConfigMap holding agent bans and evictions (every replica watches it).
+    pub agent_state_configmap: String,
     /// Lease for leader election.
     pub lease_name: String,
     /// Audience agent tokens must carry.
@@ -70,6 +73,7 @@ impl KubernetesOptions {
             cluster_domain: "cluster.local".to_owned(),
             ca_secret: "signet-ca".to_owned(),
             bundle_configmap: "signet-bundle".to_owned(),
+            agent_state_configmap: "signet-agents".to_owned(),
             lease_name: "signet-server".to_owned(),
             psat_audience: "signet-server".to_owned(),
             agent_service_accounts: BTreeSet::from([format!("{namespace}:signet-agent")]),
