@@ -29,8 +29,7 @@ use crate::telemetry::AgentMetrics;
 
 /// How long a stream waits for SVIDs of matching entries that are still being signed.
 const PENDING_WAIT: Duration = Duration::from_secs(10);
-/// Longest audience list / audience string accepted.
-const MAX_AUDIENCES: usize = 32;
+/// Longest audience accepted by ValidateJWTSVID.
 const MAX_FIELD_BYTES: usize = 4096;
 /// Longest JWT accepted for validation.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -353,14 +352,8 @@ impl SpiffeWorkloadApi for WorkloadApi {
         let result = async {
             let selectors = self.attest(&request).await?;
             let body = request.into_inner();
-            if body.audience.is_empty() || body.audience.iter().any(String::is_empty) {
-                return Err(Status::invalid_argument("audience must be specified"));
-            }
-            if body.audience.len() > MAX_AUDIENCES
-                || body.audience.iter().any(|a| a.len() > MAX_FIELD_BYTES)
-            {
-                return Err(Status::invalid_argument("too many or too long audiences"));
-            }
+            signet_spiffe::jwt::check_audiences(&body.audience)
+                .map_err(Status::invalid_argument)?;
             let wanted = if body.spiffe_id.is_empty() {
                 None
             } else {

@@ -499,9 +499,8 @@ impl AgentService for AgentApi {
             .index
             .authorized_entry(&agent, &id)
             .ok_or_else(|| Status::permission_denied("entry not found for this agent"))?;
-        if body.audience.is_empty() {
-            return Err(Status::invalid_argument("audience is required"));
-        }
+        // A compromised agent is held to the same bounds as workloads.
+        signet_spiffe::jwt::check_audiences(&body.audience).map_err(Status::invalid_argument)?;
         let req = signet_ca::JwtSvidRequest {
             spiffe_id: &entry.spiffe_id,
             audience: &body.audience,

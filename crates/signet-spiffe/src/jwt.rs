@@ -16,6 +16,32 @@ use crate::id::{IdError, SpiffeId};
 use crate::jwk::{EcCurve, JwtPublicKey};
 
 /// Signature algorithms a JWT-SVID may use.
+
+/// Most audiences one JWT-SVID may carry, and the longest audience: every signer (agent and
+/// server) enforces them, so a token stays small (at most about 33 KB of audiences).
+pub const MAX_AUDIENCES: usize = 32;
+/// Longest audience accepted, in bytes.
+pub const MAX_AUDIENCE_BYTES: usize = 1024;
+
+/// Checks an audience list against the JWT-SVID bounds.
+pub fn check_audiences(audience: &[String]) -> Result<(), String> {
+    if audience.is_empty() || audience.iter().any(String::is_empty) {
+        return Err("audience must be specified".into());
+    }
+    if audience.len() > MAX_AUDIENCES {
+        return Err(format!(
+            "{} audiences; at most {MAX_AUDIENCES} are accepted",
+            audience.len()
+        ));
+    }
+    if audience.iter().any(|a| a.len() > MAX_AUDIENCE_BYTES) {
+        return Err(format!(
+            "an audience is longer than {MAX_AUDIENCE_BYTES} bytes"
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum JwtAlgorithm {
     /// RSASSA-PKCS1-v1_5 with SHA-256.
@@ -441,5 +467,26 @@ impl JwtSvid {
     /// All claims.
     pub fn claims(&self) -> &serde_json::Map<String, serde_json::Value> {
         &self.claims
+    }
+}
+
+#[cfg(test)]
+mod audience_bounds {
+    use super::*;
+
+    #[test]
+    fn audiences_are_bounded_in_number_and_length() {
+        let one = |s: &str| vec![s.to_owned()];
+        assert_eq!(check_audiences(&one("spiffe://example.org/db")), Ok(()));
+        assert!(check_audiences(&[]).is_err());
+        assert!(check_audiences(&one("")).is_err());
+        assert_eq!(
+            check_audiences(&one(&"a".repeat(MAX_AUDIENCE_BYTES))),
+            Ok(())
+        );
+        assert!(check_audiences(&one(&"a".repeat(MAX_AUDIENCE_BYTES + 1))).is_err());
+        let many: Vec<String> = (0..=MAX_AUDIENCES).map(|i| format!("aud-{i}")).collect();
+        assert!(check_audiences(&many).is_err());
+        assert_eq!(check_audiences(&many[..MAX_AUDIENCES]), Ok(()));
     }
 }

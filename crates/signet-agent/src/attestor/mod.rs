@@ -1,4 +1,5 @@
 //! Workload attestors: turn a peer into selectors.
 
+pub mod binary_hash;
 pub mod k8s;
 pub mod unix;

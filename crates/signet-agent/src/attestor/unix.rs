@@ -3,16 +3,11 @@
 //! optionally the binary's path and SHA-256.
 
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use aws_lc_rs::digest::{Context, SHA256};
 use signet_core::{Selector, SelectorSet};
 
 use crate::peer::PeerInfo;
-
-/// Largest binary hashed for `unix:sha256` (bounds the work a workload can cause).
-const MAX_HASHED_BINARY_BYTES: u64 = 1 << 30;
 
 /// Where the attestor reads from and what it reports.
 #[derive(Debug, Clone)]
@@ -27,6 +22,8 @@ pub struct UnixAttestorConfig {
     pub discover_path: bool,
     /// Report `unix:sha256` of the workload binary (reads the binary; implies a path lookup).
     pub hash_binary: bool,
+    /// Hashes computed so far, shared by every clone of this configuration.
+    pub binary_hashes: std::sync::Arc<super::binary_hash::BinaryHashes>,
 }
 
 impl Default for UnixAttestorConfig {
@@ -37,6 +34,7 @@ impl Default for UnixAttestorConfig {
             group: PathBuf::from("/etc/group"),
             discover_path: true,
             hash_binary: false,
+            binary_hashes: std::sync::Arc::default(),
         }
     }
 }
@@ -131,32 +129,15 @@ fn proc_selectors(
         if config.hash_binary {
             // Hash through /proc/<pid>/exe: the binary the process runs, even if the path was
             // replaced since.
-            found.push(sha256_file(&exe).and_then(|hex| selector("sha256", hex)));
+            found.push(
+                config
+                    .binary_hashes
+                    .sha256(&exe)
+                    .and_then(|hex| selector("sha256", hex)),
+            );
         }
     }
     Ok(found)
-}
-
-fn sha256_file(path: &Path) -> Option<String> {
-    let file = std::fs::File::open(path).ok()?;
-    let mut reader = file.take(MAX_HASHED_BINARY_BYTES);
-    let mut context = Context::new(&SHA256);
-    let mut buffer = vec![0u8; 64 * 1024];
-    loop {
-        let n = reader.read(&mut buffer).ok()?;
-        if n == 0 {
-            break;
-        }
-        context.update(&buffer[..n]);
-    }
-    Some(
-        context
-            .finish()
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-    )
 }
 
 #[cfg(test)]
@@ -201,6 +182,7 @@ mod tests {
             group: dir.path().join("group"),
             discover_path: true,
             hash_binary: true,
+            ..UnixAttestorConfig::default()
         };
         (dir, config)
     }
