@@ -15,8 +15,6 @@ use crate::bundle::BundleSet;
 use crate::id::{IdError, SpiffeId};
 use crate::jwk::{EcCurve, JwtPublicKey};
 
-/// Signature algorithms a JWT-SVID may use.
-
 /// Most audiences one JWT-SVID may carry, and the longest audience: every signer (agent and
 /// server) enforces them, so a token stays small (at most about 33 KB of audiences).
 pub const MAX_AUDIENCES: usize = 32;
@@ -42,6 +40,7 @@ pub fn check_audiences(audience: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// Signature algorithms a JWT-SVID may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum JwtAlgorithm {
     /// RSASSA-PKCS1-v1_5 with SHA-256.
