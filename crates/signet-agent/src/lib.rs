@@ -35,6 +35,8 @@ pub const DEFAULT_CONNECTION_LIMITS: signet_unix::ConnectionLimits =
         total: 8192,
         per_uid: 1024,
     };
+/// Workload API streams one connection may hold open (announced in HTTP/2 SETTINGS).
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 128;
 /// Descriptors kept free for everything but Workload API connections.
 const RESERVED_DESCRIPTORS: usize = 256;
 
@@ -293,6 +295,8 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
     tasks.push(tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
             .concurrency_limit_per_connection(64)
+            // Each open stream holds state; one connection may not hold thousands.
+            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
             .add_service(service)
             .add_service(authorization)
             .serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(incoming))

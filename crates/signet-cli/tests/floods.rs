@@ -134,3 +134,29 @@ fn idle_unauthenticated_agent_api_connections_are_closed() {
         || d.workload(&["svid", "fetch"]).status.success(),
     );
 }
+
+/// One connection may hold at most 128 streams: the agent announces it in its HTTP/2 SETTINGS
+/// (20,000 FetchX509SVID streams on one connection used to be accepted).
+#[test]
+fn the_agent_limits_streams_per_connection() {
+    use std::io::{Read, Write};
+    let d = Deployment::start();
+    let mut socket = std::os::unix::net::UnixStream::connect(d.socket()).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    socket
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
+    let mut header = [0u8; 9];
+    socket.read_exact(&mut header).unwrap();
+    assert_eq!(header[3], 0x4, "the server's first frame is SETTINGS");
+    let len = usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+    let mut payload = vec![0u8; len];
+    socket.read_exact(&mut payload).unwrap();
+    let max_streams = payload
+        .chunks(6)
+        .find(|setting| setting[..2] == [0, 3])
+        .map(|setting| u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]]));
+    assert_eq!(max_streams, Some(signet_agent::MAX_STREAMS_PER_CONNECTION));
+}
