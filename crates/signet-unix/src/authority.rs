@@ -261,12 +261,34 @@ impl<S> AuthorityNormalizer<S> {
         let mut remaining = block.fragment;
         let mut encoded = Vec::with_capacity(remaining.len() + 16);
         let mut list_size = 0;
-        while !remaining.is_empty() {
+        let mut size_updates = 0;
+        let mut fields_seen = false;
+        while let Some(&first) = remaining.first() {
+            // RFC 7541 §4.2: at most two table size updates, and only before the first field
+            // (each one otherwise costs a shift of the whole block and decodes to nothing).
+            if first & 0xE0 == 0x20 {
+                size_updates += 1;
+                if fields_seen || size_updates > 2 {
+                    return Err(protocol_error("misplaced HPACK table size update"));
+                }
+            } else {
+                fields_seen = true;
+            }
             // One field at a time, so an oversized list is refused before it is all decoded.
+            // The decoder indexes past the end of some truncated inputs: a panic there is a
+            // malformed block, never a dead task.
             let mut decoded = Vec::with_capacity(1);
-            self.decoder
-                .decode_exact(&mut remaining, &mut decoded)
-                .map_err(|e| protocol_error(&format!("undecodable header block: {e:?}")))?;
+            let decoder = &mut self.decoder;
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                decoder.decode_exact(&mut remaining, &mut decoded)
+            }));
+            match outcome {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    return Err(protocol_error(&format!("undecodable header block: {e:?}")));
+                }
+                Err(_) => return Err(protocol_error("truncated header block")),
+            }
             for (name, mut value, flags) in decoded {
                 list_size += name.len() + value.len() + 32;
                 if list_size > MAX_HEADER_BLOCK {

@@ -245,6 +245,12 @@ async fn malformed_or_oversized_header_blocks_end_the_connection() {
             "undecodable block",
             frame(0x1, 0x4, 1, &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
         ),
+        ("integer cut short", frame(0x1, 0x4, 1, &[0xff])),
+        ("literal without its value", frame(0x1, 0x4, 1, &[0x41])),
+        (
+            "table size updates everywhere",
+            frame(0x1, 0x4, 1, &[0x20; 32 * 1024 - 1]),
+        ),
         (
             "a block over the limit",
             (0..=MAX_HEADER_BLOCK / 16_384)
