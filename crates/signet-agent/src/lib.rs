@@ -252,7 +252,8 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
     let limiter = signet_unix::ConnectionLimiter::new(
         config
             .connection_limits
-            .within_descriptor_limit(RESERVED_DESCRIPTORS),
+            // A connection holds its socket and the caller's pidfd.
+            .within_descriptor_limit(RESERVED_DESCRIPTORS, 2),
     );
     metrics.watch_connections(limiter.clone());
     let (connections, incoming) = tokio::sync::mpsc::channel(64);

@@ -21,13 +21,16 @@ pub struct ConnectionLimits {
 
 impl ConnectionLimits {
     /// The limits, the total lowered to what the process's descriptor limit can hold (with
-    /// `reserve` descriptors left for everything else the daemon opens).
-    pub fn within_descriptor_limit(self, reserve: usize) -> Self {
+    /// `reserve` descriptors left for everything else the daemon opens) when each connection
+    /// holds `per_connection` descriptors (a socket, and e.g. its caller's pidfd).
+    pub fn within_descriptor_limit(self, reserve: usize, per_connection: usize) -> Self {
         let descriptors = rustix::process::getrlimit(rustix::process::Resource::Nofile)
             .current
             .and_then(|n| usize::try_from(n).ok())
             .unwrap_or(usize::MAX);
-        let total = self.total.min(descriptors.saturating_sub(reserve).max(1));
+        let total = self
+            .total
+            .min((descriptors.saturating_sub(reserve) / per_connection.max(1)).max(1));
         Self {
             total,
             per_uid: self.per_uid.min(total),
