@@ -32,6 +32,11 @@ impl Slice {
             .as_ref()?
             .get(SERVICE_NAME_LABEL)?
             .clone();
+        // A Service name is a DNS-1035 label; anything else (a dotted name someone labelled a
+        // slice with) would put names no Service has into SVIDs.
+        if !is_service_name(&service) {
+            return None;
+        }
         let pods = slice
             .endpoints
             .iter()
@@ -46,6 +51,18 @@ impl Slice {
             pods,
         })
     }
+}
+
+/// Whether `name` can be a Service name: 1-63 of `[a-z0-9-]`, starting with a letter, not ending
+/// with `-`.
+fn is_service_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=63).contains(&bytes.len())
+        && bytes[0].is_ascii_lowercase()
+        && bytes[bytes.len() - 1] != b'-'
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
 }
 
 /// Services per pod, kept from EndpointSlice events.

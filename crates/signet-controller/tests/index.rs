@@ -704,6 +704,12 @@ fn auto_populated_dns_names_come_from_the_services_selecting_the_pod() {
     // A Service in another namespace never adds names here; a slice without a Service label is
     // ignored.
     index.apply_endpoint_slice(&endpoint_slice("other", "web-zzz", "web", &["web-0"]));
+    index.apply_endpoint_slice(&endpoint_slice(
+        "demo",
+        "forged",
+        "kubernetes.default.svc",
+        &["web-0"],
+    ));
     let mut unlabelled = endpoint_slice("demo", "manual", "x", &["web-0"]);
     unlabelled.metadata.labels = None;
     index.apply_endpoint_slice(&unlabelled);

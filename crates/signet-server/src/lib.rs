@@ -258,6 +258,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 kube::Api::namespaced(kube_options.client.clone(), &kube_options.namespace),
                 kube_options.agent_state_configmap.clone(),
             );
+            // Bans hold from the first call: load them before serving (the watch follows).
+            agents.set_shared(agent_state.read().await?);
             tasks.push(agent_state.clone().spawn_watch(agents.clone()));
             (index, agents, Some(Arc::new(psat)), Some(agent_state))
         }
