@@ -172,6 +172,12 @@ pub struct ServerArgs {
     #[arg(long, env = "SIGNET_NEW_CA")]
     #[serde(default)]
     pub new_ca: bool,
+    /// Serve a database that holds fewer committed changes than recorded in
+    /// signet.db.generation (a lost WAL, an older copy restored): entries, agents, policies or
+    /// tokens written since are gone. Without it, refused.
+    #[arg(long, env = "SIGNET_ACCEPT_DATA_LOSS")]
+    #[serde(default)]
+    pub accept_data_loss: bool,
     #[command(flatten, next_help_heading = "Kubernetes mode")]
     #[serde(default)]
     pub kubernetes: ServerKubernetesArgs,

@@ -136,6 +136,65 @@ fn quickstart_refuses_a_directory_another_user_planted() {
 /// start without `ca-keys.json` (it used to create a new CA and come up "ready" with a bundle no
 /// agent trusted), and creates a new one only when told to.
 #[test]
+fn a_database_restored_from_an_older_copy_is_refused() {
+    let mut d = common::Deployment::start();
+    d.kill_server();
+    let db = d.server_dir().join("signet.db");
+    let old_copy = d.server_dir().join("old.db");
+    // An SQLite backup taken now (WAL folded in), before the next change.
+    let status = Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3,sys; s=sqlite3.connect(sys.argv[1]); d=sqlite3.connect(sys.argv[2]); s.backup(d)")
+        .arg(&db)
+        .arg(&old_copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    d.start_server();
+    let entry = d.create_entry("spiffe://example.org/after-backup", "unix:uid:4321", &[]);
+    assert!(!entry.is_empty());
+    d.kill_server();
+    std::fs::rename(&old_copy, &db).unwrap();
+    for stale in ["signet.db-wal", "signet.db-shm"] {
+        let _ = std::fs::remove_file(d.server_dir().join(stale));
+    }
+
+    let server_dir = d.server_dir();
+    let server = |extra: &[&str]| {
+        Command::new(signet_bin())
+            .args(["server", "--trust-domain", TD])
+            .arg("--data-dir")
+            .arg(&server_dir)
+            .args(["--bind-address", &format!("127.0.0.1:{}", free_port())])
+            .args(["--health-address", &format!("127.0.0.1:{}", free_port())])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let out = server(&[]).wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        said.contains("committed changes") && said.contains("--accept-data-loss"),
+        "{said}"
+    );
+
+    // Accepted deliberately: the server serves what the copy holds.
+    let child = Killed(server(&["--accept-data-loss"]));
+    wait_for(
+        "the server on the older copy",
+        Duration::from_secs(60),
+        || d.admin(&["entry", "list", "-o", "json"]).status.success(),
+    );
+    let list = d.admin(&["entry", "list", "-o", "json"]);
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(!text.contains("after-backup"), "{text}");
+    drop(child);
+}
+
+#[test]
 fn a_missing_key_store_with_a_ca_journal_is_refused() {
     let mut d = common::Deployment::start();
     let bundle_before = std::fs::read(d.server_dir().join("bundle.pem")).unwrap();

@@ -1,5 +1,10 @@
 //! The standalone datastore: SQLite in WAL mode with numbered migrations, holding entries, join
 //! tokens, attested agents, the CA journal and AuthorizationPolicies. Calls run on the blocking pool.
+//!
+//! Lost writes are detected, not served: every change to any table bumps a generation counter
+//! (SQLite triggers, so no write path can forget it), and after each change the generation is
+//! recorded in `<database>.generation` beside it. A database older than its record (a lost or
+//! half-lost WAL, a stale copy restored over it, a deleted file) is refused at open.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -39,6 +44,32 @@ pub enum DatastoreError {
     Decode {
         /// Which kind of row.
         what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The database holds fewer committed changes than were recorded beside it.
+    #[error(
+        "database {path} is at generation {found}, but {record} records generation {recorded}: \
+         committed changes (entries, agents, policies, join tokens or CA events) are missing. The \
+         database or its write-ahead log ({path}-wal) was lost, truncated or replaced by an older \
+         copy. Restore both files from a backup; to serve what remains instead, start once with \
+         --accept-data-loss"
+    )]
+    LostWrites {
+        /// The database file.
+        path: PathBuf,
+        /// The record file.
+        record: PathBuf,
+        /// The database's generation.
+        found: i64,
+        /// The generation recorded beside it.
+        recorded: i64,
+    },
+    /// The generation record cannot be read or written.
+    #[error("generation record {path}: {reason}")]
+    Record {
+        /// The record file.
+        path: PathBuf,
         /// Why.
         reason: String,
     },
@@ -85,7 +116,40 @@ const MIGRATIONS: &[&str] = &[
         revision INTEGER NOT NULL,
         PRIMARY KEY (namespace, name)
      );",
+    GENERATION_MIGRATION,
 ];
+
+/// A one-row counter that every change to every table bumps, in the same transaction.
+const GENERATION_MIGRATION: &str = "CREATE TABLE generation (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        value INTEGER NOT NULL
+     );
+     INSERT INTO generation (id, value) VALUES (1, 0);
+     CREATE TRIGGER entries_insert AFTER INSERT ON entries BEGIN UPDATE generation SET value = value + 1; END;
+     CREATE TRIGGER entries_update AFTER UPDATE ON entries BEGIN UPDATE generation SET value = value + 1; END;
+     CREATE TRIGGER entries_delete AFTER DELETE ON entries BEGIN UPDATE generation SET value = value + 1; END;
+     CREATE TRIGGER join_tokens_insert AFTER INSERT ON join_tokens BEGIN UPDATE generation SET value = value + 1; END;
+     CREATE TRIGGER join_tokens_update AFTER UPDATE ON join_tokens BEGIN UPDATE generation SET value = value + 1; END;
+     CREATE TRIGGER join_tokens_delete AFTER DELETE ON join_tokens BEGIN UPDATE generation SET value = value + 1; END;
+     CREATE TRIGGER agents_insert AFTER INSERT ON agents BEGIN UPDATE generation SET value = value + 1; END;
+     CREATE TRIGGER agents_update AFTER UPDATE ON agents BEGIN UPDATE generation SET value = value + 1; END;
+     CREATE TRIGGER agents_delete AFTER DELETE ON agents BEGIN UPDATE generation SET value = value + 1; END;
+     CREATE TRIGGER ca_journal_insert AFTER INSERT ON ca_journal BEGIN UPDATE generation SET value = value + 1; END;
+     CREATE TRIGGER ca_journal_update AFTER UPDATE ON ca_journal BEGIN UPDATE generation SET value = value + 1; END;
+     CREATE TRIGGER ca_journal_delete AFTER DELETE ON ca_journal BEGIN UPDATE generation SET value = value + 1; END;
+     CREATE TRIGGER policies_insert AFTER INSERT ON authorization_policies BEGIN UPDATE generation SET value = value + 1; END;
+     CREATE TRIGGER policies_update AFTER UPDATE ON authorization_policies BEGIN UPDATE generation SET value = value + 1; END;
+     CREATE TRIGGER policies_delete AFTER DELETE ON authorization_policies BEGIN UPDATE generation SET value = value + 1; END;";
+
+/// Whether opening a database older than its generation record is refused or accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LostWrites {
+    /// Refuse (the default).
+    #[default]
+    Refuse,
+    /// Serve what remains and record the database's generation as the new baseline.
+    Accept,
+}
 
 /// An AuthorizationPolicy as stored in standalone mode: the applied document (JSON).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +203,83 @@ pub enum TokenRedemption {
 #[derive(Debug, Clone)]
 pub struct Datastore {
     conn: Arc<Mutex<Connection>>,
+    record: Arc<GenerationRecord>,
+}
+
+/// `<database>.generation`: the last generation known committed.
+#[derive(Debug)]
+struct GenerationRecord {
+    path: PathBuf,
+    /// The value in the file; only written under the connection's lock, so it only grows.
+    recorded: std::sync::atomic::AtomicI64,
+}
+
+impl GenerationRecord {
+    fn error(&self, reason: impl std::fmt::Display) -> DatastoreError {
+        DatastoreError::Record {
+            path: self.path.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn read(path: &Path) -> Result<Option<i64>> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => text
+                .trim()
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|e| DatastoreError::Record {
+                    path: path.to_owned(),
+                    reason: format!("not a generation number: {e}"),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(DatastoreError::Record {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Durably replaces the file (temporary file, fsync, rename, fsync of the directory).
+    fn write(&self, generation: i64) -> Result<()> {
+        use std::io::Write as _;
+        use std::sync::atomic::Ordering;
+        let staging = self.path.with_extension("generation.tmp");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&staging)
+            .map_err(|e| self.error(e))?;
+        file.write_all(format!("{generation}\n").as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| self.error(e))?;
+        std::fs::rename(&staging, &self.path).map_err(|e| self.error(e))?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| self.error(e))?;
+        }
+        self.recorded.store(generation, Ordering::Release);
+        Ok(())
+    }
+
+    /// Records the connection's generation when it grew.
+    fn follow(&self, conn: &Connection) -> Result<()> {
+        let generation = current_generation(conn)?;
+        if generation > self.recorded.load(std::sync::atomic::Ordering::Acquire) {
+            self.write(generation)?;
+        }
+        Ok(())
+    }
+}
+
+fn current_generation(conn: &Connection) -> Result<i64> {
+    Ok(
+        conn.query_row("SELECT value FROM generation WHERE id = 1", [], |r| {
+            r.get(0)
+        })?,
+    )
 }
 
 fn unix(t: SystemTime) -> i64 {
@@ -151,8 +292,14 @@ fn from_unix(secs: i64) -> SystemTime {
 }
 
 impl Datastore {
-    /// Opens (creating if needed) and migrates the database; a damaged file is an error.
+    /// Opens (creating if needed) and migrates the database; a damaged file, or one that lost
+    /// writes recorded beside it, is an error.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, LostWrites::Refuse)
+    }
+
+    /// Opens the database, deciding what a database older than its generation record means.
+    pub fn open_with(path: &Path, lost_writes: LostWrites) -> Result<Self> {
         let corrupt = |reason: String| DatastoreError::Corrupt {
             path: path.to_owned(),
             reason,
@@ -173,12 +320,44 @@ impl Datastore {
         if check != "ok" {
             return Err(corrupt(check));
         }
-        conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")?;
+        // FULL: a commit is on disk before the call returns, so a recorded generation is never
+        // ahead of the database except when data was really lost.
+        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+        let mut record_path = path.as_os_str().to_owned();
+        record_path.push(".generation");
+        let record_path = PathBuf::from(record_path);
+        let recorded = GenerationRecord::read(&record_path)?;
         let store = Self {
             conn: Arc::new(Mutex::new(conn)),
+            record: Arc::new(GenerationRecord {
+                path: record_path,
+                recorded: std::sync::atomic::AtomicI64::new(recorded.unwrap_or(-1)),
+            }),
         };
         store.migrate()?;
+        let conn = store.lock()?;
+        let found = current_generation(&conn)?;
+        match recorded {
+            Some(recorded) if found < recorded && lost_writes == LostWrites::Refuse => {
+                return Err(DatastoreError::LostWrites {
+                    path: path.to_owned(),
+                    record: store.record.path.clone(),
+                    found,
+                    recorded,
+                });
+            }
+            Some(recorded) if found == recorded => {}
+            // First open, a crash between a commit and its record, a deleted record, or loss
+            // accepted by the operator: the database's generation is the baseline from now on.
+            _ => store.record.write(found)?,
+        }
+        drop(conn);
         Ok(store)
+    }
+
+    /// Changes committed since the database was created.
+    pub async fn generation(&self) -> Result<i64> {
+        self.call(|conn| current_generation(conn)).await
     }
 
     fn migrate(&self) -> Result<()> {
@@ -215,11 +394,15 @@ impl Datastore {
         f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let conn = self.conn.clone();
+        let record = self.record.clone();
         tokio::task::spawn_blocking(move || {
             let mut guard = conn
                 .lock()
                 .map_err(|_| DatastoreError::Task("database mutex poisoned".into()))?;
-            f(&mut guard)
+            let result = f(&mut guard);
+            // Recorded even when the call failed after a commit; under the lock, so in order.
+            record.follow(&guard)?;
+            result
         })
         .await
         .map_err(|e| DatastoreError::Task(e.to_string()))?
@@ -496,11 +679,12 @@ impl Datastore {
 
     /// Appends a CA event synchronously, so events keep their order (they are rare).
     pub fn journal_now(&self, event: &str) -> Result<()> {
-        self.lock()?.execute(
+        let conn = self.lock()?;
+        conn.execute(
             "INSERT INTO ca_journal (at, event) VALUES (?1, ?2)",
             params![unix(SystemTime::now()), event],
         )?;
-        Ok(())
+        self.record.follow(&conn)
     }
 
     /// The last `limit` journal events, oldest first.

@@ -71,6 +71,8 @@ pub struct ServerConfig {
     /// Standalone: start a new CA although the journal records one whose key store is missing
     /// (every agent and workload then needs the new bundle). Without it such a start is refused.
     pub new_ca: bool,
+    /// Serve a standalone database older than its generation record (see `datastore`).
+    pub accept_data_loss: bool,
 }
 
 impl ServerConfig {
@@ -92,6 +94,7 @@ impl ServerConfig {
             kubernetes: None,
             default_policy: signet_core::policy::DefaultPolicy::default(),
             new_ca: false,
+            accept_data_loss: false,
             attestation_connection_lifetime: Duration::from_secs(60),
         }
     }
@@ -164,8 +167,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     // Kubernetes mode keeps no state on the replica's disk (DESIGN §1.2): entries come from the
     // API, agent bans from a ConfigMap, the CA from a Secret. SQLite is standalone only.
     let datastore = match config.kubernetes {
-        None => Some(datastore::Datastore::open(
+        None => Some(datastore::Datastore::open_with(
             &config.data_dir.join("signet.db"),
+            if config.accept_data_loss {
+                datastore::LostWrites::Accept
+            } else {
+                datastore::LostWrites::Refuse
+            },
         )?),
         Some(_) => None,
     };

@@ -182,6 +182,7 @@ pub async fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         default_policy,
         attestation_connection_lifetime,
         new_ca,
+        accept_data_loss,
         kubernetes,
     } = args;
     let kubernetes = server_kubernetes(kubernetes, file.kubernetes.clone()).await?;
@@ -227,6 +228,7 @@ pub async fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
     }
     config.kubernetes = kubernetes;
     config.new_ca = new_ca || file.new_ca;
+    config.accept_data_loss = accept_data_loss || file.accept_data_loss;
     config.attestation_connection_lifetime = pick(
         attestation_connection_lifetime,
         file.attestation_connection_lifetime,
