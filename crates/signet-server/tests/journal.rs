@@ -1,5 +1,7 @@
 //! The CA journal records start-up state and every rotation step in SQLite.
 
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+
 use std::sync::Arc;
 
 use signet_ca::{AuthorityKind, CaConfig, CertificateAuthority, FileKeyStore, SystemClock};
