@@ -33,7 +33,7 @@ use crate::manager::AgentContext;
 pub const DEFAULT_CONNECTION_LIMITS: signet_unix::ConnectionLimits =
     signet_unix::ConnectionLimits {
         total: 8192,
-        per_uid: 1024,
+        per_peer: 1024,
     };
 /// Workload API streams one connection may hold open (announced in HTTP/2 SETTINGS).
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 128;
@@ -347,13 +347,13 @@ async fn accept_workloads(
                 metrics
                     .workload_connections_refused
                     .get_or_create(&telemetry::RefusalLabels {
-                        limit: refusal.as_str(),
+                        limit: refusal_label(refusal),
                     })
                     .inc();
                 if let Some(suppressed) = refusal_log.take() {
                     warn!(
                         uid,
-                        reason = refusal.as_str(),
+                        reason = refusal_label(refusal),
                         limits = ?limiter.limits(),
                         suppressed,
                         "Workload API connection refused: connection limit reached"
@@ -376,6 +376,14 @@ async fn accept_workloads(
         {
             return;
         }
+    }
+}
+
+/// The Workload API's peers are uids.
+fn refusal_label(refusal: signet_unix::Refusal) -> &'static str {
+    match refusal {
+        signet_unix::Refusal::Total => "total",
+        signet_unix::Refusal::PerPeer => "per_uid",
     }
 }
 

@@ -70,9 +70,13 @@ pub(crate) fn serve(
             needs_policy,
         }));
     tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app).await {
-            tracing::error!(%error, "metrics endpoint stopped");
-        }
+        signet_unix::serve_http(
+            listener,
+            app,
+            signet_unix::EndpointBounds::PROBES,
+            "metrics",
+        )
+        .await;
     })
 }
 

@@ -81,9 +81,7 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .with_state(state);
     let task = tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app).await {
-            tracing::error!(%error, "health server stopped");
-        }
+        signet_unix::serve_http(listener, app, signet_unix::EndpointBounds::PROBES, "health").await;
     });
     Ok((local, task))
 }

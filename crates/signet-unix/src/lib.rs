@@ -3,13 +3,15 @@
 //! every client library.
 
 mod authority;
+mod http_endpoint;
 mod limits;
 mod private_dir;
 mod socket;
 
 pub use authority::{AuthorityNormalizer, MAX_HEADER_BLOCK, normalize_authority};
+pub use http_endpoint::{EndpointBounds, serve_http};
 pub use limits::{
-    AcceptErrors, ConnectionLimiter, ConnectionLimits, ConnectionSlot, Refusal,
+    AcceptErrors, ConnectionLimiter, ConnectionLimits, ConnectionSlot, PeerKey, Refusal,
     raise_descriptor_limit,
 };
 pub use private_dir::{PrivateDirError, ensure_private_dir};

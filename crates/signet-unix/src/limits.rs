@@ -1,10 +1,12 @@
 //! Bounded listeners. A local user could open connections until the daemon runs out of file
 //! descriptors (then `accept` fails at once, forever, and a loop that retries at once spins a core
 //! and floods the log while real workloads time out). Here: a cap on connections in total and per
-//! uid, checked before a connection costs more than its descriptor, and accept errors that pause
-//! with backoff and log at most once a second.
+//! peer (a uid on Unix sockets, a source address on TCP), checked before a connection costs more
+//! than its descriptor, and accept errors that pause with backoff and log at most once a second.
 
 use std::collections::HashMap;
+use std::fmt::Debug;
+use std::hash::Hash;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,8 +17,8 @@ use std::time::{Duration, Instant};
 pub struct ConnectionLimits {
     /// Open connections in total.
     pub total: usize,
-    /// Open connections of one uid.
-    pub per_uid: usize,
+    /// Open connections of one peer (uid, or source address).
+    pub per_peer: usize,
 }
 
 impl ConnectionLimits {
@@ -33,7 +35,7 @@ impl ConnectionLimits {
             .min((descriptors.saturating_sub(reserve) / per_connection.max(1)).max(1));
         Self {
             total,
-            per_uid: self.per_uid.min(total),
+            per_peer: self.per_peer.min(total),
         }
     }
 }
@@ -65,8 +67,8 @@ pub fn raise_descriptor_limit() {
 pub enum Refusal {
     /// The listener holds its total.
     Total,
-    /// The caller's uid holds its share.
-    PerUid,
+    /// The caller (its uid, or its source address) holds its share.
+    PerPeer,
 }
 
 impl Refusal {
@@ -74,34 +76,42 @@ impl Refusal {
     pub fn as_str(self) -> &'static str {
         match self {
             Refusal::Total => "total",
-            Refusal::PerUid => "per_uid",
+            Refusal::PerPeer => "per_peer",
         }
     }
 }
 
-#[derive(Debug, Default)]
-struct Counts {
-    total: usize,
-    by_uid: HashMap<u32, usize>,
-}
+/// What identifies a peer for the per-peer share.
+pub trait PeerKey: Copy + Eq + Hash + Debug + Send + Sync + 'static {}
+impl<K: Copy + Eq + Hash + Debug + Send + Sync + 'static> PeerKey for K {}
 
-/// Counts open connections and hands out slots within the limits.
 #[derive(Debug)]
-pub struct ConnectionLimiter {
-    limits: ConnectionLimits,
-    counts: Mutex<Counts>,
-    refused_total: AtomicU64,
-    refused_per_uid: AtomicU64,
+struct Counts<K> {
+    total: usize,
+    by_peer: HashMap<K, usize>,
 }
 
-impl ConnectionLimiter {
+/// Counts open connections and hands out slots within the limits; `K` identifies a peer (a uid
+/// by default).
+#[derive(Debug)]
+pub struct ConnectionLimiter<K: PeerKey = u32> {
+    limits: ConnectionLimits,
+    counts: Mutex<Counts<K>>,
+    refused_total: AtomicU64,
+    refused_per_peer: AtomicU64,
+}
+
+impl<K: PeerKey> ConnectionLimiter<K> {
     /// A limiter with these limits.
     pub fn new(limits: ConnectionLimits) -> Arc<Self> {
         Arc::new(Self {
             limits,
-            counts: Mutex::default(),
+            counts: Mutex::new(Counts {
+                total: 0,
+                by_peer: HashMap::new(),
+            }),
             refused_total: AtomicU64::new(0),
-            refused_per_uid: AtomicU64::new(0),
+            refused_per_peer: AtomicU64::new(0),
         })
     }
 
@@ -110,29 +120,29 @@ impl ConnectionLimiter {
         self.limits
     }
 
-    /// A slot for a new connection of `uid`, held until the connection is dropped.
-    pub fn try_acquire(self: &Arc<Self>, uid: u32) -> Result<ConnectionSlot, Refusal> {
+    /// A slot for a new connection of `peer`, held until the connection is dropped.
+    pub fn try_acquire(self: &Arc<Self>, peer: K) -> Result<ConnectionSlot<K>, Refusal> {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let refusal = if counts.total >= self.limits.total {
             Some(Refusal::Total)
-        } else if counts.by_uid.get(&uid).copied().unwrap_or(0) >= self.limits.per_uid {
-            Some(Refusal::PerUid)
+        } else if counts.by_peer.get(&peer).copied().unwrap_or(0) >= self.limits.per_peer {
+            Some(Refusal::PerPeer)
         } else {
             None
         };
         if let Some(refusal) = refusal {
             match refusal {
                 Refusal::Total => &self.refused_total,
-                Refusal::PerUid => &self.refused_per_uid,
+                Refusal::PerPeer => &self.refused_per_peer,
             }
             .fetch_add(1, Ordering::Relaxed);
             return Err(refusal);
         }
         counts.total += 1;
-        *counts.by_uid.entry(uid).or_default() += 1;
+        *counts.by_peer.entry(peer).or_default() += 1;
         Ok(ConnectionSlot {
             limiter: self.clone(),
-            uid,
+            peer,
         })
     }
 
@@ -145,18 +155,18 @@ impl ConnectionLimiter {
     pub fn refused(&self, reason: Refusal) -> u64 {
         match reason {
             Refusal::Total => &self.refused_total,
-            Refusal::PerUid => &self.refused_per_uid,
+            Refusal::PerPeer => &self.refused_per_peer,
         }
         .load(Ordering::Relaxed)
     }
 
-    fn release(&self, uid: u32) {
+    fn release(&self, peer: K) {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         counts.total = counts.total.saturating_sub(1);
-        if let Some(n) = counts.by_uid.get_mut(&uid) {
+        if let Some(n) = counts.by_peer.get_mut(&peer) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                counts.by_uid.remove(&uid);
+                counts.by_peer.remove(&peer);
             }
         }
     }
@@ -164,14 +174,14 @@ impl ConnectionLimiter {
 
 /// One open connection's place within the limits: keep it with the connection, drop it with it.
 #[derive(Debug)]
-pub struct ConnectionSlot {
-    limiter: Arc<ConnectionLimiter>,
-    uid: u32,
+pub struct ConnectionSlot<K: PeerKey = u32> {
+    limiter: Arc<ConnectionLimiter<K>>,
+    peer: K,
 }
 
-impl Drop for ConnectionSlot {
+impl<K: PeerKey> Drop for ConnectionSlot<K> {
     fn drop(&mut self) {
-        self.limiter.release(self.uid);
+        self.limiter.release(self.peer);
     }
 }
 

@@ -10,18 +10,18 @@ use signet_unix::{AcceptErrors, ConnectionLimiter, ConnectionLimits, Refusal};
 fn slots_are_counted_per_uid_and_in_total_and_released_on_drop() {
     let limiter = ConnectionLimiter::new(ConnectionLimits {
         total: 3,
-        per_uid: 2,
+        per_peer: 2,
     });
     let a1 = limiter.try_acquire(1000).unwrap();
     let _a2 = limiter.try_acquire(1000).unwrap();
-    assert_eq!(limiter.try_acquire(1000).unwrap_err(), Refusal::PerUid);
+    assert_eq!(limiter.try_acquire(1000).unwrap_err(), Refusal::PerPeer);
     let _b1 = limiter.try_acquire(2000).unwrap();
     assert_eq!(limiter.try_acquire(3000).unwrap_err(), Refusal::Total);
     assert_eq!(limiter.open(), 3);
     drop(a1);
     assert_eq!(limiter.open(), 2);
     let _a3 = limiter.try_acquire(1000).unwrap();
-    assert_eq!(limiter.refused(Refusal::PerUid), 1);
+    assert_eq!(limiter.refused(Refusal::PerPeer), 1);
     assert_eq!(limiter.refused(Refusal::Total), 1);
 }
 
@@ -29,14 +29,14 @@ fn slots_are_counted_per_uid_and_in_total_and_released_on_drop() {
 fn the_total_fits_the_descriptor_limit() {
     let limits = ConnectionLimits {
         total: usize::MAX,
-        per_uid: usize::MAX,
+        per_peer: usize::MAX,
     }
     .within_descriptor_limit(100, 2);
     let descriptors = rustix::process::getrlimit(rustix::process::Resource::Nofile)
         .current
         .unwrap();
     assert_eq!(limits.total as u64, (descriptors - 100) / 2);
-    assert_eq!(limits.per_uid, limits.total);
+    assert_eq!(limits.per_peer, limits.total);
 }
 
 const CHILD: &str = "SIGNET_TEST_ACCEPT_ERRORS";

@@ -299,12 +299,12 @@ pub async fn agent_config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
         total: max_connections
             .or(file.max_connections)
             .unwrap_or(signet_agent::DEFAULT_CONNECTION_LIMITS.total),
-        per_uid: max_connections_per_uid
+        per_peer: max_connections_per_uid
             .or(file.max_connections_per_uid)
-            .unwrap_or(signet_agent::DEFAULT_CONNECTION_LIMITS.per_uid),
+            .unwrap_or(signet_agent::DEFAULT_CONNECTION_LIMITS.per_peer),
     };
     anyhow::ensure!(
-        connection_limits.total > 0 && connection_limits.per_uid > 0,
+        connection_limits.total > 0 && connection_limits.per_peer > 0,
         "--max-connections and --max-connections-per-uid must be at least 1"
     );
     let defaults = UnixAttestorConfig::default();
