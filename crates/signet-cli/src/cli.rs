@@ -167,6 +167,18 @@ pub struct ServerArgs {
     #[arg(long, env = "SIGNET_ATTESTATION_CONNECTION_LIFETIME", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]
     pub attestation_connection_lifetime: Option<Duration>,
+    /// Most agent API connections open at once; lowered to fit the descriptor limit
+    /// [default: 16384].
+    #[arg(long, env = "SIGNET_MAX_AGENT_CONNECTIONS")]
+    pub max_agent_connections: Option<usize>,
+    /// Most agent API connections one source address may hold while they are in the TLS
+    /// handshake or carry no agent SVID (attestation) [default: 128].
+    #[arg(long, env = "SIGNET_MAX_UNAUTHENTICATED_CONNECTIONS_PER_SOURCE")]
+    pub max_unauthenticated_connections_per_source: Option<usize>,
+    /// Longest TLS handshake on the agent API [default: 10s].
+    #[arg(long, env = "SIGNET_TLS_HANDSHAKE_TIMEOUT", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub tls_handshake_timeout: Option<Duration>,
     /// Standalone: start a new CA although the CA journal records one whose ca-keys.json is
     /// missing (lost keys). Every agent then needs the new bundle.pem. Without it, refused.
     #[arg(long, env = "SIGNET_NEW_CA")]

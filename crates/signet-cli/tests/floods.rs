@@ -135,6 +135,105 @@ fn idle_unauthenticated_agent_api_connections_are_closed() {
     );
 }
 
+/// Connections from one source address that never finish a TLS handshake (slowloris) hold at
+/// most that source's share; the rest are closed at accept, and other sources (a real agent, an
+/// OpenSSL client) are still served. Before the per-source cap one source could hold every
+/// descriptor until the handshake timeout.
+#[test]
+fn a_handshake_flood_from_one_source_is_capped_and_others_are_served() {
+    const SHARE: usize = 20;
+    const FLOOD: usize = 200;
+    let d = Deployment::start_with_env(
+        vec![
+            (
+                "SIGNET_MAX_UNAUTHENTICATED_CONNECTIONS_PER_SOURCE",
+                SHARE.to_string(),
+            ),
+            ("SIGNET_TLS_HANDSHAKE_TIMEOUT", "60s".to_owned()),
+        ],
+        Vec::new(),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let server: std::net::SocketAddr = format!("127.0.0.1:{}", d.port).parse().unwrap();
+    let mut flood = runtime.block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..FLOOD {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            held.push(socket.connect(server).await.unwrap());
+        }
+        held
+    });
+    let refused = || {
+        let (_, body) = http_get(d.health_port, "/metrics");
+        metric(
+            &body,
+            "signet_server_agent_api_connections_refused_total{limit=\"unauthenticated_per_source\"}",
+        )
+    };
+    wait_for("the flood to be refused", Duration::from_secs(30), || {
+        refused() >= (FLOOD - SHARE) as f64
+    });
+    // What was refused is closed: the server is holding only the source's share.
+    let still_open = runtime.block_on(async {
+        let mut open = 0;
+        for stream in &mut flood {
+            let mut byte = [0u8; 1];
+            let read = tokio::time::timeout(Duration::from_millis(20), async {
+                use tokio::io::AsyncReadExt;
+                stream.read(&mut byte).await
+            })
+            .await;
+            if read.is_err() {
+                open += 1;
+            }
+        }
+        open
+    });
+    assert_eq!(still_open, SHARE);
+    // Another source completes a TLS handshake at once.
+    let start = Instant::now();
+    let handshake = Command::new("openssl")
+        .args(["s_client", "-brief", "-connect"])
+        .arg(server.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&handshake.stderr);
+    assert!(said.contains("CONNECTION ESTABLISHED"), "{said}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    // The real agent keeps its sync stream: a new entry reaches the workload.
+    d.create_entry(
+        &format!("spiffe://{TD}/during-flood"),
+        &format!("unix:uid:{}", my_uid()),
+        &[],
+    );
+    wait_for("the SVID during the flood", Duration::from_secs(10), || {
+        d.workload(&["svid", "fetch"]).status.success()
+    });
+    let (_, body) = http_get(d.health_port, "/metrics");
+    assert!(
+        metric(&body, "signet_server_agent_api_connections ") >= SHARE as f64,
+        "{body}"
+    );
+    drop(flood);
+}
+
+fn metric(exposition: &str, prefix: &str) -> f64 {
+    exposition
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
 /// One connection may hold at most 128 streams: the agent announces it in its HTTP/2 SETTINGS
 /// (20,000 FetchX509SVID streams on one connection used to be accepted).
 #[test]

@@ -15,14 +15,17 @@ use tonic::transport::server::Connected;
 pub struct Bounded<S> {
     inner: S,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    _slots: crate::agent_listener::Slots,
 }
 
 impl<S> Bounded<S> {
-    /// `lifetime` `None`: unbounded (authenticated agents keep their sync stream open).
-    pub fn new(inner: S, lifetime: Option<Duration>) -> Self {
+    /// `lifetime` `None`: unbounded (authenticated agents keep their sync stream open); `slots`
+    /// are released when the connection closes.
+    pub fn new(inner: S, lifetime: Option<Duration>, slots: crate::agent_listener::Slots) -> Self {
         Self {
             inner,
             deadline: lifetime.map(|l| Box::pin(tokio::time::sleep(l))),
+            _slots: slots,
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod admin_api;
 pub mod agent_api;
+pub mod agent_listener;
 pub mod agents;
 pub mod authority;
 mod connection_lifetime;
@@ -29,10 +30,10 @@ use signet_proto::admin::admin_server::AdminServer;
 use signet_proto::agent::agent_service_server::AgentServiceServer;
 use signet_spiffe::TrustDomain;
 use signet_tls::SpiffeClientVerifier;
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::UnixListener;
 use tokio_stream::StreamExt as _;
-use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
-use tracing::{debug, info};
+use tokio_stream::wrappers::UnixListenerStream;
+use tracing::info;
 
 pub use error::ServerError;
 
@@ -66,8 +67,8 @@ pub struct ServerConfig {
     pub kubernetes: Option<k8s::KubernetesOptions>,
     /// What happens to requests no enforced ALLOW AuthorizationPolicy targets.
     pub default_policy: signet_core::policy::DefaultPolicy,
-    /// How long a connection to the agent API without an agent SVID (attestation) may stay open.
-    pub attestation_connection_lifetime: Duration,
+    /// Bounds of the agent API listener (connections, handshakes, attestation connections).
+    pub agent_api_bounds: agent_listener::AgentApiBounds,
     /// Standalone: start a new CA although the journal records one whose key store is missing
     /// (every agent and workload then needs the new bundle). Without it such a start is refused.
     pub new_ca: bool,
@@ -95,7 +96,7 @@ impl ServerConfig {
             default_policy: signet_core::policy::DefaultPolicy::default(),
             new_ca: false,
             accept_data_loss: false,
-            attestation_connection_lifetime: Duration::from_secs(60),
+            agent_api_bounds: agent_listener::AgentApiBounds::default(),
         }
     }
 }
@@ -321,51 +322,25 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .with_cert_resolver(authority.server_svid());
     tls.alpn_protocols = vec![b"h2".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let listener = TcpListener::bind(config.bind_address).await.map_err(|e| {
-        ServerError::Io(format!("binding agent API on {}: {e}", config.bind_address))
-    })?;
-    let agent_address = listener
-        .local_addr()
-        .map_err(|e| ServerError::Io(e.to_string()))?;
-    let (conn_tx, conn_rx) = tokio::sync::mpsc::channel(128);
-    let unauthenticated_lifetime = config.attestation_connection_lifetime;
-    tasks.push(tokio::spawn(async move {
-        let mut errors = signet_unix::AcceptErrors::new("agent API");
-        loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    errors.pause_after(&error).await;
-                    continue;
-                }
-            };
-            errors.reset();
-            // Small gRPC frames (unary responses, stream deltas) must not wait for delayed ACKs.
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let conn_tx = conn_tx.clone();
-            // Handshakes run concurrently so one slow client cannot stall accepting.
-            tokio::spawn(async move {
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
-                        let authenticated = stream.get_ref().1.peer_certificates().is_some();
-                        let lifetime = (!authenticated).then_some(unauthenticated_lifetime);
-                        let stream = connection_lifetime::Bounded::new(stream, lifetime);
-                        let _ = conn_tx.send(Ok::<_, std::io::Error>(stream)).await;
-                    }
-                    Ok(Err(error)) => debug!(%peer, %error, "TLS handshake failed"),
-                    Err(_) => debug!(%peer, "TLS handshake timed out"),
-                }
-            });
-        }
-    }));
+    let (listener, agent_address) =
+        agent_listener::bind(config.bind_address)
+            .await
+            .map_err(|e| {
+                ServerError::Io(format!("binding agent API on {}: {e}", config.bind_address))
+            })?;
+    let (agent_connections, accept_task) =
+        agent_listener::accept(listener, acceptor, config.agent_api_bounds, metrics.clone());
+    tasks.push(accept_task);
     let agent_service = AgentServiceServer::new(api)
         .max_decoding_message_size(16 * 1024 * 1024)
         .max_encoding_message_size(16 * 1024 * 1024);
     tasks.push(tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
+            // Dead agents (a vanished node) are noticed and their connection closed.
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .add_service(agent_service)
-            .serve_with_incoming(ReceiverStream::new(conn_rx))
+            .serve_with_incoming(agent_connections)
             .await;
         if let Err(error) = result {
             tracing::error!(%error, "agent API stopped");
@@ -406,10 +381,19 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         let state = Arc::new(health::HealthState {
             ready: Default::default(),
             registry,
-            sampled: vec![health::SampledGauge {
-                gauge: metrics.entries.clone(),
-                read: Box::new(move || i64::try_from(entry_count.len()).unwrap_or(i64::MAX)),
-            }],
+            sampled: vec![
+                health::SampledGauge {
+                    gauge: metrics.entries.clone(),
+                    read: Box::new(move || i64::try_from(entry_count.len()).unwrap_or(i64::MAX)),
+                },
+                health::SampledGauge {
+                    gauge: metrics.agent_connections.clone(),
+                    read: Box::new({
+                        let metrics = metrics.clone();
+                        move || metrics.open_agent_connections()
+                    }),
+                },
+            ],
         });
         let (bound, task) = health::serve(address, state.clone())
             .await

@@ -20,9 +20,30 @@ pub struct AttestationLabels {
     pub result: &'static str,
 }
 
+/// Label of refused connections.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// `total` or `unauthenticated_per_source`: the limit reached.
+    pub limit: &'static str,
+}
+
+/// Label of failed handshakes.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    /// `timeout` or `error`.
+    pub reason: &'static str,
+}
+
 /// The server's metric families.
 #[derive(Debug, Default)]
 pub struct ServerMetrics {
+    /// Open agent API connections (sampled at scrape).
+    pub agent_connections: Gauge,
+    /// Agent API connections closed at accept by a limit.
+    pub agent_connections_refused: Family<RefusalLabels, Counter>,
+    /// Agent API TLS handshakes that failed or timed out.
+    pub agent_handshake_failures: Family<HandshakeLabels, Counter>,
+    agent_limiter: std::sync::OnceLock<std::sync::Arc<signet_unix::ConnectionLimiter<()>>>,
     /// SVIDs signed.
     pub svids_signed: Family<SvidLabels, Counter>,
     /// Signing requests refused.
@@ -36,6 +57,28 @@ pub struct ServerMetrics {
 }
 
 impl ServerMetrics {
+    /// Samples open agent API connections from `limiter` at every scrape.
+    pub(crate) fn watch_agent_connections(
+        &self,
+        limiter: std::sync::Arc<signet_unix::ConnectionLimiter<()>>,
+    ) {
+        let _ = self.agent_limiter.set(limiter);
+    }
+
+    /// Open agent API connections now.
+    pub fn open_agent_connections(&self) -> i64 {
+        self.agent_limiter
+            .get()
+            .map_or(0, |l| i64::try_from(l.open()).unwrap_or(i64::MAX))
+    }
+
+    /// Counts a failed agent API handshake.
+    pub(crate) fn handshake_failed(&self, reason: &'static str) {
+        self.agent_handshake_failures
+            .get_or_create(&HandshakeLabels { reason })
+            .inc();
+    }
+
     /// Registers the families under `signet_server_`.
     pub fn register(&self, registry: &mut Registry) {
         let sub = registry.sub_registry_with_prefix("signet_server");
@@ -56,5 +99,20 @@ impl ServerMetrics {
             self.sync_streams.clone(),
         );
         sub.register("entries", "Registration entries", self.entries.clone());
+        sub.register(
+            "agent_api_connections",
+            "Open agent API connections",
+            self.agent_connections.clone(),
+        );
+        sub.register(
+            "agent_api_connections_refused",
+            "Agent API connections closed at accept, by the limit reached",
+            self.agent_connections_refused.clone(),
+        );
+        sub.register(
+            "agent_api_handshake_failures",
+            "Agent API TLS handshakes that failed or timed out",
+            self.agent_handshake_failures.clone(),
+        );
     }
 }

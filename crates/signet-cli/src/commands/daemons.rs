@@ -181,6 +181,9 @@ pub async fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         agent_svid_ttl,
         default_policy,
         attestation_connection_lifetime,
+        max_agent_connections,
+        max_unauthenticated_connections_per_source,
+        tls_handshake_timeout,
         new_ca,
         accept_data_loss,
         kubernetes,
@@ -229,14 +232,34 @@ pub async fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
     config.kubernetes = kubernetes;
     config.new_ca = new_ca || file.new_ca;
     config.accept_data_loss = accept_data_loss || file.accept_data_loss;
-    config.attestation_connection_lifetime = pick(
+    let bounds = &mut config.agent_api_bounds;
+    bounds.unauthenticated_lifetime = pick(
         attestation_connection_lifetime,
         file.attestation_connection_lifetime,
-        config.attestation_connection_lifetime,
+        bounds.unauthenticated_lifetime,
+    );
+    bounds.handshake_timeout = pick(
+        tls_handshake_timeout,
+        file.tls_handshake_timeout,
+        bounds.handshake_timeout,
+    );
+    bounds.max_connections = max_agent_connections
+        .or(file.max_agent_connections)
+        .unwrap_or(bounds.max_connections);
+    bounds.unauthenticated_per_source = max_unauthenticated_connections_per_source
+        .or(file.max_unauthenticated_connections_per_source)
+        .unwrap_or(bounds.unauthenticated_per_source);
+    anyhow::ensure!(
+        bounds.unauthenticated_lifetime >= Duration::from_secs(1),
+        "--attestation-connection-lifetime must be at least 1s"
     );
     anyhow::ensure!(
-        config.attestation_connection_lifetime >= Duration::from_secs(1),
-        "--attestation-connection-lifetime must be at least 1s"
+        bounds.handshake_timeout >= Duration::from_millis(100),
+        "--tls-handshake-timeout must be at least 100ms"
+    );
+    anyhow::ensure!(
+        bounds.max_connections > 0 && bounds.unauthenticated_per_source > 0,
+        "--max-agent-connections and --max-unauthenticated-connections-per-source must be positive"
     );
     Ok(config)
 }

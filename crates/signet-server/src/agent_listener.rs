@@ -1,0 +1,158 @@
+//! The agent API's TCP listener. Anyone on the network can reach it, so every stage is bounded:
+//! connections in total; per source address, connections still in the TLS handshake or without
+//! an agent SVID (those can only attest); the handshake's duration; and the lifetime of a
+//! connection without an agent SVID. Authenticated agents keep their sync stream open as long as
+//! they answer HTTP/2 keep-alive pings.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use signet_unix::{ConnectionLimiter, ConnectionLimits, ConnectionSlot, Refusal};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::debug;
+
+use crate::connection_lifetime::Bounded;
+use crate::metrics::{RefusalLabels, ServerMetrics};
+
+/// The bounds of the agent API listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentApiBounds {
+    /// Open connections in total (lowered to what the descriptor limit holds).
+    pub max_connections: usize,
+    /// Connections of one source address that are in their TLS handshake or carry no agent
+    /// SVID.
+    pub unauthenticated_per_source: usize,
+    /// Longest TLS handshake.
+    pub handshake_timeout: Duration,
+    /// How long a connection without an agent SVID may stay open.
+    pub unauthenticated_lifetime: Duration,
+}
+
+impl Default for AgentApiBounds {
+    fn default() -> Self {
+        Self {
+            max_connections: 16_384,
+            unauthenticated_per_source: 128,
+            handshake_timeout: Duration::from_secs(10),
+            unauthenticated_lifetime: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Descriptors kept for everything but agent connections (database, key files, the API server).
+const RESERVED_DESCRIPTORS: usize = 256;
+
+/// A connection's places within the bounds, released when it closes.
+#[derive(Debug)]
+pub(crate) struct Slots {
+    _total: ConnectionSlot<()>,
+    _unauthenticated: Option<ConnectionSlot<IpAddr>>,
+}
+
+/// An accepted, handshaken agent API connection.
+pub(crate) type AgentConnection = Bounded<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>;
+
+/// Accepts on `listener`, handshakes within the bounds and hands connections to the gRPC server
+/// through the returned stream.
+pub(crate) fn accept(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    bounds: AgentApiBounds,
+    metrics: Arc<ServerMetrics>,
+) -> (
+    ReceiverStream<std::io::Result<AgentConnection>>,
+    tokio::task::JoinHandle<()>,
+) {
+    signet_unix::raise_descriptor_limit();
+    let total = ConnectionLimiter::<()>::new(
+        ConnectionLimits {
+            total: bounds.max_connections,
+            per_peer: bounds.max_connections,
+        }
+        .within_descriptor_limit(RESERVED_DESCRIPTORS, 1),
+    );
+    let unauthenticated = ConnectionLimiter::<IpAddr>::new(ConnectionLimits {
+        total: bounds.max_connections,
+        per_peer: bounds.unauthenticated_per_source,
+    });
+    metrics.watch_agent_connections(total.clone());
+    let (conn_tx, conn_rx) = tokio::sync::mpsc::channel(128);
+    let task = tokio::spawn(async move {
+        let mut errors = signet_unix::AcceptErrors::new("agent API");
+        let refusal_log = signet_tls::log_budget::LogBudget::new(1);
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    errors.pause_after(&error).await;
+                    continue;
+                }
+            };
+            errors.reset();
+            let slots = total.try_acquire(()).and_then(|total_slot| {
+                let pending = unauthenticated.try_acquire(peer.ip())?;
+                Ok((total_slot, pending))
+            });
+            let (total_slot, pending) = match slots {
+                Ok(slots) => slots,
+                Err(refusal) => {
+                    let limit = match refusal {
+                        Refusal::Total => "total",
+                        Refusal::PerPeer => "unauthenticated_per_source",
+                    };
+                    metrics
+                        .agent_connections_refused
+                        .get_or_create(&RefusalLabels { limit })
+                        .inc();
+                    if let Some(suppressed) = refusal_log.take() {
+                        tracing::warn!(%peer, limit, suppressed, "agent API connection refused: connection limit reached");
+                    }
+                    continue;
+                }
+            };
+            // Small gRPC frames (unary responses, stream deltas) must not wait for delayed ACKs.
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let conn_tx = conn_tx.clone();
+            let metrics = metrics.clone();
+            // Handshakes run concurrently so one slow client cannot stall accepting.
+            tokio::spawn(async move {
+                match tokio::time::timeout(bounds.handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let authenticated = stream.get_ref().1.peer_certificates().is_some();
+                        let (lifetime, pending) = if authenticated {
+                            (None, None)
+                        } else {
+                            (Some(bounds.unauthenticated_lifetime), Some(pending))
+                        };
+                        let slots = Slots {
+                            _total: total_slot,
+                            _unauthenticated: pending,
+                        };
+                        let stream = Bounded::new(stream, lifetime, slots);
+                        let _ = conn_tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(error)) => {
+                        metrics.handshake_failed("error");
+                        debug!(%peer, %error, "TLS handshake failed");
+                    }
+                    Err(_) => {
+                        metrics.handshake_failed("timeout");
+                        debug!(%peer, "TLS handshake timed out");
+                    }
+                }
+            });
+        }
+    });
+    (ReceiverStream::new(conn_rx), task)
+}
+
+/// Binds the listener.
+pub(crate) async fn bind(address: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(address).await?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}
