@@ -62,24 +62,35 @@ pub(crate) fn spawn(
         metrics,
     });
     let slots = Arc::new(tokio::sync::Semaphore::new(crate::MAX_CONNECTIONS));
+    // Connections before their handshake ends are counted apart (and per source), so a
+    // slowloris flood fills its own share, not the slots of established connections.
+    let handshaking =
+        signet_unix::ConnectionLimiter::<std::net::IpAddr>::new(crate::HANDSHAKE_LIMITS);
     Ok(tokio::spawn(async move {
+        let mut errors = signet_unix::AcceptErrors::new("proxy inbound");
         loop {
             let (tcp, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    warn!(%error, "inbound accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    errors.pause_after(&error).await;
                     continue;
                 }
             };
+            errors.reset();
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 context.metrics.connection("inbound", "overloaded");
+                continue;
+            };
+            let Ok(handshake_slot) = handshaking.try_acquire(peer.ip()) else {
+                context
+                    .metrics
+                    .connection("inbound", "handshakes_overloaded");
                 continue;
             };
             let _ = tcp.set_nodelay(true);
             let context = context.clone();
             tokio::spawn(async move {
-                context.handle(tcp, peer).await;
+                context.handle(tcp, peer, handshake_slot).await;
                 drop(slot);
             });
         }
@@ -87,9 +98,16 @@ pub(crate) fn spawn(
 }
 
 impl Context {
-    async fn handle(self: Arc<Self>, tcp: TcpStream, address: std::net::SocketAddr) {
+    async fn handle(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        address: std::net::SocketAddr,
+        handshake_slot: signet_unix::ConnectionSlot<std::net::IpAddr>,
+    ) {
+        // One deadline for the first byte and the TLS handshake together.
+        let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
         let mut first = [0u8; 1];
-        let peeked = tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await;
+        let peeked = tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await;
         if !matches!(peeked, Ok(Ok(1))) {
             return;
         }
@@ -102,14 +120,18 @@ impl Context {
                 return;
             }
             self.metrics.connection("inbound", "plaintext");
+            drop(handshake_slot);
             if let Some(suppressed) = PEER_LINES.take() {
                 info!(target: "signet::audit", %address, suppressed_since_last = suppressed, "plaintext connection accepted (PERMISSIVE mode): peer has no SVID");
             }
             self.serve(tcp, None).await;
             return;
         }
-        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => tls,
+        let tls = match tokio::time::timeout_at(deadline, self.acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => {
+                drop(handshake_slot);
+                tls
+            }
             Ok(Err(error)) => {
                 self.metrics.connection("inbound", "handshake_failed");
                 if let Some(suppressed) = PEER_LINES.take() {

@@ -177,6 +177,12 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most connections one listener serves at once; more are closed at accept.
 pub(crate) const MAX_CONNECTIONS: usize = 10_000;
+/// Most inbound connections still before the end of their handshake, in total and per source
+/// address.
+pub(crate) const HANDSHAKE_LIMITS: signet_unix::ConnectionLimits = signet_unix::ConnectionLimits {
+    total: 1_024,
+    per_peer: 64,
+};
 
 /// Connects with [`CONNECT_TIMEOUT`].
 pub(crate) async fn connect(

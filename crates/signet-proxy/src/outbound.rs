@@ -40,15 +40,16 @@ pub(crate) fn spawn(
     let route = Arc::new(route);
     let slots = Arc::new(tokio::sync::Semaphore::new(crate::MAX_CONNECTIONS));
     Ok(tokio::spawn(async move {
+        let mut errors = signet_unix::AcceptErrors::new("proxy outbound");
         loop {
             let (mut app, _) = match listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(error) => {
-                    warn!(%error, "outbound accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    errors.pause_after(&error).await;
                     continue;
                 }
             };
+            errors.reset();
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 metrics.connection("outbound", "overloaded");
                 continue;
