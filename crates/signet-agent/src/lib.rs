@@ -8,6 +8,7 @@ pub mod client;
 pub mod error;
 pub mod identity;
 pub mod manager;
+mod open_requests;
 pub mod peer;
 pub mod telemetry;
 pub mod workload_api;
@@ -37,6 +38,10 @@ pub const DEFAULT_CONNECTION_LIMITS: signet_unix::ConnectionLimits =
     };
 /// Workload API streams one connection may hold open (announced in HTTP/2 SETTINGS).
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 128;
+/// How long a Workload API connection may carry no request before it is closed (gRPC clients
+/// reconnect transparently on their next call).
+pub const DEFAULT_IDLE_CONNECTION_TIMEOUT: std::time::Duration =
+    std::time::Duration::from_secs(300);
 /// Descriptors kept free for everything but Workload API connections.
 const RESERVED_DESCRIPTORS: usize = 256;
 
@@ -65,6 +70,8 @@ pub struct AgentConfig {
     pub health_address: Option<std::net::SocketAddr>,
     /// Workload API connections held open at once, in total and per uid.
     pub connection_limits: signet_unix::ConnectionLimits,
+    /// A Workload API connection with no open request for this long is closed.
+    pub idle_connection_timeout: std::time::Duration,
 }
 
 /// Kubernetes mode of the agent.
@@ -260,6 +267,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
     tasks.push(tokio::spawn(accept_workloads(
         listener,
         limiter,
+        config.idle_connection_timeout,
         connections,
         metrics.clone(),
     )));
@@ -298,6 +306,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
             .concurrency_limit_per_connection(64)
             // Each open stream holds state; one connection may not hold thousands.
             .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+            .layer(open_requests::CountOpenRequestsLayer)
             .add_service(service)
             .add_service(authorization)
             .serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(incoming))
@@ -323,6 +332,7 @@ type WorkloadConnection = signet_unix::AuthorityNormalizer<peer::PeerStream>;
 async fn accept_workloads(
     listener: UnixListener,
     limiter: Arc<signet_unix::ConnectionLimiter>,
+    idle_timeout: std::time::Duration,
     connections: tokio::sync::mpsc::Sender<std::io::Result<WorkloadConnection>>,
     metrics: Arc<telemetry::AgentMetrics>,
 ) {
@@ -363,7 +373,7 @@ async fn accept_workloads(
             }
         };
         let stream = match peer::PeerStream::new(stream) {
-            Ok(stream) => stream.holding(slot),
+            Ok(stream) => stream.holding(slot).closing_when_idle(idle_timeout),
             Err(error) => {
                 debug!(%error, "dropping a Workload API connection without peer credentials");
                 continue;

@@ -32,6 +32,8 @@ pub struct PeerInfo {
     /// A pidfd of the process that connected, taken by the kernel at connect time; `None` when
     /// the kernel cannot provide it (the peer is then not pinned: no `/proc`-based selectors).
     pub pidfd: Option<Arc<OwnedFd>>,
+    /// The requests open on this connection (for closing it when idle).
+    pub activity: Arc<signet_unix::Activity>,
 }
 
 impl PeerInfo {
@@ -43,6 +45,7 @@ impl PeerInfo {
             uid: cred.uid(),
             gid: cred.gid(),
             pidfd: connect_time_pidfd(stream).map(Arc::new),
+            activity: signet_unix::Activity::new(),
         })
     }
 
@@ -96,6 +99,7 @@ pub struct PeerStream {
     inner: UnixStream,
     info: PeerInfo,
     _slot: Option<signet_unix::ConnectionSlot>,
+    idle: Option<signet_unix::IdleDeadline>,
 }
 
 impl PeerStream {
@@ -106,7 +110,18 @@ impl PeerStream {
             inner,
             info,
             _slot: None,
+            idle: None,
         })
+    }
+
+    /// Ends the connection (reads see end-of-stream, so the HTTP/2 server closes it) once it has
+    /// carried no request for `timeout`.
+    pub fn closing_when_idle(self, timeout: std::time::Duration) -> Self {
+        let idle = signet_unix::IdleDeadline::new(self.info.activity.clone(), timeout);
+        Self {
+            idle: Some(idle),
+            ..self
+        }
     }
 
     /// Holds `slot` until the connection is dropped.
@@ -131,6 +146,9 @@ impl AsyncRead for PeerStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.idle.as_mut().is_some_and(|idle| idle.poll_expired(cx)) {
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
@@ -177,6 +195,7 @@ mod tests {
             uid: 0,
             gid: 0,
             pidfd: Some(Arc::new(fd)),
+            activity: signet_unix::Activity::new(),
         };
         assert!(!info.still_alive());
         let unknown = PeerInfo {
@@ -184,6 +203,7 @@ mod tests {
             uid: 0,
             gid: 0,
             pidfd: None,
+            activity: signet_unix::Activity::new(),
         };
         assert!(!unknown.still_alive());
     }

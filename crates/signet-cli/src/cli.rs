@@ -328,6 +328,11 @@ pub struct AgentArgs {
     /// Most Workload API connections one uid may hold open [default: 1024].
     #[arg(long, env = "SIGNET_MAX_CONNECTIONS_PER_UID")]
     pub max_connections_per_uid: Option<usize>,
+    /// Close a Workload API connection that has carried no request for this long; clients
+    /// reconnect on their next call. Open streams keep a connection in use [default: 5m].
+    #[arg(long, env = "SIGNET_IDLE_CONNECTION_TIMEOUT", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub idle_connection_timeout: Option<Duration>,
     #[command(flatten, next_help_heading = "Kubernetes mode")]
     #[serde(default)]
     pub kubernetes: AgentKubernetesArgs,

@@ -234,6 +234,62 @@ fn metric(exposition: &str, prefix: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A Workload API connection that carries no request is closed after the idle timeout (5,000
+/// idle connections used to be kept forever); one with an open stream is kept however quiet the
+/// stream is, and the spiffe crate's client reconnects transparently after an idle close.
+#[test]
+fn idle_workload_connections_are_closed_and_streams_are_kept() {
+    use std::io::Read;
+    let d =
+        Deployment::start_with_agent_env(vec![("SIGNET_IDLE_CONNECTION_TIMEOUT", "1s".to_owned())]);
+    d.create_entry(
+        &format!("spiffe://{TD}/idle"),
+        &format!("unix:uid:{}", my_uid()),
+        &[],
+    );
+    wait_for("the SVID", Duration::from_secs(10), || {
+        d.workload(&["svid", "fetch"]).status.success()
+    });
+    // Never sends a byte: closed after about a second.
+    let mut silent = std::os::unix::net::UnixStream::connect(d.socket()).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let start = Instant::now();
+    let mut sink = Vec::new();
+    let _ = silent.read_to_end(&mut sink);
+    let closed_after = start.elapsed();
+    assert!(
+        closed_after >= Duration::from_millis(900) && closed_after < Duration::from_secs(5),
+        "closed after {closed_after:?}"
+    );
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use futures::StreamExt;
+        let client = spiffe::WorkloadApiClient::connect_to(d.endpoint())
+            .await
+            .unwrap();
+        let mut stream = client.stream_x509_svids().await.unwrap();
+        assert!(stream.next().await.unwrap().is_ok());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Still open: nothing to deliver, and no end or error either.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), stream.next())
+                .await
+                .is_err(),
+            "the stream ended although it was open"
+        );
+        drop(stream);
+        // The connection went idle and was closed; the client's next call reconnects.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        client.fetch_x509_svid().await.unwrap();
+    });
+}
+
 /// One connection may hold at most 128 streams: the agent announces it in its HTTP/2 SETTINGS
 /// (20,000 FetchX509SVID streams on one connection used to be accepted).
 #[test]

@@ -4,12 +4,14 @@
 
 mod authority;
 mod http_endpoint;
+mod idle;
 mod limits;
 mod private_dir;
 mod socket;
 
 pub use authority::{AuthorityNormalizer, MAX_HEADER_BLOCK, normalize_authority};
 pub use http_endpoint::{EndpointBounds, serve_http};
+pub use idle::{ActiveRequest, Activity, IdleDeadline, TrackedBody};
 pub use limits::{
     AcceptErrors, ConnectionLimiter, ConnectionLimits, ConnectionSlot, PeerKey, Refusal,
     raise_descriptor_limit,

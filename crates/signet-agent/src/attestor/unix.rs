@@ -155,6 +155,7 @@ mod tests {
             uid,
             gid,
             pidfd: Some(Arc::new(pidfd)),
+            activity: signet_unix::Activity::new(),
         }
     }
 
@@ -222,6 +223,7 @@ mod tests {
             uid: 1000,
             gid: 1000,
             pidfd: None,
+            activity: signet_unix::Activity::new(),
         };
         let got = attest(&config, &peer).unwrap().to_strings();
         assert_eq!(

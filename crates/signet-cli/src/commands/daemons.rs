@@ -316,8 +316,16 @@ pub async fn agent_config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
         health_address,
         max_connections,
         max_connections_per_uid,
+        idle_connection_timeout,
         kubernetes,
     } = args;
+    let idle_connection_timeout = idle_connection_timeout
+        .or(file.idle_connection_timeout)
+        .unwrap_or(signet_agent::DEFAULT_IDLE_CONNECTION_TIMEOUT);
+    anyhow::ensure!(
+        idle_connection_timeout >= Duration::from_millis(100),
+        "--idle-connection-timeout must be at least 100ms"
+    );
     let connection_limits = signet_unix::ConnectionLimits {
         total: max_connections
             .or(file.max_connections)
@@ -360,6 +368,7 @@ pub async fn agent_config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
         unix_attestor: unix,
         health_address: health_address.or(file.health_address),
         connection_limits,
+        idle_connection_timeout,
         kubernetes,
     })
 }
