@@ -262,7 +262,7 @@ pub struct AgentCommand {
     #[command(subcommand)]
     pub action: Option<AgentAction>,
     #[command(flatten)]
-    pub run: AgentArgs,
+    pub run: Box<AgentArgs>,
 }
 
 #[derive(Debug, Subcommand)]

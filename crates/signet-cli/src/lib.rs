@@ -48,7 +48,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 ..
             }) => commands::admin::agent(action).await,
             Command::Agent(AgentCommand { action: None, run }) => {
-                commands::daemons::run_agent(run).await
+                commands::daemons::run_agent(*run).await
             }
             Command::Csi(args) => commands::daemons::run_csi(args).await,
             Command::Quickstart(args) => commands::quickstart::run(args).await,
