@@ -1,7 +1,7 @@
 //! The bounded HTTP endpoint: trickled headers are cut off, one source cannot take every
 //! connection, and no connection lives forever.
 
-#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+#![expect(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
