@@ -106,14 +106,20 @@ fn flow_nesting_beyond(text: &str, limit: usize) -> Option<usize> {
     let mut deepest = 0usize;
     let mut quote: Option<char> = None;
     let mut comment = false;
+    // After a backslash in a double-quoted string: the next character is escaped (`\"` does
+    // not end the string).
+    let mut escaped = false;
     for c in text.chars() {
         if matches!(c, '[' | '{') {
             depth += 1;
             deepest = deepest.max(depth);
+            escaped = false;
             continue;
         }
         match quote {
             _ if comment => comment = c != '\n',
+            Some('"') if escaped => escaped = false,
+            Some('"') if c == '\\' => escaped = true,
             Some(q) if c == q => quote = None,
             Some(_) => {}
             None => match c {
@@ -399,6 +405,16 @@ mod nesting_tests {
         // Closers hidden in strings do not mask real nesting.
         let masked = "[[[[ \"]]]]\" ".repeat(20);
         assert!(flow_nesting_beyond(&masked, MAX_NESTING).is_some());
+        // Nor do closers after an escaped quote, which does not end the string.
+        let escaped = "[[[[ \"\\\"]]]]\" ".repeat(20);
+        assert_eq!(escaped.matches('[').count(), 80);
+        assert!(
+            flow_nesting_beyond(&escaped, MAX_NESTING).is_some(),
+            "{escaped}"
+        );
+        // An escaped backslash does end before the quote.
+        let ends = "[\"a\\\\\"]";
+        assert_eq!(flow_nesting_beyond(ends, 0), Some(1));
         // An ordinary document passes.
         let normal = "spec: {rules: [{from: [{spiffeIDs: ['spiffe://td/a']}]}]}  # [x]\n";
         assert_eq!(flow_nesting_beyond(normal, MAX_NESTING), None);

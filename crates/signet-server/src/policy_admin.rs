@@ -35,7 +35,7 @@ fn refuse_in_kubernetes(kubernetes: bool) -> Result<(), Status> {
 pub async fn load_standalone(
     datastore: &Datastore,
     store: &PolicyStore,
-) -> Result<usize, ServerError> {
+) -> Result<Loaded, ServerError> {
     let stored = datastore.list_policies().await?;
     let mut bindings = Vec::with_capacity(stored.len());
     let mut unreadable = Vec::new();
@@ -65,11 +65,38 @@ pub async fn load_standalone(
         }
     }
     if !unreadable.is_empty() {
-        return Ok(0);
+        return Ok(Loaded::Withheld(unreadable));
     }
     let count = bindings.len();
     store.replace(bindings);
-    Ok(count)
+    Ok(Loaded::Published(count))
+}
+
+/// What loading the stored policies did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Loaded {
+    /// A policy set of this many bindings is live.
+    Published(usize),
+    /// Nothing new was published: these stored policies (`namespace/name`) cannot be read, so
+    /// their targets are unknown.
+    Withheld(Vec<String>),
+}
+
+impl Loaded {
+    /// After a change the operator asked for: success only when the set is live.
+    fn into_status(self, change: &str) -> Result<(), Status> {
+        match self {
+            Loaded::Published(_) => Ok(()),
+            Loaded::Withheld(unreadable) => Err(Status::failed_precondition(format!(
+                "{change}, but the policy set is not published: stored polic{} {} cannot be read. \
+                 Apply {} again or delete {} (signet policy delete)",
+                if unreadable.len() == 1 { "y" } else { "ies" },
+                unreadable.join(", "),
+                if unreadable.len() == 1 { "it" } else { "them" },
+                if unreadable.len() == 1 { "it" } else { "them" },
+            ))),
+        }
+    }
 }
 
 /// The fail-closed binding of a stored policy that no longer compiles: `Some(None)` when it binds
@@ -133,7 +160,9 @@ pub async fn apply(
             .put_policies(rows)
             .await
             .map_err(ServerError::from)?;
-        load_standalone(datastore, store).await?;
+        load_standalone(datastore, store)
+            .await?
+            .into_status("the policies were stored")?;
         writes
             .into_iter()
             .map(|w| match w {
@@ -185,8 +214,10 @@ pub async fn delete(
             request.name
         )));
     }
-    load_standalone(datastore, store).await?;
     info!(policy = %format!("{namespace}/{}", request.name), "authorization policy deleted");
+    load_standalone(datastore, store)
+        .await?
+        .into_status("the policy was deleted")?;
     Ok(pb::DeletePolicyResponse {})
 }
 
@@ -358,7 +389,10 @@ mod tests {
             .put_policies(vec![broken("deny-admin", "DENY")])
             .await
             .unwrap();
-        assert_eq!(load_standalone(&datastore, &store).await.unwrap(), 1);
+        assert_eq!(
+            load_standalone(&datastore, &store).await.unwrap(),
+            Loaded::Published(1)
+        );
         assert!(!allowed(&store, "/admin/users").await);
         assert!(!allowed(&store, "/public").await);
 
@@ -392,10 +426,66 @@ mod tests {
             )])
             .await
             .unwrap();
-        assert_eq!(load_standalone(&datastore, &store).await.unwrap(), 0);
+        assert_eq!(
+            load_standalone(&datastore, &store).await.unwrap(),
+            Loaded::Withheld(vec!["default/garbage".into()])
+        );
         assert_eq!(store.current(), published);
         let fresh = PolicyStore::new(signet_core::policy::DefaultPolicy::AllowTrustDomain);
         load_standalone(&datastore, &fresh).await.unwrap();
         assert!(fresh.current().is_none(), "a fresh start publishes nothing");
+    }
+
+    /// An apply or delete that leaves the set unpublished says so instead of answering success.
+    #[tokio::test]
+    async fn changes_while_an_unreadable_policy_is_stored_are_not_reported_as_live() {
+        let dir = tempfile::tempdir().unwrap();
+        let datastore = Datastore::open(&dir.path().join("signet.db")).unwrap();
+        let store = PolicyStore::new(signet_core::policy::DefaultPolicy::AllowTrustDomain);
+        let local = TrustDomain::new("example.org").unwrap();
+        datastore
+            .put_policies(vec![(
+                "default".into(),
+                "garbage".into(),
+                "{not json".into(),
+            )])
+            .await
+            .unwrap();
+        let document = "apiVersion: signet.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny-admin\nspec:\n  targetSPIFFEIDs: [\"spiffe://example.org/backend\"]\n  action: DENY\n  rules:\n  - to:\n    - paths: [\"/admin/*\"]\n";
+        let refused = apply(
+            false,
+            Some(&datastore),
+            &store,
+            &local,
+            pb::ApplyPoliciesRequest {
+                document: document.into(),
+                dry_run: false,
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            refused.message().contains("default/garbage")
+                && refused.message().contains("not published"),
+            "{}",
+            refused.message()
+        );
+        assert!(store.current().is_none(), "nothing was published");
+
+        // Deleting the unreadable row publishes the set, the DENY included.
+        delete(
+            false,
+            Some(&datastore),
+            &store,
+            pb::DeletePolicyRequest {
+                namespace: String::new(),
+                name: "garbage".into(),
+            },
+        )
+        .await
+        .unwrap();
+        assert!(!allowed(&store, "/admin/users").await);
+        assert!(allowed(&store, "/public").await);
     }
 }

@@ -111,9 +111,24 @@ pub fn ensure_private_dir(path: &Path, mode: u32) -> Result<(), PrivateDirError>
         .symlink_metadata()
         .map_err(io_error("inspecting", &path))?;
     check_own_directory(&path, &metadata, uid)?;
+    // The mode is set through a descriptor of the directory just checked (opened without
+    // following links, checked again), so a swap of the path in between cannot redirect it.
+    let fd = rustix::fs::open(
+        &path,
+        rustix::fs::OFlags::RDONLY
+            | rustix::fs::OFlags::DIRECTORY
+            | rustix::fs::OFlags::NOFOLLOW
+            | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| io_error("opening", &path)(e.into()))?;
+    let opened = std::fs::File::from(fd);
+    let metadata = opened.metadata().map_err(io_error("inspecting", &path))?;
+    check_own_directory(&path, &metadata, uid)?;
     // The umask may have taken bits away at creation; an existing directory may have others.
     if metadata.mode() & 0o7777 != mode {
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+        opened
+            .set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(io_error("setting the mode of", &path))?;
     }
     Ok(())
