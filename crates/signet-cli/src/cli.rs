@@ -175,6 +175,10 @@ pub struct ServerArgs {
     /// handshake or carry no agent SVID (attestation) [default: 128].
     #[arg(long, env = "SIGNET_MAX_UNAUTHENTICATED_CONNECTIONS_PER_SOURCE")]
     pub max_unauthenticated_connections_per_source: Option<usize>,
+    /// Most agent API connections in the TLS handshake or without an agent SVID in total; when
+    /// full, the oldest is closed to admit a new one [default: 4096].
+    #[arg(long, env = "SIGNET_MAX_UNAUTHENTICATED_CONNECTIONS")]
+    pub max_unauthenticated_connections: Option<usize>,
     /// Longest TLS handshake on the agent API [default: 10s].
     #[arg(long, env = "SIGNET_TLS_HANDSHAKE_TIMEOUT", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]
@@ -378,6 +382,9 @@ pub struct QuickstartArgs {
     /// Agent API address of the embedded server.
     #[arg(long, default_value = "127.0.0.1:8081")]
     pub bind_address: SocketAddr,
+    /// Close a Workload API connection that has carried no request for this long.
+    #[arg(long, env = "SIGNET_IDLE_CONNECTION_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub idle_connection_timeout: Duration,
 }
 
 /// Where the admin API is.

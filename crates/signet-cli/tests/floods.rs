@@ -226,6 +226,91 @@ fn a_handshake_flood_from_one_source_is_capped_and_others_are_served() {
     drop(flood);
 }
 
+/// A flood from many addresses, each within its share, fills the unauthenticated pool: the pool
+/// then closes its oldest members, so a real handshake still gets in and the flood cannot lock
+/// agents out. (Refusing newcomers at a full pool refused every real agent in the review's
+/// 19,800-connection flood.)
+#[test]
+fn a_flood_from_many_sources_cannot_lock_agents_out() {
+    const POOL: usize = 50;
+    let d = Deployment::start_with_env(
+        vec![
+            ("SIGNET_MAX_UNAUTHENTICATED_CONNECTIONS", POOL.to_string()),
+            (
+                "SIGNET_MAX_UNAUTHENTICATED_CONNECTIONS_PER_SOURCE",
+                "20".to_owned(),
+            ),
+            ("SIGNET_TLS_HANDSHAKE_TIMEOUT", "60s".to_owned()),
+        ],
+        Vec::new(),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let server: std::net::SocketAddr = format!("127.0.0.1:{}", d.port).parse().unwrap();
+    let mut flood = runtime.block_on(async {
+        let mut held = Vec::new();
+        for source in 2..12 {
+            for _ in 0..20 {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket
+                    .bind(format!("127.0.0.{source}:0").parse().unwrap())
+                    .unwrap();
+                held.push(socket.connect(server).await.unwrap());
+            }
+        }
+        held
+    });
+    wait_for(
+        "the pool to close its oldest",
+        Duration::from_secs(30),
+        || {
+            let (_, body) = http_get(d.health_port, "/metrics");
+            metric(
+                &body,
+                "signet_server_agent_api_connections_refused_total{limit=\"unauthenticated_oldest_closed\"}",
+            ) >= (200 - POOL) as f64
+        },
+    );
+    let still_open = runtime.block_on(async {
+        let mut open = 0;
+        for stream in &mut flood {
+            let mut byte = [0u8; 1];
+            let read = tokio::time::timeout(Duration::from_millis(20), async {
+                use tokio::io::AsyncReadExt;
+                stream.read(&mut byte).await
+            })
+            .await;
+            if read.is_err() {
+                open += 1;
+            }
+        }
+        open
+    });
+    assert_eq!(
+        still_open, POOL,
+        "the newest {POOL} are held, the older closed"
+    );
+    let handshake = Command::new("openssl")
+        .args(["s_client", "-brief", "-connect"])
+        .arg(server.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&handshake.stderr);
+    assert!(said.contains("CONNECTION ESTABLISHED"), "{said}");
+    d.create_entry(
+        &format!("spiffe://{TD}/during-wide-flood"),
+        &format!("unix:uid:{}", my_uid()),
+        &[],
+    );
+    wait_for("the SVID during the flood", Duration::from_secs(10), || {
+        d.workload(&["svid", "fetch"]).status.success()
+    });
+    drop(flood);
+}
+
 fn metric(exposition: &str, prefix: &str) -> f64 {
     exposition
         .lines()

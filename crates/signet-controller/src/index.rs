@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use regex::Regex;
 use signet_api::{ClusterSPIFFEID, ClusterStaticEntry};
-use signet_core::{EntryId, RegistrationEntry, SelectorSet, reserved_agent_id};
+use signet_core::{AgentId, EntryId, RegistrationEntry, SelectorSet};
 use signet_spiffe::{SpiffeId, TrustDomain};
 
 use crate::identity::{CompileError, CompiledIdentity, PodRenderError, SourceOrder};
@@ -61,12 +61,9 @@ impl ControllerConfig {
 
     /// The agent ID of a node (DESIGN §4): `spiffe://<td>/signet/agent/k8s/<cluster>/<node-uid>`.
     pub fn agent_id(&self, node_uid: &str) -> Option<SpiffeId> {
-        reserved_agent_id(
-            &self.trust_domain,
-            "k8s",
-            &[&self.cluster.cluster_name, node_uid],
-        )
-        .ok()
+        AgentId::kubernetes(&self.trust_domain, &self.cluster.cluster_name, node_uid)
+            .ok()
+            .map(AgentId::into_spiffe_id)
     }
 
     fn ignores(&self, namespace: &str) -> bool {

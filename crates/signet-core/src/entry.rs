@@ -98,17 +98,6 @@ pub fn server_id(trust_domain: &TrustDomain) -> Result<SpiffeId, signet_spiffe::
     trust_domain.id_from_segments(&["signet", "server"])
 }
 
-/// An agent ID under the reserved path, e.g. `/signet/agent/join/<token-id>`.
-pub fn reserved_agent_id(
-    trust_domain: &TrustDomain,
-    method: &str,
-    rest: &[&str],
-) -> Result<SpiffeId, signet_spiffe::IdError> {
-    let mut segments = vec!["signet", "agent", method];
-    segments.extend_from_slice(rest);
-    trust_domain.id_from_segments(&segments)
-}
-
 impl RegistrationEntry {
     /// Checks the entry's rules for the server's trust domain.
     pub fn validate(&self, trust_domain: &TrustDomain) -> Result<(), EntryError> {
@@ -266,10 +255,6 @@ mod tests {
         assert_eq!(
             server_id(&td).unwrap().as_str(),
             "spiffe://example.org/signet/server"
-        );
-        assert_eq!(
-            reserved_agent_id(&td, "join", &["abc"]).unwrap().as_str(),
-            "spiffe://example.org/signet/agent/join/abc"
         );
     }
 }

@@ -1,6 +1,7 @@
 //! Signet's domain model, pure: selectors, registration entries and the rule that matches a
 //! workload's selectors to the entries it may use.
 
+pub mod agent_id;
 pub mod backoff;
 pub mod duration;
 pub mod entry;
@@ -8,8 +9,9 @@ pub mod policy;
 pub mod selector;
 pub mod template;
 
+pub use agent_id::{AgentId, AgentIdKind};
 pub use backoff::Backoff;
 pub use duration::{DurationError, parse_go_duration};
-pub use entry::{EntryError, EntryId, RegistrationEntry, reserved_agent_id, server_id};
+pub use entry::{EntryError, EntryId, RegistrationEntry, server_id};
 pub use selector::{Selector, SelectorError, SelectorSet};
 pub use template::{RenderError, Template, TemplateContext, TemplateError};

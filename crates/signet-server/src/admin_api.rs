@@ -109,10 +109,7 @@ impl AdminApi {
         }
         // Standalone entries are matched by the unix attestor under an agent: anything else
         // would be stored and never serve anyone.
-        let under_agents = {
-            let mut parent = entry.parent_id.segments();
-            parent.next() == Some("signet") && parent.next() == Some("agent")
-        };
+        let under_agents = signet_core::AgentId::parse(&entry.parent_id).is_some();
         if !entry.parent_id.is_member_of(&self.trust_domain) || !under_agents {
             return Err(Status::invalid_argument(format!(
                 "parent_id {} must be an agent of this trust domain \

@@ -77,8 +77,7 @@ fn bundle_message(bundle: &Bundle) -> pb::Bundle {
 }
 
 fn is_agent_id(id: &SpiffeId) -> bool {
-    let mut segments = id.segments();
-    segments.next() == Some("signet") && segments.next() == Some("agent")
+    signet_core::AgentId::parse(id).is_some()
 }
 
 /// When the caller's agent SVID was issued (its notBefore is set 10 s before issuance).

@@ -25,9 +25,9 @@ pub struct AgentRegistry {
     agents: RwLock<HashMap<SpiffeId, bool>>,
     changed: watch::Sender<u64>,
     /// In Kubernetes mode agents may talk to any replica: an agent whose SVID (already verified
-    /// by TLS) names a node agent ID under this prefix is accepted even if this replica did not
-    /// attest it. Bans still apply.
-    trusted_prefix: Option<String>,
+    /// by TLS) names a node agent of this trust domain and cluster is accepted even if this
+    /// replica did not attest it. Bans still apply.
+    trusted_cluster: Option<(signet_spiffe::TrustDomain, String)>,
     /// Bans and evictions every replica shares (Kubernetes mode: from the cluster).
     shared: RwLock<SharedAgentState>,
 }
@@ -51,15 +51,19 @@ impl AgentRegistry {
         Self {
             agents: RwLock::new(agents),
             changed: watch::channel(0).0,
-            trusted_prefix: None,
+            trusted_cluster: None,
             shared: RwLock::default(),
         }
     }
 
-    /// Accepts agents with a valid SVID under `prefix` (e.g.
-    /// `spiffe://td/signet/agent/k8s/<cluster>/`) without a local attestation record.
-    pub fn with_trusted_prefix(mut self, prefix: String) -> Self {
-        self.trusted_prefix = Some(prefix);
+    /// Accepts node agents of `cluster` (`spiffe://<td>/signet/agent/k8s/<cluster>/<node-uid>`)
+    /// with a valid SVID without a local attestation record.
+    pub fn with_trusted_cluster(
+        mut self,
+        trust_domain: signet_spiffe::TrustDomain,
+        cluster: String,
+    ) -> Self {
+        self.trusted_cluster = Some((trust_domain, cluster));
         self
     }
 
@@ -86,10 +90,9 @@ impl AgentRegistry {
             }
         }
         match self.agents.read().ok().and_then(|a| a.get(id).copied()) {
-            None if self
-                .trusted_prefix
-                .as_ref()
-                .is_some_and(|p| id.as_str().starts_with(p.as_str())) =>
+            None if self.trusted_cluster.as_ref().is_some_and(|(td, cluster)| {
+                signet_core::AgentId::parse(id).is_some_and(|a| a.is_node_of(td, cluster))
+            }) =>
             {
                 Ok(())
             }
@@ -174,5 +177,43 @@ impl AgentRegistry {
         self.agents
             .read()
             .map_or(0, |a| a.values().filter(|banned| !**banned).count())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use signet_spiffe::TrustDomain;
+
+    use super::*;
+
+    fn id(s: &str) -> SpiffeId {
+        SpiffeId::new(s).unwrap()
+    }
+
+    #[test]
+    fn replicas_trust_node_agents_of_their_cluster_only() {
+        let registry = AgentRegistry::new(&[])
+            .with_trusted_cluster(TrustDomain::new("example.org").unwrap(), "prod".into());
+        assert_eq!(
+            registry.check(&id("spiffe://example.org/signet/agent/k8s/prod/node-1")),
+            Ok(())
+        );
+        for hostile in [
+            // A cluster whose name extends ours (a string prefix would have matched).
+            "spiffe://example.org/signet/agent/k8s/prod-2/node-1",
+            "spiffe://example.org/signet/agent/k8s/prodx/node-1",
+            // Not a node agent ID in shape.
+            "spiffe://example.org/signet/agent/k8s/prod/node-1/extra",
+            "spiffe://example.org/signet/agent/k8s/prod",
+            // Join-token agents are known only through attestation records.
+            "spiffe://example.org/signet/agent/join/abc",
+            "spiffe://example.org/app",
+        ] {
+            assert_eq!(
+                registry.check(&id(hostile)),
+                Err(AgentRefusal::Unknown),
+                "{hostile}"
+            );
+        }
     }
 }

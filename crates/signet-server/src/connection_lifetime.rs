@@ -15,7 +15,7 @@ use tonic::transport::server::Connected;
 pub struct Bounded<S> {
     inner: S,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-    _slots: crate::agent_listener::Slots,
+    slots: crate::agent_listener::Slots,
 }
 
 impl<S> Bounded<S> {
@@ -25,7 +25,7 @@ impl<S> Bounded<S> {
         Self {
             inner,
             deadline: lifetime.map(|l| Box::pin(tokio::time::sleep(l))),
-            _slots: slots,
+            slots,
         }
     }
 
@@ -42,7 +42,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Bounded<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.expired(cx) {
+        if self.expired(cx) || self.slots.poll_evicted(cx) {
             // End of stream: the HTTP/2 server closes the connection.
             return Poll::Ready(Ok(()));
         }

@@ -25,6 +25,7 @@ pub fn hash_token(token: &str) -> String {
 /// The agent ID a token grants: `spiffe://<td>/signet/agent/join/<first 16 hex of its hash>`.
 pub fn agent_id_for(trust_domain: &TrustDomain, token: &str) -> Result<SpiffeId, ServerError> {
     let hash = hash_token(token);
-    signet_core::reserved_agent_id(trust_domain, "join", &[&hash[..16]])
+    signet_core::AgentId::join_token(trust_domain, &hash[..16])
+        .map(signet_core::AgentId::into_spiffe_id)
         .map_err(|e| ServerError::Internal(e.to_string()))
 }

@@ -220,16 +220,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         }
         Some(kube_options) => {
             let index = Arc::new(index::EntryIndex::new_unsynced());
-            let prefix = signet_core::reserved_agent_id(
-                &config.trust_domain,
-                "k8s",
-                &[&kube_options.cluster_name, "x"],
-            )
-            .map_err(|e| ServerError::InvalidArgument(format!("cluster name: {e}")))?
-            .as_str()
-            .trim_end_matches('x')
-            .to_owned();
-            let agents = Arc::new(agents::AgentRegistry::new(&[]).with_trusted_prefix(prefix));
+            // The cluster name is a segment of every node agent's ID.
+            signet_core::AgentId::kubernetes(&config.trust_domain, &kube_options.cluster_name, "x")
+                .map_err(|e| ServerError::InvalidArgument(format!("cluster name: {e}")))?;
+            let agents = Arc::new(agents::AgentRegistry::new(&[]).with_trusted_cluster(
+                config.trust_domain.clone(),
+                kube_options.cluster_name.clone(),
+            ));
             let psat = psat::PsatAttestor::new(
                 psat::PsatConfig {
                     trust_domain: config.trust_domain.clone(),
@@ -308,10 +305,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
 
     // Agent API: TLS with the server SVID; agent client certificates verified against our own
     // bundle and required by every RPC except attestation.
-    let is_agent: signet_tls::IdPolicy = Arc::new(|id: &signet_spiffe::SpiffeId| {
-        let mut s = id.segments();
-        s.next() == Some("signet") && s.next() == Some("agent")
-    });
+    let is_agent: signet_tls::IdPolicy =
+        Arc::new(|id: &signet_spiffe::SpiffeId| signet_core::AgentId::parse(id).is_some());
     let verifier = Arc::new(SpiffeClientVerifier::new(
         authority.clone(),
         is_agent,

@@ -8,7 +8,6 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, PostParams};
-use signet_core::reserved_agent_id;
 use signet_spiffe::{SpiffeId, TrustDomain};
 
 const EXTRA_POD_NAME: &str = "authentication.kubernetes.io/pod-name";
@@ -133,11 +132,12 @@ impl PsatAttestor {
 
     /// The agent ID for a node UID.
     pub fn agent_id(&self, node_uid: &str) -> Result<SpiffeId, PsatError> {
-        reserved_agent_id(
+        signet_core::AgentId::kubernetes(
             &self.config.trust_domain,
-            "k8s",
-            &[&self.config.cluster_name, node_uid],
+            &self.config.cluster_name,
+            node_uid,
         )
+        .map(signet_core::AgentId::into_spiffe_id)
         .map_err(|e| PsatError::NodeUnknown(e.to_string()))
     }
 

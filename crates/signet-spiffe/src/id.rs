@@ -138,6 +138,10 @@ impl TrustDomain {
     pub fn id_from_segments<S: AsRef<str>>(&self, segments: &[S]) -> Result<SpiffeId, IdError> {
         let mut id = format!("{SCHEME_PREFIX}{}", self.0);
         for segment in segments {
+            // A segment is one segment: a `/` inside it would change the ID's shape.
+            if segment.as_ref().contains('/') {
+                return Err(IdError::BadPathChar('/'));
+            }
             id.push('/');
             id.push_str(segment.as_ref());
         }
@@ -428,9 +432,17 @@ mod tests {
         let id = td.id_from_segments(&["ns", "default"]).unwrap();
         assert_eq!(id.as_str(), "spiffe://example.org/ns/default");
         assert_eq!(
-            td.id_from_segments(&["a/b", ".."]).unwrap_err(),
+            td.id_from_segments(&["a", ".."]).unwrap_err(),
             IdError::DotSegment
         );
+        // One segment stays one segment.
+        for hostile in ["a/b", "/a", "a/", "/"] {
+            assert_eq!(
+                td.id_from_segments(&["x", hostile]).unwrap_err(),
+                IdError::BadPathChar('/'),
+                "{hostile}"
+            );
+        }
         assert!(id.is_member_of(&td));
         assert!(!id.is_member_of(&TrustDomain::new("other.org").unwrap()));
     }

@@ -183,6 +183,7 @@ pub async fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         attestation_connection_lifetime,
         max_agent_connections,
         max_unauthenticated_connections_per_source,
+        max_unauthenticated_connections,
         tls_handshake_timeout,
         new_ca,
         accept_data_loss,
@@ -257,9 +258,15 @@ pub async fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         bounds.handshake_timeout >= Duration::from_millis(100),
         "--tls-handshake-timeout must be at least 100ms"
     );
+    bounds.max_unauthenticated = max_unauthenticated_connections
+        .or(file.max_unauthenticated_connections)
+        .unwrap_or(bounds.max_unauthenticated);
     anyhow::ensure!(
-        bounds.max_connections > 0 && bounds.unauthenticated_per_source > 0,
-        "--max-agent-connections and --max-unauthenticated-connections-per-source must be positive"
+        bounds.max_connections > 0
+            && bounds.unauthenticated_per_source > 0
+            && bounds.max_unauthenticated > 0,
+        "--max-agent-connections, --max-unauthenticated-connections and \
+         --max-unauthenticated-connections-per-source must be positive"
     );
     Ok(config)
 }

@@ -118,7 +118,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
     let socket_path = dir.join("sockets").join("api.sock");
     let agent_config = signet_agent::AgentConfig {
         connection_limits: signet_agent::DEFAULT_CONNECTION_LIMITS,
-        idle_connection_timeout: signet_agent::DEFAULT_IDLE_CONNECTION_TIMEOUT,
+        idle_connection_timeout: args.idle_connection_timeout,
         trust_domain: trust_domain.clone(),
         server_address: server.agent_address.to_string(),
         trust_bundle_path: server.bundle_pem.clone(),
