@@ -121,8 +121,10 @@ def main():
             except OSError:
                 refused += 1
         took = time.time() - start
-        print(f"agent API flood: {len(held)} idle TLS connections held, {refused} refused, "
-              f"opened in {took:.0f} s from {args.sources} sources")
+        open_now = sum(1 for connection in held if is_open(connection))
+        print(f"agent API flood: {len(held)} TLS handshakes without a client certificate "
+              f"completed, {refused} refused at connect, in {took:.0f} s from {args.sources} "
+              f"sources; {open_now} still open at the end of the flood")
         print(f"  during: RSS {rss_kb(pid) // 1024} MB; server CPU {cpu_seconds(pid) - cpu_before:.1f} s "
               f"while opening; agent API handshake {handshake_ms(port)}; "
               f"svid fetch {fetch_ms(args.signet, socket_path)}")

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType};
+use rcgen::KeyPair;
 use signet_proto::agent::{
     AttestAgentRequest, RenewAgentRequest, attest_agent_request::Attestation,
 };
@@ -112,20 +112,7 @@ impl IdentityStore {
 
 /// A new P-256 key and a CSR for it, naming `id` if given.
 pub fn key_and_csr(id: Option<&SpiffeId>) -> Result<(KeyPair, Vec<u8>), AgentError> {
-    let key = KeyPair::generate().map_err(|e| AgentError::Internal(e.to_string()))?;
-    let mut params = CertificateParams::default();
-    params.distinguished_name = DistinguishedName::new();
-    if let Some(id) = id {
-        let uri = id
-            .as_str()
-            .try_into()
-            .map_err(|e: rcgen::Error| AgentError::Internal(e.to_string()))?;
-        params.subject_alt_names = vec![SanType::URI(uri)];
-    }
-    let csr = params
-        .serialize_request(&key)
-        .map_err(|e| AgentError::Internal(e.to_string()))?;
-    Ok((key, csr.der().to_vec()))
+    signet_ca::csr::new_key_and_csr(id).map_err(|e| AgentError::Internal(e.to_string()))
 }
 
 /// What the agent proves its node with.

@@ -34,6 +34,21 @@ pub enum CsrIdRule {
     ExactOrNone,
 }
 
+/// A new P-256 key and a DER CSR signed by it, naming `id` as its only URI SAN if given (node
+/// attestation sends none: the server assigns the agent's ID).
+pub fn new_key_and_csr(id: Option<&SpiffeId>) -> Result<(rcgen::KeyPair, Vec<u8>)> {
+    let internal = |e: rcgen::Error| Error::InvalidRequest(format!("building a CSR: {e}"));
+    let key = rcgen::KeyPair::generate().map_err(internal)?;
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    if let Some(id) = id {
+        let uri = id.as_str().try_into().map_err(internal)?;
+        params.subject_alt_names = vec![rcgen::SanType::URI(uri)];
+    }
+    let csr = params.serialize_request(&key).map_err(internal)?;
+    Ok((key, csr.der().to_vec()))
+}
+
 /// Parses and verifies a DER CSR for `expected`.
 pub fn verify_csr(der: &[u8], expected: &SpiffeId) -> Result<VerifiedCsr> {
     verify_csr_with(der, expected, CsrIdRule::Exact)

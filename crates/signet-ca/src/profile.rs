@@ -118,24 +118,7 @@ pub(crate) fn leaf_params(
 
 /// A DNS name as RFC 1123 allows it, optionally with one leading wildcard label.
 pub fn validate_dns_name(name: &str) -> Result<()> {
-    let bad = |why: &str| Err(Error::InvalidRequest(format!("DNS name {name:?} {why}")));
-    if name.is_empty() || name.len() > 253 {
-        return bad("must be 1 to 253 characters");
-    }
-    let body = name.strip_prefix("*.").unwrap_or(name);
-    for label in body.split('.') {
-        if label.is_empty() || label.len() > 63 {
-            return bad("has an empty or over-long label");
-        }
-        if label.starts_with('-') || label.ends_with('-') {
-            return bad("has a label starting or ending with '-'");
-        }
-        if !label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
-            return bad("may hold only letters, digits, '-' and '.'");
-        }
-    }
-    Ok(())
+    signet_spiffe::DnsName::new(name)
+        .map(drop)
+        .map_err(|e| Error::InvalidRequest(e.to_string()))
 }

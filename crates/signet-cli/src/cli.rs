@@ -82,31 +82,9 @@ pub enum Command {
     Healthcheck(HealthcheckArgs),
 }
 
-/// Parses `90s`, `15m`, `1h`, `7d` or plain seconds.
+/// Parses a Go duration (`90s`, `1h30m`), whole days (`7d`) or plain seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 90s, 15m, 1h or 7d"))?;
-    let seconds = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => {
-            return Err(format!(
-                "unknown unit {unit:?} in {text:?}; use s, m, h or d"
-            ));
-        }
-    };
-    value
-        .checked_mul(seconds)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("{text:?} is too long"))
+    signet_core::parse_duration(text.trim()).map_err(|e| e.to_string())
 }
 
 fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {

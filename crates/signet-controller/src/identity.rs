@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use signet_api::ClusterSPIFFEID;
 use signet_core::{
-    EntryId, RegistrationEntry, RenderError, Selector, SelectorSet, Template, TemplateError,
+    EntryId, RegistrationEntry, RenderError, SelectorSet, Template, TemplateError,
     parse_go_duration,
 };
 use signet_spiffe::{SpiffeId, TrustDomain};
@@ -242,7 +242,7 @@ impl CompiledIdentity {
         let pod_uid = context.pod.meta.uid.as_str();
         let mut selectors = SelectorSet::new();
         selectors.insert(
-            Selector::new("k8s", &format!("pod-uid:{pod_uid}"))
+            signet_core::k8s_selectors::workload::pod_uid(pod_uid)
                 .map_err(|_| PodRenderError::Selector(format!("k8s:pod-uid:{pod_uid}")))?,
         );
         for (i, t) in self.selector_templates.iter().enumerate() {
@@ -296,16 +296,5 @@ impl CompiledIdentity {
 
 /// A DNS name or wildcard name as certificate SANs allow (RFC 1123 labels, optional leading `*.`).
 pub fn is_dns_name(name: &str) -> bool {
-    let body = name.strip_prefix("*.").unwrap_or(name);
-    !body.is_empty()
-        && name.len() <= 253
-        && body.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
+    signet_spiffe::DnsName::new(name).is_ok()
 }

@@ -94,6 +94,60 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, DurationError> {
     Ok(Duration::new(secs, nanos))
 }
 
+/// Parses a duration as Signet's flags and configuration files take it: a Go duration
+/// (`1h30m`, `90s`, `1.5h`), or for convenience whole days (`7d`) or bare seconds (`90`).
+/// Kubernetes resources take Go durations only ([`parse_go_duration`]).
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let too_large = || DurationError::TooLarge(text.chars().take(64).collect());
+    if digits(text) {
+        return text
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| too_large());
+    }
+    if let Some(days) = text.strip_suffix('d')
+        && digits(days)
+    {
+        return days
+            .parse::<u64>()
+            .ok()
+            .and_then(|d| d.checked_mul(86_400))
+            .map(Duration::from_secs)
+            .ok_or_else(too_large);
+    }
+    parse_go_duration(text)
+}
+
+#[cfg(test)]
+mod flag_tests {
+    use super::*;
+
+    #[test]
+    fn flags_take_go_durations_days_and_bare_seconds() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        for bad in ["", "d", "1w", "-5s", "5 s", "1d2h", "x"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        assert!(matches!(
+            parse_duration("99999999999999999999d"),
+            Err(DurationError::TooLarge(_))
+        ));
+        assert!(matches!(
+            parse_duration("999999999999999999d"),
+            Err(DurationError::TooLarge(_))
+        ));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,9 @@ pub enum EntryError {
     /// A TTL is zero.
     #[error("TTLs must be positive")]
     ZeroTtl,
+    /// A DNS name an SVID could not carry.
+    #[error(transparent)]
+    DnsName(#[from] signet_spiffe::DnsNameError),
 }
 
 /// A stable entry identifier.
@@ -121,6 +124,9 @@ impl RegistrationEntry {
         }
         if self.x509_svid_ttl.is_zero() || self.jwt_svid_ttl.is_zero() {
             return Err(EntryError::ZeroTtl);
+        }
+        for name in &self.dns_names {
+            signet_spiffe::DnsName::new(name)?;
         }
         Ok(())
     }

@@ -5,13 +5,14 @@ pub mod agent_id;
 pub mod backoff;
 pub mod duration;
 pub mod entry;
+pub mod k8s_selectors;
 pub mod policy;
 pub mod selector;
 pub mod template;
 
 pub use agent_id::{AgentId, AgentIdKind};
 pub use backoff::Backoff;
-pub use duration::{DurationError, parse_go_duration};
+pub use duration::{DurationError, parse_duration, parse_go_duration};
 pub use entry::{EntryError, EntryId, RegistrationEntry, server_id};
 pub use selector::{Selector, SelectorError, SelectorSet};
 pub use template::{RenderError, Template, TemplateContext, TemplateError};

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType};
 use rustls_pki_types::CertificateDer;
 use signet_ca::{
     AuthorityKind, CertificateAuthority, CsrIdRule, JwtSvidRequest, MintedX509Svid, RotationEvent,
@@ -209,19 +208,10 @@ impl AuthorityService {
     /// Issues the server's TLS SVID (`spiffe://<td>/signet/server`) with a fresh key.
     fn renew_server_svid(&self) -> Result<(), ServerError> {
         let id = self.server_id()?;
-        let key = KeyPair::generate().map_err(|e| ServerError::Internal(e.to_string()))?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        let uri = id
-            .as_str()
-            .try_into()
-            .map_err(|e: rcgen::Error| ServerError::Internal(e.to_string()))?;
-        params.subject_alt_names = vec![SanType::URI(uri)];
-        let csr = params
-            .serialize_request(&key)
+        let (key, csr) = signet_ca::csr::new_key_and_csr(Some(&id))
             .map_err(|e| ServerError::Internal(e.to_string()))?;
         let request = X509SvidRequest {
-            csr_der: csr.der(),
+            csr_der: &csr,
             spiffe_id: &id,
             ttl: SERVER_SVID_TTL,
             dns_names: &[],

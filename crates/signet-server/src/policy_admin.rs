@@ -258,12 +258,11 @@ pub async fn pod_identities(
     let uid = pod
         .and_then(|p| p.metadata.uid)
         .ok_or_else(|| Status::not_found(format!("no pod {namespace}/{name}")))?;
-    let selector = format!("k8s:pod-uid:{uid}");
+    let selector = signet_core::k8s_selectors::workload::pod_uid(&uid)
+        .map_err(|_| Status::not_found(format!("pod {namespace}/{name} has an unusable uid")))?;
     let mut ids: Vec<SpiffeId> = Vec::new();
     for entry in entries.all() {
-        if entry.selectors.iter().any(|s| s.to_string() == selector)
-            && !ids.contains(&entry.spiffe_id)
-        {
+        if entry.selectors.iter().any(|s| *s == selector) && !ids.contains(&entry.spiffe_id) {
             ids.push(entry.spiffe_id.clone());
         }
     }

@@ -232,23 +232,30 @@ impl PsatAttestor {
             return Err(PsatError::NodeUnknown(pod_ref));
         }
 
-        let mut selectors = vec![
-            format!("k8s_psat:cluster:{}", self.config.cluster_name),
-            format!("k8s_psat:agent_ns:{namespace}"),
-            format!("k8s_psat:agent_sa:{service_account}"),
-            format!("k8s_psat:agent_pod_name:{pod_name}"),
-            format!("k8s_psat:agent_pod_uid:{pod_uid}"),
-            format!("k8s_psat:agent_node_name:{node_name}"),
-            format!("k8s_psat:agent_node_uid:{node_uid}"),
+        use signet_core::k8s_selectors::node as selector;
+        let mut built = vec![
+            selector::cluster(&self.config.cluster_name),
+            selector::agent_namespace(namespace),
+            selector::agent_service_account(service_account),
+            selector::agent_pod_name(pod_name),
+            selector::agent_pod_uid(pod_uid),
+            selector::agent_node_name(&node_name),
+            selector::agent_node_uid(&node_uid),
         ];
         if let Some(ip) = pod.status.as_ref().and_then(|s| s.host_ip.as_ref()) {
-            selectors.push(format!("k8s_psat:agent_node_ip:{ip}"));
+            built.push(selector::agent_node_ip(ip));
         }
         for (key, value) in node.metadata.labels.iter().flatten() {
             if self.config.node_label_keys.contains(key) {
-                selectors.push(format!("k8s_psat:agent_node_label:{key}:{value}"));
+                built.push(selector::agent_node_label(key, value));
             }
         }
+        // Values that cannot be selectors (control characters, oversize) could never match.
+        let mut selectors: Vec<String> = built
+            .into_iter()
+            .filter_map(Result::ok)
+            .map(|s| s.to_string())
+            .collect();
         selectors.sort();
         Ok(PsatAgent {
             agent_id: self.agent_id(&node_uid)?,

@@ -3,12 +3,14 @@
 //! pass the time in).
 
 pub mod bundle;
+pub mod dns;
 pub mod id;
 pub mod jwk;
 pub mod jwt;
 pub mod x509;
 
 pub use bundle::{Bundle, BundleError, BundleSet};
+pub use dns::{DnsName, DnsNameError};
 pub use id::{IdError, SpiffeId, TrustDomain};
 pub use jwk::{EcCurve, JwkError, JwtPublicKey};
 pub use jwt::{JwtAlgorithm, JwtSvid, JwtSvidError, JwtValidation};

@@ -2,7 +2,8 @@
 //! Signet's registry-independent digest selectors).
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
-use signet_core::{Selector, SelectorSet};
+use signet_core::k8s_selectors::workload as k8s;
+use signet_core::{Selector, SelectorError, SelectorSet};
 
 /// The `sha256:<hex>` digest an `imageID` carries, in any of the runtime's forms
 /// (`repo@sha256:…`, `sha256:…`, `docker-pullable://repo@sha256:…`).
@@ -14,10 +15,10 @@ pub fn image_digest(image_id: &str) -> Option<String> {
         .then(|| format!("sha256:{}", hex.to_ascii_lowercase()))
 }
 
-fn push(set: &mut SelectorSet, value: String) {
+fn push(set: &mut SelectorSet, selector: Result<Selector, SelectorError>) {
     // A value that is not a valid selector (control characters, oversize) is skipped: it could
     // never match an entry, and must not fail attestation of everything else.
-    if let Ok(selector) = Selector::new("k8s", &value) {
+    if let Ok(selector) = selector {
         set.insert(selector);
     }
 }
@@ -48,42 +49,39 @@ pub fn pod_selectors(pod: &Pod) -> SelectorSet {
     let meta = &pod.metadata;
     let spec = pod.spec.as_ref();
     if let Some(ns) = &meta.namespace {
-        push(&mut set, format!("ns:{ns}"));
+        push(&mut set, k8s::namespace(ns));
     }
     if let Some(sa) = spec.and_then(|s| s.service_account_name.as_ref()) {
-        push(&mut set, format!("sa:{sa}"));
+        push(&mut set, k8s::service_account(sa));
     }
     if let Some(node) = spec.and_then(|s| s.node_name.as_ref()) {
-        push(&mut set, format!("node-name:{node}"));
+        push(&mut set, k8s::node_name(node));
     }
     if let Some(uid) = &meta.uid {
-        push(&mut set, format!("pod-uid:{uid}"));
+        push(&mut set, k8s::pod_uid(uid));
     }
     if let Some(name) = &meta.name {
-        push(&mut set, format!("pod-name:{name}"));
+        push(&mut set, k8s::pod_name(name));
     }
     for (key, value) in meta.labels.iter().flatten() {
-        push(&mut set, format!("pod-label:{key}:{value}"));
+        push(&mut set, k8s::pod_label(key, value));
     }
     for owner in meta.owner_references.iter().flatten() {
-        push(&mut set, format!("pod-owner:{}:{}", owner.kind, owner.name));
-        push(
-            &mut set,
-            format!("pod-owner-uid:{}:{}", owner.kind, owner.uid),
-        );
+        push(&mut set, k8s::pod_owner(&owner.kind, &owner.name));
+        push(&mut set, k8s::pod_owner_uid(&owner.kind, &owner.uid));
     }
     for container in spec.map(|s| s.containers.iter()).into_iter().flatten() {
         if let Some(image) = &container.image {
-            push(&mut set, format!("pod-image:{image}"));
+            push(&mut set, k8s::pod_image(image));
         }
     }
     for status in all_statuses(pod) {
-        push(&mut set, format!("pod-image:{}", status.image));
+        push(&mut set, k8s::pod_image(&status.image));
         if !status.image_id.is_empty() {
-            push(&mut set, format!("pod-image:{}", status.image_id));
+            push(&mut set, k8s::pod_image(&status.image_id));
         }
         if let Some(digest) = image_digest(&status.image_id) {
-            push(&mut set, format!("pod-image-digest:{digest}"));
+            push(&mut set, k8s::pod_image_digest(&digest));
         }
     }
     set
@@ -102,7 +100,7 @@ pub fn container_status<'p>(pod: &'p Pod, container_id: &str) -> Option<&'p Cont
 /// Selectors of one container of the pod.
 pub fn container_selectors(pod: &Pod, status: &ContainerStatus) -> SelectorSet {
     let mut set = SelectorSet::new();
-    push(&mut set, format!("container-name:{}", status.name));
+    push(&mut set, k8s::container_name(&status.name));
     let spec_image = pod.spec.as_ref().and_then(|s| {
         s.containers
             .iter()
@@ -111,14 +109,14 @@ pub fn container_selectors(pod: &Pod, status: &ContainerStatus) -> SelectorSet {
             .and_then(|c| c.image.clone())
     });
     if let Some(image) = spec_image {
-        push(&mut set, format!("container-image:{image}"));
+        push(&mut set, k8s::container_image(&image));
     }
-    push(&mut set, format!("container-image:{}", status.image));
+    push(&mut set, k8s::container_image(&status.image));
     if !status.image_id.is_empty() {
-        push(&mut set, format!("container-image:{}", status.image_id));
+        push(&mut set, k8s::container_image(&status.image_id));
     }
     if let Some(digest) = image_digest(&status.image_id) {
-        push(&mut set, format!("container-image-digest:{digest}"));
+        push(&mut set, k8s::container_image_digest(&digest));
     }
     set
 }
