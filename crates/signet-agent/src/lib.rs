@@ -339,15 +339,15 @@ async fn accept_workloads(
     let mut errors = signet_unix::AcceptErrors::new("Workload API");
     let refusal_log = signet_tls::log_budget::LogBudget::new(1);
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(error) => {
-                metrics.workload_accept_errors.inc();
-                errors.pause_after(&error).await;
-                continue;
-            }
-        };
-        errors.reset();
+        let (stream, _) = errors
+            .accept(|| async {
+                let accepted = listener.accept().await;
+                if accepted.is_err() {
+                    metrics.workload_accept_errors.inc();
+                }
+                accepted
+            })
+            .await;
         let Ok(uid) = stream.peer_cred().map(|c| c.uid()) else {
             continue;
         };

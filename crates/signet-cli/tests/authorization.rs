@@ -451,40 +451,14 @@ fn strict_mode_refuses_clients_without_an_svid() {
 #[test]
 fn a_slowloris_flood_is_held_to_its_share_and_mtls_clients_are_served() {
     let s = setup("1h", "strict");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let backend: std::net::SocketAddr = format!("127.0.0.1:{}", s.backend_http).parse().unwrap();
-    let mut flood = runtime.block_on(async {
-        let mut held = Vec::new();
-        for _ in 0..300 {
-            let socket = tokio::net::TcpSocket::new_v4().unwrap();
-            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-            held.push(socket.connect(backend).await.unwrap());
-        }
-        held
-    });
+    let mut flood = common::SilentConnections::open(&["127.0.0.2".to_owned()], 300, backend);
     eventually("the flood beyond its share to be refused", || {
         common::http_get(s.backend_metrics, "/metrics")
             .1
             .contains("direction=\"inbound\",result=\"handshakes_overloaded\"} 236")
     });
-    let still_open = runtime.block_on(async {
-        let mut open = 0;
-        for stream in &mut flood {
-            let mut byte = [0u8; 1];
-            let read = tokio::time::timeout(Duration::from_millis(20), async {
-                use tokio::io::AsyncReadExt;
-                stream.read(&mut byte).await
-            })
-            .await;
-            if read.is_err() {
-                open += 1;
-            }
-        }
-        open
-    });
+    let still_open = flood.still_open();
     assert_eq!(still_open, 64);
     let start = std::time::Instant::now();
     for _ in 0..20 {

@@ -153,20 +153,8 @@ fn a_handshake_flood_from_one_source_is_capped_and_others_are_served() {
         ],
         Vec::new(),
     );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let server: std::net::SocketAddr = format!("127.0.0.1:{}", d.port).parse().unwrap();
-    let mut flood = runtime.block_on(async {
-        let mut held = Vec::new();
-        for _ in 0..FLOOD {
-            let socket = tokio::net::TcpSocket::new_v4().unwrap();
-            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-            held.push(socket.connect(server).await.unwrap());
-        }
-        held
-    });
+    let mut flood = common::SilentConnections::open(&["127.0.0.2".to_owned()], FLOOD, server);
     let refused = || {
         let (_, body) = http_get(d.health_port, "/metrics");
         metric(
@@ -178,21 +166,7 @@ fn a_handshake_flood_from_one_source_is_capped_and_others_are_served() {
         refused() >= (FLOOD - SHARE) as f64
     });
     // What was refused is closed: the server is holding only the source's share.
-    let still_open = runtime.block_on(async {
-        let mut open = 0;
-        for stream in &mut flood {
-            let mut byte = [0u8; 1];
-            let read = tokio::time::timeout(Duration::from_millis(20), async {
-                use tokio::io::AsyncReadExt;
-                stream.read(&mut byte).await
-            })
-            .await;
-            if read.is_err() {
-                open += 1;
-            }
-        }
-        open
-    });
+    let still_open = flood.still_open();
     assert_eq!(still_open, SHARE);
     // Another source completes a TLS handshake at once.
     let start = Instant::now();
@@ -244,24 +218,9 @@ fn a_flood_from_many_sources_cannot_lock_agents_out() {
         ],
         Vec::new(),
     );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let server: std::net::SocketAddr = format!("127.0.0.1:{}", d.port).parse().unwrap();
-    let mut flood = runtime.block_on(async {
-        let mut held = Vec::new();
-        for source in 2..12 {
-            for _ in 0..20 {
-                let socket = tokio::net::TcpSocket::new_v4().unwrap();
-                socket
-                    .bind(format!("127.0.0.{source}:0").parse().unwrap())
-                    .unwrap();
-                held.push(socket.connect(server).await.unwrap());
-            }
-        }
-        held
-    });
+    let sources: Vec<String> = (2..12).map(|n| format!("127.0.0.{n}")).collect();
+    let mut flood = common::SilentConnections::open(&sources, 20, server);
     wait_for(
         "the pool to close its oldest",
         Duration::from_secs(30),
@@ -273,21 +232,7 @@ fn a_flood_from_many_sources_cannot_lock_agents_out() {
             ) >= (200 - POOL) as f64
         },
     );
-    let still_open = runtime.block_on(async {
-        let mut open = 0;
-        for stream in &mut flood {
-            let mut byte = [0u8; 1];
-            let read = tokio::time::timeout(Duration::from_millis(20), async {
-                use tokio::io::AsyncReadExt;
-                stream.read(&mut byte).await
-            })
-            .await;
-            if read.is_err() {
-                open += 1;
-            }
-        }
-        open
-    });
+    let still_open = flood.still_open();
     assert_eq!(
         still_open, POOL,
         "the newest {POOL} are held, the older closed"

@@ -2,6 +2,8 @@
 //! made (emptyDir: root:<fsGroup> 2777), and a quickstart whose predictable directory another
 //! user planted first. Real `signet` processes; uid switches need root (as in CI).
 
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+
 mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -160,19 +162,7 @@ fn a_database_restored_from_an_older_copy_is_refused() {
     }
 
     let server_dir = d.server_dir();
-    let server = |extra: &[&str]| {
-        Command::new(signet_bin())
-            .args(["server", "--trust-domain", TD])
-            .arg("--data-dir")
-            .arg(&server_dir)
-            .args(["--bind-address", &format!("127.0.0.1:{}", free_port())])
-            .args(["--health-address", &format!("127.0.0.1:{}", free_port())])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let server = |extra: &[&str]| server_in(&server_dir, extra);
     let out = server(&[]).wait_with_output().unwrap();
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -202,19 +192,7 @@ fn a_missing_key_store_with_a_ca_journal_is_refused() {
     let keys = d.server_dir().join("ca-keys.json");
     std::fs::rename(&keys, d.server_dir().join("ca-keys.json.moved")).unwrap();
     let server_dir = d.server_dir();
-    let server = |extra: &[&str]| {
-        Command::new(signet_bin())
-            .args(["server", "--trust-domain", TD])
-            .arg("--data-dir")
-            .arg(&server_dir)
-            .args(["--bind-address", &format!("127.0.0.1:{}", free_port())])
-            .args(["--health-address", &format!("127.0.0.1:{}", free_port())])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let server = |extra: &[&str]| server_in(&server_dir, extra);
     let out = server(&[]).wait_with_output().unwrap();
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -238,4 +216,19 @@ fn a_missing_key_store_with_a_ca_journal_is_refused() {
     let child = Killed(server(&["--new-ca"]));
     wait_for("the new CA", Duration::from_secs(60), || keys.exists());
     drop(child);
+}
+
+/// A server on `server_dir` with fresh ports and `extra` flags; stderr piped.
+fn server_in(server_dir: &std::path::Path, extra: &[&str]) -> std::process::Child {
+    Command::new(signet_bin())
+        .args(["server", "--trust-domain", TD])
+        .arg("--data-dir")
+        .arg(server_dir)
+        .args(["--bind-address", &format!("127.0.0.1:{}", free_port())])
+        .args(["--health-address", &format!("127.0.0.1:{}", free_port())])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }

@@ -69,14 +69,7 @@ pub(crate) fn spawn(
     Ok(tokio::spawn(async move {
         let mut errors = signet_unix::AcceptErrors::new("proxy inbound");
         loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    errors.pause_after(&error).await;
-                    continue;
-                }
-            };
-            errors.reset();
+            let (tcp, peer) = errors.accept(|| listener.accept()).await;
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 context.metrics.connection("inbound", "overloaded");
                 continue;

@@ -42,14 +42,7 @@ pub(crate) fn spawn(
     Ok(tokio::spawn(async move {
         let mut errors = signet_unix::AcceptErrors::new("proxy outbound");
         loop {
-            let (mut app, _) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    errors.pause_after(&error).await;
-                    continue;
-                }
-            };
-            errors.reset();
+            let (mut app, _) = errors.accept(|| listener.accept()).await;
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 metrics.connection("outbound", "overloaded");
                 continue;

@@ -185,14 +185,7 @@ pub(crate) fn accept(
         let mut errors = signet_unix::AcceptErrors::new("agent API");
         let refusal_log = signet_tls::log_budget::LogBudget::new(1);
         loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    errors.pause_after(&error).await;
-                    continue;
-                }
-            };
-            errors.reset();
+            let (tcp, peer) = errors.accept(|| listener.accept()).await;
             let slots = total.try_acquire(()).and_then(|total_slot| {
                 let pending = per_source.try_acquire(peer.ip())?;
                 Ok((total_slot, pending))

@@ -58,14 +58,7 @@ pub async fn serve_http<S, B>(
     let limiter = ConnectionLimiter::<IpAddr>::new(bounds.connections);
     let mut errors = AcceptErrors::new(what);
     loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                errors.pause_after(&error).await;
-                continue;
-            }
-        };
-        errors.reset();
+        let (tcp, peer) = errors.accept(|| listener.accept()).await;
         let Ok(slot) = limiter.try_acquire(peer.ip()) else {
             tracing::debug!(endpoint = what, %peer, "connection refused: connection limit reached");
             continue;

@@ -217,6 +217,23 @@ impl AcceptErrors {
         self.total
     }
 
+    /// Calls `accept` until it succeeds, pausing (and logging, rate-limited) after each failure.
+    pub async fn accept<T, F, Fut>(&mut self, mut accept: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = io::Result<T>>,
+    {
+        loop {
+            match accept().await {
+                Ok(accepted) => {
+                    self.reset();
+                    return accepted;
+                }
+                Err(error) => self.pause_after(&error).await,
+            }
+        }
+    }
+
     /// After a successful accept.
     pub fn reset(&mut self) {
         self.pause = FIRST_PAUSE;

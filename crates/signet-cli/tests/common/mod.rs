@@ -279,3 +279,54 @@ pub fn my_uid() -> u32 {
 pub fn socket_exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// TCP connections that never send a byte (a slowloris flood), from loopback source addresses,
+/// with the runtime that owns them.
+#[allow(dead_code, reason = "not every test binary floods")]
+pub struct SilentConnections {
+    runtime: tokio::runtime::Runtime,
+    streams: Vec<tokio::net::TcpStream>,
+}
+
+#[allow(dead_code, reason = "not every test binary floods")]
+impl SilentConnections {
+    /// `per_source` connections to `to` from each of `sources` (e.g. `127.0.0.2`).
+    pub fn open(sources: &[String], per_source: usize, to: std::net::SocketAddr) -> Self {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let streams = runtime.block_on(async {
+            let mut held = Vec::new();
+            for source in sources {
+                for _ in 0..per_source {
+                    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+                    held.push(socket.connect(to).await.unwrap());
+                }
+            }
+            held
+        });
+        Self { runtime, streams }
+    }
+
+    /// How many the peer has not closed (a read that neither ends nor fails within 20 ms).
+    pub fn still_open(&mut self) -> usize {
+        let streams = &mut self.streams;
+        self.runtime.block_on(async {
+            let mut open = 0;
+            for stream in streams {
+                let mut byte = [0u8; 1];
+                let read = tokio::time::timeout(Duration::from_millis(20), async {
+                    use tokio::io::AsyncReadExt;
+                    stream.read(&mut byte).await
+                })
+                .await;
+                if read.is_err() {
+                    open += 1;
+                }
+            }
+            open
+        })
+    }
+}
