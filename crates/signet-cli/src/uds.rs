@@ -2,14 +2,15 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use tonic::transport::Channel;
 
 /// Connects to a gRPC server on a Unix socket.
 pub async fn channel(path: &Path) -> anyhow::Result<Channel> {
     signet_tls::source::unix_channel(path.to_owned())
         .await
-        .with_context(|| "is the process running, and may you open the socket?")
+        .map_err(|e| {
+            anyhow::anyhow!("{e} (is the process that serves it running, and may you open it?)")
+        })
 }
 
 /// Parses a Workload API endpoint (`unix:///path` or a plain path).

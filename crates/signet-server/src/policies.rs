@@ -223,8 +223,12 @@ fn read_one(value: serde_yaml::Value) -> Result<AppliedPolicy, Vec<String>> {
     let mut errors = Vec::new();
     for (what, value) in [("metadata.name", &name), ("metadata.namespace", &namespace)] {
         if let Err(reason) = check_object_name(value) {
-            errors.push(format!("{what} {value:?}: {reason}"));
+            errors.push(format!("{what} {}: {reason}", quoted(value)));
         }
+    }
+    if !errors.is_empty() {
+        // Later messages name the policy; an unusable name is not repeated in each.
+        return Err(errors);
     }
     let compiled = compile(&namespace, &name, &resource.spec).map_err(|problems| {
         problems
@@ -274,6 +278,18 @@ fn kube_metadata(
         name: Some(name.to_owned()),
         namespace: Some(namespace.to_owned()),
         ..Default::default()
+    }
+}
+
+/// `value` quoted for an error message, cut to 64 characters: messages travel back in gRPC
+/// headers, which clients limit to 16 KiB.
+fn quoted(value: &str) -> String {
+    const SHOWN: usize = 64;
+    if value.chars().count() <= SHOWN {
+        format!("{value:?}")
+    } else {
+        let head: String = value.chars().take(SHOWN).collect();
+        format!("{head:?}… ({} bytes)", value.len())
     }
 }
 

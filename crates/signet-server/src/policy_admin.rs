@@ -72,6 +72,26 @@ pub async fn load_standalone(
     Ok(Loaded::Published(count))
 }
 
+/// Longest status message sent back: it travels in a gRPC header, and clients refuse header
+/// blocks over 16 KiB with a bare protocol error instead of showing it.
+const MAX_MESSAGE_BYTES: usize = 8 * 1024;
+
+/// `message`, cut at [`MAX_MESSAGE_BYTES`] (on a character boundary) with a note of the rest.
+fn bounded_message(message: &str) -> String {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return message.to_owned();
+    }
+    let mut end = MAX_MESSAGE_BYTES;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}… ({} more bytes of errors not shown)",
+        &message[..end],
+        message.len() - end
+    )
+}
+
 /// What loading the stored policies did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Loaded {
@@ -148,7 +168,7 @@ pub async fn apply(
     let policies = tokio::task::spawn_blocking(move || read_documents(&document))
         .await
         .map_err(|_| Status::internal("reading the policy document failed"))?
-        .map_err(|errors| Status::invalid_argument(errors.join("\n")))?;
+        .map_err(|errors| Status::invalid_argument(bounded_message(&errors.join("\n"))))?;
     let outcomes: Vec<&str> = if request.dry_run {
         vec!["valid"; policies.len()]
     } else {
@@ -204,6 +224,12 @@ pub async fn delete(
     } else {
         request.namespace
     };
+    // Checked before use, and never echoed: a 100 KB name quoted back in the status would not
+    // fit the client's header limit and reach it as a bare protocol error.
+    for (what, value) in [("namespace", &namespace), ("name", &request.name)] {
+        crate::policies::check_object_name(value)
+            .map_err(|reason| Status::invalid_argument(format!("policy {what}: {reason}")))?;
+    }
     if !datastore
         .delete_policy(namespace.clone(), request.name.clone())
         .await
@@ -486,5 +512,64 @@ mod tests {
         .unwrap();
         assert!(!allowed(&store, "/admin/users").await);
         assert!(allowed(&store, "/public").await);
+    }
+
+    #[tokio::test]
+    async fn oversized_names_are_refused_without_being_echoed() {
+        let dir = tempfile::tempdir().unwrap();
+        let datastore = Datastore::open(&dir.path().join("signet.db")).unwrap();
+        let store = PolicyStore::new(signet_core::policy::DefaultPolicy::AllowTrustDomain);
+        for (namespace, name) in [
+            (String::new(), "a".repeat(100_000)),
+            ("b".repeat(100_000), "x".to_owned()),
+            (String::new(), "Bad_Name".to_owned()),
+        ] {
+            let refused = delete(
+                false,
+                Some(&datastore),
+                &store,
+                pb::DeletePolicyRequest { namespace, name },
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+            assert!(refused.message().len() < 200, "{}", refused.message());
+        }
+    }
+
+    #[tokio::test]
+    async fn errors_quoting_huge_values_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let datastore = Datastore::open(&dir.path().join("signet.db")).unwrap();
+        let store = PolicyStore::new(signet_core::policy::DefaultPolicy::AllowTrustDomain);
+        let local = TrustDomain::new("example.org").unwrap();
+        let huge_name = format!(
+            "apiVersion: signet.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata:\n  name: {}\nspec:\n  targetSPIFFEIDs: [\"spiffe://example.org/b\"]\n  action: DENY\n",
+            "a".repeat(100_000)
+        );
+        let huge_pattern = format!(
+            "apiVersion: signet.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata:\n  name: p\nspec:\n  targetSPIFFEIDs: [\"spiffe://example.org/{}*x\"]\n  action: DENY\n",
+            "a".repeat(100_000)
+        );
+        for document in [huge_name, huge_pattern] {
+            let refused = apply(
+                false,
+                Some(&datastore),
+                &store,
+                &local,
+                pb::ApplyPoliciesRequest {
+                    document,
+                    dry_run: false,
+                },
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+            assert!(
+                refused.message().len() <= MAX_MESSAGE_BYTES + 100,
+                "{} bytes",
+                refused.message().len()
+            );
+        }
     }
 }
