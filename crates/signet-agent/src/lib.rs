@@ -36,7 +36,8 @@ pub const DEFAULT_CONNECTION_LIMITS: signet_unix::ConnectionLimits =
         total: 8192,
         per_peer: 1024,
     };
-/// Workload API streams one connection may hold open (announced in HTTP/2 SETTINGS).
+/// Workload API streams one connection may hold open unless configured (announced in HTTP/2
+/// SETTINGS; clients queue the rest).
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 128;
 /// How long a Workload API connection may carry no request before it is closed (gRPC clients
 /// reconnect transparently on their next call).
@@ -72,6 +73,8 @@ pub struct AgentConfig {
     pub connection_limits: signet_unix::ConnectionLimits,
     /// A Workload API connection with no open request for this long is closed.
     pub idle_connection_timeout: std::time::Duration,
+    /// Workload API streams one connection may hold open.
+    pub max_streams_per_connection: u32,
 }
 
 /// Kubernetes mode of the agent.
@@ -305,7 +308,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         let result = tonic::transport::Server::builder()
             .concurrency_limit_per_connection(64)
             // Each open stream holds state; one connection may not hold thousands.
-            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+            .max_concurrent_streams(config.max_streams_per_connection)
             .layer(open_requests::CountOpenRequestsLayer)
             .add_service(service)
             .add_service(authorization)

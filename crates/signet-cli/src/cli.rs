@@ -315,6 +315,10 @@ pub struct AgentArgs {
     #[arg(long, env = "SIGNET_IDLE_CONNECTION_TIMEOUT", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]
     pub idle_connection_timeout: Option<Duration>,
+    /// Most Workload API streams (e.g. FetchX509SVID watches) one connection may hold open;
+    /// clients queue the rest [default: 128].
+    #[arg(long, env = "SIGNET_MAX_STREAMS_PER_CONNECTION")]
+    pub max_streams_per_connection: Option<u32>,
     #[command(flatten, next_help_heading = "Kubernetes mode")]
     #[serde(default)]
     pub kubernetes: AgentKubernetesArgs,

@@ -320,12 +320,16 @@ fn idle_workload_connections_are_closed_and_streams_are_kept() {
     });
 }
 
-/// One connection may hold at most 128 streams: the agent announces it in its HTTP/2 SETTINGS
+/// One connection may hold at most `--max-streams-per-connection` streams (128 by default): the
+/// agent announces it in its HTTP/2 SETTINGS
 /// (20,000 FetchX509SVID streams on one connection used to be accepted).
 #[test]
 fn the_agent_limits_streams_per_connection() {
     use std::io::{Read, Write};
-    let d = Deployment::start();
+    let d = Deployment::start_with_agent_env(vec![(
+        "SIGNET_MAX_STREAMS_PER_CONNECTION",
+        "32".to_owned(),
+    )]);
     let mut socket = std::os::unix::net::UnixStream::connect(d.socket()).unwrap();
     socket
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -343,5 +347,5 @@ fn the_agent_limits_streams_per_connection() {
         .chunks(6)
         .find(|setting| setting[..2] == [0, 3])
         .map(|setting| u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]]));
-    assert_eq!(max_streams, Some(signet_agent::MAX_STREAMS_PER_CONNECTION));
+    assert_eq!(max_streams, Some(32), "the configured bound is announced");
 }

@@ -324,8 +324,16 @@ pub async fn agent_config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
         max_connections,
         max_connections_per_uid,
         idle_connection_timeout,
+        max_streams_per_connection,
         kubernetes,
     } = args;
+    let max_streams_per_connection = max_streams_per_connection
+        .or(file.max_streams_per_connection)
+        .unwrap_or(signet_agent::MAX_STREAMS_PER_CONNECTION);
+    anyhow::ensure!(
+        max_streams_per_connection > 0,
+        "--max-streams-per-connection must be at least 1"
+    );
     let idle_connection_timeout = idle_connection_timeout
         .or(file.idle_connection_timeout)
         .unwrap_or(signet_agent::DEFAULT_IDLE_CONNECTION_TIMEOUT);
@@ -376,6 +384,7 @@ pub async fn agent_config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
         health_address: health_address.or(file.health_address),
         connection_limits,
         idle_connection_timeout,
+        max_streams_per_connection,
         kubernetes,
     })
 }
