@@ -11,6 +11,7 @@ pub mod cel;
 pub mod cluster_federated_trust_domain;
 pub mod cluster_spiffe_id;
 pub mod cluster_static_entry;
+pub mod conversions;
 pub mod status;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -1,107 +1,11 @@
-//! AuthorizationPolicy resources compiled into the evaluator's model (`signet_core::policy`).
-//! Pure: every pattern is parsed once here, so a bad one is reported in the resource's status
-//! instead of failing requests later.
+//! AuthorizationPolicy resources: compiled by `signet_core::policy` (over the kube-free spec
+//! `signet-api` converts into) and given their status conditions here.
 
-use signet_api::{
-    AuthorizationPolicySpec, PolicyAction, PolicyEnforcement, PolicyOperation, PolicyRule,
-    PolicySource,
+use signet_api::AuthorizationPolicySpec;
+pub use signet_core::policy::{
+    CompiledPolicy, PolicyError, PolicyTarget, Workload, policies_for, unknown_trust_domains,
 };
-use signet_core::policy::{
-    Action, Enforcement, IdPattern, Operation, PathPattern, Policy, PolicyRef, Rule, Source,
-};
-use std::collections::BTreeMap;
-
-use signet_spiffe::{SpiffeId, TrustDomain};
-
-use crate::label_selector::Selector;
-
-/// Why a policy was not accepted; each names the field (`rules[0].from[1].spiffeIDs[2]`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct PolicyError {
-    pub field: String,
-    pub reason: String,
-}
-
-/// How a policy picks the workloads it applies to.
-#[derive(Debug, Clone, PartialEq)]
-pub enum PolicyTarget {
-    /// Pods of the policy's namespace matching the selector (absent: every pod).
-    Pods(Selector),
-    /// Workloads whose SPIFFE ID matches one of these patterns, in any namespace.
-    SpiffeIds(Vec<IdPattern>),
-}
-
-/// A workload a policy may target: a pod (namespace and labels) serving an identity, or a
-/// workload outside Kubernetes (identity only).
-#[derive(Debug, Clone, Copy)]
-pub struct Workload<'a> {
-    pub spiffe_id: &'a SpiffeId,
-    pub pod: Option<(&'a str, Option<&'a BTreeMap<String, String>>)>,
-}
-
-impl CompiledPolicy {
-    /// Whether the policy applies to `workload`.
-    pub fn targets(&self, workload: &Workload<'_>) -> bool {
-        match &self.target {
-            PolicyTarget::SpiffeIds(patterns) => {
-                patterns.iter().any(|p| p.matches(workload.spiffe_id))
-            }
-            PolicyTarget::Pods(selector) => workload.pod.is_some_and(|(namespace, labels)| {
-                namespace == self.policy.id.namespace && selector.matches(labels)
-            }),
-        }
-    }
-}
-
-/// The policies that apply to `workload`, in a stable order (namespace, then name), which is
-/// the order the evaluator reports them in.
-pub fn policies_for<'a>(
-    workload: &Workload<'_>,
-    policies: impl IntoIterator<Item = &'a CompiledPolicy>,
-) -> Vec<&'a Policy> {
-    let mut selected: Vec<&Policy> = policies
-        .into_iter()
-        .filter(|p| p.targets(workload))
-        .map(|p| &p.policy)
-        .collect();
-    selected.sort_by(|a, b| a.id.cmp(&b.id));
-    selected
-}
-
-/// A compiled AuthorizationPolicy: its targets and the evaluator's policy.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CompiledPolicy {
-    pub target: PolicyTarget,
-    pub policy: Policy,
-    /// Trust domains the policy names anywhere (for the `ResolvedRefs` condition): a typo in a
-    /// `notSpiffeIDs` pattern would otherwise silently exclude no one.
-    pub trust_domains: Vec<TrustDomain>,
-}
-
-/// What an invalid enforced policy binds while it is invalid, if its targets are valid: a DENY
-/// denies everything for its targets, an ALLOW admits nothing but still takes its targets out of
-/// the default policy. Dropping either (a typo in one rule, a document an older or newer version
-/// wrote) would open what the policy closed. AUDIT and DryRun policies bind nothing.
-pub fn fail_closed(
-    namespace: &str,
-    name: &str,
-    spec: &AuthorizationPolicySpec,
-) -> Option<CompiledPolicy> {
-    if spec.enforcement != PolicyEnforcement::Enforce {
-        return None;
-    }
-    let rules = match spec.action {
-        PolicyAction::Deny => vec![PolicyRule::default()],
-        PolicyAction::Allow => Vec::new(),
-        PolicyAction::Audit => return None,
-    };
-    let skeleton = AuthorizationPolicySpec {
-        rules,
-        ..spec.clone()
-    };
-    compile(namespace, name, &skeleton).ok()
-}
+use signet_spiffe::TrustDomain;
 
 /// Compiles one resource; all errors are collected, not just the first.
 pub fn compile(
@@ -109,203 +13,17 @@ pub fn compile(
     name: &str,
     spec: &AuthorizationPolicySpec,
 ) -> Result<CompiledPolicy, Vec<PolicyError>> {
-    let mut errors = Vec::new();
-    let mut trust_domains = Vec::new();
-    let target = if spec.target_spiffe_ids.is_empty() {
-        PolicyTarget::Pods(Selector::parse(spec.selector.as_ref()).unwrap_or_else(|e| {
-            errors.push(error("selector", e.to_string()));
-            Selector::everything()
-        }))
-    } else {
-        if spec.selector.is_some() {
-            errors.push(error(
-                "selector",
-                "set selector or targetSPIFFEIDs, not both",
-            ));
-        }
-        let targets = patterns(&spec.target_spiffe_ids, "targetSPIFFEIDs", &mut errors);
-        trust_domains.extend(targets.iter().map(|p| p.trust_domain().clone()));
-        PolicyTarget::SpiffeIds(targets)
-    };
-    let rules = spec
-        .rules
-        .iter()
-        .enumerate()
-        .map(|(i, rule)| {
-            compile_rule(
-                rule,
-                &format!("rules[{i}]"),
-                &mut trust_domains,
-                &mut errors,
-            )
-        })
-        .collect();
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    trust_domains.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-    trust_domains.dedup();
-    Ok(CompiledPolicy {
-        target,
-        policy: Policy {
-            id: PolicyRef {
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-            },
-            action: match spec.action {
-                PolicyAction::Allow => Action::Allow,
-                PolicyAction::Deny => Action::Deny,
-                PolicyAction::Audit => Action::Audit,
-            },
-            enforcement: match spec.enforcement {
-                PolicyEnforcement::Enforce => Enforcement::Enforce,
-                PolicyEnforcement::DryRun => Enforcement::DryRun,
-            },
-            rules,
-        },
-        trust_domains,
-    })
+    signet_core::policy::compile(namespace, name, &spec.into())
 }
 
-fn error(field: &str, reason: impl Into<String>) -> PolicyError {
-    PolicyError {
-        field: field.to_owned(),
-        reason: reason.into(),
-    }
-}
-
-fn patterns(values: &[String], field: &str, errors: &mut Vec<PolicyError>) -> Vec<IdPattern> {
-    values
-        .iter()
-        .enumerate()
-        .filter_map(|(i, value)| {
-            IdPattern::parse(value)
-                .map_err(|e| errors.push(error(&format!("{field}[{i}]"), e.to_string())))
-                .ok()
-        })
-        .collect()
-}
-
-fn compile_rule(
-    rule: &PolicyRule,
-    field: &str,
-    trust_domains: &mut Vec<TrustDomain>,
-    errors: &mut Vec<PolicyError>,
-) -> Rule {
-    Rule {
-        from: rule
-            .from
-            .iter()
-            .enumerate()
-            .map(|(i, s)| compile_source(s, &format!("{field}.from[{i}]"), trust_domains, errors))
-            .collect(),
-        to: rule
-            .to
-            .iter()
-            .enumerate()
-            .map(|(i, op)| compile_operation(op, &format!("{field}.to[{i}]"), errors))
-            .collect(),
-    }
-}
-
-fn compile_source(
-    source: &PolicySource,
-    field: &str,
-    trust_domains: &mut Vec<TrustDomain>,
-    errors: &mut Vec<PolicyError>,
-) -> Source {
-    let spiffe_ids = patterns(&source.spiffe_ids, &format!("{field}.spiffeIDs"), errors);
-    let not_spiffe_ids = patterns(
-        &source.not_spiffe_ids,
-        &format!("{field}.notSpiffeIDs"),
-        errors,
-    );
-    let domains: Vec<TrustDomain> = source
-        .trust_domains
-        .iter()
-        .enumerate()
-        .filter_map(|(i, td)| {
-            TrustDomain::new(td)
-                .map_err(|e| {
-                    errors.push(error(&format!("{field}.trustDomains[{i}]"), e.to_string()))
-                })
-                .ok()
-        })
-        .collect();
-    trust_domains.extend(domains.iter().cloned());
-    trust_domains.extend(
-        spiffe_ids
-            .iter()
-            .chain(&not_spiffe_ids)
-            .map(|p| p.trust_domain().clone()),
-    );
-    Source {
-        spiffe_ids,
-        not_spiffe_ids,
-        trust_domains: domains,
-        namespaces: source.namespaces.clone(),
-    }
-}
-
-fn compile_operation(
-    op: &PolicyOperation,
-    field: &str,
-    errors: &mut Vec<PolicyError>,
-) -> Operation {
-    let ports = op
-        .ports
-        .iter()
-        .enumerate()
-        .filter_map(|(i, port)| {
-            u16::try_from(*port).ok().filter(|p| *p != 0).or_else(|| {
-                errors.push(error(&format!("{field}.ports[{i}]"), "must be 1-65535"));
-                None
-            })
-        })
-        .collect();
-    for (i, method) in op.methods.iter().enumerate() {
-        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
-            errors.push(error(
-                &format!("{field}.methods[{i}]"),
-                "must be an upper-case HTTP method such as GET",
-            ));
-        }
-    }
-    let paths = |values: &[String],
-                 name: &str,
-                 errors: &mut Vec<PolicyError>|
-     -> Vec<PathPattern> {
-        values
-            .iter()
-            .enumerate()
-            .filter_map(|(i, value)| {
-                PathPattern::parse(value)
-                    .map_err(|e| errors.push(error(&format!("{field}.{name}[{i}]"), e.to_string())))
-                    .ok()
-            })
-            .collect()
-    };
-    Operation {
-        ports,
-        methods: op.methods.clone(),
-        paths: paths(&op.paths, "paths", errors),
-        not_paths: paths(&op.not_paths, "notPaths", errors),
-    }
-}
-
-/// The trust domains a policy names (in targets, `spiffeIDs`, `notSpiffeIDs` and
-/// `trustDomains`) that the server does not know (neither its own nor a
-/// federated one): the `ResolvedRefs=False, UnknownTrustDomain` condition. Such a rule can never
-/// match a verified peer, which is almost always a typo.
-pub fn unknown_trust_domains<'a>(
-    compiled: &'a CompiledPolicy,
-    known: &[TrustDomain],
-) -> Vec<&'a TrustDomain> {
-    compiled
-        .trust_domains
-        .iter()
-        .filter(|td| !known.contains(td))
-        .collect()
+/// What an invalid enforced policy binds while it is invalid (see
+/// `signet_core::policy::fail_closed`).
+pub fn fail_closed(
+    namespace: &str,
+    name: &str,
+    spec: &AuthorizationPolicySpec,
+) -> Option<CompiledPolicy> {
+    signet_core::policy::fail_closed(namespace, name, &spec.into())
 }
 
 /// The status of an AuthorizationPolicy: `Accepted` (compiled; reason `Accepted` or `Invalid`
@@ -383,9 +101,14 @@ pub fn policy_status(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use signet_api::{PolicyOperation, PolicyRule, PolicySource};
+    use signet_core::policy::Action;
+    use signet_spiffe::SpiffeId;
 
     use super::*;
+    use crate::label_selector::Selector;
 
     fn spec_with(rule: PolicyRule) -> AuthorizationPolicySpec {
         AuthorizationPolicySpec {

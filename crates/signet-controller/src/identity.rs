@@ -10,7 +10,7 @@ use signet_core::{
 };
 use signet_spiffe::{SpiffeId, TrustDomain};
 
-use crate::label_selector::{LabelSelectorError, Selector as LabelSelector};
+use crate::label_selector::{self, LabelSelectorError, Selector as LabelSelector};
 use crate::pod_context::{PodContext, check_fields};
 
 /// Why a ClusterSPIFFEID cannot be used (status reason in brackets).
@@ -168,13 +168,13 @@ impl CompiledIdentity {
             order: source_order(&resource.metadata),
             fallback: spec.fallback,
             auto_populate_dns_names: spec.auto_populate_dns_names,
-            namespace_selector: LabelSelector::parse(spec.namespace_selector.as_ref()).map_err(
+            namespace_selector: label_selector::parse(spec.namespace_selector.as_ref()).map_err(
                 |source| CompileError::Selector {
                     field: "namespaceSelector",
                     source,
                 },
             )?,
-            pod_selector: LabelSelector::parse(spec.pod_selector.as_ref()).map_err(|source| {
+            pod_selector: label_selector::parse(spec.pod_selector.as_ref()).map_err(|source| {
                 CompileError::Selector {
                     field: "podSelector",
                     source,

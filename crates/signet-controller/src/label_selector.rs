@@ -1,161 +1,54 @@
-//! Kubernetes label selectors, parsed once into a typed matcher (`matchLabels` AND every
-//! `matchExpressions` requirement).
+//! Kubernetes label selectors: the API type converted into `signet_core`'s matcher, which the
+//! controller (ClusterSPIFFEID) and policy compilation share.
 
-use std::collections::{BTreeMap, BTreeSet};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as ApiLabelSelector;
+pub use signet_core::label_selector::{LabelSelector as Selector, LabelSelectorError};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-
-/// Why a label selector is invalid.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum LabelSelectorError {
-    /// An operator other than In, NotIn, Exists, DoesNotExist.
-    #[error("unknown label selector operator {0:?}")]
-    UnknownOperator(String),
-    /// In/NotIn without values, or Exists/DoesNotExist with values.
-    #[error("operator {operator} on key {key:?} {problem}")]
-    BadValues {
-        /// The key.
-        key: String,
-        /// The operator.
-        operator: String,
-        /// What is wrong.
-        problem: &'static str,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Requirement {
-    In(String, BTreeSet<String>),
-    NotIn(String, BTreeSet<String>),
-    Exists(String),
-    DoesNotExist(String),
-}
-
-/// A parsed label selector; `Selector::everything()` matches all objects.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Selector {
-    requirements: Vec<Requirement>,
-}
-
-impl Selector {
-    /// Matches everything (an absent selector).
-    pub fn everything() -> Self {
-        Self::default()
-    }
-
-    /// Parses an optional selector; `None` matches everything.
-    pub fn parse(selector: Option<&LabelSelector>) -> Result<Self, LabelSelectorError> {
-        let Some(selector) = selector else {
-            return Ok(Self::everything());
-        };
-        let mut requirements = Vec::new();
-        for (key, value) in selector.match_labels.iter().flatten() {
-            requirements.push(Requirement::In(
-                key.clone(),
-                BTreeSet::from([value.clone()]),
-            ));
-        }
-        for expression in selector.match_expressions.iter().flatten() {
-            let key = expression.key.clone();
-            let values: BTreeSet<String> = expression.values.iter().flatten().cloned().collect();
-            let bad = |problem| LabelSelectorError::BadValues {
-                key: key.clone(),
-                operator: expression.operator.clone(),
-                problem,
-            };
-            requirements.push(match expression.operator.as_str() {
-                "In" if values.is_empty() => return Err(bad("needs values")),
-                "NotIn" if values.is_empty() => return Err(bad("needs values")),
-                "Exists" | "DoesNotExist" if !values.is_empty() => {
-                    return Err(bad("takes no values"));
-                }
-                "In" => Requirement::In(key, values),
-                "NotIn" => Requirement::NotIn(key, values),
-                "Exists" => Requirement::Exists(key),
-                "DoesNotExist" => Requirement::DoesNotExist(key),
-                other => return Err(LabelSelectorError::UnknownOperator(other.to_owned())),
-            });
-        }
-        Ok(Self { requirements })
-    }
-
-    /// Whether labels satisfy every requirement.
-    pub fn matches(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
-        let get = |key: &str| labels.and_then(|l| l.get(key));
-        self.requirements.iter().all(|r| match r {
-            Requirement::In(key, values) => get(key).is_some_and(|v| values.contains(v)),
-            Requirement::NotIn(key, values) => get(key).is_none_or(|v| !values.contains(v)),
-            Requirement::Exists(key) => get(key).is_some(),
-            Requirement::DoesNotExist(key) => get(key).is_none(),
-        })
-    }
+/// Parses an optional `metav1.LabelSelector`; `None` matches everything.
+pub fn parse(selector: Option<&ApiLabelSelector>) -> Result<Selector, LabelSelectorError> {
+    Selector::parse(
+        selector
+            .map(signet_api::conversions::label_selector_spec)
+            .as_ref(),
+    )
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     use super::*;
 
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
-
-    fn expression(key: &str, operator: &str, values: &[&str]) -> LabelSelectorRequirement {
-        LabelSelectorRequirement {
-            key: key.to_owned(),
-            operator: operator.to_owned(),
-            values: (!values.is_empty()).then(|| values.iter().map(|v| (*v).to_owned()).collect()),
-        }
-    }
-
     #[test]
-    fn match_labels_and_expressions_are_anded() {
-        let selector = Selector::parse(Some(&LabelSelector {
-            match_labels: Some(labels(&[("app", "web")])),
-            match_expressions: Some(vec![
-                expression("tier", "In", &["frontend", "edge"]),
-                expression("canary", "DoesNotExist", &[]),
-                expression("env", "NotIn", &["dev"]),
-                expression("team", "Exists", &[]),
-            ]),
+    fn the_api_type_converts_with_every_field() {
+        let selector = parse(Some(&ApiLabelSelector {
+            match_labels: Some(BTreeMap::from([("app".into(), "web".into())])),
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "tier".into(),
+                operator: "NotIn".into(),
+                values: Some(vec!["dev".into()]),
+            }]),
         }))
         .unwrap();
-        let good = labels(&[("app", "web"), ("tier", "edge"), ("team", "a")]);
-        assert!(selector.matches(Some(&good)));
-        let mut bad = good.clone();
-        bad.insert("canary".into(), "1".into());
-        assert!(!selector.matches(Some(&bad)));
-        let mut bad = good.clone();
-        bad.insert("env".into(), "dev".into());
-        assert!(!selector.matches(Some(&bad)));
-        assert!(!selector.matches(None));
-        assert!(Selector::everything().matches(None));
-        // An empty selector (not absent) also matches everything, as in Kubernetes.
-        assert!(
-            Selector::parse(Some(&LabelSelector::default()))
-                .unwrap()
-                .matches(None)
-        );
-    }
-
-    #[test]
-    fn invalid_selectors_are_refused() {
-        for bad in [
-            expression("a", "In", &[]),
-            expression("a", "NotIn", &[]),
-            expression("a", "Exists", &["x"]),
-            expression("a", "Gt", &["1"]),
-        ] {
-            let selector = LabelSelector {
-                match_expressions: Some(vec![bad.clone()]),
-                ..LabelSelector::default()
-            };
-            assert!(Selector::parse(Some(&selector)).is_err(), "{bad:?}");
-        }
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        assert!(selector.matches(Some(&labels(&[("app", "web"), ("tier", "prod")]))));
+        assert!(!selector.matches(Some(&labels(&[("app", "web"), ("tier", "dev")]))));
+        assert!(!selector.matches(Some(&labels(&[("app", "db")]))));
+        let refused = parse(Some(&ApiLabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "a".into(),
+                operator: "Exists".into(),
+                values: Some(vec!["x".into()]),
+            }]),
+            ..ApiLabelSelector::default()
+        }));
+        assert!(refused.is_err());
     }
 }

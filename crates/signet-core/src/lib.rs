@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod duration;
 pub mod entry;
 pub mod k8s_selectors;
+pub mod label_selector;
 pub mod policy;
 pub mod selector;
 pub mod template;

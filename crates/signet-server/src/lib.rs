@@ -240,7 +240,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             let leader = leader
                 .clone()
                 .unwrap_or_else(|| tokio::sync::watch::channel(true).1);
-            tasks.extend(start_controller(
+            tasks.extend(k8s::controller::start(
                 &config,
                 kube_options,
                 index.clone(),
@@ -478,44 +478,4 @@ async fn open_kubernetes_ca(
         waited += 1;
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-}
-
-fn start_controller(
-    config: &ServerConfig,
-    options: &k8s::KubernetesOptions,
-    index: Arc<index::EntryIndex>,
-    policies: Arc<policies::PolicyStore>,
-    leader: tokio::sync::watch::Receiver<bool>,
-) -> Result<Vec<tokio::task::JoinHandle<()>>, ServerError> {
-    let patterns: Vec<&str> = options
-        .ignore_namespaces
-        .iter()
-        .map(String::as_str)
-        .collect();
-    let mut controller_config = signet_controller::ControllerConfig::new(
-        config.trust_domain.clone(),
-        &options.cluster_name,
-    );
-    controller_config.ignore_namespaces = signet_controller::index::anchored(&patterns)
-        .map_err(|e| ServerError::InvalidArgument(format!("ignore namespace pattern: {e}")))?;
-    controller_config.cluster.cluster_domain = options.cluster_domain.clone();
-    controller_config.class_name = options.class_name.clone();
-    controller_config.watch_classless = true;
-    controller_config.default_x509_ttl = config.default_x509_svid_ttl;
-    controller_config.default_jwt_ttl = config.default_jwt_svid_ttl;
-    let runtime_config = signet_controller::runtime::RuntimeConfig {
-        reporter_instance: options.identity.clone(),
-        ..signet_controller::runtime::RuntimeConfig::default()
-    };
-    let client = options.client.clone();
-    Ok(vec![tokio::spawn(signet_controller::runtime::run(
-        client,
-        signet_controller::Index::new(controller_config),
-        Arc::new(k8s::sink::ControllerSink {
-            entries: index,
-            policies,
-        }),
-        leader,
-        runtime_config,
-    ))])
 }

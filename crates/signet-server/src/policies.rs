@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use signet_api::AuthorizationPolicy;
-use signet_controller::authorization::{CompiledPolicy, PolicyTarget, compile};
+use signet_core::policy::{CompiledPolicy, PolicyTarget, compile};
 use signet_core::policy::{DefaultPolicy, PolicyBinding, PolicySet};
 use tokio::sync::watch;
 
@@ -230,7 +230,7 @@ fn read_one(value: serde_yaml::Value) -> Result<AppliedPolicy, Vec<String>> {
         // Later messages name the policy; an unusable name is not repeated in each.
         return Err(errors);
     }
-    let compiled = compile(&namespace, &name, &resource.spec).map_err(|problems| {
+    let compiled = compile(&namespace, &name, &(&resource.spec).into()).map_err(|problems| {
         problems
             .into_iter()
             .map(|p| format!("{namespace}/{name}: spec.{p}"))

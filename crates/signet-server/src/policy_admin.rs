@@ -1,7 +1,7 @@
 //! The admin API's policy calls: apply, list and delete standalone AuthorizationPolicies, and
 //! explain a decision from the live policy set.
 
-use signet_controller::authorization::PolicyTarget;
+use signet_core::policy::PolicyTarget;
 use signet_core::policy::{
     self, HttpRequest, Outcome, PolicyBinding, PolicySet, Request, TrustContext, normalize_path,
 };
@@ -129,7 +129,7 @@ fn stored_fail_closed(row: &crate::datastore::StoredPolicy) -> Option<Option<Pol
         return Some(None);
     }
     let compiled =
-        signet_controller::authorization::fail_closed(&row.namespace, &row.name, &resource.spec)?;
+        signet_core::policy::fail_closed(&row.namespace, &row.name, &(&resource.spec).into())?;
     match compiled.target {
         PolicyTarget::SpiffeIds(targets) => Some(Some(PolicyBinding {
             policy: compiled.policy,
@@ -140,7 +140,7 @@ fn stored_fail_closed(row: &crate::datastore::StoredPolicy) -> Option<Option<Pol
 }
 
 fn warnings(policy: &AppliedPolicy, local: &TrustDomain) -> Vec<String> {
-    signet_controller::authorization::unknown_trust_domains(
+    signet_core::policy::unknown_trust_domains(
         &policy.compiled,
         std::slice::from_ref(local),
     )

@@ -6,9 +6,14 @@
 //! ALLOW targets W, one must match; otherwise the default policy decides. AUDIT policies and
 //! DryRun policies are evaluated and reported but never change the decision.
 
+mod compile;
 mod evaluate;
 mod pattern;
 
+pub use compile::{
+    CompiledPolicy, OperationSpec, PolicyError, PolicySpec, PolicyTarget, RuleSpec, SourceSpec,
+    Workload, compile, fail_closed, policies_for, unknown_trust_domains,
+};
 pub use evaluate::{Contribution, Decision, Outcome, Reason, evaluate};
 pub use pattern::{IdPattern, PathError, PathPattern, PatternError, normalize_path};
 

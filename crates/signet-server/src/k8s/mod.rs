@@ -4,6 +4,7 @@
 
 pub mod agent_state;
 pub mod bundle_configmap;
+pub(crate) mod controller;
 pub mod default_identity;
 pub mod leader;
 pub mod secret_store;
