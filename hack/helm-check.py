@@ -1169,13 +1169,23 @@ def check_examples() -> None:
                     f"{path.name}: every CEL rule of {key[1]} was evaluated",
                     "; ".join(unevaluated),
                 )
-            for container in doc.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
-                pod = doc["spec"]["template"]["spec"]
-                csi = [v for v in pod.get("volumes", []) if "csi" in v]
+            pod = doc.get("spec", {}).get("template", {}).get("spec", {})
+            csi = [v for v in pod.get("volumes", []) if "csi" in v]
+            csi_names = {v["name"] for v in csi}
+            if pod:
                 C.check(
                     bool(csi)
                     and all(v["csi"] == {"driver": "csi.signet.dev", "readOnly": True} for v in csi),
-                    f"{path.name}: {doc['kind']} mounts the CSI volume read-only",
+                    f"{path.name}: {doc['kind']} declares the CSI volume read-only",
+                )
+            for container in pod.get("initContainers", []) + pod.get("containers", []):
+                mounts = [m for m in container.get("volumeMounts", []) if m["name"] in csi_names]
+                if not mounts:
+                    # Containers that read files the helper wrote need no socket.
+                    continue
+                C.check(
+                    all(m.get("readOnly") is True for m in mounts),
+                    f"{path.name}: container {container['name']} mounts the socket read-only",
                 )
                 env = {e["name"]: e.get("value") for e in container.get("env", [])}
                 C.equal(

@@ -80,6 +80,9 @@ pub enum Command {
     Proxy(crate::commands::proxy::ProxyArgs),
     /// Check that an agent (Workload API) or a server (admin API) answers.
     Healthcheck(HealthcheckArgs),
+    /// Keep the SVID, key and bundle (and JWT-SVIDs) current as files for programs that only
+    /// read files (nginx, PostgreSQL, Java), and reload them after each rotation.
+    Helper(crate::commands::helper::HelperArgs),
 }
 
 /// Parses a Go duration (`90s`, `1h30m`), whole days (`7d`) or plain seconds.

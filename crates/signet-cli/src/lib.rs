@@ -61,6 +61,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Authz(c) => commands::policy::authz(c).await,
             Command::Proxy(args) => commands::proxy::run(args).await,
             Command::Healthcheck(args) => commands::workload::healthcheck(args).await,
+            Command::Helper(args) => commands::helper::run(args).await,
         }
     })
 }

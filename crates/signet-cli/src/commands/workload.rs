@@ -105,7 +105,7 @@ fn human(views: &[SvidView]) -> String {
     out
 }
 
-fn pem(tag: &str, der: &[u8]) -> String {
+pub(crate) fn pem(tag: &str, der: &[u8]) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = format!("-----BEGIN {tag}-----\n");
     for line in b64.as_bytes().chunks(64) {
