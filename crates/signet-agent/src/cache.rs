@@ -3,7 +3,9 @@
 //! Workload API streams push the new full state at once.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 use std::time::{Duration, SystemTime};
 
 use signet_core::{EntryId, RegistrationEntry, SelectorSet};
@@ -92,13 +94,13 @@ impl SvidCache {
     }
 
     fn update<T>(&self, f: impl FnOnce(&mut State) -> T) -> Option<T> {
-        let result = self.state.write().ok().map(|mut s| f(&mut s));
+        let result = Some(f(&mut self.state.write()));
         self.changed.send_modify(|n| *n += 1);
         result
     }
 
     fn read<T: Default>(&self, f: impl FnOnce(&State) -> T) -> T {
-        self.state.read().map(|s| f(&s)).unwrap_or_default()
+        f(&self.state.read())
     }
 
     /// Notified on every change.
@@ -317,7 +319,8 @@ impl SvidCache {
             refresh_at: issued + life / 2,
             expiry,
         };
-        if let Ok(mut s) = self.state.write() {
+        {
+            let mut s = self.state.write();
             // Bounded: at most 16 audiences per entry are kept.
             let per_entry = s.jwts.keys().filter(|(id, _)| id == entry).count();
             if per_entry >= 16 {

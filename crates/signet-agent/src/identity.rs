@@ -52,7 +52,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
         file.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
-    result.map_err(|e| AgentError::Io(format!("writing {}: {e}", path.display())))
+    result.map_err(|e| AgentError::io(format!("writing {}", path.display()), e))
 }
 
 /// The agent's persisted state.

@@ -14,7 +14,9 @@ pub mod telemetry;
 pub mod workload_api;
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 use std::time::SystemTime;
 
 use signet_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
@@ -123,7 +125,7 @@ impl RunningAgent {
 }
 
 fn private_dir(path: &std::path::Path) -> Result<(), AgentError> {
-    signet_unix::ensure_private_dir(path, 0o700).map_err(|e| AgentError::Io(e.to_string()))
+    Ok(signet_unix::ensure_private_dir(path, 0o700)?)
 }
 
 /// The first attestation. A join token is tried once (the operator is at the terminal); in
@@ -178,7 +180,9 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         Some(address) => Some(
             telemetry::serve(address, cache.clone(), metrics.clone())
                 .await
-                .map_err(|e| AgentError::Io(format!("binding health endpoint on {address}: {e}")))?
+                .map_err(|e| {
+                    AgentError::io(format!("binding the health endpoint on {address}"), e)
+                })?
                 .1,
         ),
         None => None,
@@ -252,12 +256,11 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         );
     }
     // Only the agent writes the directory; everyone may traverse it to reach the socket.
-    signet_unix::ensure_private_dir(socket_dir, 0o755)
-        .map_err(|e| AgentError::Io(e.to_string()))?;
+    signet_unix::ensure_private_dir(socket_dir, 0o755)?;
     // Every local process may connect (attestation decides what it gets).
     let listener = signet_unix::bind_unix_socket(&config.socket_path, 0o777)
         .and_then(UnixListener::from_std)
-        .map_err(|e| AgentError::Io(format!("binding {}: {e}", config.socket_path.display())))?;
+        .map_err(|e| AgentError::io(format!("binding {}", config.socket_path.display()), e))?;
     signet_unix::raise_descriptor_limit();
     let limiter = signet_unix::ConnectionLimiter::new(
         config

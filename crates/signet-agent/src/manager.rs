@@ -1,7 +1,9 @@
 //! The agent's background work: the entry sync stream (with reconnect, backoff and jitter), the
 //! signer that pre-signs and rotates SVIDs in batches, and renewal of the agent's own SVID.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 use std::time::{Duration, SystemTime};
 
 use signet_core::{Backoff, EntryId, RegistrationEntry};
@@ -263,9 +265,9 @@ impl AgentContext {
     pub async fn run_renewal(self: Arc<Self>) {
         let mut backoff = server_backoff();
         loop {
-            let (id, not_after) = match self.agent_svid.read() {
-                Ok(svid) => (svid.spiffe_id().clone(), svid.not_after()),
-                Err(_) => return,
+            let (id, not_after) = {
+                let svid = self.agent_svid.read();
+                (svid.spiffe_id().clone(), svid.not_after())
             };
             // Renew when half of the remaining lifetime is left: at half-life for a fresh SVID.
             let half_left = not_after
@@ -324,9 +326,7 @@ impl AgentContext {
             .map_err(|e| AgentError::Internal(e.to_string()))?;
         self.store.save_svid(&svid)?;
         self.agent_tls.set(certified);
-        if let Ok(mut current) = self.agent_svid.write() {
-            *current = svid;
-        }
+        *self.agent_svid.write() = svid;
         Ok(())
     }
 }

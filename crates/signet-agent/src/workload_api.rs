@@ -44,7 +44,7 @@ pub struct WorkloadApi {
     pub(crate) metrics: Arc<AgentMetrics>,
     /// The X509-SVID response per selector set at a cache revision: the streams of workloads
     /// with the same selectors share one computation per change instead of one each.
-    pub(crate) x509_memo: Arc<std::sync::Mutex<X509Memo>>,
+    pub(crate) x509_memo: Arc<parking_lot::Mutex<X509Memo>>,
 }
 
 /// Shared X509-SVID responses: selectors → (cache revision, response or no identity).
@@ -185,8 +185,7 @@ impl WorkloadApi {
     /// The response for `selectors` at cache `revision` (`None`: no identity), computed once per
     /// revision and shared.
     fn shared_x509(&self, selectors: &SelectorSet, revision: u64) -> Option<Arc<X509svidResponse>> {
-        if let Ok(memo) = self.x509_memo.lock()
-            && let Some((at, response)) = memo.get(selectors)
+        if let Some((at, response)) = self.x509_memo.lock().get(selectors)
             && *at == revision
         {
             return response.clone();
@@ -194,7 +193,8 @@ impl WorkloadApi {
         let identities = self.cache().identities(selectors);
         let response =
             (!identities.ready.is_empty()).then(|| Arc::new(self.x509_response(&identities)));
-        if let Ok(mut memo) = self.x509_memo.lock() {
+        {
+            let mut memo = self.x509_memo.lock();
             if memo.len() >= MAX_MEMO_ENTRIES {
                 memo.clear();
             }

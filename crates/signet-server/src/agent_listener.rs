@@ -10,8 +10,10 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -110,11 +112,7 @@ pub(crate) struct Membership {
 
 impl Drop for Membership {
     fn drop(&mut self) {
-        self.pool
-            .members
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.id);
+        self.pool.members.lock().remove(&self.id);
     }
 }
 
@@ -131,7 +129,7 @@ impl UnauthenticatedPool {
     fn admit(self: &Arc<Self>) -> (Membership, bool) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let eviction = Arc::new(Eviction::default());
-        let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        let mut members = self.members.lock();
         let mut evicted = false;
         while members.len() >= self.capacity {
             if let Some((_, oldest)) = members.pop_first() {

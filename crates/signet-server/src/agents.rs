@@ -1,8 +1,8 @@
 //! Attested agents as the request path sees them: an in-memory view of the datastore's agent
 //! table, with a signal when an agent is evicted or banned so its streams end at once.
 
+use parking_lot::RwLock;
 use std::collections::{HashMap, HashSet};
-use std::sync::RwLock;
 use std::time::SystemTime;
 
 use signet_spiffe::SpiffeId;
@@ -79,7 +79,8 @@ impl AgentRegistry {
         id: &SpiffeId,
         issued: Option<SystemTime>,
     ) -> Result<(), AgentRefusal> {
-        if let Ok(shared) = self.shared.read() {
+        {
+            let shared = self.shared.read();
             if shared.banned.contains(id) {
                 return Err(AgentRefusal::Banned);
             }
@@ -89,7 +90,8 @@ impl AgentRegistry {
                 return Err(AgentRefusal::Unknown);
             }
         }
-        match self.agents.read().ok().and_then(|a| a.get(id).copied()) {
+        let known = self.agents.read().get(id).copied();
+        match known {
             None if self.trusted_cluster.as_ref().is_some_and(|(td, cluster)| {
                 signet_core::AgentId::parse(id).is_some_and(|a| a.is_node_of(td, cluster))
             }) =>
@@ -109,33 +111,26 @@ impl AgentRegistry {
 
     /// Records a (re-)attested agent.
     pub fn attested(&self, id: SpiffeId) {
-        if let Ok(mut agents) = self.agents.write() {
-            let banned = agents.get(&id).copied().unwrap_or(false);
-            agents.insert(id, banned);
-        }
+        let mut agents = self.agents.write();
+        let banned = agents.get(&id).copied().unwrap_or(false);
+        agents.insert(id, banned);
     }
 
     /// Forgets an agent.
     pub fn evict(&self, id: &SpiffeId) {
-        if let Ok(mut agents) = self.agents.write() {
-            agents.remove(id);
-        }
+        self.agents.write().remove(id);
         self.changed.send_modify(|n| *n += 1);
     }
 
     /// Bans an agent.
     pub fn ban(&self, id: SpiffeId) {
-        if let Ok(mut agents) = self.agents.write() {
-            agents.insert(id, true);
-        }
+        self.agents.write().insert(id, true);
         self.changed.send_modify(|n| *n += 1);
     }
 
     /// Lifts a local ban.
     pub fn unban(&self, id: &SpiffeId) {
-        if let Ok(mut agents) = self.agents.write()
-            && let Some(banned) = agents.get_mut(id)
-        {
+        if let Some(banned) = self.agents.write().get_mut(id) {
             *banned = false;
         }
         self.changed.send_modify(|n| *n += 1);
@@ -144,11 +139,12 @@ impl AgentRegistry {
     /// Replaces the shared bans and evictions (Kubernetes mode, on every change of the cluster
     /// object); streams of agents newly refused end.
     pub fn set_shared(&self, state: SharedAgentState) {
-        let changed = self.shared.write().is_ok_and(|mut shared| {
+        let changed = {
+            let mut shared = self.shared.write();
             let changed = *shared != state;
             *shared = state;
             changed
-        });
+        };
         if changed {
             self.changed.send_modify(|n| *n += 1);
         }
@@ -156,15 +152,16 @@ impl AgentRegistry {
 
     /// The shared bans and evictions.
     pub fn shared(&self) -> SharedAgentState {
-        self.shared.read().map(|s| s.clone()).unwrap_or_default()
+        self.shared.read().clone()
     }
 
     /// Agents this replica has seen attest or was told about, with their local ban flag.
     pub fn known(&self) -> Vec<(SpiffeId, bool)> {
         self.agents
             .read()
-            .map(|a| a.iter().map(|(id, banned)| (id.clone(), *banned)).collect())
-            .unwrap_or_default()
+            .iter()
+            .map(|(id, banned)| (id.clone(), *banned))
+            .collect()
     }
 
     /// Changes on every eviction or ban.
@@ -176,7 +173,9 @@ impl AgentRegistry {
     pub fn active_count(&self) -> usize {
         self.agents
             .read()
-            .map_or(0, |a| a.values().filter(|banned| !**banned).count())
+            .values()
+            .filter(|banned| !**banned)
+            .count()
     }
 }
 

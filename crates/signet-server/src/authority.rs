@@ -26,7 +26,7 @@ pub struct AuthorityService {
     ca: RwLock<CertificateAuthority>,
     bundle: watch::Sender<Arc<Bundle>>,
     server_svid: Arc<RotatingSvid>,
-    server_svid_expiry: RwLock<SystemTime>,
+    server_svid_expiry: parking_lot::RwLock<SystemTime>,
     bundle_files: Option<(PathBuf, PathBuf)>,
     journal: Option<crate::datastore::Datastore>,
 }
@@ -43,7 +43,7 @@ impl AuthorityService {
             ca: RwLock::new(ca),
             bundle: watch::channel(Arc::new(bundle)).0,
             server_svid: Arc::new(RotatingSvid::new()),
-            server_svid_expiry: RwLock::new(SystemTime::UNIX_EPOCH),
+            server_svid_expiry: parking_lot::RwLock::new(SystemTime::UNIX_EPOCH),
             bundle_files: bundle_dir.map(|d| (d.join("bundle.pem"), d.join("bundle.json"))),
             journal,
         });
@@ -194,11 +194,7 @@ impl AuthorityService {
     }
 
     fn server_svid_due(&self) -> bool {
-        let expiry = self
-            .server_svid_expiry
-            .read()
-            .map(|e| *e)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let expiry = *self.server_svid_expiry.read();
         let half = SERVER_SVID_TTL / 2;
         expiry
             .duration_since(SystemTime::now())
@@ -223,9 +219,7 @@ impl AuthorityService {
         let certified = signet_tls::certified_key(chain, &key.serialize_der())
             .map_err(|e| ServerError::Internal(e.to_string()))?;
         self.server_svid.set(certified);
-        if let Ok(mut expiry) = self.server_svid_expiry.write() {
-            *expiry = minted.not_after;
-        }
+        *self.server_svid_expiry.write() = minted.not_after;
         Ok(())
     }
 
@@ -241,7 +235,7 @@ impl AuthorityService {
             let tmp = path.with_extension("tmp");
             std::fs::write(&tmp, content.as_bytes())
                 .and_then(|()| std::fs::rename(&tmp, path))
-                .map_err(|e| ServerError::Io(format!("writing {}: {e}", path.display())))?;
+                .map_err(|e| ServerError::io(format!("writing {}", path.display()), e))?;
         }
         Ok(())
     }

@@ -24,15 +24,65 @@ pub enum ServerError {
     /// The datastore failed.
     #[error(transparent)]
     Datastore(#[from] crate::datastore::DatastoreError),
-    /// A file could not be written.
-    #[error("{0}")]
-    Io(String),
+    /// A file, directory or socket could not be used.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done (`binding the admin socket /run/...`).
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A data directory cannot be trusted with the server's state.
+    #[error(transparent)]
+    PrivateDir(#[from] signet_unix::PrivateDirError),
+    /// The CA journal records a CA whose key store is gone.
+    #[error(
+        "{} is missing, but the CA journal in signet.db records a CA (last event: {last_event}). \
+         Restore {} from a backup. To start a new CA deliberately (every agent then needs the new \
+         bundle.pem, and every workload new SVIDs), start once with --new-ca",
+        keys.display(),
+        keys.display()
+    )]
+    LostKeyStore {
+        /// The key store file.
+        keys: std::path::PathBuf,
+        /// The journal's last event.
+        last_event: String,
+    },
     /// A bug or poisoned lock.
     #[error("internal error: {0}")]
     Internal(String),
     /// A backend (the Kubernetes API) could not be reached; retry.
     #[error("{0}")]
     Unavailable(String),
+}
+
+impl ServerError {
+    /// `what` failed with `source`.
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// A short stable label for metrics and logs.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            ServerError::InvalidArgument(_) => "invalid_argument",
+            ServerError::PermissionDenied(_) => "permission_denied",
+            ServerError::Unauthenticated(_) => "unauthenticated",
+            ServerError::NotFound(_) => "not_found",
+            ServerError::Ca(_) => "ca",
+            ServerError::Datastore(_) => "datastore",
+            ServerError::Io { .. } => "io",
+            ServerError::PrivateDir(_) => "private_dir",
+            ServerError::LostKeyStore { .. } => "lost_key_store",
+            ServerError::Internal(_) => "internal",
+            ServerError::Unavailable(_) => "unavailable",
+        }
+    }
 }
 
 impl From<ServerError> for Status {
@@ -49,7 +99,11 @@ impl From<ServerError> for Status {
             ServerError::Ca(Ca::InvalidTransition(_)) => {
                 Status::failed_precondition(err.to_string())
             }
-            ServerError::Ca(_) | ServerError::Datastore(_) | ServerError::Io(_) => {
+            ServerError::Ca(_)
+            | ServerError::Datastore(_)
+            | ServerError::Io { .. }
+            | ServerError::PrivateDir(_)
+            | ServerError::LostKeyStore { .. } => {
                 // Details go to the server log, not to the caller.
                 tracing::error!(error = %err, "request failed");
                 Status::unavailable("the server could not complete the request; see its log")

@@ -2,7 +2,9 @@
 //! agent so that only that agent's sync streams wake up.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use signet_core::{EntryId, RegistrationEntry};
 use signet_spiffe::SpiffeId;
@@ -98,9 +100,7 @@ impl EntryIndex {
     /// Inserts or replaces an entry another component already holds (the controller), without
     /// copying it.
     pub fn upsert_shared(&self, entry: Arc<RegistrationEntry>) {
-        let Ok(mut inner) = self.inner.write() else {
-            return;
-        };
+        let mut inner = self.inner.write();
         if let Some(old) = inner.by_id.insert(entry.id.clone(), entry.clone())
             && old.parent_id != entry.parent_id
             && let Some(slot) = inner.by_agent.get_mut(&old.parent_id)
@@ -118,7 +118,7 @@ impl EntryIndex {
 
     /// Removes an entry.
     pub fn remove(&self, id: &EntryId) -> Option<Arc<RegistrationEntry>> {
-        let mut inner = self.inner.write().ok()?;
+        let mut inner = self.inner.write();
         let old = inner.by_id.remove(id)?;
         if let Some(slot) = inner.by_agent.get_mut(&old.parent_id) {
             slot.entries.remove(id);
@@ -129,14 +129,12 @@ impl EntryIndex {
 
     /// One entry.
     pub fn get(&self, id: &EntryId) -> Option<Arc<RegistrationEntry>> {
-        self.inner.read().ok()?.by_id.get(id).cloned()
+        self.inner.read().by_id.get(id).cloned()
     }
 
     /// All entries, ordered by id.
     pub fn all(&self) -> Vec<Arc<RegistrationEntry>> {
-        let Ok(inner) = self.inner.read() else {
-            return Vec::new();
-        };
+        let inner = self.inner.read();
         let mut all: Vec<_> = inner.by_id.values().cloned().collect();
         all.sort_by(|a, b| a.id.cmp(&b.id));
         all
@@ -144,7 +142,7 @@ impl EntryIndex {
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.inner.read().map_or(0, |i| i.by_id.len())
+        self.inner.read().by_id.len()
     }
 
     /// Whether the index is empty.
@@ -156,8 +154,9 @@ impl EntryIndex {
     pub fn agent_entries(&self, agent: &SpiffeId) -> AgentEntries {
         self.inner
             .read()
-            .ok()
-            .and_then(|i| i.by_agent.get(agent).map(|s| s.entries.clone()))
+            .by_agent
+            .get(agent)
+            .map(|s| s.entries.clone())
             .unwrap_or_default()
     }
 
@@ -172,20 +171,16 @@ impl EntryIndex {
 
     /// A receiver that changes whenever `agent`'s entries do.
     pub fn subscribe(&self, agent: &SpiffeId) -> watch::Receiver<u64> {
-        if let Ok(inner) = self.inner.read()
-            && let Some(slot) = inner.by_agent.get(agent)
-        {
+        if let Some(slot) = self.inner.read().by_agent.get(agent) {
             return slot.changed.subscribe();
         }
-        match self.inner.write() {
-            Ok(mut inner) => inner
-                .by_agent
-                .entry(agent.clone())
-                .or_insert_with(Slot::new)
-                .changed
-                .subscribe(),
-            Err(_) => watch::channel(0).1,
-        }
+        self.inner
+            .write()
+            .by_agent
+            .entry(agent.clone())
+            .or_insert_with(Slot::new)
+            .changed
+            .subscribe()
     }
 }
 

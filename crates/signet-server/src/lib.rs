@@ -134,7 +134,7 @@ impl RunningServer {
 /// The data directory holds the CA keys: ours alone, never behind a link, never in a directory
 /// another user controls (see `signet_unix::ensure_private_dir`).
 fn private_dir(path: &Path) -> Result<(), ServerError> {
-    signet_unix::ensure_private_dir(path, 0o700).map_err(|e| ServerError::Io(e.to_string()))
+    Ok(signet_unix::ensure_private_dir(path, 0o700)?)
 }
 
 /// A journal that recorded a CA start means keys existed: a missing key store is lost state, not
@@ -150,13 +150,10 @@ async fn refuse_lost_key_store(
     let history = datastore.journal_tail(1).await?;
     match history.last() {
         None => Ok(()),
-        Some(last) => Err(ServerError::Io(format!(
-            "{} is missing, but the CA journal in signet.db records a CA (last event: {last}). \
-             Restore {} from a backup. To start a new CA deliberately (every agent then needs \
-             the new bundle.pem, and every workload new SVIDs), start once with --new-ca",
-            keys.display(),
-            keys.display()
-        ))),
+        Some(last) => Err(ServerError::LostKeyStore {
+            keys: keys.to_owned(),
+            last_event: last.clone(),
+        }),
     }
 }
 
@@ -321,7 +318,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         agent_listener::bind(config.bind_address)
             .await
             .map_err(|e| {
-                ServerError::Io(format!("binding agent API on {}: {e}", config.bind_address))
+                ServerError::io(
+                    format!("binding the agent API on {}", config.bind_address),
+                    e,
+                )
             })?;
     let (agent_connections, accept_task) =
         agent_listener::accept(listener, acceptor, config.agent_api_bounds, metrics.clone());
@@ -344,16 +344,17 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
 
     // Admin API on a Unix socket only the server's user can reach.
     if let Some(parent) = config.admin_socket.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| ServerError::Io(e.to_string()))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| ServerError::io(format!("creating {}", parent.display()), e))?;
     }
     // Mode 0600 from the moment it can be reached (never a window with the umask's mode).
     let admin_listener = signet_unix::bind_unix_socket(&config.admin_socket, 0o600)
         .and_then(UnixListener::from_std)
         .map_err(|e| {
-            ServerError::Io(format!(
-                "binding admin socket {}: {e}",
-                config.admin_socket.display()
-            ))
+            ServerError::io(
+                format!("binding the admin socket {}", config.admin_socket.display()),
+                e,
+            )
         })?;
     tasks.push(tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
@@ -392,7 +393,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         });
         let (bound, task) = health::serve(address, state.clone())
             .await
-            .map_err(|e| ServerError::Io(format!("binding health endpoint on {address}: {e}")))?;
+            .map_err(|e| ServerError::io(format!("binding the health endpoint on {address}"), e))?;
         // Ready once the entry set is complete (at once in standalone mode).
         let ready_index = index.clone();
         tasks.push(tokio::spawn(async move {

@@ -3,7 +3,9 @@
 //! denial. Decisions come from `signet_core::policy::evaluate`, so they match what the agent's
 //! `Check` and `signet authz check` say.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -147,10 +149,7 @@ impl Authorizer {
     pub fn set_policy(&self, policy: EffectivePolicy) {
         self.updated
             .store(true, std::sync::atomic::Ordering::Release);
-        match self.policy.write() {
-            Ok(mut current) => *current = Arc::new(policy),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(policy),
-        }
+        *self.policy.write() = Arc::new(policy);
     }
 
     /// Whether a policy replaced the starting one (readiness of an enforcement point).
@@ -160,10 +159,7 @@ impl Authorizer {
 
     /// The policy decisions use right now.
     pub fn policy(&self) -> Arc<EffectivePolicy> {
-        match self.policy.read() {
-            Ok(policy) => policy.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.policy.read().clone()
     }
 
     /// Decides `access` for the workload, counting and logging denials.

@@ -9,7 +9,9 @@ pub mod log_budget;
 pub mod source;
 
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 use std::time::{Duration, SystemTime};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -38,15 +40,13 @@ impl SharedBundles {
 
     /// Replaces the bundles.
     pub fn set(&self, bundles: BundleSet) {
-        if let Ok(mut current) = self.0.write() {
-            *current = Arc::new(bundles);
-        }
+        *self.0.write() = Arc::new(bundles);
     }
 }
 
 impl BundleSource for SharedBundles {
     fn bundles(&self) -> Arc<BundleSet> {
-        self.0.read().map(|b| b.clone()).unwrap_or_default()
+        self.0.read().clone()
     }
 }
 
@@ -269,14 +269,12 @@ impl RotatingSvid {
 
     /// Replaces the SVID.
     pub fn set(&self, key: Arc<CertifiedKey>) {
-        if let Ok(mut current) = self.0.write() {
-            *current = Some(key);
-        }
+        *self.0.write() = Some(key);
     }
 
     /// The current SVID.
     pub fn get(&self) -> Option<Arc<CertifiedKey>> {
-        self.0.read().ok().and_then(|k| k.clone())
+        self.0.read().clone()
     }
 }
 

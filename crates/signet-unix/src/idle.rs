@@ -3,8 +3,10 @@
 //! closed. A connection with an open stream is never idle, however quiet the stream.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -37,7 +39,7 @@ impl Activity {
         if self.open.load(Ordering::Acquire) > 0 {
             return None;
         }
-        let since = *self.idle_since.lock().unwrap_or_else(|e| e.into_inner());
+        let since = *self.idle_since.lock();
         Some(since.elapsed())
     }
 }
@@ -48,7 +50,7 @@ pub struct ActiveRequest(Arc<Activity>);
 
 impl Drop for ActiveRequest {
     fn drop(&mut self) {
-        let mut since = self.0.idle_since.lock().unwrap_or_else(|e| e.into_inner());
+        let mut since = self.0.idle_since.lock();
         if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
             *since = Instant::now();
         }

@@ -8,8 +8,10 @@ use std::collections::HashMap;
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::io;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 /// How many connections a listener keeps.
@@ -122,7 +124,7 @@ impl<K: PeerKey> ConnectionLimiter<K> {
 
     /// A slot for a new connection of `peer`, held until the connection is dropped.
     pub fn try_acquire(self: &Arc<Self>, peer: K) -> Result<ConnectionSlot<K>, Refusal> {
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counts = self.counts.lock();
         let refusal = if counts.total >= self.limits.total {
             Some(Refusal::Total)
         } else if counts.by_peer.get(&peer).copied().unwrap_or(0) >= self.limits.per_peer {
@@ -148,7 +150,7 @@ impl<K: PeerKey> ConnectionLimiter<K> {
 
     /// Open connections.
     pub fn open(&self) -> usize {
-        self.counts.lock().unwrap_or_else(|e| e.into_inner()).total
+        self.counts.lock().total
     }
 
     /// Connections refused since start, by reason.
@@ -161,7 +163,7 @@ impl<K: PeerKey> ConnectionLimiter<K> {
     }
 
     fn release(&self, peer: K) {
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counts = self.counts.lock();
         counts.total = counts.total.saturating_sub(1);
         if let Some(n) = counts.by_peer.get_mut(&peer) {
             *n = n.saturating_sub(1);

@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_lc_rs::digest::{Context, SHA256};
+use parking_lot::Mutex;
 
 /// Largest binary hashed (bounds the work a workload can cause).
 const MAX_HASHED_BINARY_BYTES: u64 = 1 << 30;
@@ -51,15 +51,14 @@ impl BinaryHashes {
     pub fn sha256(&self, path: &Path) -> Option<String> {
         let mut file = std::fs::File::open(path).ok()?;
         let before = FileIdentity::of(&file.metadata().ok()?);
-        if let Some(hex) = self.known.lock().ok()?.get(&before) {
+        if let Some(hex) = self.known.lock().get(&before) {
             return Some(hex.clone());
         }
         let hex = hash(&mut file)?;
         self.computed.fetch_add(1, Ordering::Relaxed);
         let after = FileIdentity::of(&file.metadata().ok()?);
-        if before == after
-            && let Ok(mut known) = self.known.lock()
-        {
+        if before == after {
+            let mut known = self.known.lock();
             if known.len() >= MAX_CACHED {
                 known.clear();
             }

@@ -2,7 +2,9 @@
 //! and container ID, with a change signal attestation can wait on instead of polling.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -129,9 +131,7 @@ impl PodCache {
     }
 
     fn write(&self, change: impl FnOnce(&mut Inner)) {
-        if let Ok(mut inner) = self.inner.write() {
-            change(&mut inner);
-        }
+        change(&mut self.inner.write());
         self.changed.send_modify(|n| *n += 1);
     }
 
@@ -184,7 +184,7 @@ impl PodCache {
 
     /// Number of pods held.
     pub fn len(&self) -> usize {
-        self.inner.read().map_or(0, |i| i.by_uid.len())
+        self.inner.read().by_uid.len()
     }
 
     /// Whether no pod is held.
@@ -194,9 +194,7 @@ impl PodCache {
 
     /// What is known about a container right now.
     pub fn lookup(&self, container: &ContainerRef) -> Lookup {
-        let Ok(inner) = self.inner.read() else {
-            return Lookup::Unknown;
-        };
+        let inner = self.inner.read();
         let uid = container
             .pod_uid
             .as_ref()
