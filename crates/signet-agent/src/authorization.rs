@@ -3,11 +3,10 @@
 //! that do not evaluate policies themselves. Callers are attested exactly as for the Workload
 //! API and only ever see the policy of their own identities.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::Stream;
+use futures::StreamExt;
 use signet_core::policy::{PolicySet, TrustContext};
 use signet_proto::authz::{
     self as pb, CheckRequest, CheckResponse, WatchPolicyRequest, WatchPolicyResponse,
@@ -15,8 +14,11 @@ use signet_proto::authz::{
 };
 use signet_spiffe::SpiffeId;
 use signet_tls::authz::{Access, Authorizer, EffectivePolicy};
+use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
 
+use crate::peer::PeerInfo;
+use crate::pushed::{ResponseStream, pushed};
 use crate::workload_api::WorkloadApi;
 
 /// How long a call waits for the server's first policy set after the agent started.
@@ -105,8 +107,6 @@ fn watch_response(set: &PolicySet, ids: &[SpiffeId], trust: &TrustContext) -> Wa
     }
 }
 
-type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
 fn bounded(field: &str, value: &str) -> Result<(), Status> {
     if value.len() > MAX_FIELD_BYTES {
         return Err(Status::invalid_argument(format!(
@@ -128,41 +128,36 @@ impl Authorization for AuthorizationApi {
             let (selectors, ids) = self.caller_ids(&request).await?;
             let set = self.policies().await?;
             let trust = trust_context(&self.workload);
-            let mut policies = self.workload.context.policies.subscribe();
-            let mut identities = self.workload.cache().subscribe();
+            let policies = self.workload.context.policies.subscribe();
+            let identities = self.workload.cache().subscribe();
+            let changes = futures::stream::select(
+                WatchStream::from_changes(policies.clone()).map(drop),
+                WatchStream::from_changes(identities).map(drop),
+            );
             let workload = self.workload.clone();
-            let stream = async_stream::try_stream! {
-                // Read again after subscribing so no change between the checks above and the
-                // subscriptions is missed.
-                let set = policies.borrow_and_update().clone().unwrap_or(set);
-                identities.borrow_and_update();
-                let current = ids_of(&workload.cache().identities(&selectors));
-                let ids = if current.is_empty() { ids } else { current };
-                let mut last = watch_response(&set, &ids, &trust);
-                yield last.clone();
-                loop {
-                    let changed = tokio::select! {
-                        r = policies.changed() => r.is_ok(),
-                        r = identities.changed() => r.is_ok(),
-                    };
-                    if !changed {
-                        break;
-                    }
-                    let Some(set) = policies.borrow_and_update().clone() else { continue };
-                    identities.borrow_and_update();
-                    let ids = ids_of(&workload.cache().identities(&selectors));
-                    if ids.is_empty() {
-                        Err(Status::permission_denied("no identity issued"))?;
-                        break;
-                    }
-                    let next = watch_response(&set, &ids, &trust);
-                    if next != last {
-                        last = next;
-                        yield last.clone();
-                    }
+            // Read again after subscribing so no change between the checks above and the
+            // subscriptions is missed.
+            let set = policies.borrow().clone().unwrap_or(set);
+            let current = ids_of(&workload.cache().identities(&selectors));
+            let ids = if current.is_empty() { ids } else { current };
+            let mut last = watch_response(&set, &ids, &trust);
+            let peer = request.extensions().get::<PeerInfo>().cloned();
+            let stream = pushed(last.clone(), peer, changes, move |()| {
+                let Some(set) = policies.borrow().clone() else {
+                    return Ok(None);
+                };
+                let ids = ids_of(&workload.cache().identities(&selectors));
+                if ids.is_empty() {
+                    return Err(Status::permission_denied("no identity issued"));
                 }
-            };
-            Ok(Response::new(Box::pin(stream) as ResponseStream<_>))
+                let next = watch_response(&set, &ids, &trust);
+                if next == last {
+                    return Ok(None);
+                }
+                last = next.clone();
+                Ok(Some(next))
+            });
+            Ok(Response::new(stream))
         }
         .await;
         self.workload.record("WatchPolicy", result)

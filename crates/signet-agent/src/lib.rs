@@ -10,6 +10,7 @@ pub mod identity;
 pub mod manager;
 mod open_requests;
 pub mod peer;
+mod pushed;
 pub mod telemetry;
 pub mod workload_api;
 

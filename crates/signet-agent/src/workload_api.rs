@@ -4,11 +4,9 @@
 //! JWT-SVID validation, WIT profile unimplemented.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures::Stream;
 use signet_core::SelectorSet;
 use signet_proto::agent::MintJwtSvidRequest;
 use signet_proto::workload::{
@@ -18,6 +16,7 @@ use signet_proto::workload::{
     X509svidResponse, spiffe_workload_api_server::SpiffeWorkloadApi,
 };
 use signet_spiffe::{JwtSvid, JwtValidation, SpiffeId};
+use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
 
@@ -53,7 +52,7 @@ pub(crate) type X509Memo = HashMap<SelectorSet, (u64, Option<Arc<X509svidRespons
 /// Most selector sets remembered by the response memo before it is reset.
 const MAX_MEMO_ENTRIES: usize = 4096;
 
-type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+use crate::pushed::{ResponseStream, pushed};
 
 fn check_header<T>(request: &Request<T>) -> Result<(), Status> {
     let values: Vec<_> = request
@@ -250,18 +249,6 @@ fn json_object_to_struct(map: &serde_json::Map<String, serde_json::Value>) -> pr
     }
 }
 
-/// A stream belongs to the process that opened it: once that (pinned) process has exited, the
-/// connection may have been handed to another process, which must not receive what the stream
-/// would push next (rotated private keys). Checked before every push.
-fn check_caller(peer: Option<&PeerInfo>) -> Result<(), Status> {
-    if peer.is_some_and(PeerInfo::is_gone) {
-        return Err(Status::unauthenticated(
-            "the process that opened this stream has exited; open a new one",
-        ));
-    }
-    Ok(())
-}
-
 #[tonic::async_trait]
 impl SpiffeWorkloadApi for WorkloadApi {
     type FetchX509SVIDStream = ResponseStream<X509svidResponse>;
@@ -278,26 +265,20 @@ impl SpiffeWorkloadApi for WorkloadApi {
             }
             let this = self.clone();
             let peer = request.extensions().get::<PeerInfo>().cloned();
-            let mut changes = self.cache().subscribe();
-            let stream = async_stream::try_stream! {
-                changes.borrow_and_update();
-                let mut last = Arc::new(this.x509_response(&first));
-                yield (*last).clone();
-                while changes.changed().await.is_ok() {
-                    check_caller(peer.as_ref())?;
-                    let revision = *changes.borrow_and_update();
-                    let Some(next) = this.shared_x509(&selectors, revision) else {
-                        // Every identity was redacted: tell the workload to stop using them.
-                        Err(no_identity())?;
-                        break;
-                    };
-                    if !Arc::ptr_eq(&next, &last) && *next != *last {
-                        last = next;
-                        yield (*last).clone();
-                    }
+            let changes = WatchStream::from_changes(self.cache().subscribe());
+            let mut last = Arc::new(self.x509_response(&first));
+            let stream = pushed((*last).clone(), peer, changes, move |revision| {
+                // Every identity redacted: tell the workload to stop using them.
+                let next = this
+                    .shared_x509(&selectors, revision)
+                    .ok_or_else(no_identity)?;
+                if Arc::ptr_eq(&next, &last) || *next == *last {
+                    return Ok(None);
                 }
-            };
-            Ok(Response::new(Box::pin(stream) as ResponseStream<_>))
+                last = next;
+                Ok(Some((*last).clone()))
+            });
+            Ok(Response::new(stream))
         }
         .await;
         self.record("FetchX509SVID", result)
@@ -321,25 +302,20 @@ impl SpiffeWorkloadApi for WorkloadApi {
             }
             let this = self.clone();
             let peer = request.extensions().get::<PeerInfo>().cloned();
-            let mut changes = self.cache().subscribe();
-            let stream = async_stream::try_stream! {
-                changes.borrow_and_update();
-                let mut last = this.bundles_response();
-                yield last.clone();
-                while changes.changed().await.is_ok() {
-                    check_caller(peer.as_ref())?;
-                    changes.borrow_and_update();
-                    if this.cache().identities(&selectors).ready.is_empty() {
-                        Err(no_identity())?;
-                    }
-                    let next = this.bundles_response();
-                    if next != last {
-                        last = next.clone();
-                        yield next;
-                    }
+            let changes = WatchStream::from_changes(self.cache().subscribe());
+            let mut last = self.bundles_response();
+            let stream = pushed(last.clone(), peer, changes, move |_| {
+                if this.cache().identities(&selectors).ready.is_empty() {
+                    return Err(no_identity());
                 }
-            };
-            Ok(Response::new(Box::pin(stream) as ResponseStream<_>))
+                let next = this.bundles_response();
+                if next == last {
+                    return Ok(None);
+                }
+                last = next.clone();
+                Ok(Some(next))
+            });
+            Ok(Response::new(stream))
         }
         .await;
         self.record("FetchX509Bundles", result)
@@ -433,25 +409,20 @@ impl SpiffeWorkloadApi for WorkloadApi {
             }
             let this = self.clone();
             let peer = request.extensions().get::<PeerInfo>().cloned();
-            let mut changes = self.cache().subscribe();
-            let stream = async_stream::try_stream! {
-                changes.borrow_and_update();
-                let mut last = this.jwt_bundles_response();
-                yield last.clone();
-                while changes.changed().await.is_ok() {
-                    check_caller(peer.as_ref())?;
-                    changes.borrow_and_update();
-                    if this.cache().matching_entries(&selectors).is_empty() {
-                        Err(no_identity())?;
-                    }
-                    let next = this.jwt_bundles_response();
-                    if next != last {
-                        last = next.clone();
-                        yield next;
-                    }
+            let changes = WatchStream::from_changes(self.cache().subscribe());
+            let mut last = self.jwt_bundles_response();
+            let stream = pushed(last.clone(), peer, changes, move |_| {
+                if this.cache().matching_entries(&selectors).is_empty() {
+                    return Err(no_identity());
                 }
-            };
-            Ok(Response::new(Box::pin(stream) as ResponseStream<_>))
+                let next = this.jwt_bundles_response();
+                if next == last {
+                    return Ok(None);
+                }
+                last = next.clone();
+                Ok(Some(next))
+            });
+            Ok(Response::new(stream))
         }
         .await;
         self.record("FetchJWTBundles", result)
