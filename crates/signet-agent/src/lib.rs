@@ -11,6 +11,7 @@ pub mod manager;
 mod open_requests;
 pub mod peer;
 mod pushed;
+pub mod sds;
 pub mod telemetry;
 pub mod workload_api;
 
@@ -78,6 +79,8 @@ pub struct AgentConfig {
     pub idle_connection_timeout: std::time::Duration,
     /// Workload API streams one connection may hold open.
     pub max_streams_per_connection: u32,
+    /// Envoy SDS resource names on the same socket.
+    pub sds: sds::SdsConfig,
 }
 
 /// Kubernetes mode of the agent.
@@ -305,6 +308,11 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
     )
     .max_decoding_message_size(64 * 1024)
     .max_encoding_message_size(8 * 1024 * 1024);
+    let secrets = envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryServiceServer::new(
+        sds::SdsApi::new(api.clone(), config.sds.clone()),
+    )
+    .max_decoding_message_size(64 * 1024)
+    .max_encoding_message_size(8 * 1024 * 1024);
     let service = SpiffeWorkloadApiServer::new(api)
         .max_decoding_message_size(64 * 1024)
         .max_encoding_message_size(8 * 1024 * 1024);
@@ -316,6 +324,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
             .layer(open_requests::CountOpenRequestsLayer)
             .add_service(service)
             .add_service(authorization)
+            .add_service(secrets)
             .serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(incoming))
             .await;
         if let Err(error) = result {

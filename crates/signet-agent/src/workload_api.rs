@@ -68,7 +68,7 @@ fn check_header<T>(request: &Request<T>) -> Result<(), Status> {
     }
 }
 
-fn no_identity() -> Status {
+pub(crate) fn no_identity() -> Status {
     Status::permission_denied("no identity issued")
 }
 
@@ -95,6 +95,15 @@ impl WorkloadApi {
     /// connected is still the one /proc described.
     pub(crate) async fn attest<T>(&self, request: &Request<T>) -> Result<SelectorSet, Status> {
         check_header(request)?;
+        self.attest_caller(request).await
+    }
+
+    /// Attests the caller without the Workload API's security header (Envoy's SDS client sends
+    /// none, as SPIRE also accepts).
+    pub(crate) async fn attest_caller<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<SelectorSet, Status> {
         let peer = request
             .extensions()
             .get::<PeerInfo>()

@@ -322,6 +322,20 @@ pub struct AgentArgs {
     /// clients queue the rest [default: 128].
     #[arg(long, env = "SIGNET_MAX_STREAMS_PER_CONNECTION")]
     pub max_streams_per_connection: Option<u32>,
+    /// Envoy SDS resource name of the default (first) X509-SVID [default: default].
+    #[arg(long, env = "SIGNET_SDS_DEFAULT_SVID_NAME")]
+    pub sds_default_svid_name: Option<String>,
+    /// Envoy SDS resource name of the trust domain's roots [default: ROOTCA].
+    #[arg(long, env = "SIGNET_SDS_ROOT_CA_NAME")]
+    pub sds_root_ca_name: Option<String>,
+    /// Envoy SDS resource name of every trust bundle (own and federated) [default: ALL].
+    #[arg(long, env = "SIGNET_SDS_ALL_BUNDLES_NAME")]
+    pub sds_all_bundles_name: Option<String>,
+    /// Serve the all-bundles resource as plain trusted CAs instead of Envoy's SPIFFE certificate
+    /// validator (for Envoy builds without it).
+    #[arg(long, env = "SIGNET_SDS_DISABLE_SPIFFE_CERT_VALIDATION")]
+    #[serde(default)]
+    pub sds_disable_spiffe_cert_validation: bool,
     #[command(flatten, next_help_heading = "Kubernetes mode")]
     #[serde(default)]
     pub kubernetes: AgentKubernetesArgs,

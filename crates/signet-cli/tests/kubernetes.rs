@@ -87,6 +87,7 @@ fn agent_config(
         connection_limits: signet_agent::DEFAULT_CONNECTION_LIMITS,
         idle_connection_timeout: signet_agent::DEFAULT_IDLE_CONNECTION_TIMEOUT,
         max_streams_per_connection: signet_agent::MAX_STREAMS_PER_CONNECTION,
+        sds: signet_agent::sds::SdsConfig::default(),
         trust_domain: TrustDomain::new("example.org").unwrap(),
         server_address: server.agent_address.to_string(),
         trust_bundle_path: server.bundle_pem.clone(),

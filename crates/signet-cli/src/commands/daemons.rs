@@ -325,8 +325,36 @@ pub async fn agent_config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
         max_connections_per_uid,
         idle_connection_timeout,
         max_streams_per_connection,
+        sds_default_svid_name,
+        sds_root_ca_name,
+        sds_all_bundles_name,
+        sds_disable_spiffe_cert_validation,
         kubernetes,
     } = args;
+    let sds_defaults = signet_agent::sds::SdsConfig::default();
+    let sds = signet_agent::sds::SdsConfig {
+        default_svid_name: sds_default_svid_name
+            .or(file.sds_default_svid_name)
+            .unwrap_or(sds_defaults.default_svid_name),
+        root_ca_name: sds_root_ca_name
+            .or(file.sds_root_ca_name)
+            .unwrap_or(sds_defaults.root_ca_name),
+        all_bundles_name: sds_all_bundles_name
+            .or(file.sds_all_bundles_name)
+            .unwrap_or(sds_defaults.all_bundles_name),
+        disable_spiffe_cert_validation: sds_disable_spiffe_cert_validation
+            || file.sds_disable_spiffe_cert_validation,
+    };
+    anyhow::ensure!(
+        [
+            &sds.default_svid_name,
+            &sds.root_ca_name,
+            &sds.all_bundles_name
+        ]
+        .iter()
+        .all(|n| !n.is_empty() && !n.starts_with("spiffe://")),
+        "SDS resource names must be non-empty and must not look like SPIFFE IDs"
+    );
     let max_streams_per_connection = max_streams_per_connection
         .or(file.max_streams_per_connection)
         .unwrap_or(signet_agent::MAX_STREAMS_PER_CONNECTION);
@@ -385,6 +413,7 @@ pub async fn agent_config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
         connection_limits,
         idle_connection_timeout,
         max_streams_per_connection,
+        sds,
         kubernetes,
     })
 }

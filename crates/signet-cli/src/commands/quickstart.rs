@@ -120,6 +120,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         connection_limits: signet_agent::DEFAULT_CONNECTION_LIMITS,
         idle_connection_timeout: args.idle_connection_timeout,
         max_streams_per_connection: signet_agent::MAX_STREAMS_PER_CONNECTION,
+        sds: signet_agent::sds::SdsConfig::default(),
         trust_domain: trust_domain.clone(),
         server_address: server.agent_address.to_string(),
         trust_bundle_path: server.bundle_pem.clone(),
