@@ -243,9 +243,9 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
     context.apply_bundle(identity.bundle);
 
     let mut tasks = vec![
-        tokio::spawn(context.clone().run_sync()),
-        tokio::spawn(context.clone().run_signer()),
-        tokio::spawn(context.clone().run_renewal()),
+        signet_unix::spawn_named("entry-sync", context.clone().run_sync()),
+        signet_unix::spawn_named("signer", context.clone().run_signer()),
+        signet_unix::spawn_named("svid-renewal", context.clone().run_renewal()),
     ];
 
     let socket_dir = config
@@ -274,13 +274,16 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
     );
     metrics.watch_connections(limiter.clone());
     let (connections, incoming) = tokio::sync::mpsc::channel(64);
-    tasks.push(tokio::spawn(accept_workloads(
-        listener,
-        limiter,
-        config.idle_connection_timeout,
-        connections,
-        metrics.clone(),
-    )));
+    tasks.push(signet_unix::spawn_named(
+        "workload-api-accept",
+        accept_workloads(
+            listener,
+            limiter,
+            config.idle_connection_timeout,
+            connections,
+            metrics.clone(),
+        ),
+    ));
     if let Some(task) = health_task {
         tasks.push(task);
     }
@@ -316,8 +319,9 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
     let service = SpiffeWorkloadApiServer::new(api)
         .max_decoding_message_size(64 * 1024)
         .max_encoding_message_size(8 * 1024 * 1024);
-    tasks.push(tokio::spawn(async move {
+    tasks.push(signet_unix::spawn_named("workload-api", async move {
         let result = tonic::transport::Server::builder()
+            .trace_fn(|request| tracing::info_span!("grpc", api = "workload", method = %request.uri().path()))
             .concurrency_limit_per_connection(64)
             // Each open stream holds state; one connection may not hold thousands.
             .max_concurrent_streams(config.max_streams_per_connection)

@@ -470,6 +470,32 @@ fn a_slowloris_flood_is_held_to_its_share_and_mtls_clients_are_served() {
         start.elapsed()
     );
     drop(flood);
+
+    // The shares are configuration: a proxy started with --max-handshakes-per-source=16 holds 16.
+    let (small, app) = (free_port(), http_app());
+    let _small_proxy = Proxies(vec![proxy(
+        &s.d,
+        "backend-small",
+        BACKEND_GID,
+        &[
+            format!("--inbound-listen=127.0.0.1:{small}"),
+            format!("--inbound-forward=127.0.0.1:{app}"),
+            "--max-handshakes-per-source=16".to_owned(),
+            "--handshake-timeout=60s".to_owned(),
+        ],
+        small,
+    )]);
+    let target: std::net::SocketAddr = format!("127.0.0.1:{small}").parse().unwrap();
+    let mut flood = common::SilentConnections::open(&["127.0.0.3".to_owned()], 40, target);
+    let mut held = 0;
+    for _ in 0..50 {
+        held = flood.still_open();
+        if held == 16 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(held, 16);
 }
 
 /// Runs OpenSSL's TLS client against the backend proxy with the frontend's SVID (fetched from the

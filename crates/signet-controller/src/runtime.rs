@@ -489,11 +489,14 @@ pub async fn run(
     ]);
     let (writes_tx, writes_rx) = mpsc::channel::<Vec<StatusWrite>>(4);
     let (failed_tx, mut failed_rx) = mpsc::unbounded_channel::<(Kind, String)>();
-    tokio::spawn(status_writer(
-        client.clone(),
-        config.reporter_instance.clone(),
-        writes_rx,
-        failed_tx,
+    tokio::spawn(tracing::Instrument::instrument(
+        status_writer(
+            client.clone(),
+            config.reporter_instance.clone(),
+            writes_rx,
+            failed_tx,
+        ),
+        tracing::info_span!("task", name = "status-writer"),
     ));
 
     let mut state = Loop {

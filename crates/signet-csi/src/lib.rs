@@ -124,6 +124,9 @@ impl CsiPlugin {
             .max_decoding_message_size(MAX_REQUEST_BYTES);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
+            .trace_fn(
+                |request| tracing::info_span!("grpc", api = "csi", method = %request.uri().path()),
+            )
             .add_service(identity)
             .add_service(node)
             .serve_with_incoming_shutdown(

@@ -16,7 +16,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::forward::Forwarder;
-use crate::{HANDSHAKE_TIMEOUT, Inbound, Mode, Protocol, ProxyError, ProxyMetrics};
+use crate::{Inbound, Mode, Protocol, ProxyBounds, ProxyError, ProxyMetrics};
 
 /// Lines about peers (refused, unauthenticated, failed handshakes) per second; the counters
 /// still count every connection.
@@ -27,6 +27,7 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 struct Context {
     config: Inbound,
+    bounds: ProxyBounds,
     acceptor: TlsAcceptor,
     source: Arc<WorkloadSource>,
     metrics: ProxyMetrics,
@@ -36,6 +37,7 @@ struct Context {
 pub(crate) fn spawn(
     listener: TcpListener,
     config: Inbound,
+    bounds: ProxyBounds,
     source: Arc<WorkloadSource>,
     metrics: ProxyMetrics,
 ) -> Result<tokio::task::JoinHandle<()>, ProxyError> {
@@ -57,37 +59,40 @@ pub(crate) fn spawn(
     let context = Arc::new(Context {
         forwarder: Forwarder::new(config.forward),
         config,
+        bounds,
         acceptor: TlsAcceptor::from(Arc::new(tls)),
         source,
         metrics,
     });
-    let slots = Arc::new(tokio::sync::Semaphore::new(crate::MAX_CONNECTIONS));
+    let slots = Arc::new(tokio::sync::Semaphore::new(bounds.max_connections));
     // Connections before their handshake ends are counted apart (and per source), so a
     // slowloris flood fills its own share, not the slots of established connections.
-    let handshaking =
-        signet_unix::ConnectionLimiter::<std::net::IpAddr>::new(crate::HANDSHAKE_LIMITS);
-    Ok(tokio::spawn(async move {
-        let mut errors = signet_unix::AcceptErrors::new("proxy inbound");
-        loop {
-            let (tcp, peer) = errors.accept(|| listener.accept()).await;
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                context.metrics.connection("inbound", "overloaded");
-                continue;
-            };
-            let Ok(handshake_slot) = handshaking.try_acquire(peer.ip()) else {
-                context
-                    .metrics
-                    .connection("inbound", "handshakes_overloaded");
-                continue;
-            };
-            let _ = tcp.set_nodelay(true);
-            let context = context.clone();
-            tokio::spawn(async move {
-                context.handle(tcp, peer, handshake_slot).await;
-                drop(slot);
-            });
-        }
-    }))
+    let handshaking = signet_unix::ConnectionLimiter::<std::net::IpAddr>::new(bounds.handshaking);
+    Ok(signet_unix::spawn_named(
+        "proxy-inbound-accept",
+        async move {
+            let mut errors = signet_unix::AcceptErrors::new("proxy inbound");
+            loop {
+                let (tcp, peer) = errors.accept(|| listener.accept()).await;
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    context.metrics.connection("inbound", "overloaded");
+                    continue;
+                };
+                let Ok(handshake_slot) = handshaking.try_acquire(peer.ip()) else {
+                    context
+                        .metrics
+                        .connection("inbound", "handshakes_overloaded");
+                    continue;
+                };
+                let _ = tcp.set_nodelay(true);
+                let context = context.clone();
+                signet_unix::spawn_named("proxy-inbound-connection", async move {
+                    context.handle(tcp, peer, handshake_slot).await;
+                    drop(slot);
+                });
+            }
+        },
+    ))
 }
 
 impl Context {
@@ -98,7 +103,7 @@ impl Context {
         handshake_slot: signet_unix::ConnectionSlot<std::net::IpAddr>,
     ) {
         // One deadline for the first byte and the TLS handshake together.
-        let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+        let deadline = tokio::time::Instant::now() + self.bounds.handshake_timeout;
         let mut first = [0u8; 1];
         let peeked = tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await;
         if !matches!(peeked, Ok(Ok(1))) {
@@ -205,7 +210,7 @@ impl Context {
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(crate::HEADER_READ_TIMEOUT);
+            .header_read_timeout(self.bounds.header_read_timeout);
         builder
             .http2()
             .timer(TokioTimer::new())

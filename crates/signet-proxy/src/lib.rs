@@ -71,6 +71,35 @@ pub struct ProxyConfig {
     pub metrics_address: Option<SocketAddr>,
     /// How long start-up waits for the first SVID.
     pub first_svid_timeout: Duration,
+    /// Connection bounds of every listener.
+    pub bounds: ProxyBounds,
+}
+
+/// What each listener holds at most, and how long a peer may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyBounds {
+    /// Connections one listener serves at once; more are closed at accept.
+    pub max_connections: usize,
+    /// Inbound connections before the end of their handshake, in total and per source address.
+    pub handshaking: signet_unix::ConnectionLimits,
+    /// Longest wait for the first byte and the TLS handshake together (slowloris defence).
+    pub handshake_timeout: Duration,
+    /// Longest time an HTTP/1 client may take to send a request's headers.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ProxyBounds {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            handshaking: signet_unix::ConnectionLimits {
+                total: 1_024,
+                per_peer: 64,
+            },
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// Start-up failures.
@@ -129,6 +158,7 @@ pub async fn start(config: ProxyConfig) -> Result<RunningProxy, ProxyError> {
         tasks.push(inbound::spawn(
             listener,
             inbound.clone(),
+            config.bounds,
             source.clone(),
             metrics.clone(),
         )?);
@@ -142,6 +172,7 @@ pub async fn start(config: ProxyConfig) -> Result<RunningProxy, ProxyError> {
         tasks.push(outbound::spawn(
             listener,
             route.clone(),
+            config.bounds,
             source.clone(),
             metrics.clone(),
         )?);
@@ -169,21 +200,8 @@ pub async fn start(config: ProxyConfig) -> Result<RunningProxy, ProxyError> {
     })
 }
 
-/// Stop accepting TLS handshakes that take longer than this (slowloris defence).
-pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for a TCP connection to the application or a target.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest time an HTTP/1 client may take to send a request's headers.
-pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Most connections one listener serves at once; more are closed at accept.
-pub(crate) const MAX_CONNECTIONS: usize = 10_000;
-/// Most inbound connections still before the end of their handshake, in total and per source
-/// address.
-pub(crate) const HANDSHAKE_LIMITS: signet_unix::ConnectionLimits = signet_unix::ConnectionLimits {
-    total: 1_024,
-    per_peer: 64,
-};
-
 /// Connects with [`CONNECT_TIMEOUT`].
 pub(crate) async fn connect(
     address: impl tokio::net::ToSocketAddrs,

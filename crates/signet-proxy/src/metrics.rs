@@ -69,7 +69,7 @@ pub(crate) fn serve(
             source,
             needs_policy,
         }));
-    tokio::spawn(async move {
+    signet_unix::spawn_named("proxy-metrics", async move {
         signet_unix::serve_http(
             listener,
             app,

@@ -179,7 +179,7 @@ pub(crate) fn accept(
     let pool = UnauthenticatedPool::new(bounds.max_unauthenticated);
     metrics.watch_agent_connections(total.clone());
     let (conn_tx, conn_rx) = tokio::sync::mpsc::channel(128);
-    let task = tokio::spawn(async move {
+    let task = signet_unix::spawn_named("agent-api-accept", async move {
         let mut errors = signet_unix::AcceptErrors::new("agent API");
         let refusal_log = signet_tls::log_budget::LogBudget::new(1);
         loop {
@@ -220,7 +220,7 @@ pub(crate) fn accept(
             let conn_tx = conn_tx.clone();
             let metrics = metrics.clone();
             // Handshakes run concurrently so one slow client cannot stall accepting.
-            tokio::spawn(async move {
+            signet_unix::spawn_named("agent-api-handshake", async move {
                 let eviction = membership.eviction.clone();
                 let evicted = std::future::poll_fn(|cx| {
                     if eviction.poll(cx) {

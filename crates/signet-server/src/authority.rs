@@ -307,7 +307,7 @@ impl AuthorityService {
         leader: Option<watch::Receiver<bool>>,
     ) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
-        tokio::spawn(async move {
+        signet_unix::spawn_named("ca-rotation", async move {
             let mut interval = tokio::time::interval(every);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {

@@ -80,7 +80,7 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state);
-    let task = tokio::spawn(async move {
+    let task = signet_unix::spawn_named("health-endpoint", async move {
         signet_unix::serve_http(listener, app, signet_unix::EndpointBounds::PROBES, "health").await;
     });
     Ok((local, task))

@@ -329,8 +329,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let agent_service = AgentServiceServer::new(api)
         .max_decoding_message_size(16 * 1024 * 1024)
         .max_encoding_message_size(16 * 1024 * 1024);
-    tasks.push(tokio::spawn(async move {
+    tasks.push(signet_unix::spawn_named("agent-api", async move {
         let result = tonic::transport::Server::builder()
+            .trace_fn(|request| tracing::info_span!("grpc", api = "agent", method = %request.uri().path()))
             // Dead agents (a vanished node) are noticed and their connection closed.
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
@@ -356,8 +357,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
                 e,
             )
         })?;
-    tasks.push(tokio::spawn(async move {
+    tasks.push(signet_unix::spawn_named("admin-api", async move {
         let result = tonic::transport::Server::builder()
+            .trace_fn(|request| tracing::info_span!("grpc", api = "admin", method = %request.uri().path()))
             .add_service(AdminServer::new(admin))
             .serve_with_incoming(
                 UnixListenerStream::new(admin_listener)
@@ -396,7 +398,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             .map_err(|e| ServerError::io(format!("binding the health endpoint on {address}"), e))?;
         // Ready once the entry set is complete (at once in standalone mode).
         let ready_index = index.clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.push(signet_unix::spawn_named("readiness", async move {
             ready_index.wait_synced().await;
             state.ready.store(true, Ordering::Relaxed);
         }));

@@ -117,7 +117,10 @@ impl WorkloadSource {
             identity: watch::channel(None).0,
         });
         let mut identity = shared.identity.subscribe();
-        let mut tasks = vec![tokio::spawn(follow_svids(channel.clone(), shared.clone()))];
+        let mut tasks = vec![tokio::spawn(tracing::Instrument::instrument(
+            follow_svids(channel.clone(), shared.clone()),
+            tracing::info_span!("task", name = "workload-api-svids"),
+        ))];
         let first = tokio::time::timeout(
             options.first_svid_timeout,
             identity.wait_for(Option::is_some),
@@ -142,7 +145,10 @@ impl WorkloadSource {
             options.metrics.clone(),
         ));
         if options.watch_policy {
-            tasks.push(tokio::spawn(follow_policy(channel, authorizer.clone())));
+            tasks.push(tokio::spawn(tracing::Instrument::instrument(
+                follow_policy(channel, authorizer.clone()),
+                tracing::info_span!("task", name = "workload-api-policy"),
+            )));
         }
         Ok(Self {
             svid: shared.svid.clone(),

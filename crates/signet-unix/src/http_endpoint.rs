@@ -64,7 +64,7 @@ pub async fn serve_http<S, B>(
             continue;
         };
         let service = hyper_util::service::TowerToHyperService::new(service.clone());
-        tokio::spawn(async move {
+        crate::spawn_named("http-connection", async move {
             let _slot = slot;
             let mut http = hyper::server::conn::http1::Builder::new();
             // Without a timer hyper skips the header timeout silently.

@@ -8,6 +8,7 @@ mod idle;
 mod limits;
 mod private_dir;
 mod socket;
+mod task;
 
 pub use authority::{AuthorityNormalizer, MAX_HEADER_BLOCK, normalize_authority};
 pub use http_endpoint::{EndpointBounds, serve_http};
@@ -18,3 +19,4 @@ pub use limits::{
 };
 pub use private_dir::{PrivateDirError, ensure_private_dir};
 pub use socket::bind_unix_socket;
+pub use task::spawn_named;

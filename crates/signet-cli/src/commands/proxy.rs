@@ -63,6 +63,21 @@ pub struct ProxyArgs {
     /// How long to wait for the workload's first SVID.
     #[arg(long, default_value = "30s", value_parser = crate::cli::parse_duration)]
     pub svid_timeout: Duration,
+    /// Most connections one listener serves at once; more are closed at accept.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Most inbound connections still in their TLS handshake, in total.
+    #[arg(long, default_value_t = 1_024)]
+    pub max_handshakes: usize,
+    /// Most inbound connections one source address may hold in their TLS handshake.
+    #[arg(long, default_value_t = 64)]
+    pub max_handshakes_per_source: usize,
+    /// Longest wait for a connection's first byte and TLS handshake together.
+    #[arg(long, default_value = "10s", value_parser = crate::cli::parse_duration)]
+    pub handshake_timeout: std::time::Duration,
+    /// Longest time an HTTP/1 client may take to send a request's headers.
+    #[arg(long, default_value = "30s", value_parser = crate::cli::parse_duration)]
+    pub header_read_timeout: std::time::Duration,
 }
 
 fn parse_route(text: &str) -> Result<Outbound, String> {
@@ -110,12 +125,25 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<()> {
         inbound.is_some() || !args.outbound.is_empty(),
         "nothing to do: give --inbound-listen/--inbound-forward, --outbound, or both"
     );
+    anyhow::ensure!(
+        args.max_connections > 0 && args.max_handshakes > 0 && args.max_handshakes_per_source > 0,
+        "--max-connections, --max-handshakes and --max-handshakes-per-source must be at least 1"
+    );
     let proxy = signet_proxy::start(ProxyConfig {
         workload_socket: socket,
         inbound,
         outbound: args.outbound,
         metrics_address: args.metrics_address,
         first_svid_timeout: args.svid_timeout,
+        bounds: signet_proxy::ProxyBounds {
+            max_connections: args.max_connections,
+            handshaking: signet_unix::ConnectionLimits {
+                total: args.max_handshakes,
+                per_peer: args.max_handshakes_per_source,
+            },
+            handshake_timeout: args.handshake_timeout,
+            header_read_timeout: args.header_read_timeout,
+        },
     })
     .await
     .context("starting the proxy")?;

@@ -158,7 +158,7 @@ impl ClusterAgentState {
 
     /// Follows the object and hands every change to `registry` (all replicas, leader or not).
     pub fn spawn_watch(self, registry: Arc<AgentRegistry>) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
+        signet_unix::spawn_named("agent-state-watch", async move {
             let config = watcher::Config::default().fields(&format!("metadata.name={}", self.name));
             let mut events = watcher::watcher(self.api.clone(), config)
                 .default_backoff()

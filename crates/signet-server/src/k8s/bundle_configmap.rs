@@ -51,7 +51,7 @@ pub fn spawn(
     authority: Arc<AuthorityService>,
     mut leader: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+    signet_unix::spawn_named("bundle-configmap", async move {
         let mut bundles = authority.subscribe_bundle();
         let mut pending = true;
         loop {

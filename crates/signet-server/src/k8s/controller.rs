@@ -36,14 +36,17 @@ pub(crate) fn start(
         ..signet_controller::runtime::RuntimeConfig::default()
     };
     let client = options.client.clone();
-    Ok(vec![tokio::spawn(signet_controller::runtime::run(
-        client,
-        signet_controller::Index::new(controller_config),
-        Arc::new(super::sink::ControllerSink {
-            entries: index,
-            policies,
-        }),
-        leader,
-        runtime_config,
-    ))])
+    Ok(vec![signet_unix::spawn_named(
+        "controller",
+        signet_controller::runtime::run(
+            client,
+            signet_controller::Index::new(controller_config),
+            Arc::new(super::sink::ControllerSink {
+                entries: index,
+                policies,
+            }),
+            leader,
+            runtime_config,
+        ),
+    )])
 }

@@ -81,7 +81,7 @@ pub fn spawn(
     identity: DefaultIdentity,
     mut leader: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+    signet_unix::spawn_named("default-identity", async move {
         let mut pending = true;
         loop {
             if pending && *leader.borrow_and_update() {

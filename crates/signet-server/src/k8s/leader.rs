@@ -130,7 +130,7 @@ impl LeaderElector {
     /// both act as leader for longer than the API outage lets them.
     pub fn spawn(self) -> (watch::Receiver<bool>, tokio::task::JoinHandle<()>) {
         let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(async move {
+        let task = signet_unix::spawn_named("leader-election", async move {
             let mut last_renewal: Option<tokio::time::Instant> = None;
             loop {
                 let leading = match self.step(Timestamp::now()).await {

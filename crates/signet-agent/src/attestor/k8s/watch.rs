@@ -19,7 +19,7 @@ pub fn spawn(
     node: String,
     cache: Arc<PodCache>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+    signet_unix::spawn_named("pod-watch", async move {
         let api: Api<Pod> = Api::all(client);
         let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
         let mut events = watcher::watcher(api, config).default_backoff().boxed();
