@@ -22,6 +22,7 @@ use tracing::{info, warn};
 use crate::agents::{AgentRefusal, AgentRegistry};
 use crate::authority::AuthorityService;
 use crate::datastore::{AgentRecord, Datastore, TokenRedemption};
+use crate::index::AgentChanges;
 use crate::index::EntryIndex;
 use crate::join_token::hash_token;
 use crate::metrics::{AttestationLabels, ServerMetrics, SvidLabels};
@@ -53,8 +54,11 @@ fn unix(t: SystemTime) -> i64 {
 }
 
 /// The part of `set` that targets an identity among `entries` (one agent's).
-fn policies_of(set: &PolicySet, entries: &crate::index::AgentEntries) -> PolicySet {
-    let mut ids: Vec<&SpiffeId> = entries.values().map(|e| &e.spiffe_id).collect();
+fn policies_of<'a>(
+    set: &PolicySet,
+    entries: impl IntoIterator<Item = &'a Arc<RegistrationEntry>>,
+) -> PolicySet {
+    let mut ids: Vec<&SpiffeId> = entries.into_iter().map(|e| &e.spiffe_id).collect();
     ids.sort();
     ids.dedup();
     PolicySet {
@@ -275,6 +279,32 @@ enum SyncEvent {
 
 type SyncStream = Pin<Box<dyn Stream<Item = Result<SyncEntriesResponse, Status>> + Send>>;
 
+/// Applies logged changes to what the agent was sent; returns the messages' contents (entries
+/// that are already the agent's, unchanged, are not sent again).
+fn apply_changes(
+    sent: &mut HashMap<EntryId, Arc<RegistrationEntry>>,
+    upserted: Vec<Arc<RegistrationEntry>>,
+    removed: &[EntryId],
+) -> (Vec<pb::Entry>, Vec<String>) {
+    let mut changed = Vec::new();
+    for entry in upserted {
+        let same = sent
+            .get(&entry.id)
+            .is_some_and(|old| Arc::ptr_eq(old, &entry) || **old == *entry);
+        if !same {
+            changed.push(pb::Entry::from(entry.as_ref()));
+            sent.insert(entry.id.clone(), entry);
+        }
+    }
+    let gone: Vec<String> = removed
+        .iter()
+        .filter(|id| sent.remove(*id).is_some())
+        .map(ToString::to_string)
+        .collect();
+    (changed, gone)
+}
+
+/// The difference between what the agent was sent and `current`, applied to `sent`.
 fn delta(
     sent: &mut HashMap<EntryId, Arc<RegistrationEntry>>,
     current: &crate::index::AgentEntries,
@@ -352,11 +382,12 @@ impl AgentService for AgentApi {
             // Each agent gets the policies of its own workloads only (a node learns nothing about
             // the others), recomputed when its entries or the policies change.
             entries_changed.borrow_and_update();
-            let snapshot = index.agent_entries(&agent);
+            // The snapshot and the change-log position it is current at, read together.
+            let (mut seen, snapshot) = index.agent_snapshot(&agent);
             let mut sent_policies: Option<PolicySet> = None;
             let policies = policies_changed.borrow_and_update().clone();
             if let Some(policies) = policies {
-                let mine = policies_of(&policies, &snapshot);
+                let mine = policies_of(&policies, snapshot.values());
                 yield next(pb::sync_entries_response::Update::Policies(signet_proto::authz::PolicySet::from(&mine)));
                 sent_policies = Some(mine);
             }
@@ -382,17 +413,29 @@ impl AgentService for AgentApi {
                     SyncEvent::Closed => break,
                     SyncEvent::Entries => {
                         entries_changed.borrow_and_update();
-                        let current = index.agent_entries(&agent);
+                        // Exactly what changed since the last message, from the index's change
+                        // log; a full diff only when the log no longer reaches back that far.
+                        let (upserted, removed) = match index.changes_since(&agent, seen) {
+                            AgentChanges::Unchanged => continue,
+                            AgentChanges::Changed { sequence, upserted, removed } => {
+                                seen = sequence;
+                                apply_changes(&mut sent, upserted, &removed)
+                            }
+                            AgentChanges::TooFarBehind => {
+                                let (sequence, current) = index.agent_snapshot(&agent);
+                                seen = sequence;
+                                delta(&mut sent, &current)
+                            }
+                        };
                         // A new identity's policies go out before its entry.
                         let policies = policies_changed.borrow().clone();
                         if let Some(policies) = policies {
-                            let mine = policies_of(&policies, &current);
+                            let mine = policies_of(&policies, sent.values());
                             if sent_policies.as_ref() != Some(&mine) {
                                 yield next(pb::sync_entries_response::Update::Policies(signet_proto::authz::PolicySet::from(&mine)));
                                 sent_policies = Some(mine);
                             }
                         }
-                        let (upserted, removed) = delta(&mut sent, &current);
                         let mut upserted = upserted.into_iter().peekable();
                         let mut removed = Some(removed);
                         while upserted.peek().is_some() || removed.as_ref().is_some_and(|r| !r.is_empty()) {
@@ -408,7 +451,7 @@ impl AgentService for AgentApi {
                     SyncEvent::Policies => {
                         let policies = policies_changed.borrow_and_update().clone();
                         if let Some(policies) = policies {
-                            let mine = policies_of(&policies, &index.agent_entries(&agent));
+                            let mine = policies_of(&policies, sent.values());
                             if sent_policies.as_ref() != Some(&mine) {
                                 yield next(pb::sync_entries_response::Update::Policies(signet_proto::authz::PolicySet::from(&mine)));
                                 sent_policies = Some(mine);
@@ -608,14 +651,14 @@ mod tests {
                 binding("elsewhere", "spiffe://example.org/db"),
             ],
         };
-        let entries = [
+        let entries: crate::index::AgentEntries = [
             entry("1", "spiffe://example.org/api"),
             entry("2", "spiffe://example.org/web/a"),
             entry("3", "spiffe://example.org/web/a"),
         ]
         .into_iter()
         .collect();
-        let mine = policies_of(&set, &entries);
+        let mine = policies_of(&set, entries.values());
         let names: Vec<&str> = mine
             .bindings
             .iter()
@@ -623,6 +666,6 @@ mod tests {
             .collect();
         assert_eq!(names, ["api", "all-web"]);
         assert_eq!(mine.default_policy, DefaultPolicy::Deny);
-        assert!(policies_of(&set, &Default::default()).bindings.is_empty());
+        assert!(policies_of(&set, []).bindings.is_empty());
     }
 }

@@ -1,7 +1,9 @@
 //! The entry index: entries grouped by the agent they are parented to, with a change signal per
-//! agent so that only that agent's sync streams wake up.
+//! agent so that only that agent's sync streams wake up, and a bounded log of what changed so a
+//! stream sends exactly the changes instead of diffing the agent's whole map. A stream that fell
+//! further behind than the log reaches gets a snapshot to diff instead.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -13,10 +15,16 @@ use tokio::sync::watch;
 /// Entries of one agent.
 pub type AgentEntries = BTreeMap<EntryId, Arc<RegistrationEntry>>;
 
+/// Changes one agent's log keeps; a stream further behind gets a snapshot.
+pub const CHANGE_LOG_LENGTH: usize = 4096;
+
 #[derive(Debug)]
 struct Slot {
     entries: AgentEntries,
+    /// The sequence number of the last change.
     changed: watch::Sender<u64>,
+    /// The last changes, oldest first: (sequence number, entry changed).
+    log: VecDeque<(u64, EntryId)>,
 }
 
 impl Slot {
@@ -24,12 +32,37 @@ impl Slot {
         Self {
             entries: BTreeMap::new(),
             changed: watch::channel(0).0,
+            log: VecDeque::new(),
         }
     }
 
-    fn bump(&self) {
-        self.changed.send_modify(|revision| *revision += 1);
+    fn record(&mut self, id: &EntryId) {
+        let sequence = *self.changed.borrow() + 1;
+        self.log.push_back((sequence, id.clone()));
+        if self.log.len() > CHANGE_LOG_LENGTH {
+            self.log.pop_front();
+        }
+        self.changed.send_replace(sequence);
     }
+}
+
+/// What changed for one agent after a sequence number.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentChanges {
+    /// Nothing.
+    Unchanged,
+    /// These entries were added or replaced, these removed (or moved to another agent), up to
+    /// `sequence`.
+    Changed {
+        /// The sequence number now reached.
+        sequence: u64,
+        /// Current entries that changed.
+        upserted: Vec<Arc<RegistrationEntry>>,
+        /// Entries that are no longer the agent's.
+        removed: Vec<EntryId>,
+    },
+    /// The log no longer reaches back that far: take a snapshot.
+    TooFarBehind,
 }
 
 /// Entries by id and by parent agent.
@@ -106,14 +139,15 @@ impl EntryIndex {
             && let Some(slot) = inner.by_agent.get_mut(&old.parent_id)
         {
             slot.entries.remove(&old.id);
-            slot.bump();
+            slot.record(&old.id);
         }
         let slot = inner
             .by_agent
             .entry(entry.parent_id.clone())
             .or_insert_with(Slot::new);
-        slot.entries.insert(entry.id.clone(), entry);
-        slot.bump();
+        let id = entry.id.clone();
+        slot.entries.insert(id.clone(), entry);
+        slot.record(&id);
     }
 
     /// Removes an entry.
@@ -122,7 +156,7 @@ impl EntryIndex {
         let old = inner.by_id.remove(id)?;
         if let Some(slot) = inner.by_agent.get_mut(&old.parent_id) {
             slot.entries.remove(id);
-            slot.bump();
+            slot.record(id);
         }
         Some(old)
     }
@@ -158,6 +192,52 @@ impl EntryIndex {
             .get(agent)
             .map(|s| s.entries.clone())
             .unwrap_or_default()
+    }
+
+    /// The entries of one agent and the sequence number they are current at.
+    pub fn agent_snapshot(&self, agent: &SpiffeId) -> (u64, AgentEntries) {
+        let inner = self.inner.read();
+        inner
+            .by_agent
+            .get(agent)
+            .map_or((0, AgentEntries::new()), |slot| {
+                (*slot.changed.borrow(), slot.entries.clone())
+            })
+    }
+
+    /// What changed for `agent` after sequence number `after`.
+    pub fn changes_since(&self, agent: &SpiffeId, after: u64) -> AgentChanges {
+        let inner = self.inner.read();
+        let Some(slot) = inner.by_agent.get(agent) else {
+            return AgentChanges::Unchanged;
+        };
+        let sequence = *slot.changed.borrow();
+        if sequence == after {
+            return AgentChanges::Unchanged;
+        }
+        // The log must hold every change after `after`.
+        if sequence < after || slot.log.front().is_none_or(|(first, _)| *first > after + 1) {
+            return AgentChanges::TooFarBehind;
+        }
+        let changed: BTreeSet<&EntryId> = slot
+            .log
+            .iter()
+            .filter(|(seq, _)| *seq > after)
+            .map(|(_, id)| id)
+            .collect();
+        let mut upserted = Vec::new();
+        let mut removed = Vec::new();
+        for id in changed {
+            match slot.entries.get(id) {
+                Some(entry) => upserted.push(entry.clone()),
+                None => removed.push(id.clone()),
+            }
+        }
+        AgentChanges::Changed {
+            sequence,
+            upserted,
+            removed,
+        }
     }
 
     /// The entry `id` if it is parented to `agent` (the CSR authorisation check).
@@ -234,5 +314,68 @@ mod tests {
         index.remove(&EntryId::new("e1"));
         assert!(index.is_empty());
         assert!(index.agent_entries(&b).is_empty());
+    }
+
+    #[test]
+    fn changes_since_names_exactly_what_changed() {
+        let index = EntryIndex::new();
+        let a = SpiffeId::new(A).unwrap();
+        let b = SpiffeId::new(B).unwrap();
+        let _ = index.subscribe(&a);
+        assert_eq!(index.changes_since(&a, 0), AgentChanges::Unchanged);
+        index.upsert(entry("e1", A));
+        index.upsert(entry("e2", A));
+        let AgentChanges::Changed {
+            sequence,
+            upserted,
+            removed,
+        } = index.changes_since(&a, 0)
+        else {
+            panic!("expected changes");
+        };
+        assert_eq!(sequence, 2);
+        assert_eq!(upserted.len(), 2);
+        assert!(removed.is_empty());
+        assert_eq!(index.changes_since(&a, 2), AgentChanges::Unchanged);
+
+        // e1 moves to B and e2 is removed: both are gone for A; e1 arrives at B.
+        index.upsert(entry("e1", B));
+        index.remove(&EntryId::new("e2"));
+        let AgentChanges::Changed {
+            sequence,
+            upserted,
+            removed,
+        } = index.changes_since(&a, 2)
+        else {
+            panic!("expected changes");
+        };
+        assert_eq!(sequence, 4);
+        assert!(upserted.is_empty());
+        assert_eq!(removed, vec![EntryId::new("e1"), EntryId::new("e2")]);
+        assert!(matches!(
+            index.changes_since(&b, 0),
+            AgentChanges::Changed { ref upserted, .. } if upserted.len() == 1
+        ));
+        let (sequence, snapshot) = index.agent_snapshot(&a);
+        assert_eq!((sequence, snapshot.len()), (4, 0));
+    }
+
+    #[test]
+    fn a_reader_behind_the_log_gets_told_to_snapshot() {
+        let index = EntryIndex::new();
+        let a = SpiffeId::new(A).unwrap();
+        for i in 0..=CHANGE_LOG_LENGTH {
+            index.upsert(entry(&format!("e{i}"), A));
+        }
+        assert_eq!(index.changes_since(&a, 0), AgentChanges::TooFarBehind);
+        assert!(matches!(
+            index.changes_since(&a, 1),
+            AgentChanges::Changed { ref upserted, .. } if upserted.len() == CHANGE_LOG_LENGTH
+        ));
+        // A sequence from the future (another replica's numbering) also means: snapshot.
+        assert_eq!(
+            index.changes_since(&a, u64::MAX),
+            AgentChanges::TooFarBehind
+        );
     }
 }
