@@ -346,7 +346,9 @@ impl SecretDiscoveryService for SdsApi {
                             let Some(request) = request? else { break };
                             check_type(&request)?;
                             let current_nonce = sent.to_string();
-                            let answers_last = !request.response_nonce.is_empty();
+                            // A client reconnecting may send the nonce of its previous stream
+                            // on the first request: nothing sent yet means a new subscription.
+                            let answers_last = sent > 0 && !request.response_nonce.is_empty();
                             if answers_last && request.response_nonce != current_nonce {
                                 // A reply to a response we have since replaced.
                                 continue;

@@ -140,7 +140,11 @@ async fn stream_secrets_follows_the_xds_protocol_and_pushes_rotations() {
         id.as_str(),
         "spiffe://example.org",
     ];
-    tx.send(request(&names, None, false)).await.unwrap();
+    // As Envoy reconnecting: the first request carries the previous stream's version and nonce.
+    let mut first_request = request(&names, None, false);
+    first_request.version_info = "7".into();
+    first_request.response_nonce = "7".into();
+    tx.send(first_request).await.unwrap();
     let mut responses = sds
         .stream_secrets(ReceiverStream::new(rx))
         .await
