@@ -186,15 +186,7 @@ fn bounded_list(names: &[&str]) -> String {
 }
 
 fn pem(der: &[u8]) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out
+    signet_spiffe::pem_encode("CERTIFICATE", der)
 }
 
 fn inline(bytes: Vec<u8>) -> Option<DataSource> {
@@ -208,15 +200,8 @@ fn tls_certificate(
     chain: &[rustls::pki_types::CertificateDer<'static>],
     key_pkcs8: &[u8],
 ) -> secret::Type {
-    use base64::Engine as _;
     let chain_pem: String = chain.iter().map(|c| pem(c.as_ref())).collect();
-    let b64 = base64::engine::general_purpose::STANDARD.encode(key_pkcs8);
-    let mut key_pem = String::from("-----BEGIN PRIVATE KEY-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        key_pem.push_str(&String::from_utf8_lossy(line));
-        key_pem.push('\n');
-    }
-    key_pem.push_str("-----END PRIVATE KEY-----\n");
+    let key_pem = signet_spiffe::pem_encode("PRIVATE KEY", key_pkcs8);
     secret::Type::TlsCertificate(TlsCertificate {
         certificate_chain: inline(chain_pem.into_bytes()),
         private_key: inline(key_pem.into_bytes()),

@@ -4,6 +4,7 @@
 
 pub mod bundle;
 pub mod dns;
+pub mod encoding;
 pub mod id;
 pub mod jwk;
 pub mod jwt;
@@ -11,6 +12,7 @@ pub mod x509;
 
 pub use bundle::{Bundle, BundleError, BundleSet};
 pub use dns::{DnsName, DnsNameError};
+pub use encoding::pem_encode;
 pub use id::{IdError, SpiffeId, TrustDomain};
 pub use jwk::{EcCurve, JwkError, JwtPublicKey};
 pub use jwt::{JwtAlgorithm, JwtSvid, JwtSvidError, JwtValidation};

@@ -3,7 +3,6 @@
 use std::path::Path;
 
 use anyhow::Context;
-use base64::Engine;
 use serde::Serialize;
 use signet_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use signet_proto::workload::{
@@ -106,14 +105,7 @@ fn human(views: &[SvidView]) -> String {
 }
 
 pub(crate) fn pem(tag: &str, der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {tag}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {tag}-----\n"));
-    out
+    signet_spiffe::pem_encode(tag, der)
 }
 
 fn write_files(dir: &Path, response: &X509svidResponse) -> anyhow::Result<()> {
