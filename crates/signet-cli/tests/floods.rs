@@ -256,6 +256,42 @@ fn a_flood_from_many_sources_cannot_lock_agents_out() {
     drop(flood);
 }
 
+/// A connection that never starts its TLS handshake is closed after `--tls-handshake-timeout`
+/// and counted, so silent connections cannot keep their slots.
+#[test]
+fn a_handshake_that_never_starts_times_out() {
+    let d = Deployment::start_with_env(
+        vec![("SIGNET_TLS_HANDSHAKE_TIMEOUT", "1s".to_owned())],
+        Vec::new(),
+    );
+    let server: std::net::SocketAddr = format!("127.0.0.1:{}", d.port).parse().unwrap();
+    let start = Instant::now();
+    let mut silent = common::SilentConnections::open(&["127.0.0.4".to_owned()], 3, server);
+    assert_eq!(
+        silent.still_open(),
+        3,
+        "held while the handshake may still come"
+    );
+    wait_for(
+        "the handshakes to time out",
+        Duration::from_secs(10),
+        || silent.still_open() == 0,
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "closed before the timeout: {:?}",
+        start.elapsed()
+    );
+    let (_, body) = http_get(d.health_port, "/metrics");
+    assert!(
+        metric(
+            &body,
+            "signet_server_agent_api_handshake_failures_total{reason=\"timeout\"}"
+        ) >= 3.0,
+        "{body}"
+    );
+}
+
 fn metric(exposition: &str, prefix: &str) -> f64 {
     exposition
         .lines()

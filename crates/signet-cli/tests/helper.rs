@@ -8,19 +8,10 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Deployment, TD, free_port, http_get, my_uid, signet_bin, wait_for};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{Deployment, Killed, TD, free_port, http_get, my_uid, signet_bin, wait_for};
 
 fn helper(d: &Deployment, dir: &Path, extra: &[&str]) -> Killed {
     Killed(

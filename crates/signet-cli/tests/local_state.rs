@@ -11,16 +11,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{TD, free_port, http_get, my_uid, signet_bin, wait_for};
-
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{Killed, TD, free_port, http_get, my_uid, signet_bin, wait_for};
 
 #[test]
 fn a_non_root_server_runs_in_a_kubelet_made_empty_dir() {

@@ -9,7 +9,7 @@
 //! through the pool while a real handshake (milliseconds) and attestation (one call) complete.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -267,11 +267,4 @@ pub(crate) fn accept(
         }
     });
     (ReceiverStream::new(conn_rx), task)
-}
-
-/// Binds the listener.
-pub(crate) async fn bind(address: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
-    let listener = TcpListener::bind(address).await?;
-    let local = listener.local_addr()?;
-    Ok((listener, local))
 }

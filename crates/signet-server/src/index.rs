@@ -184,16 +184,6 @@ impl EntryIndex {
         self.len() == 0
     }
 
-    /// The entries of one agent, right now.
-    pub fn agent_entries(&self, agent: &SpiffeId) -> AgentEntries {
-        self.inner
-            .read()
-            .by_agent
-            .get(agent)
-            .map(|s| s.entries.clone())
-            .unwrap_or_default()
-    }
-
     /// The entries of one agent and the sequence number they are current at.
     pub fn agent_snapshot(&self, agent: &SpiffeId) -> (u64, AgentEntries) {
         let inner = self.inner.read();
@@ -303,17 +293,17 @@ mod tests {
         assert!(rx_a.has_changed().unwrap());
         assert!(!rx_b.has_changed().unwrap());
         rx_a.mark_unchanged();
-        assert_eq!(index.agent_entries(&a).len(), 1);
+        assert_eq!(index.agent_snapshot(&a).1.len(), 1);
         assert!(index.authorized_entry(&a, &EntryId::new("e1")).is_some());
         assert!(index.authorized_entry(&b, &EntryId::new("e1")).is_none());
         // Re-parenting moves it and wakes both.
         index.upsert(entry("e1", B));
         assert!(rx_a.has_changed().unwrap() && rx_b.has_changed().unwrap());
-        assert!(index.agent_entries(&a).is_empty());
-        assert_eq!(index.agent_entries(&b).len(), 1);
+        assert!(index.agent_snapshot(&a).1.is_empty());
+        assert_eq!(index.agent_snapshot(&b).1.len(), 1);
         index.remove(&EntryId::new("e1"));
         assert!(index.is_empty());
-        assert!(index.agent_entries(&b).is_empty());
+        assert!(index.agent_snapshot(&b).1.is_empty());
     }
 
     #[test]

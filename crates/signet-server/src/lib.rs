@@ -314,15 +314,16 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .with_cert_resolver(authority.server_svid());
     tls.alpn_protocols = vec![b"h2".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let (listener, agent_address) =
-        agent_listener::bind(config.bind_address)
-            .await
-            .map_err(|e| {
-                ServerError::io(
-                    format!("binding the agent API on {}", config.bind_address),
-                    e,
-                )
-            })?;
+    let binding = |e| {
+        ServerError::io(
+            format!("binding the agent API on {}", config.bind_address),
+            e,
+        )
+    };
+    let listener = tokio::net::TcpListener::bind(config.bind_address)
+        .await
+        .map_err(binding)?;
+    let agent_address = listener.local_addr().map_err(binding)?;
     let (agent_connections, accept_task) =
         agent_listener::accept(listener, acceptor, config.agent_api_bounds, metrics.clone());
     tasks.push(accept_task);

@@ -9,7 +9,7 @@ use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
@@ -18,7 +18,7 @@ use signet_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use signet_proto::workload::{JwtsvidRequest, X509svidRequest, X509svidResponse};
 use tonic::transport::Channel;
 
-use crate::commands::workload::pem;
+use crate::commands::workload::{pem, request, status};
 
 /// `signet helper` options.
 #[derive(Debug, Clone, Args)]
@@ -161,7 +161,6 @@ fn parse_signal(text: &str) -> Result<NamedSignal, String> {
 struct Health {
     /// Unix seconds the written SVID expires at; 0 before the first write.
     expires_at: AtomicU64,
-    written: AtomicBool,
 }
 
 impl Health {
@@ -169,7 +168,7 @@ impl Health {
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        self.written.load(Ordering::Acquire) && self.expires_at.load(Ordering::Acquire) > now
+        self.expires_at.load(Ordering::Acquire) > now
     }
 }
 
@@ -237,24 +236,11 @@ async fn client(path: &Path) -> anyhow::Result<SpiffeWorkloadApiClient<Channel>>
     ))
 }
 
-fn with_header<T>(body: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(body);
-    request.metadata_mut().insert(
-        "workload.spiffe.io",
-        tonic::metadata::MetadataValue::from_static("true"),
-    );
-    request
-}
-
-fn status(error: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{} ({:?})", error.message(), error.code())
-}
-
 /// `--once`: the first X509-SVID and every JWT-SVID, written.
 async fn write_once(path: &Path, args: &HelperArgs, health: &Health) -> anyhow::Result<()> {
     let mut api = client(path).await?;
     let response = api
-        .fetch_x509svid(with_header(X509svidRequest {}))
+        .fetch_x509svid(request(X509svidRequest {}))
         .await
         .map_err(status)?
         .into_inner()
@@ -281,7 +267,7 @@ async fn follow(
         Ok(api) => api,
         Err(error) => return error,
     };
-    let mut stream = match api.fetch_x509svid(with_header(X509svidRequest {})).await {
+    let mut stream = match api.fetch_x509svid(request(X509svidRequest {})).await {
         Ok(stream) => stream.into_inner(),
         Err(error) => return status(error),
     };
@@ -344,7 +330,7 @@ async fn refresh_jwt(
     target: &JwtTarget,
 ) -> anyhow::Result<Duration> {
     let response = api
-        .fetch_jwtsvid(with_header(JwtsvidRequest {
+        .fetch_jwtsvid(request(JwtsvidRequest {
             audience: target.audiences.clone(),
             spiffe_id: String::new(),
         }))
@@ -419,7 +405,6 @@ fn write_x509(
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     health.expires_at.store(expires, Ordering::Release);
-    health.written.store(true, Ordering::Release);
     eprintln!(
         "signet helper: wrote {} (expires in {:?}) to {}",
         svid.spiffe_id,

@@ -20,7 +20,7 @@ async fn client(args: &WorkloadArgs) -> anyhow::Result<SpiffeWorkloadApiClient<C
     ))
 }
 
-fn request<T>(body: T) -> tonic::Request<T> {
+pub(crate) fn request<T>(body: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(body);
     request.metadata_mut().insert(
         "workload.spiffe.io",
@@ -29,7 +29,7 @@ fn request<T>(body: T) -> tonic::Request<T> {
     request
 }
 
-fn status(err: tonic::Status) -> anyhow::Error {
+pub(crate) fn status(err: tonic::Status) -> anyhow::Error {
     match err.code() {
         tonic::Code::PermissionDenied => anyhow::anyhow!(
             "the agent has no identity for this process ({}); is there an entry whose selectors match you?",

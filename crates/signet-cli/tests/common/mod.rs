@@ -330,3 +330,14 @@ impl SilentConnections {
         })
     }
 }
+
+/// A child process killed and reaped when dropped.
+#[allow(dead_code, reason = "not every test binary spawns children this way")]
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
