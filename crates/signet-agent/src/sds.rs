@@ -14,8 +14,6 @@
 //! nothing; a NACK (the last nonce with `error_detail`) is logged and the same content is not sent
 //! again; rotation and bundle changes are pushed. DeltaSecrets is unimplemented (as in SPIRE).
 
-use std::collections::BTreeMap;
-
 use envoy_types::pb::envoy::config::core::v3::{DataSource, TypedExtensionConfig, data_source};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, Secret, SpiffeCertValidatorConfig, TlsCertificate, secret,
@@ -86,59 +84,84 @@ impl SdsApi {
         if identities.ready.is_empty() {
             return Err(no_identity());
         }
-        let mut available: BTreeMap<String, Secret> = BTreeMap::new();
-        for (i, (_, cached)) in identities.ready.iter().enumerate() {
-            let certificate = tls_certificate(cached.svid.chain(), cached.svid.private_key_pkcs8());
-            let id = cached.svid.spiffe_id().to_string();
-            if i == 0 {
-                available.insert(
-                    self.config.default_svid_name.clone(),
-                    named(&self.config.default_svid_name, certificate.clone()),
-                );
-            }
-            available
-                .entry(id.clone())
-                .or_insert_with(|| named(&id, certificate));
-        }
         let bundles = self.bundles();
-        if let Some((_, roots)) = bundles.first() {
-            available.insert(
-                self.config.root_ca_name.clone(),
-                validation(&self.config.root_ca_name, trusted_ca(roots)),
-            );
-        }
-        for (td, roots) in &bundles {
-            let name = format!("spiffe://{td}");
-            available.insert(name.clone(), validation(&name, trusted_ca(roots)));
-        }
-        let all = if self.config.disable_spiffe_cert_validation {
-            let every: Vec<Vec<u8>> = bundles.iter().flat_map(|(_, r)| r.clone()).collect();
-            trusted_ca(&every)
+        // Only what is asked for is built (a key PEM per stream and change adds up).
+        let wanted: Vec<String> = if names.is_empty() {
+            self.names(identities, &bundles)
         } else {
-            spiffe_validator(&bundles)
+            names.to_vec()
         };
-        available.insert(
-            self.config.all_bundles_name.clone(),
-            validation(&self.config.all_bundles_name, all),
-        );
-        if names.is_empty() {
-            return Ok(available.into_values().collect());
+        let mut secrets = Vec::with_capacity(wanted.len());
+        let mut unknown = Vec::new();
+        for name in &wanted {
+            match self.secret_named(name, identities, &bundles) {
+                Some(secret) => secrets.push(secret),
+                None => unknown.push(name.as_str()),
+            }
         }
-        let unknown: Vec<&str> = names
-            .iter()
-            .filter(|n| !available.contains_key(*n))
-            .map(String::as_str)
-            .collect();
         if !unknown.is_empty() {
             return Err(Status::invalid_argument(format!(
                 "unknown SDS resource names for this workload: {}",
                 bounded_list(&unknown)
             )));
         }
-        Ok(names
+        Ok(secrets)
+    }
+
+    /// Every name the caller may ask for, in a stable order.
+    fn names(&self, identities: &Identities, bundles: &[(String, Vec<Vec<u8>>)]) -> Vec<String> {
+        let mut names = std::collections::BTreeSet::new();
+        names.insert(self.config.default_svid_name.clone());
+        names.insert(self.config.all_bundles_name.clone());
+        if !bundles.is_empty() {
+            names.insert(self.config.root_ca_name.clone());
+        }
+        for (_, cached) in &identities.ready {
+            names.insert(cached.svid.spiffe_id().to_string());
+        }
+        for (td, _) in bundles {
+            names.insert(format!("spiffe://{td}"));
+        }
+        names.into_iter().collect()
+    }
+
+    /// The secret `name` for this caller, if it may have it.
+    fn secret_named(
+        &self,
+        name: &str,
+        identities: &Identities,
+        bundles: &[(String, Vec<Vec<u8>>)],
+    ) -> Option<Secret> {
+        let svid = |cached: &crate::cache::CachedSvid| {
+            tls_certificate(cached.svid.chain(), cached.svid.private_key_pkcs8())
+        };
+        if name == self.config.default_svid_name {
+            let (_, first) = identities.ready.first()?;
+            return Some(named(name, svid(first)));
+        }
+        if name == self.config.root_ca_name {
+            let (_, roots) = bundles.first()?;
+            return Some(validation(name, trusted_ca(roots)));
+        }
+        if name == self.config.all_bundles_name {
+            let all = if self.config.disable_spiffe_cert_validation {
+                let every: Vec<Vec<u8>> = bundles.iter().flat_map(|(_, r)| r.clone()).collect();
+                trusted_ca(&every)
+            } else {
+                spiffe_validator(bundles)
+            };
+            return Some(validation(name, all));
+        }
+        if let Some((_, cached)) = identities
+            .ready
             .iter()
-            .filter_map(|n| available.get(n).cloned())
-            .collect())
+            .find(|(_, cached)| cached.svid.spiffe_id().as_str() == name)
+        {
+            return Some(named(name, svid(cached)));
+        }
+        let td = name.strip_prefix("spiffe://")?;
+        let (_, roots) = bundles.iter().find(|(t, _)| t == td)?;
+        Some(validation(name, trusted_ca(roots)))
     }
 
     /// Trust domain names and their root certificates (DER), own first.
