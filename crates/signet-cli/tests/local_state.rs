@@ -209,6 +209,73 @@ fn a_missing_key_store_with_a_ca_journal_is_refused() {
     drop(child);
 }
 
+/// A limit of zero would refuse everything: each daemon refuses it at start, naming the flag.
+#[test]
+fn zero_valued_limits_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, flag) in [
+        (
+            vec![
+                "server",
+                "--trust-domain",
+                TD,
+                "--max-agent-connections",
+                "0",
+            ],
+            "--max-agent-connections",
+        ),
+        (
+            vec![
+                "server",
+                "--trust-domain",
+                TD,
+                "--tls-handshake-timeout",
+                "1ms",
+            ],
+            "--tls-handshake-timeout",
+        ),
+        (
+            vec![
+                "agent",
+                "--trust-domain",
+                TD,
+                "--max-streams-per-connection",
+                "0",
+            ],
+            "--max-streams-per-connection",
+        ),
+        (
+            vec![
+                "agent",
+                "--trust-domain",
+                TD,
+                "--idle-connection-timeout",
+                "0s",
+            ],
+            "--idle-connection-timeout",
+        ),
+        (
+            vec![
+                "proxy",
+                "--outbound=127.0.0.1:1,127.0.0.1:2,spiffe://example.org/x",
+                "--max-handshakes-per-source",
+                "0",
+            ],
+            "--max-handshakes-per-source",
+        ),
+    ] {
+        let mut command = Command::new(signet_bin());
+        command.args(&args);
+        if args[0] != "proxy" {
+            command.arg("--data-dir").arg(dir.path().join("state"));
+        }
+        let out = command.output().unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started");
+        assert!(said.contains(flag), "{args:?}: {said}");
+    }
+}
+
 /// A server on `server_dir` with fresh ports and `extra` flags; stderr piped.
 fn server_in(server_dir: &std::path::Path, extra: &[&str]) -> std::process::Child {
     Command::new(signet_bin())
