@@ -1,12 +1,12 @@
 //! Signet's node agent (DESIGN §7): attests to the server, syncs this node's entries, pre-signs
 //! and rotates their SVIDs, attests workloads and serves the SPIFFE Workload API on a Unix socket.
 
+pub mod agent_svid;
 pub mod attestor;
 pub mod authorization;
 pub mod cache;
 pub mod client;
 pub mod error;
-pub mod identity;
 pub mod manager;
 mod open_requests;
 pub mod peer;
@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 pub use attestor::unix::UnixAttestorConfig;
 pub use error::AgentError;
 
-use crate::identity::{IdentityStore, read_bundle_file, single};
+use crate::agent_svid::{IdentityStore, read_bundle_file, single};
 use crate::manager::AgentContext;
 
 /// Workload API connection limits unless configured: generous for a node of 110 pods, far below
@@ -138,12 +138,12 @@ fn private_dir(path: &std::path::Path) -> Result<(), AgentError> {
 async fn first_attestation(
     config: &AgentConfig,
     server_id: &signet_spiffe::SpiffeId,
-) -> Result<identity::PersistedIdentity, AgentError> {
+) -> Result<agent_svid::PersistedIdentity, AgentError> {
     let mut backoff = manager::server_backoff();
     loop {
         let credential = node_credential(config)?;
         let bootstrap = read_bundle_file(&config.trust_bundle_path, &config.trust_domain)?;
-        let result = identity::attest(
+        let result = agent_svid::attest(
             &config.server_address,
             bootstrap,
             server_id.clone(),
@@ -233,7 +233,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         store,
         client,
         reattest: config.kubernetes.as_ref().map(|k| manager::Reattestation {
-            credential: identity::NodeCredential::PsatTokenFile(k.token_path.clone()),
+            credential: agent_svid::NodeCredential::PsatTokenFile(k.token_path.clone()),
             server_address: config.server_address.clone(),
             server_id: server_id.clone(),
         }),
@@ -417,16 +417,16 @@ fn refusal_label(refusal: signet_unix::Refusal) -> &'static str {
     }
 }
 
-fn node_credential(config: &AgentConfig) -> Result<identity::NodeCredential, AgentError> {
+fn node_credential(config: &AgentConfig) -> Result<agent_svid::NodeCredential, AgentError> {
     if let Some(k) = &config.kubernetes {
-        return Ok(identity::NodeCredential::PsatTokenFile(
+        return Ok(agent_svid::NodeCredential::PsatTokenFile(
             k.token_path.clone(),
         ));
     }
     config
         .join_token
         .clone()
-        .map(identity::NodeCredential::JoinToken)
+        .map(agent_svid::NodeCredential::JoinToken)
         .ok_or_else(|| {
             AgentError::Config(
                 "no valid persisted agent identity and no join token: create one with `signet token create`"

@@ -16,9 +16,9 @@ use signet_tls::{RotatingSvid, SharedBundles};
 use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
+use crate::agent_svid::{IdentityStore, key_and_csr, renew, single};
 use crate::cache::{CachedSvid, SvidCache, refresh_time};
 use crate::error::AgentError;
-use crate::identity::{IdentityStore, key_and_csr, renew, single};
 
 /// Largest CSR batch sent to the server.
 const SIGN_BATCH: usize = 500;
@@ -51,7 +51,7 @@ pub struct AgentContext {
 #[derive(Debug, Clone)]
 pub struct Reattestation {
     /// The node credential.
-    pub credential: crate::identity::NodeCredential,
+    pub credential: crate::agent_svid::NodeCredential,
     /// Server address.
     pub server_address: String,
     /// The server's SPIFFE ID.
@@ -307,7 +307,7 @@ impl AgentContext {
             return Err(AgentError::Config("no reusable node credential".into()));
         };
         let bootstrap = self.store.load_bundle()?;
-        let identity = crate::identity::attest(
+        let identity = crate::agent_svid::attest(
             &reattest.server_address,
             bootstrap,
             reattest.server_id.clone(),

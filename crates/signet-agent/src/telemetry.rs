@@ -4,11 +4,6 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -77,60 +72,35 @@ impl AgentMetrics {
     }
 }
 
-#[derive(Debug)]
-struct HealthState {
+/// Ready once the first entry snapshot arrived.
+struct AgentProbes {
     cache: Arc<SvidCache>,
     metrics: Arc<AgentMetrics>,
     registry: Registry,
 }
 
-async fn livez() -> &'static str {
-    "ok\n"
-}
+impl signet_unix::Probes for AgentProbes {
+    fn readiness(&self) -> Result<(), &'static str> {
+        if self.cache.is_synced() {
+            Ok(())
+        } else {
+            Err("waiting for the first entry snapshot")
+        }
+    }
 
-async fn readyz(State(state): State<Arc<HealthState>>) -> impl IntoResponse {
-    if state.cache.is_synced() {
-        (StatusCode::OK, "ok\n")
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "waiting for the first entry snapshot\n",
-        )
+    fn metrics(&self) -> Option<Result<String, std::fmt::Error>> {
+        let saturate = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        if let Some(limiter) = self.metrics.limiter.get() {
+            self.metrics
+                .workload_connections
+                .set(saturate(limiter.open()));
+        }
+        let (entries, svids) = self.cache.counts();
+        self.metrics.entries.set(saturate(entries));
+        self.metrics.svids.set(saturate(svids));
+        let mut body = String::new();
+        Some(prometheus_client::encoding::text::encode(&mut body, &self.registry).map(|()| body))
     }
-}
-
-async fn metrics_handler(State(state): State<Arc<HealthState>>) -> impl IntoResponse {
-    if let Some(limiter) = state.metrics.limiter.get() {
-        state
-            .metrics
-            .workload_connections
-            .set(i64::try_from(limiter.open()).unwrap_or(i64::MAX));
-    }
-    let (entries, svids) = state.cache.counts();
-    state
-        .metrics
-        .entries
-        .set(i64::try_from(entries).unwrap_or(i64::MAX));
-    state
-        .metrics
-        .svids
-        .set(i64::try_from(svids).unwrap_or(i64::MAX));
-    let mut body = String::new();
-    if prometheus_client::encoding::text::encode(&mut body, &state.registry).is_err() {
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "text/plain")],
-            String::new(),
-        );
-    }
-    (
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        body,
-    )
 }
 
 /// Binds the health endpoints.
@@ -174,19 +144,10 @@ pub async fn serve(
     );
     // `signet_authz_*` keeps one name at every enforcement point (agent, proxy, workloads).
     metrics.authz.register(&mut registry);
-    let listener = tokio::net::TcpListener::bind(address).await?;
-    let local = listener.local_addr()?;
-    let app = Router::new()
-        .route("/livez", get(livez))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_handler))
-        .with_state(Arc::new(HealthState {
-            cache,
-            metrics,
-            registry,
-        }));
-    let task = signet_unix::spawn_named("health-endpoint", async move {
-        signet_unix::serve_http(listener, app, signet_unix::EndpointBounds::PROBES, "health").await;
+    let probes = Arc::new(AgentProbes {
+        cache,
+        metrics,
+        registry,
     });
-    Ok((local, task))
+    signet_unix::serve_probes(address, probes, "health-endpoint").await
 }

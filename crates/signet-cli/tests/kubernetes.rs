@@ -470,14 +470,14 @@ async fn authz_check_explains_decisions_for_a_pod() {
 async fn attest_psat(
     server: &signet_server::RunningServer,
     token: &std::path::Path,
-) -> Result<signet_agent::identity::PersistedIdentity, signet_agent::error::AgentError> {
+) -> Result<signet_agent::agent_svid::PersistedIdentity, signet_agent::error::AgentError> {
     let td = TrustDomain::new("example.org").unwrap();
-    let bootstrap = signet_agent::identity::read_bundle_file(&server.bundle_pem, &td).unwrap();
-    signet_agent::identity::attest(
+    let bootstrap = signet_agent::agent_svid::read_bundle_file(&server.bundle_pem, &td).unwrap();
+    signet_agent::agent_svid::attest(
         &server.agent_address.to_string(),
         bootstrap,
         signet_core::server_id(&td).unwrap(),
-        &signet_agent::identity::NodeCredential::PsatTokenFile(token.to_owned()),
+        &signet_agent::agent_svid::NodeCredential::PsatTokenFile(token.to_owned()),
     )
     .await
 }
@@ -485,7 +485,7 @@ async fn attest_psat(
 /// Whether `identity` may still use the agent API of `server` (an empty signing batch).
 async fn still_accepted(
     server: &signet_server::RunningServer,
-    identity: &signet_agent::identity::PersistedIdentity,
+    identity: &signet_agent::agent_svid::PersistedIdentity,
 ) -> Result<(), tonic::Status> {
     let td = TrustDomain::new("example.org").unwrap();
     let svid = std::sync::Arc::new(signet_tls::RotatingSvid::new());
@@ -497,7 +497,7 @@ async fn still_accepted(
         .unwrap(),
     );
     let bundles = std::sync::Arc::new(signet_tls::SharedBundles::new(
-        signet_agent::identity::single(identity.bundle.clone()),
+        signet_agent::agent_svid::single(identity.bundle.clone()),
     ));
     let mut client = signet_agent::client::connect(
         &server.agent_address.to_string(),
@@ -546,7 +546,7 @@ async fn bans_and_evictions_hold_on_every_replica_and_across_restarts() {
         "127.0.0.1:0".parse().unwrap(),
     );
     if let Some(k8s) = b_config.kubernetes.as_mut() {
-        k8s.identity = "server-1".into();
+        k8s.replica_name = "server-1".into();
     }
     let b = signet_server::start(b_config.clone()).await.unwrap();
     for replica in ["a", "b"] {

@@ -366,10 +366,11 @@ async fn rogue_agent(
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let td = signet_spiffe::TrustDomain::new(TD).unwrap();
     let bootstrap =
-        signet_agent::identity::read_bundle_file(&d.server_dir().join("bundle.pem"), &td).unwrap();
+        signet_agent::agent_svid::read_bundle_file(&d.server_dir().join("bundle.pem"), &td)
+            .unwrap();
     let server_id = signet_core::server_id(&td).unwrap();
     let address = format!("127.0.0.1:{}", d.port);
-    let identity = signet_agent::identity::attest_with_join_token(
+    let identity = signet_agent::agent_svid::attest_with_join_token(
         &address,
         bootstrap.clone(),
         server_id.clone(),
@@ -386,7 +387,7 @@ async fn rogue_agent(
         .unwrap(),
     );
     let bundles = Arc::new(signet_tls::SharedBundles::new(
-        signet_agent::identity::single(bootstrap),
+        signet_agent::agent_svid::single(bootstrap),
     ));
     let client = signet_agent::client::connect(&address, bundles, server_id, Some(svid)).unwrap();
     (identity.svid.spiffe_id().to_string(), client)
@@ -402,7 +403,7 @@ async fn an_agent_cannot_get_svids_for_entries_of_another_agent() {
     );
     let (rogue_id, mut rogue) = rogue_agent(&d, &d.token()).await;
     assert_ne!(rogue_id, d.agent_id);
-    let (_, csr) = signet_agent::identity::key_and_csr(Some(
+    let (_, csr) = signet_agent::agent_svid::key_and_csr(Some(
         &signet_spiffe::SpiffeId::new(&format!("spiffe://{TD}/victim")).unwrap(),
     ))
     .unwrap();
@@ -446,7 +447,7 @@ async fn an_agent_cannot_get_svids_for_entries_of_another_agent() {
             .unwrap()
             .to_owned()
     };
-    let (_, smuggled) = signet_agent::identity::key_and_csr(Some(
+    let (_, smuggled) = signet_agent::agent_svid::key_and_csr(Some(
         &signet_spiffe::SpiffeId::new(&format!("spiffe://{TD}/victim")).unwrap(),
     ))
     .unwrap();
@@ -472,13 +473,14 @@ async fn join_tokens_are_single_use_and_expire() {
     let d = Deployment::start();
     let td = signet_spiffe::TrustDomain::new(TD).unwrap();
     let bootstrap =
-        signet_agent::identity::read_bundle_file(&d.server_dir().join("bundle.pem"), &td).unwrap();
+        signet_agent::agent_svid::read_bundle_file(&d.server_dir().join("bundle.pem"), &td)
+            .unwrap();
     let server_id = signet_core::server_id(&td).unwrap();
     let address = format!("127.0.0.1:{}", d.port);
     let token = d.token();
     // A request with an unusable CSR is refused without using the token up.
     let bundles = Arc::new(signet_tls::SharedBundles::new(
-        signet_agent::identity::single(bootstrap.clone()),
+        signet_agent::agent_svid::single(bootstrap.clone()),
     ));
     let mut raw =
         signet_agent::client::connect(&address, bundles, server_id.clone(), None).unwrap();
@@ -496,7 +498,7 @@ async fn join_tokens_are_single_use_and_expire() {
             .unwrap_err();
         assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused}");
     }
-    signet_agent::identity::attest_with_join_token(
+    signet_agent::agent_svid::attest_with_join_token(
         &address,
         bootstrap.clone(),
         server_id.clone(),
@@ -504,7 +506,7 @@ async fn join_tokens_are_single_use_and_expire() {
     )
     .await
     .unwrap();
-    let reused = signet_agent::identity::attest_with_join_token(
+    let reused = signet_agent::agent_svid::attest_with_join_token(
         &address,
         bootstrap.clone(),
         server_id.clone(),
@@ -513,7 +515,7 @@ async fn join_tokens_are_single_use_and_expire() {
     .await
     .unwrap_err();
     assert!(reused.to_string().contains("already used"), "{reused}");
-    let unknown = signet_agent::identity::attest_with_join_token(
+    let unknown = signet_agent::agent_svid::attest_with_join_token(
         &address,
         bootstrap.clone(),
         server_id.clone(),
@@ -525,7 +527,7 @@ async fn join_tokens_are_single_use_and_expire() {
     let out = d.admin(&["token", "create", "--ttl", "1s", "-o", "json"]);
     let short: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let expired = signet_agent::identity::attest_with_join_token(
+    let expired = signet_agent::agent_svid::attest_with_join_token(
         &address,
         bootstrap,
         server_id,

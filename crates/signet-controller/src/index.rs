@@ -15,7 +15,9 @@ use signet_api::{ClusterSPIFFEID, ClusterStaticEntry};
 use signet_core::{AgentId, EntryId, RegistrationEntry, SelectorSet};
 use signet_spiffe::{SpiffeId, TrustDomain};
 
-use crate::identity::{CompileError, CompiledIdentity, PodRenderError, SourceOrder};
+use crate::cluster_spiffe_id::{
+    CompileError, CompiledClusterSpiffeId, PodRenderError, SourceOrder,
+};
 use crate::pod_context::{ClusterInfo, NodeData, PodContext, PodData};
 use crate::services::ServiceIndex;
 use crate::static_entry::{self, CompiledStaticEntry, StaticEntryError};
@@ -176,7 +178,7 @@ struct PodSlot {
 #[derive(Debug)]
 struct IdentitySlot {
     name: Arc<str>,
-    compiled: Option<Arc<CompiledIdentity>>,
+    compiled: Option<Arc<CompiledClusterSpiffeId>>,
     generation: Option<i64>,
     error: Option<CompileError>,
     selected: HashSet<Arc<str>>,
@@ -663,7 +665,7 @@ impl Index {
             self.delete_identity(&name);
             return;
         }
-        let compiled = CompiledIdentity::compile(resource);
+        let compiled = CompiledClusterSpiffeId::compile(resource);
         let slot = self
             .identities
             .entry(name.clone())

@@ -2,11 +2,11 @@
 //! become registration entries, computed incrementally in memory and handed to the server's entry
 //! index; status is computed as values for one writer on the leader.
 //!
-//! The computation (`identity`, `static_entry`, `index`, `status`) is pure: no kube client, no
+//! The computation (`cluster_spiffe_id`, `static_entry`, `index`, `status`) is pure: no kube client, no
 //! tokio. The watch and write loops live in `runtime`.
 
 pub mod authorization;
-pub mod identity;
+pub mod cluster_spiffe_id;
 pub mod index;
 pub mod label_selector;
 pub mod pod_context;
@@ -16,6 +16,6 @@ pub mod services;
 pub mod static_entry;
 pub mod status;
 
-pub use identity::{CompileError, CompiledIdentity};
+pub use cluster_spiffe_id::{CompileError, CompiledClusterSpiffeId};
 pub use index::{ControllerConfig, EntryChange, Index};
 pub use pod_context::ClusterInfo;

@@ -6,7 +6,7 @@ use signet_api::ClusterStaticEntry;
 use signet_core::{EntryId, RegistrationEntry, SelectorSet, parse_go_duration};
 use signet_spiffe::{SpiffeId, TrustDomain};
 
-use crate::identity::{SourceOrder, is_dns_name, source_order};
+use crate::cluster_spiffe_id::{SourceOrder, is_dns_name, source_order};
 
 /// Why a ClusterStaticEntry cannot be used (`Ready=False`, reason `Invalid`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -2,11 +2,6 @@
 
 use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -40,11 +35,28 @@ impl ProxyMetrics {
     }
 }
 
-struct Endpoints {
+/// Ready once it holds an SVID and, on the inbound side (which enforces policy), a policy.
+struct ProxyProbes {
     registry: Registry,
     source: Arc<WorkloadSource>,
-    /// The inbound side enforces policy: not ready until the first one arrived.
     needs_policy: bool,
+}
+
+impl signet_unix::Probes for ProxyProbes {
+    fn readiness(&self) -> Result<(), &'static str> {
+        if self.source.identity().is_none() {
+            Err("no SVID")
+        } else if self.needs_policy && !self.source.authorizer().has_received_policy() {
+            Err("no authorization policy yet")
+        } else {
+            Ok(())
+        }
+    }
+
+    fn metrics(&self) -> Option<Result<String, std::fmt::Error>> {
+        let mut body = String::new();
+        Some(prometheus_client::encoding::text::encode(&mut body, &self.registry).map(|()| body))
+    }
 }
 
 pub(crate) fn serve(
@@ -60,50 +72,10 @@ pub(crate) fn serve(
         metrics.connections.clone(),
     );
     metrics.authz.register(&mut registry);
-    let app = Router::new()
-        .route("/livez", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(render))
-        .with_state(Arc::new(Endpoints {
-            registry,
-            source,
-            needs_policy,
-        }));
-    signet_unix::spawn_named("proxy-metrics", async move {
-        signet_unix::serve_http(
-            listener,
-            app,
-            signet_unix::EndpointBounds::PROBES,
-            "metrics",
-        )
-        .await;
-    })
-}
-
-async fn readyz(State(state): State<Arc<Endpoints>>) -> impl IntoResponse {
-    if state.source.identity().is_none() {
-        (StatusCode::SERVICE_UNAVAILABLE, "no SVID")
-    } else if state.needs_policy && !state.source.authorizer().has_received_policy() {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no authorization policy yet",
-        )
-    } else {
-        (StatusCode::OK, "ready")
-    }
-}
-
-async fn render(State(state): State<Arc<Endpoints>>) -> impl IntoResponse {
-    let mut body = String::new();
-    if prometheus_client::encoding::text::encode(&mut body, &state.registry).is_err() {
-        return (StatusCode::INTERNAL_SERVER_ERROR, String::new()).into_response();
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
+    let probes = Arc::new(ProxyProbes {
+        registry,
+        source,
+        needs_policy,
+    });
+    signet_unix::serve_probes_on(listener, probes, "proxy-metrics")
 }

@@ -1,87 +1,50 @@
-//! `/livez`, `/readyz` and `/metrics` on a local HTTP port.
+//! What the server reports on `/livez`, `/readyz` and `/metrics` (served by
+//! `signet_unix::serve_probes`, the endpoint every daemon shares).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use prometheus_client::registry::Registry;
 
-/// What the health endpoints report.
-#[derive(Debug)]
-pub struct HealthState {
-    /// Set once every listener is up.
-    pub ready: AtomicBool,
-    /// Metrics to expose.
-    pub registry: Registry,
-    /// Gauges read from state at scrape time (set just before encoding).
-    pub sampled: Vec<SampledGauge>,
+use crate::index::EntryIndex;
+use crate::metrics::ServerMetrics;
+
+/// Ready once the entry set is complete (at once in standalone mode; after the first full list
+/// of the cluster in Kubernetes mode).
+pub(crate) struct ServerProbes {
+    index: Arc<EntryIndex>,
+    metrics: Arc<ServerMetrics>,
+    registry: Registry,
 }
 
-/// A gauge whose value is read when `/metrics` is scraped.
-pub struct SampledGauge {
-    pub gauge: prometheus_client::metrics::gauge::Gauge,
-    pub read: Box<dyn Fn() -> i64 + Send + Sync>,
-}
-
-impl std::fmt::Debug for SampledGauge {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SampledGauge").finish_non_exhaustive()
+impl ServerProbes {
+    pub(crate) fn new(index: Arc<EntryIndex>, metrics: Arc<ServerMetrics>) -> Self {
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        Self {
+            index,
+            metrics,
+            registry,
+        }
     }
 }
 
-async fn livez() -> &'static str {
-    "ok\n"
-}
-
-async fn readyz(State(state): State<Arc<HealthState>>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ok\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+impl signet_unix::Probes for ServerProbes {
+    fn readiness(&self) -> Result<(), &'static str> {
+        if self.index.is_synced() {
+            Ok(())
+        } else {
+            Err("starting")
+        }
     }
-}
 
-async fn metrics(State(state): State<Arc<HealthState>>) -> impl IntoResponse {
-    for sampled in &state.sampled {
-        sampled.gauge.set((sampled.read)());
+    fn metrics(&self) -> Option<Result<String, std::fmt::Error>> {
+        // Gauges of state are read at scrape time rather than kept up to date on every change.
+        let saturate = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.metrics.entries.set(saturate(self.index.len()));
+        self.metrics
+            .agent_connections
+            .set(self.metrics.open_agent_connections());
+        let mut body = String::new();
+        Some(prometheus_client::encoding::text::encode(&mut body, &self.registry).map(|()| body))
     }
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
-        Ok(()) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
-        ),
-        Err(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "text/plain")],
-            String::new(),
-        ),
-    }
-}
-
-/// Binds the health server; returns its address and the serving task.
-pub async fn serve(
-    address: SocketAddr,
-    state: Arc<HealthState>,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(address).await?;
-    let local = listener.local_addr()?;
-    let app = Router::new()
-        .route("/livez", get(livez))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(state);
-    let task = signet_unix::spawn_named("health-endpoint", async move {
-        signet_unix::serve_http(listener, app, signet_unix::EndpointBounds::PROBES, "health").await;
-    });
-    Ok((local, task))
 }

@@ -16,7 +16,7 @@ fn elector(client: kube::Client, identity: &str) -> LeaderElector {
         LeaderConfig {
             namespace: "signet".into(),
             lease_name: "signet-server".into(),
-            identity: identity.into(),
+            replica_name: identity.into(),
             lease_duration: Duration::from_secs(15),
             renew_every: Duration::from_secs(5),
         },

@@ -7,6 +7,7 @@ mod http_endpoint;
 mod idle;
 mod limits;
 mod private_dir;
+mod probes;
 mod socket;
 mod task;
 
@@ -18,5 +19,6 @@ pub use limits::{
     raise_descriptor_limit,
 };
 pub use private_dir::{PrivateDirError, ensure_private_dir};
+pub use probes::{OPENMETRICS_CONTENT_TYPE, ProbeService, Probes, serve_probes, serve_probes_on};
 pub use socket::bind_unix_socket;
 pub use task::spawn_named;

@@ -96,14 +96,14 @@ async fn server_kubernetes(
     let (client, default_namespace) =
         kube_client::client(kubeconfig.or(file.kubeconfig).as_deref()).await?;
     let namespace = namespace.or(file.namespace).unwrap_or(default_namespace);
-    let identity = pod_name
+    let replica_name = pod_name
         .or(file.pod_name)
         .unwrap_or_else(kube_client::host_name);
     let cluster = cluster_name
         .or(file.cluster_name)
         .unwrap_or_else(|| "cluster".to_owned());
     let mut options =
-        signet_server::k8s::KubernetesOptions::new(client, &namespace, &identity, &cluster);
+        signet_server::k8s::KubernetesOptions::new(client, &namespace, &replica_name, &cluster);
     if let Some(v) = cluster_domain.or(file.cluster_domain) {
         options.cluster_domain = v;
     }

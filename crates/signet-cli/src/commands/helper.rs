@@ -481,35 +481,24 @@ async fn reload(args: &HelperArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+impl signet_unix::Probes for Health {
+    fn readiness(&self) -> Result<(), &'static str> {
+        if self.ready() {
+            Ok(())
+        } else {
+            Err("no unexpired SVID written yet")
+        }
+    }
+
+    fn metrics(&self) -> Option<Result<String, std::fmt::Error>> {
+        None
+    }
+}
+
 async fn serve_health(address: std::net::SocketAddr, health: Arc<Health>) -> anyhow::Result<()> {
-    use axum::routing::get;
-    let listener = tokio::net::TcpListener::bind(address)
+    signet_unix::serve_probes(address, health, "helper health")
         .await
         .with_context(|| format!("binding the health endpoint on {address}"))?;
-    let app = axum::Router::new()
-        .route("/livez", get(|| async { "ok\n" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let ready = health.ready();
-                async move {
-                    if ready {
-                        (axum::http::StatusCode::OK, "ok\n")
-                    } else {
-                        (
-                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                            "no unexpired SVID written yet\n",
-                        )
-                    }
-                }
-            }),
-        );
-    tokio::spawn(signet_unix::serve_http(
-        listener,
-        app,
-        signet_unix::EndpointBounds::PROBES,
-        "helper health",
-    ));
     Ok(())
 }
 

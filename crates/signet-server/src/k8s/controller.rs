@@ -32,7 +32,7 @@ pub(crate) fn start(
     controller_config.default_x509_ttl = config.default_x509_svid_ttl;
     controller_config.default_jwt_ttl = config.default_jwt_svid_ttl;
     let runtime_config = signet_controller::runtime::RuntimeConfig {
-        reporter_instance: options.identity.clone(),
+        reporter_instance: options.replica_name.clone(),
         ..signet_controller::runtime::RuntimeConfig::default()
     };
     let client = options.client.clone();

@@ -18,8 +18,8 @@ pub struct LeaderConfig {
     pub namespace: String,
     /// Name of the Lease.
     pub lease_name: String,
-    /// This replica's identity (its pod name).
-    pub identity: String,
+    /// This replica's name (its pod name; the Lease holder identity).
+    pub replica_name: String,
     /// How long a lease lasts without renewal.
     pub lease_duration: Duration,
     /// How often the holder renews (and others check).
@@ -60,7 +60,7 @@ impl LeaderElector {
 
     /// One round: acquire, renew or observe. Returns whether this replica leads now.
     pub async fn step(&self, now: Timestamp) -> Result<bool, kube::Error> {
-        let me = &self.config.identity;
+        let me = &self.config.replica_name;
         let existing = self.api.get_opt(&self.config.lease_name).await?;
         let Some(lease) = existing else {
             let spec = LeaseSpec {
@@ -145,7 +145,7 @@ impl LeaderElector {
                     }
                 };
                 if *tx.borrow() != leading {
-                    info!(identity = %self.config.identity, leading, "leadership changed");
+                    info!(replica = %self.config.replica_name, leading, "leadership changed");
                     tx.send_replace(leading);
                 }
                 tokio::time::sleep(self.config.renew_every).await;

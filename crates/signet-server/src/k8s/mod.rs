@@ -9,6 +9,7 @@ pub mod default_identity;
 pub mod leader;
 pub mod secret_store;
 pub mod sink;
+pub(crate) mod state;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -20,8 +21,8 @@ pub struct KubernetesOptions {
     pub client: kube::Client,
     /// The server's namespace (Secret, ConfigMap, Lease live there).
     pub namespace: String,
-    /// This replica's identity for leader election (its pod name).
-    pub identity: String,
+    /// This replica's name for leader election (its pod name).
+    pub replica_name: String,
     /// Cluster name in agent IDs, selectors and templates.
     pub cluster_name: String,
     /// `.ClusterDomain` for templates.
@@ -54,7 +55,7 @@ impl std::fmt::Debug for KubernetesOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KubernetesOptions")
             .field("namespace", &self.namespace)
-            .field("identity", &self.identity)
+            .field("replica_name", &self.replica_name)
             .field("cluster_name", &self.cluster_name)
             .field("ca_secret", &self.ca_secret)
             .field("bundle_configmap", &self.bundle_configmap)
@@ -65,11 +66,16 @@ impl std::fmt::Debug for KubernetesOptions {
 
 impl KubernetesOptions {
     /// Defaults for a server in `namespace` of cluster `cluster_name`.
-    pub fn new(client: kube::Client, namespace: &str, identity: &str, cluster_name: &str) -> Self {
+    pub fn new(
+        client: kube::Client,
+        namespace: &str,
+        replica_name: &str,
+        cluster_name: &str,
+    ) -> Self {
         Self {
             client,
             namespace: namespace.to_owned(),
-            identity: identity.to_owned(),
+            replica_name: replica_name.to_owned(),
             cluster_name: cluster_name.to_owned(),
             cluster_domain: "cluster.local".to_owned(),
             ca_secret: "signet-ca".to_owned(),

@@ -87,7 +87,7 @@ pub type SourceOrder = (String, String);
 
 /// A usable ClusterSPIFFEID.
 #[derive(Debug, Clone)]
-pub struct CompiledIdentity {
+pub struct CompiledClusterSpiffeId {
     /// Resource name.
     pub name: String,
     /// Generation compiled.
@@ -148,7 +148,7 @@ pub fn source_order(
     )
 }
 
-impl CompiledIdentity {
+impl CompiledClusterSpiffeId {
     /// Compiles a resource.
     pub fn compile(resource: &ClusterSPIFFEID) -> Result<Self, CompileError> {
         let spec = &resource.spec;
