@@ -49,7 +49,7 @@ impl AuthorizationApi {
     }
 
     async fn policies(&self) -> Result<Arc<PolicySet>, Status> {
-        let mut policies = self.workload.context.policies.subscribe();
+        let mut policies = self.workload.source.policies();
         let ready = tokio::time::timeout(POLICY_WAIT, policies.wait_for(Option::is_some)).await;
         match ready {
             Ok(Ok(set)) => set.clone().ok_or_else(no_policy),
@@ -78,7 +78,7 @@ fn no_policy() -> Status {
 
 fn trust_context(workload: &WorkloadApi) -> TrustContext {
     TrustContext {
-        local: workload.context.trust_domain.clone(),
+        local: workload.source.trust_domain().clone(),
         federated: Vec::new(),
     }
 }
@@ -128,7 +128,7 @@ impl Authorization for AuthorizationApi {
             let (selectors, ids) = self.caller_ids(&request).await?;
             let set = self.policies().await?;
             let trust = trust_context(&self.workload);
-            let policies = self.workload.context.policies.subscribe();
+            let policies = self.workload.source.policies();
             let identities = self.workload.cache().subscribe();
             let changes = futures::stream::select(
                 WatchStream::from_changes(policies.clone()).map(drop),

@@ -6,49 +6,35 @@ pub mod attestor;
 pub mod authorization;
 pub mod cache;
 pub mod client;
+mod context;
 pub mod error;
-pub mod manager;
 mod open_requests;
 pub mod peer;
 mod pushed;
 pub mod sds;
 pub mod telemetry;
 pub mod workload_api;
+mod workload_listener;
+mod workload_source;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use parking_lot::RwLock;
 use std::time::SystemTime;
 
-use signet_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 use signet_spiffe::TrustDomain;
-use signet_tls::{RotatingSvid, SharedBundles};
-use tokio::net::UnixListener;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 pub use attestor::unix::UnixAttestorConfig;
 pub use error::AgentError;
+pub use workload_listener::{
+    DEFAULT_CONNECTION_LIMITS, DEFAULT_IDLE_CONNECTION_TIMEOUT, MAX_STREAMS_PER_CONNECTION,
+    WorkloadEndpoint,
+};
+pub use workload_source::{JwtMinter, MintedJwt, WorkloadSource};
 
-use crate::agent_svid::{IdentityStore, read_bundle_file, single};
-use crate::manager::AgentContext;
-
-/// Workload API connection limits unless configured: generous for a node of 110 pods, far below
-/// what exhausts the agent's descriptors (the total is lowered further to fit them).
-pub const DEFAULT_CONNECTION_LIMITS: signet_unix::ConnectionLimits =
-    signet_unix::ConnectionLimits {
-        total: 8192,
-        per_peer: 1024,
-    };
-/// Workload API streams one connection may hold open unless configured (announced in HTTP/2
-/// SETTINGS; clients queue the rest).
-pub const MAX_STREAMS_PER_CONNECTION: u32 = 128;
-/// How long a Workload API connection may carry no request before it is closed (gRPC clients
-/// reconnect transparently on their next call).
-pub const DEFAULT_IDLE_CONNECTION_TIMEOUT: std::time::Duration =
-    std::time::Duration::from_secs(300);
-/// Descriptors kept free for everything but Workload API connections.
-const RESERVED_DESCRIPTORS: usize = 256;
+use crate::agent_svid::{IdentityStore, read_bundle_file};
+use crate::context::AgentContext;
 
 /// Everything `signet agent` can be told.
 #[derive(Debug, Clone)]
@@ -67,20 +53,12 @@ pub struct AgentConfig {
     pub kubernetes: Option<AgentKubernetes>,
     /// Directory for the agent SVID and bundle (created 0700).
     pub data_dir: PathBuf,
-    /// Workload API socket; its directory is created and written only by the agent.
-    pub socket_path: PathBuf,
+    /// The Workload API socket and its limits.
+    pub workload: WorkloadEndpoint,
     /// The unix workload attestor.
     pub unix_attestor: UnixAttestorConfig,
     /// Health and metrics address (`None` = off).
     pub health_address: Option<std::net::SocketAddr>,
-    /// Workload API connections held open at once, in total and per uid.
-    pub connection_limits: signet_unix::ConnectionLimits,
-    /// A Workload API connection with no open request for this long is closed.
-    pub idle_connection_timeout: std::time::Duration,
-    /// Workload API streams one connection may hold open.
-    pub max_streams_per_connection: u32,
-    /// Envoy SDS resource names on the same socket.
-    pub sds: sds::SdsConfig,
 }
 
 /// Kubernetes mode of the agent.
@@ -132,6 +110,23 @@ fn private_dir(path: &std::path::Path) -> Result<(), AgentError> {
     Ok(signet_unix::ensure_private_dir(path, 0o700)?)
 }
 
+/// The persisted agent SVID when it is still valid, otherwise a new attestation (saved).
+async fn agent_identity(
+    config: &AgentConfig,
+    store: &IdentityStore,
+    server_id: &signet_spiffe::SpiffeId,
+) -> Result<agent_svid::PersistedIdentity, AgentError> {
+    if let Some(identity) = store.load(SystemTime::now()) {
+        info!(agent = %identity.svid.spiffe_id(), "reusing the persisted agent identity");
+        return Ok(identity);
+    }
+    let identity = first_attestation(config, server_id).await?;
+    store.save_svid(&identity.svid)?;
+    store.save_bundle(&identity.bundle)?;
+    info!(agent = %identity.svid.spiffe_id(), "attested");
+    Ok(identity)
+}
+
 /// The first attestation. A join token is tried once (the operator is at the terminal); in
 /// Kubernetes the agent usually starts before the server is reachable, so an unreachable
 /// server is retried with backoff instead of crash-looping (the token is re-read each time).
@@ -139,7 +134,7 @@ async fn first_attestation(
     config: &AgentConfig,
     server_id: &signet_spiffe::SpiffeId,
 ) -> Result<agent_svid::PersistedIdentity, AgentError> {
-    let mut backoff = manager::server_backoff();
+    let mut backoff = context::server_backoff();
     loop {
         let credential = node_credential(config)?;
         let bootstrap = read_bundle_file(&config.trust_bundle_path, &config.trust_domain)?;
@@ -191,102 +186,35 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         ),
         None => None,
     };
-    let stop_health = |error: AgentError| {
-        if let Some(task) = &health_task {
-            task.abort();
-        }
-        error
-    };
-
-    let identity = match store.load(SystemTime::now()) {
-        Some(identity) => {
-            info!(agent = %identity.svid.spiffe_id(), "reusing the persisted agent identity");
-            identity
-        }
-        None => {
-            let identity = first_attestation(&config, &server_id)
-                .await
-                .map_err(stop_health)?;
-            store.save_svid(&identity.svid)?;
-            store.save_bundle(&identity.bundle)?;
-            info!(agent = %identity.svid.spiffe_id(), "attested");
-            identity
+    let identity = match agent_identity(&config, &store, &server_id).await {
+        Ok(identity) => identity,
+        Err(error) => {
+            if let Some(task) = &health_task {
+                task.abort();
+            }
+            return Err(error);
         }
     };
     let agent_id = identity.svid.spiffe_id().clone();
-
-    let bundles = Arc::new(SharedBundles::new(single(identity.bundle.clone())));
-    let agent_tls = Arc::new(RotatingSvid::new());
-    let client = client::connect(
-        &config.server_address,
-        bundles.clone(),
-        server_id.clone(),
-        Some(agent_tls.clone()),
-    )
-    .map_err(|e| AgentError::Unavailable(e.to_string()))?;
-    let context = Arc::new(AgentContext {
-        trust_domain: config.trust_domain.clone(),
-        cache: cache.clone(),
-        bundles,
-        agent_tls,
-        agent_svid: RwLock::new(identity.svid.clone()),
-        store,
-        client,
-        reattest: config.kubernetes.as_ref().map(|k| manager::Reattestation {
-            credential: agent_svid::NodeCredential::PsatTokenFile(k.token_path.clone()),
-            server_address: config.server_address.clone(),
-            server_id: server_id.clone(),
-        }),
-        policies: tokio::sync::watch::channel(None).0,
+    let reattest = config.kubernetes.as_ref().map(|k| context::Reattestation {
+        credential: agent_svid::NodeCredential::PsatTokenFile(k.token_path.clone()),
+        server_address: config.server_address.clone(),
+        server_id: server_id.clone(),
     });
-    context.install_agent_svid(identity.svid)?;
-    context.apply_bundle(identity.bundle);
-
-    let mut tasks = vec![
+    let context = AgentContext::connect(
+        &config.server_address,
+        cache,
+        store,
+        identity,
+        server_id,
+        reattest,
+    )?;
+    let mut tasks: Vec<_> = health_task.into_iter().collect();
+    tasks.extend([
         signet_unix::spawn_named("entry-sync", context.clone().run_sync()),
         signet_unix::spawn_named("signer", context.clone().run_signer()),
         signet_unix::spawn_named("svid-renewal", context.clone().run_renewal()),
-    ];
-
-    let socket_dir = config
-        .socket_path
-        .parent()
-        .ok_or_else(|| AgentError::Config("socket path has no directory".into()))?;
-    if !peer::kernel_pins_peers() {
-        warn!(
-            "this kernel does not record the connecting process of a Unix socket (SO_PEERPIDFD, \
-             Linux 6.5 or later): workloads are attested by uid and gid only; unix:path, \
-             unix:sha256, unix:supplementary_gid and every k8s: selector are unavailable"
-        );
-    }
-    // Only the agent writes the directory; everyone may traverse it to reach the socket.
-    signet_unix::ensure_private_dir(socket_dir, 0o755)?;
-    // Every local process may connect (attestation decides what it gets).
-    let listener = signet_unix::bind_unix_socket(&config.socket_path, 0o777)
-        .and_then(UnixListener::from_std)
-        .map_err(|e| AgentError::io(format!("binding {}", config.socket_path.display()), e))?;
-    signet_unix::raise_descriptor_limit();
-    let limiter = signet_unix::ConnectionLimiter::new(
-        config
-            .connection_limits
-            // A connection holds its socket and the caller's pidfd.
-            .within_descriptor_limit(RESERVED_DESCRIPTORS, 2),
-    );
-    metrics.watch_connections(limiter.clone());
-    let (connections, incoming) = tokio::sync::mpsc::channel(64);
-    tasks.push(signet_unix::spawn_named(
-        "workload-api-accept",
-        accept_workloads(
-            listener,
-            limiter,
-            config.idle_connection_timeout,
-            connections,
-            metrics.clone(),
-        ),
-    ));
-    if let Some(task) = health_task {
-        tasks.push(task);
-    }
+    ]);
     let k8s_attestor = match &config.kubernetes {
         None => None,
         Some(k) => {
@@ -299,122 +227,20 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
             Some(attestor::k8s::K8sAttestor::new(k.attestor.clone(), pods))
         }
     };
-    let api = workload_api::WorkloadApi {
-        context,
-        attestor: config.unix_attestor.clone(),
+    let api = workload_api::WorkloadApi::new(
+        context.workload_source(),
+        config.unix_attestor.clone(),
         k8s_attestor,
         metrics,
-        x509_memo: Arc::default(),
-    };
-    let authorization = signet_proto::authz::authorization_server::AuthorizationServer::new(
-        authorization::AuthorizationApi::new(api.clone()),
-    )
-    .max_decoding_message_size(64 * 1024)
-    .max_encoding_message_size(8 * 1024 * 1024);
-    let secrets = envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryServiceServer::new(
-        sds::SdsApi::new(api.clone(), config.sds.clone()),
-    )
-    .max_decoding_message_size(64 * 1024)
-    .max_encoding_message_size(8 * 1024 * 1024);
-    let service = SpiffeWorkloadApiServer::new(api)
-        .max_decoding_message_size(64 * 1024)
-        .max_encoding_message_size(8 * 1024 * 1024);
-    tasks.push(signet_unix::spawn_named("workload-api", async move {
-        let result = tonic::transport::Server::builder()
-            .trace_fn(|request| tracing::info_span!("grpc", api = "workload", method = %request.uri().path()))
-            .concurrency_limit_per_connection(64)
-            // Each open stream holds state; one connection may not hold thousands.
-            .max_concurrent_streams(config.max_streams_per_connection)
-            .layer(open_requests::CountOpenRequestsLayer)
-            .add_service(service)
-            .add_service(authorization)
-            .add_service(secrets)
-            .serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(incoming))
-            .await;
-        if let Err(error) = result {
-            tracing::error!(%error, "Workload API stopped");
-        }
-    }));
-    info!(agent = %agent_id, socket = %config.socket_path.display(), "signet agent ready");
+    );
+    tasks.extend(workload_listener::serve(&config.workload, api)?);
+    info!(agent = %agent_id, socket = %config.workload.socket_path.display(), "signet agent ready");
     Ok(RunningAgent {
-        socket_path: config.socket_path,
+        socket_path: config.workload.socket_path,
         agent_id,
-        cache,
+        cache: context.cache().clone(),
         tasks,
     })
-}
-
-type WorkloadConnection = signet_unix::AuthorityNormalizer<peer::PeerStream>;
-
-/// Accepts Workload API connections within the limits: a connection over its uid's share or the
-/// total is closed at once (before it costs more than its descriptor), and accept errors pause
-/// with backoff instead of spinning.
-async fn accept_workloads(
-    listener: UnixListener,
-    limiter: Arc<signet_unix::ConnectionLimiter>,
-    idle_timeout: std::time::Duration,
-    connections: tokio::sync::mpsc::Sender<std::io::Result<WorkloadConnection>>,
-    metrics: Arc<telemetry::AgentMetrics>,
-) {
-    let mut errors = signet_unix::AcceptErrors::new("Workload API");
-    let refusal_log = signet_tls::log_budget::LogBudget::new(1);
-    loop {
-        let (stream, _) = errors
-            .accept(|| async {
-                let accepted = listener.accept().await;
-                if accepted.is_err() {
-                    metrics.workload_accept_errors.inc();
-                }
-                accepted
-            })
-            .await;
-        let Ok(uid) = stream.peer_cred().map(|c| c.uid()) else {
-            continue;
-        };
-        let slot = match limiter.try_acquire(uid) {
-            Ok(slot) => slot,
-            Err(refusal) => {
-                metrics
-                    .workload_connections_refused
-                    .get_or_create(&telemetry::RefusalLabels {
-                        limit: refusal_label(refusal),
-                    })
-                    .inc();
-                if let Some(suppressed) = refusal_log.take() {
-                    warn!(
-                        uid,
-                        reason = refusal_label(refusal),
-                        limits = ?limiter.limits(),
-                        suppressed,
-                        "Workload API connection refused: connection limit reached"
-                    );
-                }
-                continue;
-            }
-        };
-        let stream = match peer::PeerStream::new(stream) {
-            Ok(stream) => stream.holding(slot).closing_when_idle(idle_timeout),
-            Err(error) => {
-                debug!(%error, "dropping a Workload API connection without peer credentials");
-                continue;
-            }
-        };
-        if connections
-            .send(Ok(signet_unix::normalize_authority(stream)))
-            .await
-            .is_err()
-        {
-            return;
-        }
-    }
-}
-
-/// The Workload API's peers are uids.
-fn refusal_label(refusal: signet_unix::Refusal) -> &'static str {
-    match refusal {
-        signet_unix::Refusal::Total => "total",
-        signet_unix::Refusal::PerPeer => "per_uid",
-    }
 }
 
 fn node_credential(config: &AgentConfig) -> Result<agent_svid::NodeCredential, AgentError> {

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use signet_core::SelectorSet;
-use signet_proto::agent::MintJwtSvidRequest;
 use signet_proto::workload::{
     self as pb, JwtBundlesRequest, JwtBundlesResponse, JwtsvidRequest, JwtsvidResponse,
     ValidateJwtsvidRequest, ValidateJwtsvidResponse, WitBundlesRequest, WitBundlesResponse,
@@ -22,9 +21,9 @@ use tracing::{debug, warn};
 
 use crate::attestor::unix::{UnixAttestorConfig, attest};
 use crate::cache::{Identities, SvidCache};
-use crate::manager::AgentContext;
 use crate::peer::PeerInfo;
 use crate::telemetry::AgentMetrics;
+use crate::workload_source::WorkloadSource;
 
 /// How long a stream waits for SVIDs of matching entries that are still being signed.
 const PENDING_WAIT: Duration = Duration::from_secs(10);
@@ -36,14 +35,33 @@ const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// The Workload API service.
 #[derive(Debug, Clone)]
 pub struct WorkloadApi {
-    pub(crate) context: Arc<AgentContext>,
-    pub(crate) attestor: UnixAttestorConfig,
+    pub(crate) source: WorkloadSource,
+    attestor: UnixAttestorConfig,
     /// The k8s workload attestor (Kubernetes mode).
-    pub(crate) k8s_attestor: Option<crate::attestor::k8s::K8sAttestor>,
+    k8s_attestor: Option<crate::attestor::k8s::K8sAttestor>,
     pub(crate) metrics: Arc<AgentMetrics>,
     /// The X509-SVID response per selector set at a cache revision: the streams of workloads
     /// with the same selectors share one computation per change instead of one each.
-    pub(crate) x509_memo: Arc<parking_lot::Mutex<X509Memo>>,
+    x509_memo: Arc<parking_lot::Mutex<X509Memo>>,
+}
+
+impl WorkloadApi {
+    /// The service over `source`, attesting callers with the unix attestor and, in Kubernetes
+    /// mode, the k8s attestor.
+    pub fn new(
+        source: WorkloadSource,
+        attestor: UnixAttestorConfig,
+        k8s_attestor: Option<crate::attestor::k8s::K8sAttestor>,
+        metrics: Arc<AgentMetrics>,
+    ) -> Self {
+        Self {
+            source,
+            attestor,
+            k8s_attestor,
+            metrics,
+            x509_memo: Arc::default(),
+        }
+    }
 }
 
 /// Shared X509-SVID responses: selectors → (cache revision, response or no identity).
@@ -88,7 +106,7 @@ impl WorkloadApi {
     }
 
     pub(crate) fn cache(&self) -> &Arc<SvidCache> {
-        &self.context.cache
+        self.source.cache()
     }
 
     /// Attests the caller: selectors from the unix attestor, then a check that the process that
@@ -369,20 +387,16 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 let token = match self.cache().cached_jwt(&entry.id, &audience, now) {
                     Some(token) => token,
                     None => {
-                        let mut client = self.context.client.clone();
-                        let minted = client
-                            .mint_jwt_svid(MintJwtSvidRequest {
-                                entry_id: entry.id.to_string(),
-                                audience: audience.clone(),
-                            })
+                        let minted = self
+                            .source
+                            .minter()
+                            .mint(&entry.id, &audience)
                             .await
                             .map_err(|status| {
                                 warn!(entry = %entry.id, %status, "JWT-SVID minting failed");
                                 Status::unavailable("could not mint a JWT-SVID; try again")
-                            })?
-                            .into_inner();
-                        let expiry = SystemTime::UNIX_EPOCH
-                            + Duration::from_secs(u64::try_from(minted.expires_at).unwrap_or(0));
+                            })?;
+                        let expiry = minted.expires_at;
                         self.cache().store_jwt(
                             &entry.id,
                             &audience,
@@ -453,8 +467,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
             if body.svid.len() > MAX_TOKEN_BYTES || body.audience.len() > MAX_FIELD_BYTES {
                 return Err(Status::invalid_argument("svid or audience too long"));
             }
-            let bundles = self.context.bundles.clone();
-            let set = signet_tls::BundleSource::bundles(bundles.as_ref());
+            let set = signet_tls::BundleSource::bundles(self.source.bundles());
             let svid = JwtSvid::validate(
                 &body.svid,
                 &set,

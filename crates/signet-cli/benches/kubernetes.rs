@@ -104,16 +104,14 @@ async fn start_agent(
     let token = dir.join(format!("token-{node}"));
     std::fs::write(&token, node).unwrap();
     signet_agent::start(signet_agent::AgentConfig {
-        connection_limits: signet_agent::DEFAULT_CONNECTION_LIMITS,
-        idle_connection_timeout: signet_agent::DEFAULT_IDLE_CONNECTION_TIMEOUT,
-        max_streams_per_connection: signet_agent::MAX_STREAMS_PER_CONNECTION,
-        sds: signet_agent::sds::SdsConfig::default(),
+        workload: signet_agent::WorkloadEndpoint::new(
+            dir.join(format!("sock-{node}")).join("api.sock"),
+        ),
         trust_domain: TrustDomain::new(TD).unwrap(),
         server_address: server.agent_address.to_string(),
         trust_bundle_path: server.bundle_pem.clone(),
         join_token: None,
         data_dir: dir.join(format!("agent-{node}")),
-        socket_path: dir.join(format!("sock-{node}")).join("api.sock"),
         unix_attestor: signet_agent::UnixAttestorConfig::default(),
         health_address: None,
         kubernetes: Some(signet_agent::AgentKubernetes {

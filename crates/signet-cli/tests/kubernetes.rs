@@ -84,16 +84,12 @@ fn agent_config(
     attestor: signet_agent::attestor::k8s::K8sAttestorConfig,
 ) -> signet_agent::AgentConfig {
     signet_agent::AgentConfig {
-        connection_limits: signet_agent::DEFAULT_CONNECTION_LIMITS,
-        idle_connection_timeout: signet_agent::DEFAULT_IDLE_CONNECTION_TIMEOUT,
-        max_streams_per_connection: signet_agent::MAX_STREAMS_PER_CONNECTION,
-        sds: signet_agent::sds::SdsConfig::default(),
+        workload: signet_agent::WorkloadEndpoint::new(dir.join("sockets").join("api.sock")),
         trust_domain: TrustDomain::new("example.org").unwrap(),
         server_address: server.agent_address.to_string(),
         trust_bundle_path: server.bundle_pem.clone(),
         join_token: None,
         data_dir: dir.join("agent"),
-        socket_path: dir.join("sockets").join("api.sock"),
         unix_attestor: signet_agent::UnixAttestorConfig::default(),
         health_address: None,
         kubernetes: Some(signet_agent::AgentKubernetes {

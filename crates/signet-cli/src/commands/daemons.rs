@@ -405,15 +405,17 @@ pub async fn agent_config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
         data_dir: data_dir
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("/var/lib/signet/agent")),
-        socket_path: socket_path
-            .or(file.socket_path)
-            .unwrap_or_else(|| PathBuf::from("/run/signet/sockets/api.sock")),
+        workload: signet_agent::WorkloadEndpoint {
+            socket_path: socket_path
+                .or(file.socket_path)
+                .unwrap_or_else(|| PathBuf::from("/run/signet/sockets/api.sock")),
+            connection_limits,
+            idle_connection_timeout,
+            max_streams_per_connection,
+            sds,
+        },
         unix_attestor: unix,
         health_address: health_address.or(file.health_address),
-        connection_limits,
-        idle_connection_timeout,
-        max_streams_per_connection,
-        sds,
         kubernetes,
     })
 }

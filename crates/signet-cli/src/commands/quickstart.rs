@@ -117,16 +117,15 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         .into_inner();
     let socket_path = dir.join("sockets").join("api.sock");
     let agent_config = signet_agent::AgentConfig {
-        connection_limits: signet_agent::DEFAULT_CONNECTION_LIMITS,
-        idle_connection_timeout: args.idle_connection_timeout,
-        max_streams_per_connection: signet_agent::MAX_STREAMS_PER_CONNECTION,
-        sds: signet_agent::sds::SdsConfig::default(),
+        workload: signet_agent::WorkloadEndpoint {
+            idle_connection_timeout: args.idle_connection_timeout,
+            ..signet_agent::WorkloadEndpoint::new(socket_path.clone())
+        },
         trust_domain: trust_domain.clone(),
         server_address: server.agent_address.to_string(),
         trust_bundle_path: server.bundle_pem.clone(),
         join_token: Some(token.token),
         data_dir: agent_dir,
-        socket_path: socket_path.clone(),
         unix_attestor: signet_agent::UnixAttestorConfig::default(),
         health_address: None,
         kubernetes: None,

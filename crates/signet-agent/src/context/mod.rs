@@ -1,0 +1,156 @@
+//! State shared by the agent's background work: the connection to the server, the agent's own
+//! SVID and the SVID cache. Each task lives in its own module: the entry sync stream (`sync`),
+//! the signer that pre-signs and rotates SVIDs in batches (`signer`), and renewal of the
+//! agent's own SVID (`renewal`).
+
+mod renewal;
+mod signer;
+mod sync;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use signet_core::Backoff;
+use signet_core::policy::PolicySet;
+use signet_proto::agent::agent_service_client::AgentServiceClient;
+use signet_spiffe::{Bundle, SpiffeId, TrustDomain, X509Svid};
+use signet_tls::{RotatingSvid, SharedBundles};
+use tokio::sync::watch;
+use tonic::transport::Channel;
+use tracing::{info, warn};
+
+use crate::agent_svid::{IdentityStore, PersistedIdentity, single};
+use crate::cache::SvidCache;
+use crate::error::AgentError;
+use crate::workload_source::WorkloadSource;
+
+/// State shared by the agent's tasks.
+#[derive(Debug)]
+pub(crate) struct AgentContext {
+    trust_domain: TrustDomain,
+    cache: Arc<SvidCache>,
+    /// Bundles trusted when talking to the server (and validating JWT-SVIDs).
+    bundles: Arc<SharedBundles>,
+    /// The agent SVID presented to the server.
+    agent_tls: Arc<RotatingSvid>,
+    agent_svid: RwLock<X509Svid>,
+    store: IdentityStore,
+    client: AgentServiceClient<Channel>,
+    /// How to attest again when the server refuses the current SVID (PSAT only; a join token is
+    /// single-use).
+    reattest: Option<Reattestation>,
+    /// The trust domain's AuthorizationPolicies; `None` until the server sent them.
+    policies: watch::Sender<Option<Arc<PolicySet>>>,
+}
+
+/// What re-attestation needs.
+#[derive(Debug, Clone)]
+pub(crate) struct Reattestation {
+    /// The node credential.
+    pub(crate) credential: crate::agent_svid::NodeCredential,
+    /// Server address.
+    pub(crate) server_address: String,
+    /// The server's SPIFFE ID.
+    pub(crate) server_id: SpiffeId,
+}
+
+/// Reconnect delays towards the server: 200 ms doubling to 30 s, ±50 % jitter.
+pub(crate) fn server_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(200), Duration::from_secs(30))
+}
+
+impl AgentContext {
+    /// The context of an agent holding `identity`, with a (lazily connecting) client of the
+    /// server at `server_address` that presents the agent SVID.
+    pub(crate) fn connect(
+        server_address: &str,
+        cache: Arc<SvidCache>,
+        store: IdentityStore,
+        identity: PersistedIdentity,
+        server_id: SpiffeId,
+        reattest: Option<Reattestation>,
+    ) -> Result<Arc<Self>, AgentError> {
+        let bundles = Arc::new(SharedBundles::new(single(identity.bundle.clone())));
+        let agent_tls = Arc::new(RotatingSvid::new());
+        let client = crate::client::connect(
+            server_address,
+            bundles.clone(),
+            server_id,
+            Some(agent_tls.clone()),
+        )
+        .map_err(|e| AgentError::Unavailable(e.to_string()))?;
+        let context = Arc::new(Self {
+            trust_domain: identity.bundle.trust_domain().clone(),
+            cache,
+            bundles,
+            agent_tls,
+            agent_svid: RwLock::new(identity.svid.clone()),
+            store,
+            client,
+            reattest,
+            policies: watch::channel(None).0,
+        });
+        context.install_agent_svid(identity.svid)?;
+        context.apply_bundle(identity.bundle);
+        Ok(context)
+    }
+
+    /// What the workload-facing services serve from.
+    pub(crate) fn workload_source(&self) -> WorkloadSource {
+        WorkloadSource::new(
+            self.trust_domain.clone(),
+            self.cache.clone(),
+            self.bundles.clone(),
+            self.policies.subscribe(),
+            Arc::new(self.client.clone()),
+        )
+    }
+
+    pub(crate) fn cache(&self) -> &Arc<SvidCache> {
+        &self.cache
+    }
+
+    fn client(&self) -> AgentServiceClient<Channel> {
+        self.client.clone()
+    }
+
+    /// Applies a new bundle everywhere: cache (workloads), TLS trust, disk.
+    fn apply_bundle(&self, bundle: Bundle) {
+        if let Err(error) = self.store.save_bundle(&bundle) {
+            warn!(%error, "could not persist the bundle");
+        }
+        self.bundles.set(single(bundle.clone()));
+        self.cache.set_bundle(bundle);
+    }
+
+    /// Attests again with the node credential (evicted, or the SVID expired while the server
+    /// was unreachable) and installs the new identity.
+    async fn attest_again(&self) -> Result<(), AgentError> {
+        let Some(reattest) = &self.reattest else {
+            return Err(AgentError::Config("no reusable node credential".into()));
+        };
+        let bootstrap = self.store.load_bundle()?;
+        let identity = crate::agent_svid::attest(
+            &reattest.server_address,
+            bootstrap,
+            reattest.server_id.clone(),
+            &reattest.credential,
+        )
+        .await?;
+        self.store.save_bundle(&identity.bundle)?;
+        self.apply_bundle(identity.bundle);
+        info!(agent = %identity.svid.spiffe_id(), kind = reattest.credential.kind(), "attested again");
+        self.install_agent_svid(identity.svid)
+    }
+
+    /// Uses and persists a new agent SVID.
+    fn install_agent_svid(&self, svid: X509Svid) -> Result<(), AgentError> {
+        let certified = signet_tls::certified_key(svid.chain().to_vec(), svid.private_key_pkcs8())
+            .map_err(|e| AgentError::Internal(e.to_string()))?;
+        self.store.save_svid(&svid)?;
+        self.agent_tls.set(certified);
+        *self.agent_svid.write() = svid;
+        Ok(())
+    }
+}

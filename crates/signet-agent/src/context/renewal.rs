@@ -1,0 +1,51 @@
+//! Renewal of the agent's own SVID at half its remaining lifetime.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tracing::{info, warn};
+
+use super::{AgentContext, server_backoff};
+use crate::agent_svid::renew;
+use crate::error::AgentError;
+
+impl AgentContext {
+    /// Renews the agent SVID at half its lifetime, forever.
+    pub(crate) async fn run_renewal(self: Arc<Self>) {
+        let mut backoff = server_backoff();
+        loop {
+            let (id, not_after) = {
+                let svid = self.agent_svid.read();
+                (svid.spiffe_id().clone(), svid.not_after())
+            };
+            // Renew when half of the remaining lifetime is left: at half-life for a fresh SVID.
+            let half_left = not_after
+                .duration_since(SystemTime::now())
+                .unwrap_or_default()
+                / 2;
+            tokio::time::sleep(half_left).await;
+            let mut client = self.client();
+            match renew(&mut client, &id).await {
+                Ok(svid) => {
+                    if let Err(error) = self.install_agent_svid(svid) {
+                        warn!(%error, "could not install the renewed agent SVID");
+                    } else {
+                        info!(agent = %id, "agent SVID renewed");
+                        backoff.reset();
+                    }
+                }
+                Err(AgentError::Refused(reason)) if self.reattest.is_some() => {
+                    warn!(%reason, "agent SVID renewal refused; attesting again");
+                    if let Err(error) = self.attest_again().await {
+                        warn!(%error, "re-attestation failed; retrying");
+                        tokio::time::sleep(backoff.next_delay()).await;
+                    }
+                }
+                Err(error) => {
+                    warn!(%error, "agent SVID renewal failed; retrying");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        }
+    }
+}

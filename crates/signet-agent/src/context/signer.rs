@@ -1,0 +1,111 @@
+//! The signer: pre-signs new entries and rotates due SVIDs in batches of CSRs.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use signet_core::RegistrationEntry;
+use signet_proto::agent::{SignX509SvidsRequest, SvidRequest};
+use signet_spiffe::X509Svid;
+use tracing::{debug, warn};
+
+use super::{AgentContext, server_backoff};
+use crate::agent_svid::key_and_csr;
+use crate::cache::{CachedSvid, refresh_time};
+use crate::error::AgentError;
+
+/// Largest CSR batch sent to the server.
+const SIGN_BATCH: usize = 500;
+
+impl AgentContext {
+    /// Pre-signs new entries and rotates due SVIDs, forever.
+    pub(crate) async fn run_signer(self: Arc<Self>) {
+        let mut backoff = server_backoff();
+        loop {
+            let now = SystemTime::now();
+            let due = self.cache.due(now);
+            if due.is_empty() {
+                let wait = self
+                    .cache
+                    .next_refresh()
+                    .and_then(|at| at.duration_since(now).ok())
+                    .unwrap_or(Duration::from_secs(3600));
+                tokio::select! {
+                    () = self.cache.signer_wakeup().notified() => {}
+                    () = tokio::time::sleep(wait) => {}
+                }
+                continue;
+            }
+            match self.sign(due).await {
+                Ok(()) => backoff.reset(),
+                Err(error) => {
+                    warn!(%error, "signing failed; retrying");
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        }
+    }
+
+    async fn sign(&self, due: Vec<Arc<RegistrationEntry>>) -> Result<(), AgentError> {
+        for batch in due.chunks(SIGN_BATCH) {
+            // Keys and CSRs are made off the async threads: P-256 keygen is CPU work.
+            let batch = batch.to_vec();
+            let prepared = tokio::task::spawn_blocking(move || {
+                batch
+                    .into_iter()
+                    .map(|entry| {
+                        key_and_csr(Some(&entry.spiffe_id)).map(|(key, csr)| (entry, key, csr))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await
+            .map_err(|e| AgentError::Internal(e.to_string()))??;
+            let requests = prepared
+                .iter()
+                .map(|(entry, _, csr)| SvidRequest {
+                    entry_id: entry.id.to_string(),
+                    csr: csr.clone(),
+                })
+                .collect();
+            let started = std::time::Instant::now();
+            let response = self
+                .client()
+                .sign_x509_svids(SignX509SvidsRequest { requests })
+                .await
+                .map_err(AgentError::from_status)?
+                .into_inner();
+            debug!(
+                count = prepared.len(),
+                elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+                "signed a batch"
+            );
+            let now = SystemTime::now();
+            for ((entry, key, _), result) in prepared.iter().zip(response.results) {
+                if !result.error.is_empty() || result.entry_id != entry.id.as_str() {
+                    warn!(entry = %entry.id, error = %result.error, "server refused to sign");
+                    continue;
+                }
+                match X509Svid::parse(&result.svid_chain, &key.serialize_der()) {
+                    Ok(svid) if svid.spiffe_id() == &entry.spiffe_id => {
+                        let refresh_at = refresh_time(now, svid.not_after());
+                        self.cache.store_svid(
+                            &entry.id,
+                            CachedSvid {
+                                svid,
+                                authority_id: result.authority_id,
+                                refresh_at,
+                                revision: entry.revision,
+                            },
+                        );
+                    }
+                    Ok(svid) => {
+                        warn!(entry = %entry.id, got = %svid.spiffe_id(), "server signed the wrong ID; discarded")
+                    }
+                    Err(error) => {
+                        warn!(entry = %entry.id, %error, "server returned an invalid SVID; discarded")
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,106 @@
+//! The entry sync stream: snapshots, deltas, bundle and policy updates from the server, with
+//! reconnect, backoff and re-attestation when the server refuses the agent.
+
+use std::sync::Arc;
+
+use signet_core::{Backoff, EntryId, RegistrationEntry};
+use signet_proto::agent::{SyncEntriesRequest, sync_entries_response::Update};
+use signet_spiffe::Bundle;
+use tracing::{debug, info, warn};
+
+use super::{AgentContext, server_backoff};
+use crate::error::AgentError;
+
+impl AgentContext {
+    /// Runs the entry sync stream forever, reconnecting with backoff.
+    pub(crate) async fn run_sync(self: Arc<Self>) {
+        let mut backoff = server_backoff();
+        loop {
+            match self.sync_once(&mut backoff).await {
+                Ok(()) => debug!("sync stream ended; reconnecting"),
+                Err(AgentError::Refused(reason)) => {
+                    if self.reattest.is_some() {
+                        warn!(%reason, "the server refused this agent; attesting again");
+                        if let Err(error) = self.attest_again().await {
+                            warn!(%error, "re-attestation failed; retrying");
+                        }
+                    } else {
+                        warn!(%reason, "the server refused this agent; it must be attested again (restart it with a new join token)");
+                    }
+                }
+                Err(error) => warn!(%error, "entry sync failed; retrying"),
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+
+    async fn sync_once(&self, backoff: &mut Backoff) -> Result<(), AgentError> {
+        let mut stream = self
+            .client()
+            .sync_entries(SyncEntriesRequest {})
+            .await
+            .map_err(AgentError::from_status)?
+            .into_inner();
+        let mut snapshot: Vec<RegistrationEntry> = Vec::new();
+        while let Some(message) = stream.message().await.map_err(AgentError::from_status)? {
+            backoff.reset();
+            self.cache.set_tainted(message.tainted_authorities);
+            match message.update {
+                Some(Update::Bundle(b)) => {
+                    let bundle =
+                        Bundle::from_spiffe_json(self.trust_domain.clone(), &b.spiffe_json)
+                            .map_err(|e| AgentError::Server(format!("bundle update: {e}")))?;
+                    debug!(sequence = b.sequence, "bundle update");
+                    self.apply_bundle(bundle);
+                }
+                Some(Update::Policies(wire)) => {
+                    let (set, refused) = signet_proto::policy::policy_set_from(&wire);
+                    for error in &refused {
+                        warn!(%error, "an AuthorizationPolicy from the server could not be read (an unreadable DENY denies everything it targets)");
+                    }
+                    info!(
+                        policies = set.bindings.len(),
+                        default = set.default_policy.as_str(),
+                        "authorization policies received"
+                    );
+                    self.policies.send_replace(Some(Arc::new(set)));
+                }
+                Some(Update::Snapshot(chunk)) => {
+                    for wire in &chunk.entries {
+                        snapshot.push(self.parse_entry(wire)?);
+                    }
+                    if chunk.last {
+                        let count = snapshot.len();
+                        self.cache.replace_entries(std::mem::take(&mut snapshot));
+                        info!(entries = count, "entry snapshot received");
+                    }
+                }
+                Some(Update::Delta(delta)) => {
+                    let upserted = delta
+                        .upserted
+                        .iter()
+                        .map(|w| self.parse_entry(w))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let removed: Vec<EntryId> =
+                        delta.removed.into_iter().map(EntryId::new).collect();
+                    debug!(
+                        upserted = upserted.len(),
+                        removed = removed.len(),
+                        "entry delta"
+                    );
+                    self.cache.apply_delta(upserted, &removed);
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn parse_entry(
+        &self,
+        wire: &signet_proto::agent::Entry,
+    ) -> Result<RegistrationEntry, AgentError> {
+        RegistrationEntry::try_from(wire)
+            .map_err(|e| AgentError::Server(format!("entry {}: {e}", wire.id)))
+    }
+}
