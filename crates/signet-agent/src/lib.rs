@@ -3,8 +3,8 @@
 
 pub mod agent_svid;
 pub mod attestor;
-pub mod authorization;
-pub mod cache;
+mod authorization;
+mod cache;
 pub mod client;
 mod context;
 pub mod error;
@@ -12,8 +12,8 @@ mod open_requests;
 pub mod peer;
 mod pushed;
 pub mod sds;
-pub mod telemetry;
-pub mod workload_api;
+mod telemetry;
+mod workload_api;
 mod workload_listener;
 mod workload_source;
 

@@ -6,11 +6,11 @@
 //! server refuses a bad object at `kubectl apply`. What needs the cluster (does a template render
 //! for this pod?) is reported by the controller in status conditions and Events.
 
-pub mod authorization_policy;
+mod authorization_policy;
 pub mod cel;
-pub mod cluster_federated_trust_domain;
-pub mod cluster_spiffe_id;
-pub mod cluster_static_entry;
+mod cluster_federated_trust_domain;
+mod cluster_spiffe_id;
+mod cluster_static_entry;
 pub mod conversions;
 pub mod status;
 

@@ -2,17 +2,17 @@
 //! an intermediate under an upstream CA), the rotation state machine, X509-SVID minting from
 //! verified CSRs, JWT-SVID minting, the trust bundle, and key persistence.
 
-pub mod authority;
+mod authority;
 pub mod ca;
-pub mod clock;
+mod clock;
 pub mod csr;
-pub mod error;
-pub mod key;
+mod error;
+mod key;
 pub mod keystore;
-pub mod mint;
+mod mint;
 pub mod profile;
-pub mod rotation;
-pub mod upstream;
+mod rotation;
+mod upstream;
 
 pub use authority::{Authority, JwtAuthority, X509Authority};
 pub use ca::{AuthorityInfo, AuthorityKind, CaConfig, CertificateAuthority};

@@ -1,8 +1,8 @@
 //! The `signet` command: argument parsing and dispatch to the server, agent and admin code.
 
-pub mod cli;
-pub mod commands;
-pub mod output;
+mod cli;
+mod commands;
+mod output;
 pub mod uds;
 
 use clap::CommandFactory;

@@ -2,9 +2,7 @@
 //! `signet-api` converts into) and given their status conditions here.
 
 use signet_api::AuthorizationPolicySpec;
-pub use signet_core::policy::{
-    CompiledPolicy, PolicyError, PolicyTarget, Workload, policies_for, unknown_trust_domains,
-};
+pub use signet_core::policy::{CompiledPolicy, PolicyError, PolicyTarget, unknown_trust_domains};
 use signet_spiffe::TrustDomain;
 
 /// Compiles one resource; all errors are collected, not just the first.
@@ -104,7 +102,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use signet_api::{PolicyOperation, PolicyRule, PolicySource};
-    use signet_core::policy::Action;
+    use signet_core::policy::{Action, Workload, policies_for};
     use signet_spiffe::SpiffeId;
 
     use super::*;

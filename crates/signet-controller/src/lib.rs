@@ -5,16 +5,16 @@
 //! The computation (`cluster_spiffe_id`, `static_entry`, `index`, `status`) is pure: no kube client, no
 //! tokio. The watch and write loops live in `runtime`.
 
-pub mod authorization;
-pub mod cluster_spiffe_id;
+mod authorization;
+mod cluster_spiffe_id;
 pub mod index;
-pub mod label_selector;
-pub mod pod_context;
+mod label_selector;
+mod pod_context;
 pub mod policy_state;
 pub mod runtime;
-pub mod services;
-pub mod static_entry;
-pub mod status;
+mod services;
+mod static_entry;
+mod status;
 
 pub use cluster_spiffe_id::{CompileError, CompiledClusterSpiffeId};
 pub use index::{ControllerConfig, EntryChange, Index};

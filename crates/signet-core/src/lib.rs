@@ -1,14 +1,14 @@
 //! Signet's domain model, pure: selectors, registration entries and the rule that matches a
 //! workload's selectors to the entries it may use.
 
-pub mod agent_id;
-pub mod backoff;
-pub mod duration;
-pub mod entry;
+mod agent_id;
+mod backoff;
+mod duration;
+mod entry;
 pub mod k8s_selectors;
 pub mod label_selector;
 pub mod policy;
-pub mod selector;
+mod selector;
 pub mod template;
 
 pub use agent_id::{AgentId, AgentIdKind};

@@ -5,8 +5,8 @@
 mod identity;
 pub mod mounts;
 mod node;
-pub mod request;
-pub mod target;
+mod request;
+mod target;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -96,6 +96,7 @@ impl TargetPath {
         &self.path
     }
 
+    #[cfg(test)]
     pub fn pod_uid(&self) -> &str {
         &self.pod_uid
     }

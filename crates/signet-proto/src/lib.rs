@@ -59,5 +59,5 @@ pub use signet::admin::v1 as admin;
 pub use signet::agent::v1 as agent;
 pub use signet::authz::v1 as authz;
 
-pub mod convert;
+mod convert;
 pub mod policy;

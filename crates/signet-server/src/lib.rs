@@ -2,22 +2,22 @@
 //! TLS, the admin API on a local Unix socket, the entry index fed from SQLite, the bundle files,
 //! and health/metrics endpoints.
 
-pub mod admin_api;
-pub mod agent_api;
-pub mod agent_listener;
-pub mod agents;
+mod admin_api;
+mod agent_api;
+mod agent_listener;
+mod agents;
 pub mod authority;
 mod connection_lifetime;
 pub mod datastore;
-pub mod error;
+mod error;
 mod health;
-pub mod index;
-pub mod join_token;
+mod index;
+mod join_token;
 pub mod k8s;
 mod listeners;
-pub mod metrics;
-pub mod policies;
-pub mod policy_admin;
+mod metrics;
+mod policies;
+mod policy_admin;
 pub mod psat;
 mod standalone;
 mod state;

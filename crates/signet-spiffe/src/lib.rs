@@ -3,10 +3,10 @@
 //! pass the time in).
 
 pub mod bundle;
-pub mod dns;
-pub mod encoding;
-pub mod id;
-pub mod jwk;
+mod dns;
+mod encoding;
+mod id;
+mod jwk;
 pub mod jwt;
 pub mod x509;
 
