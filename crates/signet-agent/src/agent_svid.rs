@@ -22,13 +22,16 @@ const BUNDLE_FILE: &str = "bundle.json";
 /// Reads a trust bundle file: SPIFFE bundle JSON or PEM certificates.
 pub fn read_bundle_file(path: &Path, trust_domain: &TrustDomain) -> Result<Bundle, AgentError> {
     let bytes = std::fs::read(path)
-        .map_err(|e| AgentError::Config(format!("reading trust bundle {}: {e}", path.display())))?;
+        .map_err(|e| AgentError::io(format!("reading trust bundle {}", path.display()), e))?;
     let parsed = if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
         Bundle::from_spiffe_json(trust_domain.clone(), &bytes)
     } else {
         Bundle::from_pem(trust_domain.clone(), &bytes)
     };
-    parsed.map_err(|e| AgentError::Config(format!("trust bundle {}: {e}", path.display())))
+    parsed.map_err(|source| AgentError::TrustBundle {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// A bundle set holding one bundle.
@@ -112,7 +115,7 @@ impl IdentityStore {
 
 /// A new P-256 key and a CSR for it, naming `id` if given.
 pub fn key_and_csr(id: Option<&SpiffeId>) -> Result<(KeyPair, Vec<u8>), AgentError> {
-    signet_ca::csr::new_key_and_csr(id).map_err(|e| AgentError::Internal(e.to_string()))
+    signet_ca::csr::new_key_and_csr(id).map_err(|e| AgentError::crypto("making a key and CSR", e))
 }
 
 /// What the agent proves its node with.
@@ -131,10 +134,10 @@ impl NodeCredential {
             Self::JoinToken(token) => Ok(Attestation::JoinToken(token.clone())),
             Self::PsatTokenFile(path) => {
                 let token = std::fs::read_to_string(path).map_err(|e| {
-                    AgentError::Config(format!(
-                        "reading the service account token {}: {e}",
-                        path.display()
-                    ))
+                    AgentError::io(
+                        format!("reading the service account token {}", path.display()),
+                        e,
+                    )
                 })?;
                 Ok(Attestation::K8sPsatToken(token.trim().to_owned()))
             }
@@ -181,7 +184,7 @@ pub async fn attest(
     let trust_domain = bootstrap.trust_domain().clone();
     let bundles = Arc::new(SharedBundles::new(single(bootstrap)));
     let mut client = crate::client::connect(server_address, bundles, server_id, None)
-        .map_err(|e| AgentError::Unavailable(e.to_string()))?;
+        .map_err(AgentError::Connect)?;
     let (key, csr) = key_and_csr(None)?;
     let response = client
         .attest_agent(AttestAgentRequest {
@@ -192,12 +195,12 @@ pub async fn attest(
         .map_err(AgentError::from_status)?
         .into_inner();
     let svid = X509Svid::parse(&response.svid_chain, &key.serialize_der())
-        .map_err(|e| AgentError::Server(format!("server returned an invalid agent SVID: {e}")))?;
-    let bundle_msg = response
-        .bundle
-        .ok_or_else(|| AgentError::Server("attestation response has no bundle".into()))?;
+        .map_err(|e| AgentError::invalid_answer("agent SVID", e))?;
+    let bundle_msg = response.bundle.ok_or_else(|| {
+        AgentError::invalid_answer("attestation response", "it carries no bundle")
+    })?;
     let bundle = Bundle::from_spiffe_json(trust_domain, &bundle_msg.spiffe_json)
-        .map_err(|e| AgentError::Server(format!("server bundle: {e}")))?;
+        .map_err(|e| AgentError::invalid_answer("bundle", e))?;
     Ok(PersistedIdentity { svid, bundle })
 }
 
@@ -215,5 +218,5 @@ pub async fn renew(
         .map_err(AgentError::from_status)?
         .into_inner();
     X509Svid::parse(&response.svid_chain, &key.serialize_der())
-        .map_err(|e| AgentError::Server(format!("server returned an invalid agent SVID: {e}")))
+        .map_err(|e| AgentError::invalid_answer("agent SVID", e))
 }

@@ -169,7 +169,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
     private_dir(&config.data_dir)?;
     let store = IdentityStore::new(config.data_dir.clone(), config.trust_domain.clone());
     let server_id = signet_core::server_id(&config.trust_domain)
-        .map_err(|e| AgentError::Internal(e.to_string()))?;
+        .map_err(|e| AgentError::Config(format!("trust domain {}: {e}", config.trust_domain)))?;
 
     // Health first: while the agent waits for the server, /livez answers (a startup probe must
     // not kill a patient agent) and /readyz says not ready.

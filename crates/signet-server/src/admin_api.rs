@@ -84,7 +84,7 @@ impl AdminApi {
     fn new_entry_id() -> Result<EntryId, ServerError> {
         let mut bytes = [0u8; 16];
         aws_lc_rs::rand::fill(&mut bytes)
-            .map_err(|_| ServerError::Internal("no randomness".into()))?;
+            .map_err(|_| ServerError::crypto("drawing a random value", "no randomness"))?;
         Ok(EntryId::new(
             bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(),
         ))

@@ -2,7 +2,9 @@
 //! (watch channel, files) and the server's own TLS SVID.
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 use std::time::{Duration, SystemTime};
 
 use rustls_pki_types::CertificateDer;
@@ -26,7 +28,7 @@ pub struct AuthorityService {
     ca: RwLock<CertificateAuthority>,
     bundle: watch::Sender<Arc<Bundle>>,
     server_svid: Arc<RotatingSvid>,
-    server_svid_expiry: parking_lot::RwLock<SystemTime>,
+    server_svid_expiry: RwLock<SystemTime>,
     bundle_files: Option<(PathBuf, PathBuf)>,
     journal: Option<crate::datastore::Datastore>,
 }
@@ -43,7 +45,7 @@ impl AuthorityService {
             ca: RwLock::new(ca),
             bundle: watch::channel(Arc::new(bundle)).0,
             server_svid: Arc::new(RotatingSvid::new()),
-            server_svid_expiry: parking_lot::RwLock::new(SystemTime::UNIX_EPOCH),
+            server_svid_expiry: RwLock::new(SystemTime::UNIX_EPOCH),
             bundle_files: bundle_dir.map(|d| (d.join("bundle.pem"), d.join("bundle.json"))),
             journal,
         });
@@ -70,22 +72,11 @@ impl AuthorityService {
         Ok(service)
     }
 
-    fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, CertificateAuthority>, ServerError> {
-        self.ca
-            .read()
-            .map_err(|_| ServerError::Internal("CA lock poisoned".into()))
-    }
-
-    fn write(&self) -> Result<std::sync::RwLockWriteGuard<'_, CertificateAuthority>, ServerError> {
-        self.ca
-            .write()
-            .map_err(|_| ServerError::Internal("CA lock poisoned".into()))
-    }
 
     /// The trust domain's SPIFFE ID for the server.
     pub fn server_id(&self) -> Result<SpiffeId, ServerError> {
-        let td = self.read()?.trust_domain().clone();
-        signet_core::server_id(&td).map_err(|e| ServerError::Internal(e.to_string()))
+        let td = self.ca.read().trust_domain().clone();
+        Ok(signet_core::server_id(&td)?)
     }
 
     /// The current bundle.
@@ -105,19 +96,17 @@ impl AuthorityService {
 
     /// Tainted X.509 authority ids.
     pub fn tainted_authorities(&self) -> Vec<String> {
-        self.read()
-            .map(|ca| ca.tainted_x509_authorities())
-            .unwrap_or_default()
+        self.ca.read().tainted_x509_authorities()
     }
 
     /// Signs a workload X509-SVID.
     pub fn mint_x509(&self, request: &X509SvidRequest<'_>) -> Result<MintedX509Svid, ServerError> {
-        Ok(self.read()?.mint_x509_svid(request)?)
+        Ok(self.ca.read().mint_x509_svid(request)?)
     }
 
     /// Mints a JWT-SVID.
     pub fn mint_jwt(&self, request: &JwtSvidRequest<'_>) -> Result<String, ServerError> {
-        Ok(self.read()?.mint_jwt_svid(request)?)
+        Ok(self.ca.read().mint_jwt_svid(request)?)
     }
 
     /// Signs an agent SVID: the CSR may omit the ID, which the server assigns.
@@ -134,12 +123,12 @@ impl AuthorityService {
             dns_names: &[],
             csr_id_rule: CsrIdRule::ExactOrNone,
         };
-        Ok(self.read()?.mint_x509_svid(&request)?)
+        Ok(self.ca.read().mint_x509_svid(&request)?)
     }
 
     /// Runs time-driven rotation; publishes the bundle if it changed.
     pub fn tick(&self) -> Result<Vec<RotationEvent>, ServerError> {
-        let events = self.write()?.tick()?;
+        let events = self.ca.write().tick()?;
         self.after_change(&events)?;
         if self.server_svid_due() {
             self.renew_server_svid()?;
@@ -152,7 +141,7 @@ impl AuthorityService {
         &self,
         f: impl FnOnce(&mut CertificateAuthority) -> Result<Vec<RotationEvent>, signet_ca::Error>,
     ) -> Result<Vec<RotationEvent>, ServerError> {
-        let events = f(&mut *self.write()?)?;
+        let events = f(&mut self.ca.write())?;
         self.after_change(&events)?;
         Ok(events)
     }
@@ -165,7 +154,7 @@ impl AuthorityService {
             info!(?event, "CA rotation");
             self.record(format!("{event:?}"));
         }
-        let bundle = self.read()?.bundle()?;
+        let bundle = self.ca.read().bundle()?;
         let changed = self.bundle.borrow().sequence() != bundle.sequence();
         if changed
             || events
@@ -205,7 +194,7 @@ impl AuthorityService {
     fn renew_server_svid(&self) -> Result<(), ServerError> {
         let id = self.server_id()?;
         let (key, csr) = signet_ca::csr::new_key_and_csr(Some(&id))
-            .map_err(|e| ServerError::Internal(e.to_string()))?;
+            .map_err(|e| ServerError::crypto("making the server SVID key and CSR", e))?;
         let request = X509SvidRequest {
             csr_der: &csr,
             spiffe_id: &id,
@@ -214,10 +203,10 @@ impl AuthorityService {
             csr_id_rule: CsrIdRule::Exact,
         };
         // The server ID is reserved for workloads but minted here directly by the CA.
-        let minted = self.read()?.mint_x509_svid(&request)?;
+        let minted = self.ca.read().mint_x509_svid(&request)?;
         let chain: Vec<CertificateDer<'static>> = minted.chain.clone();
         let certified = signet_tls::certified_key(chain, &key.serialize_der())
-            .map_err(|e| ServerError::Internal(e.to_string()))?;
+            .map_err(|e| ServerError::crypto("loading the server SVID into TLS", e))?;
         self.server_svid.set(certified);
         *self.server_svid_expiry.write() = minted.not_after;
         Ok(())
@@ -242,7 +231,7 @@ impl AuthorityService {
 
     /// The CA's authorities, for `signet ca show`.
     pub fn authorities(&self) -> Vec<signet_ca::AuthorityInfo> {
-        self.read().map(|ca| ca.authorities()).unwrap_or_default()
+        self.ca.read().authorities()
     }
 
     /// Forces rotation steps (exposed for tests and the admin CLI).
@@ -262,10 +251,10 @@ impl AuthorityService {
 
     /// Adopts changes another replica stored (HA followers); publishes the bundle if it changed.
     pub fn reload(&self) -> Result<bool, ServerError> {
-        let changed = self.write()?.reload()?;
+        let changed = self.ca.write().reload()?;
         if changed {
             info!("CA state reloaded from the key store");
-            self.bundle.send_replace(Arc::new(self.read()?.bundle()?));
+            self.bundle.send_replace(Arc::new(self.ca.read().bundle()?));
             self.write_bundle_files()?;
             self.renew_server_svid()?;
         } else if self.server_svid_due() {

@@ -50,15 +50,44 @@ pub enum ServerError {
         /// The journal's last event.
         last_event: String,
     },
-    /// A bug or poisoned lock.
-    #[error("internal error: {0}")]
-    Internal(String),
-    /// A backend (the Kubernetes API) could not be reached; retry.
+    /// A key, CSR, random value or TLS credential could not be made.
+    #[error("{what}: {source}")]
+    Crypto {
+        /// What was being made.
+        what: &'static str,
+        /// Why it failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A SPIFFE ID the server builds from its configuration is invalid.
+    #[error("invalid SPIFFE ID: {0}")]
+    SpiffeId(#[from] signet_spiffe::IdError),
+    /// The Kubernetes API could not be reached or refused a request; retry.
+    #[error("{what}: {source}")]
+    Kubernetes {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: kube::Error,
+    },
+    /// A shared object kept changing under concurrent writers; retry.
     #[error("{0}")]
-    Unavailable(String),
+    Contended(String),
 }
 
 impl ServerError {
+    /// Making `what` failed.
+    pub fn crypto(
+        what: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Crypto {
+            what,
+            source: source.into(),
+        }
+    }
+
     /// `what` failed with `source`.
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
         Self::Io {
@@ -79,8 +108,10 @@ impl ServerError {
             ServerError::Io { .. } => "io",
             ServerError::PrivateDir(_) => "private_dir",
             ServerError::LostKeyStore { .. } => "lost_key_store",
-            ServerError::Internal(_) => "internal",
-            ServerError::Unavailable(_) => "unavailable",
+            ServerError::Crypto { .. } => "crypto",
+            ServerError::SpiffeId(_) => "spiffe_id",
+            ServerError::Kubernetes { .. } => "kubernetes",
+            ServerError::Contended(_) => "contended",
         }
     }
 }
@@ -103,13 +134,14 @@ impl From<ServerError> for Status {
             | ServerError::Datastore(_)
             | ServerError::Io { .. }
             | ServerError::PrivateDir(_)
-            | ServerError::LostKeyStore { .. } => {
+            | ServerError::LostKeyStore { .. }
+            | ServerError::Kubernetes { .. } => {
                 // Details go to the server log, not to the caller.
                 tracing::error!(error = %err, "request failed");
                 Status::unavailable("the server could not complete the request; see its log")
             }
-            ServerError::Unavailable(m) => Status::unavailable(m.clone()),
-            ServerError::Internal(_) => {
+            ServerError::Contended(m) => Status::unavailable(m.clone()),
+            ServerError::Crypto { .. } | ServerError::SpiffeId(_) => {
                 tracing::error!(error = %err, "internal error");
                 Status::internal("internal error")
             }

@@ -13,7 +13,7 @@ fn hex(bytes: &[u8]) -> String {
 /// A new random token (256 bits, hex).
 pub fn generate_token() -> Result<String, ServerError> {
     let mut bytes = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| ServerError::Internal("no randomness".into()))?;
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| ServerError::crypto("drawing a join token", "no randomness"))?;
     Ok(hex(&bytes))
 }
 
@@ -27,5 +27,5 @@ pub fn agent_id_for(trust_domain: &TrustDomain, token: &str) -> Result<SpiffeId,
     let hash = hash_token(token);
     signet_core::AgentId::join_token(trust_domain, &hash[..16])
         .map(signet_core::AgentId::into_spiffe_id)
-        .map_err(|e| ServerError::Internal(e.to_string()))
+        .map_err(ServerError::from)
 }

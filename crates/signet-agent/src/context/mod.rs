@@ -79,7 +79,7 @@ impl AgentContext {
             server_id,
             Some(agent_tls.clone()),
         )
-        .map_err(|e| AgentError::Unavailable(e.to_string()))?;
+        .map_err(AgentError::Connect)?;
         let context = Arc::new(Self {
             trust_domain: identity.bundle.trust_domain().clone(),
             cache,
@@ -147,7 +147,7 @@ impl AgentContext {
     /// Uses and persists a new agent SVID.
     fn install_agent_svid(&self, svid: X509Svid) -> Result<(), AgentError> {
         let certified = signet_tls::certified_key(svid.chain().to_vec(), svid.private_key_pkcs8())
-            .map_err(|e| AgentError::Internal(e.to_string()))?;
+            .map_err(|e| AgentError::crypto("loading the agent SVID into TLS", e))?;
         self.store.save_svid(&svid)?;
         self.agent_tls.set(certified);
         *self.agent_svid.write() = svid;

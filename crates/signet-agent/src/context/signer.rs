@@ -57,8 +57,7 @@ impl AgentContext {
                     })
                     .collect::<Result<Vec<_>, _>>()
             })
-            .await
-            .map_err(|e| AgentError::Internal(e.to_string()))??;
+            .await??;
             let requests = prepared
                 .iter()
                 .map(|(entry, _, csr)| SvidRequest {

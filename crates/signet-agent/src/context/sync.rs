@@ -49,7 +49,7 @@ impl AgentContext {
                 Some(Update::Bundle(b)) => {
                     let bundle =
                         Bundle::from_spiffe_json(self.trust_domain.clone(), &b.spiffe_json)
-                            .map_err(|e| AgentError::Server(format!("bundle update: {e}")))?;
+                            .map_err(|e| AgentError::invalid_answer("bundle update", e))?;
                     debug!(sequence = b.sequence, "bundle update");
                     self.apply_bundle(bundle);
                 }
@@ -101,6 +101,6 @@ impl AgentContext {
         wire: &signet_proto::agent::Entry,
     ) -> Result<RegistrationEntry, AgentError> {
         RegistrationEntry::try_from(wire)
-            .map_err(|e| AgentError::Server(format!("entry {}: {e}", wire.id)))
+            .map_err(|e| AgentError::invalid_answer(format!("entry {}", wire.id), e))
     }
 }

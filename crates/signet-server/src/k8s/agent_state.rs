@@ -150,7 +150,7 @@ impl ClusterAgentState {
                 Err(error) => return Err(unavailable(&self.name, error)),
             }
         }
-        Err(ServerError::Unavailable(format!(
+        Err(ServerError::Contended(format!(
             "ConfigMap {} kept changing; try again",
             self.name
         )))
@@ -204,5 +204,8 @@ impl ClusterAgentState {
 }
 
 fn unavailable(name: &str, error: kube::Error) -> ServerError {
-    ServerError::Unavailable(format!("agent state ConfigMap {name}: {error}"))
+    ServerError::Kubernetes {
+        what: format!("agent state ConfigMap {name}"),
+        source: error,
+    }
 }
