@@ -134,7 +134,10 @@ mod tests {
     fn statuses_are_classified_and_keep_their_source() {
         let refused = AgentError::from_status(tonic::Status::permission_denied("agent is banned"));
         assert_eq!(refused.metric_label(), "refused");
-        assert_eq!(refused.to_string(), "refused by the server: agent is banned");
+        assert_eq!(
+            refused.to_string(),
+            "refused by the server: agent is banned"
+        );
         assert!(std::error::Error::source(&refused).is_some());
         let down = AgentError::from_status(tonic::Status::unavailable("connection refused"));
         assert_eq!(down.metric_label(), "unavailable");

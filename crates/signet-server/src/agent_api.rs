@@ -1,20 +1,18 @@
 //! The agent API (`signet.agent.v1.AgentService`): node attestation, entry sync, and signing
 //! restricted to the entries parented to the calling agent.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::Stream;
-use signet_core::policy::PolicySet;
-use signet_core::{EntryId, RegistrationEntry};
+use signet_core::EntryId;
 use signet_proto::agent::{
     self as pb, AttestAgentRequest, AttestAgentResponse, MintJwtSvidRequest, MintJwtSvidResponse,
     RenewAgentRequest, RenewAgentResponse, SignX509SvidsRequest, SignX509SvidsResponse,
     SyncEntriesRequest, SyncEntriesResponse, agent_service_server::AgentService,
 };
-use signet_spiffe::{Bundle, SpiffeId};
+use signet_spiffe::SpiffeId;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
@@ -22,13 +20,11 @@ use tracing::{info, warn};
 use crate::agents::{AgentRefusal, AgentRegistry};
 use crate::authority::AuthorityService;
 use crate::datastore::{AgentRecord, Datastore, TokenRedemption};
-use crate::index::AgentChanges;
 use crate::index::EntryIndex;
 use crate::join_token::hash_token;
 use crate::metrics::{AttestationLabels, ServerMetrics, SvidLabels};
+use crate::sync_session::{SyncSession, bundle_message};
 
-/// Most entries in one snapshot or delta message (keeps messages far below gRPC limits).
-pub const MAX_ENTRIES_PER_MESSAGE: usize = 1000;
 /// Most CSRs in one signing batch.
 pub const MAX_CSRS_PER_BATCH: usize = 1000;
 
@@ -51,33 +47,6 @@ pub struct AgentApi {
 fn unix(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-/// The part of `set` that targets an identity among `entries` (one agent's).
-fn policies_of<'a>(
-    set: &PolicySet,
-    entries: impl IntoIterator<Item = &'a Arc<RegistrationEntry>>,
-) -> PolicySet {
-    let mut ids: Vec<&SpiffeId> = entries.into_iter().map(|e| &e.spiffe_id).collect();
-    ids.sort();
-    ids.dedup();
-    PolicySet {
-        default_policy: set.default_policy,
-        bindings: set
-            .bindings
-            .iter()
-            .filter(|binding| ids.iter().any(|id| binding.targets(id)))
-            .cloned()
-            .collect(),
-    }
-}
-
-fn bundle_message(bundle: &Bundle) -> pb::Bundle {
-    pb::Bundle {
-        trust_domain: bundle.trust_domain().to_string(),
-        spiffe_json: bundle.to_spiffe_json().into_bytes(),
-        sequence: bundle.sequence().unwrap_or(0),
-    }
 }
 
 fn is_agent_id(id: &SpiffeId) -> bool {
@@ -279,57 +248,6 @@ enum SyncEvent {
 
 type SyncStream = Pin<Box<dyn Stream<Item = Result<SyncEntriesResponse, Status>> + Send>>;
 
-/// Applies logged changes to what the agent was sent; returns the messages' contents (entries
-/// that are already the agent's, unchanged, are not sent again).
-fn apply_changes(
-    sent: &mut HashMap<EntryId, Arc<RegistrationEntry>>,
-    upserted: Vec<Arc<RegistrationEntry>>,
-    removed: &[EntryId],
-) -> (Vec<pb::Entry>, Vec<String>) {
-    let mut changed = Vec::new();
-    for entry in upserted {
-        let same = sent
-            .get(&entry.id)
-            .is_some_and(|old| Arc::ptr_eq(old, &entry) || **old == *entry);
-        if !same {
-            changed.push(pb::Entry::from(entry.as_ref()));
-            sent.insert(entry.id.clone(), entry);
-        }
-    }
-    let gone: Vec<String> = removed
-        .iter()
-        .filter(|id| sent.remove(*id).is_some())
-        .map(ToString::to_string)
-        .collect();
-    (changed, gone)
-}
-
-/// The difference between what the agent was sent and `current`, applied to `sent`.
-fn delta(
-    sent: &mut HashMap<EntryId, Arc<RegistrationEntry>>,
-    current: &crate::index::AgentEntries,
-) -> (Vec<pb::Entry>, Vec<String>) {
-    let mut upserted = Vec::new();
-    for (id, entry) in current {
-        let same = sent
-            .get(id)
-            .is_some_and(|old| Arc::ptr_eq(old, entry) || **old == **entry);
-        if !same {
-            upserted.push(pb::Entry::from(entry.as_ref()));
-            sent.insert(id.clone(), entry.clone());
-        }
-    }
-    let removed: Vec<String> = sent
-        .keys()
-        .filter(|id| !current.contains_key(*id))
-        .map(ToString::to_string)
-        .collect();
-    for id in &removed {
-        sent.remove(&EntryId::new(id.clone()));
-    }
-    (upserted, removed)
-}
-
 #[tonic::async_trait]
 impl AgentService for AgentApi {
     async fn attest_agent(
@@ -375,28 +293,14 @@ impl AgentService for AgentApi {
                 sequence += 1;
                 SyncEntriesResponse { sequence, update: Some(update), tainted_authorities: authority.tainted_authorities() }
             };
+            let mut session = SyncSession::new(agent.clone(), index.clone());
             bundle_changed.borrow_and_update();
-            yield next(pb::sync_entries_response::Update::Bundle(bundle_message(&authority.bundle())));
-            // Policies before entries, once the store is loaded (until then the agent keeps the
-            // set it had, or has none and its enforcement points deny everything).
-            // Each agent gets the policies of its own workloads only (a node learns nothing about
-            // the others), recomputed when its entries or the policies change.
             entries_changed.borrow_and_update();
-            // The snapshot and the change-log position it is current at, read together.
-            let (mut seen, snapshot) = index.agent_snapshot(&agent);
-            let mut sent_policies: Option<PolicySet> = None;
+            // Until the policy store is loaded the agent keeps the set it had, or has none and
+            // its enforcement points deny everything.
             let policies = policies_changed.borrow_and_update().clone();
-            if let Some(policies) = policies {
-                let mine = policies_of(&policies, snapshot.values());
-                yield next(pb::sync_entries_response::Update::Policies(signet_proto::authz::PolicySet::from(&mine)));
-                sent_policies = Some(mine);
-            }
-            let mut sent: HashMap<EntryId, Arc<RegistrationEntry>> = snapshot.clone().into_iter().collect();
-            let all: Vec<pb::Entry> = snapshot.values().map(|e| pb::Entry::from(e.as_ref())).collect();
-            let chunks: Vec<Vec<pb::Entry>> = if all.is_empty() { vec![Vec::new()] } else { all.chunks(MAX_ENTRIES_PER_MESSAGE).map(<[_]>::to_vec).collect() };
-            let count = chunks.len();
-            for (i, entries) in chunks.into_iter().enumerate() {
-                yield next(pb::sync_entries_response::Update::Snapshot(pb::EntriesChunk { entries, last: i + 1 == count }));
+            for update in session.open(&authority.bundle(), policies.as_deref()) {
+                yield next(update);
             }
             loop {
                 // `select!` only picks the event: async-stream cannot see `yield` or `?` inside
@@ -409,61 +313,31 @@ impl AgentService for AgentApi {
                     r = bundle_changed.changed() => if r.is_err() { SyncEvent::Closed } else { SyncEvent::Bundle },
                     r = agents_changed.changed() => if r.is_err() { SyncEvent::Closed } else { SyncEvent::Agents },
                 };
-                match event {
+                let updates = match event {
                     SyncEvent::Closed => break,
                     SyncEvent::Entries => {
                         entries_changed.borrow_and_update();
-                        // Exactly what changed since the last message, from the index's change
-                        // log; a full diff only when the log no longer reaches back that far.
-                        let (upserted, removed) = match index.changes_since(&agent, seen) {
-                            AgentChanges::Unchanged => continue,
-                            AgentChanges::Changed { sequence, upserted, removed } => {
-                                seen = sequence;
-                                apply_changes(&mut sent, upserted, &removed)
-                            }
-                            AgentChanges::TooFarBehind => {
-                                let (sequence, current) = index.agent_snapshot(&agent);
-                                seen = sequence;
-                                delta(&mut sent, &current)
-                            }
-                        };
-                        // A new identity's policies go out before its entry.
                         let policies = policies_changed.borrow().clone();
-                        if let Some(policies) = policies {
-                            let mine = policies_of(&policies, sent.values());
-                            if sent_policies.as_ref() != Some(&mine) {
-                                yield next(pb::sync_entries_response::Update::Policies(signet_proto::authz::PolicySet::from(&mine)));
-                                sent_policies = Some(mine);
-                            }
-                        }
-                        let mut upserted = upserted.into_iter().peekable();
-                        let mut removed = Some(removed);
-                        while upserted.peek().is_some() || removed.as_ref().is_some_and(|r| !r.is_empty()) {
-                            let batch: Vec<pb::Entry> = upserted.by_ref().take(MAX_ENTRIES_PER_MESSAGE).collect();
-                            let gone = removed.take().unwrap_or_default();
-                            yield next(pb::sync_entries_response::Update::Delta(pb::EntriesDelta { upserted: batch, removed: gone }));
-                        }
+                        session.entries_changed(policies.as_deref())
                     }
                     SyncEvent::Bundle => {
                         let bundle = bundle_changed.borrow_and_update().clone();
-                        yield next(pb::sync_entries_response::Update::Bundle(bundle_message(&bundle)));
+                        vec![SyncSession::bundle_changed(&bundle)]
                     }
                     SyncEvent::Policies => {
                         let policies = policies_changed.borrow_and_update().clone();
-                        if let Some(policies) = policies {
-                            let mine = policies_of(&policies, sent.values());
-                            if sent_policies.as_ref() != Some(&mine) {
-                                yield next(pb::sync_entries_response::Update::Policies(signet_proto::authz::PolicySet::from(&mine)));
-                                sent_policies = Some(mine);
-                            }
-                        }
+                        policies.and_then(|set| session.policies_changed(&set)).into_iter().collect()
                     }
                     SyncEvent::Agents => {
                         agents_changed.borrow_and_update();
                         if agents.check_svid(&agent, issued).is_err() {
                             Err(Status::permission_denied(format!("agent {agent} was evicted or banned")))?;
                         }
+                        Vec::new()
                     }
+                };
+                for update in updates {
+                    yield next(update);
                 }
             }
         };
@@ -594,78 +468,5 @@ struct GaugeGuard(Arc<ServerMetrics>);
 impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.0.sync_streams.dec();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use signet_core::SelectorSet;
-    use signet_core::policy::{
-        Action, DefaultPolicy, Enforcement, IdPattern, Policy, PolicyBinding, PolicyRef,
-    };
-
-    use super::*;
-
-    fn entry(id: &str, spiffe_id: &str) -> (EntryId, Arc<RegistrationEntry>) {
-        let entry = RegistrationEntry {
-            id: EntryId::new(id),
-            spiffe_id: SpiffeId::new(spiffe_id).unwrap(),
-            parent_id: SpiffeId::new("spiffe://example.org/signet/agent/join/a").unwrap(),
-            selectors: SelectorSet::parse_all(&["unix:uid:1"]).unwrap(),
-            x509_svid_ttl: Duration::from_secs(60),
-            jwt_svid_ttl: Duration::from_secs(60),
-            dns_names: vec![],
-            federates_with: vec![],
-            admin: false,
-            downstream: false,
-            hint: String::new(),
-            revision: 1,
-        };
-        (entry.id.clone(), Arc::new(entry))
-    }
-
-    fn binding(name: &str, target: &str) -> PolicyBinding {
-        PolicyBinding {
-            policy: Policy {
-                id: PolicyRef {
-                    namespace: "default".into(),
-                    name: name.into(),
-                },
-                action: Action::Allow,
-                enforcement: Enforcement::Enforce,
-                rules: vec![],
-            },
-            targets: vec![IdPattern::parse(target).unwrap()],
-        }
-    }
-
-    #[test]
-    fn an_agent_gets_only_the_policies_of_its_own_workloads() {
-        let set = PolicySet {
-            default_policy: DefaultPolicy::Deny,
-            bindings: vec![
-                binding("api", "spiffe://example.org/api"),
-                binding("all-web", "spiffe://example.org/web/**"),
-                binding("elsewhere", "spiffe://example.org/db"),
-            ],
-        };
-        let entries: crate::index::AgentEntries = [
-            entry("1", "spiffe://example.org/api"),
-            entry("2", "spiffe://example.org/web/a"),
-            entry("3", "spiffe://example.org/web/a"),
-        ]
-        .into_iter()
-        .collect();
-        let mine = policies_of(&set, entries.values());
-        let names: Vec<&str> = mine
-            .bindings
-            .iter()
-            .map(|b| b.policy.id.name.as_str())
-            .collect();
-        assert_eq!(names, ["api", "all-web"]);
-        assert_eq!(mine.default_policy, DefaultPolicy::Deny);
-        assert!(policies_of(&set, []).bindings.is_empty());
     }
 }

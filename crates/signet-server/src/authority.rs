@@ -72,7 +72,6 @@ impl AuthorityService {
         Ok(service)
     }
 
-
     /// The trust domain's SPIFFE ID for the server.
     pub fn server_id(&self) -> Result<SpiffeId, ServerError> {
         let td = self.ca.read().trust_domain().clone();

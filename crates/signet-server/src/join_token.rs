@@ -13,7 +13,8 @@ fn hex(bytes: &[u8]) -> String {
 /// A new random token (256 bits, hex).
 pub fn generate_token() -> Result<String, ServerError> {
     let mut bytes = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| ServerError::crypto("drawing a join token", "no randomness"))?;
+    aws_lc_rs::rand::fill(&mut bytes)
+        .map_err(|_| ServerError::crypto("drawing a join token", "no randomness"))?;
     Ok(hex(&bytes))
 }
 

@@ -21,6 +21,7 @@ mod policy_admin;
 pub mod psat;
 mod standalone;
 mod state;
+mod sync_session;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
