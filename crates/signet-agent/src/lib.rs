@@ -26,7 +26,11 @@ use signet_spiffe::TrustDomain;
 use tracing::{info, warn};
 
 pub use attestor::unix::UnixAttestorConfig;
+pub use cache::{CachedSvid, SvidCache};
 pub use error::AgentError;
+pub use telemetry::AgentMetrics;
+pub use workload_api::WorkloadApi;
+pub use workload_listener::serve as serve_workload_api;
 pub use workload_listener::{
     DEFAULT_CONNECTION_LIMITS, DEFAULT_IDLE_CONNECTION_TIMEOUT, MAX_STREAMS_PER_CONNECTION,
     WorkloadEndpoint,

@@ -169,54 +169,6 @@ async fn x509_source_follows_updates() {
     assert!(source.bundle_for_trust_domain(&td).unwrap().is_some());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn missing_security_header_is_invalid_argument() {
-    let d = Deployment::start();
-    d.create_entry(
-        &format!("spiffe://{TD}/h"),
-        &format!("unix:uid:{}", my_uid()),
-        &[],
-    );
-    let channel = {
-        let path = d.socket();
-        tonic::transport::Endpoint::from_static("http://localhost")
-            .connect_with_connector(tower::service_fn(move |_| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                        tokio::net::UnixStream::connect(path).await?,
-                    ))
-                }
-            }))
-            .await
-            .unwrap()
-    };
-    let mut raw =
-        signet_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(channel);
-    let status = raw
-        .fetch_x509svid(signet_proto::workload::X509svidRequest {})
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    assert_eq!(status.message(), "security header missing from request");
-    let mut wrong = tonic::Request::new(signet_proto::workload::X509BundlesRequest {});
-    wrong
-        .metadata_mut()
-        .insert("workload.spiffe.io", "TRUE".parse().unwrap());
-    assert_eq!(
-        raw.fetch_x509_bundles(wrong).await.unwrap_err().code(),
-        tonic::Code::InvalidArgument
-    );
-    // WIT profile is not implemented.
-    let mut wit = tonic::Request::new(signet_proto::workload::WitsvidRequest::default());
-    wit.metadata_mut()
-        .insert("workload.spiffe.io", "true".parse().unwrap());
-    assert_eq!(
-        raw.fetch_witsvid(wit).await.unwrap_err().code(),
-        tonic::Code::Unimplemented
-    );
-}
-
 #[test]
 fn unregistered_user_gets_permission_denied() {
     let d = Deployment::start();
