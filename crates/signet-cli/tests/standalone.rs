@@ -2,7 +2,6 @@
 //! TLS on loopback, real Unix sockets, and the third-party `spiffe` crate as the workload.
 
 #![expect(
-    clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     reason = "tests fail loudly"
@@ -12,7 +11,6 @@ mod common;
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Deployment, TD, my_uid, signet_bin, wait_for};
@@ -307,232 +305,25 @@ fn corrupt_database_is_a_clear_error() {
     );
 }
 
-/// An agent client authenticated with its own SVID, for the hostile-agent tests.
-async fn rogue_agent(
-    d: &Deployment,
-    token: &str,
-) -> (
-    String,
-    signet_proto::agent::agent_service_client::AgentServiceClient<tonic::transport::Channel>,
-) {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let td = signet_spiffe::TrustDomain::new(TD).unwrap();
-    let bootstrap =
-        signet_agent::agent_svid::read_bundle_file(&d.server_dir().join("bundle.pem"), &td)
-            .unwrap();
-    let server_id = signet_core::server_id(&td).unwrap();
-    let address = format!("127.0.0.1:{}", d.port);
-    let identity = signet_agent::agent_svid::attest_with_join_token(
-        &address,
-        bootstrap.clone(),
-        server_id.clone(),
-        token,
-    )
-    .await
-    .unwrap();
-    let svid = Arc::new(signet_tls::RotatingSvid::new());
-    svid.set(
-        signet_tls::certified_key(
-            identity.svid.chain().to_vec(),
-            identity.svid.private_key_pkcs8(),
-        )
-        .unwrap(),
-    );
-    let bundles = Arc::new(signet_tls::SharedBundles::new(
-        signet_agent::agent_svid::single(bootstrap),
-    ));
-    let client = signet_agent::client::connect(&address, bundles, server_id, Some(svid)).unwrap();
-    (identity.svid.spiffe_id().to_string(), client)
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn an_agent_cannot_get_svids_for_entries_of_another_agent() {
+/// The admin CLI's agent commands against a real agent (the agent API's side of bans and
+/// evictions is tested in process in `signet-server/tests/agent_api.rs`).
+#[test]
+fn agents_are_listed_banned_and_evicted_from_the_cli() {
     let d = Deployment::start();
-    let entry = d.create_entry(
-        &format!("spiffe://{TD}/victim"),
-        &format!("unix:uid:{}", my_uid()),
-        &[],
-    );
-    let (rogue_id, mut rogue) = rogue_agent(&d, &d.token()).await;
-    assert_ne!(rogue_id, d.agent_id);
-    let (_, csr) = signet_agent::agent_svid::key_and_csr(Some(
-        &signet_spiffe::SpiffeId::new(&format!("spiffe://{TD}/victim")).unwrap(),
-    ))
-    .unwrap();
-    let response = rogue
-        .sign_x509_svids(signet_proto::agent::SignX509SvidsRequest {
-            requests: vec![signet_proto::agent::SvidRequest {
-                entry_id: entry.clone(),
-                csr,
-            }],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(response.results[0].svid_chain.is_empty());
-    assert!(!response.results[0].error.is_empty());
-    let jwt = rogue
-        .mint_jwt_svid(signet_proto::agent::MintJwtSvidRequest {
-            entry_id: entry,
-            audience: vec!["x".into()],
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(jwt.code(), tonic::Code::PermissionDenied);
-
-    // Its own entry, but a CSR that smuggles another ID: refused too.
-    let own = {
-        let out = d.admin(&[
-            "entry",
-            "create",
-            "--spiffe-id",
-            &format!("spiffe://{TD}/rogue-own"),
-            "--parent-id",
-            &rogue_id,
-            "--selector",
-            "unix:uid:4242",
-            "-o",
-            "json",
-        ]);
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+    let listed = |d: &Deployment| {
+        let list = d.admin(&["agent", "list", "-o", "json"]);
+        String::from_utf8_lossy(&list.stdout).contains(&d.agent_id)
     };
-    let (_, smuggled) = signet_agent::agent_svid::key_and_csr(Some(
-        &signet_spiffe::SpiffeId::new(&format!("spiffe://{TD}/victim")).unwrap(),
-    ))
-    .unwrap();
-    let response = rogue
-        .sign_x509_svids(signet_proto::agent::SignX509SvidsRequest {
-            requests: vec![signet_proto::agent::SvidRequest {
-                entry_id: own,
-                csr: smuggled,
-            }],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(
-        response.results[0].error.contains("CSR"),
-        "{}",
-        response.results[0].error
-    );
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn join_tokens_are_single_use_and_expire() {
-    let d = Deployment::start();
-    let td = signet_spiffe::TrustDomain::new(TD).unwrap();
-    let bootstrap =
-        signet_agent::agent_svid::read_bundle_file(&d.server_dir().join("bundle.pem"), &td)
-            .unwrap();
-    let server_id = signet_core::server_id(&td).unwrap();
-    let address = format!("127.0.0.1:{}", d.port);
-    let token = d.token();
-    // A request with an unusable CSR is refused without using the token up.
-    let bundles = Arc::new(signet_tls::SharedBundles::new(
-        signet_agent::agent_svid::single(bootstrap.clone()),
-    ));
-    let mut raw =
-        signet_agent::client::connect(&address, bundles, server_id.clone(), None).unwrap();
-    for csr in [b"not a CSR".to_vec(), Vec::new()] {
-        let refused = raw
-            .attest_agent(signet_proto::agent::AttestAgentRequest {
-                attestation: Some(
-                    signet_proto::agent::attest_agent_request::Attestation::JoinToken(
-                        token.clone(),
-                    ),
-                ),
-                csr,
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused}");
+    assert!(listed(&d));
+    for command in ["ban", "unban", "evict"] {
+        let out = d.admin(&["agent", command, &d.agent_id]);
+        assert!(
+            out.status.success(),
+            "agent {command}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    signet_agent::agent_svid::attest_with_join_token(
-        &address,
-        bootstrap.clone(),
-        server_id.clone(),
-        &token,
-    )
-    .await
-    .unwrap();
-    let reused = signet_agent::agent_svid::attest_with_join_token(
-        &address,
-        bootstrap.clone(),
-        server_id.clone(),
-        &token,
-    )
-    .await
-    .unwrap_err();
-    assert!(reused.to_string().contains("already used"), "{reused}");
-    let unknown = signet_agent::agent_svid::attest_with_join_token(
-        &address,
-        bootstrap.clone(),
-        server_id.clone(),
-        "nope",
-    )
-    .await
-    .unwrap_err();
-    assert!(unknown.to_string().contains("not valid"), "{unknown}");
-    let out = d.admin(&["token", "create", "--ttl", "1s", "-o", "json"]);
-    let short: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    let expired = signet_agent::agent_svid::attest_with_join_token(
-        &address,
-        bootstrap,
-        server_id,
-        short["token"].as_str().unwrap(),
-    )
-    .await
-    .unwrap_err();
-    assert!(expired.to_string().contains("expired"), "{expired}");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn banned_and_evicted_agents_are_refused() {
-    let d = Deployment::start();
-    let (rogue_id, mut rogue) = rogue_agent(&d, &d.token()).await;
-    let mut stream = rogue
-        .sync_entries(signet_proto::agent::SyncEntriesRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(
-        stream.message().await.unwrap().is_some(),
-        "first message is the bundle"
-    );
-    let out = d.admin(&["agent", "ban", &rogue_id]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // The open stream ends with PermissionDenied; new calls are refused.
-    let ended = loop {
-        match tokio::time::timeout(Duration::from_secs(5), stream.message())
-            .await
-            .expect("stream reacts to the ban")
-        {
-            Ok(Some(_)) => continue,
-            Ok(None) => panic!("stream ended without a status"),
-            Err(status) => break status,
-        }
-    };
-    assert_eq!(ended.code(), tonic::Code::PermissionDenied);
-    let refused = rogue
-        .sync_entries(signet_proto::agent::SyncEntriesRequest {})
-        .await
-        .unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
-    assert!(refused.message().contains("banned"));
-
-    // Eviction of the real agent: its calls are refused until it attests again.
-    let out = d.admin(&["agent", "evict", &d.agent_id]);
-    assert!(out.status.success());
-    let list = d.admin(&["agent", "list", "-o", "json"]);
-    assert!(!String::from_utf8_lossy(&list.stdout).contains(&d.agent_id));
+    assert!(!listed(&d), "an evicted agent is no longer listed");
 }
 
 #[test]

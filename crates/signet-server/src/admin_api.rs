@@ -239,7 +239,7 @@ impl Admin for AdminApi {
         }
         let token = generate_token()?;
         let agent_id = agent_id_for(&self.trust_domain, &token)?;
-        let expires_at = SystemTime::now() + ttl;
+        let expires_at = self.api.clock.now() + ttl;
         self.datastore()?
             .create_join_token(hash_token(&token), agent_id.clone(), expires_at)
             .await

@@ -42,6 +42,8 @@ pub struct AgentApi {
     pub(crate) psat: Option<Arc<crate::psat::PsatAttestor>>,
     /// The AuthorizationPolicies every agent receives.
     pub(crate) policies: Arc<crate::policies::PolicyStore>,
+    /// When join tokens expire and agents were seen.
+    pub(crate) clock: Arc<dyn signet_ca::Clock>,
 }
 
 fn unix(t: SystemTime) -> i64 {
@@ -121,7 +123,7 @@ impl AgentApi {
             ));
         };
         let outcome = datastore
-            .redeem_join_token(hash_token(token), SystemTime::now())
+            .redeem_join_token(hash_token(token), self.clock.now())
             .await
             .map_err(crate::error::ServerError::from)?;
         let agent_id = match outcome {
@@ -202,7 +204,7 @@ impl AgentApi {
         let minted = self
             .authority
             .mint_agent_svid(csr, &agent_id, self.agent_svid_ttl)?;
-        let now = SystemTime::now();
+        let now = self.clock.now();
         if let Some(datastore) = &self.datastore {
             datastore
                 .upsert_agent(AgentRecord {

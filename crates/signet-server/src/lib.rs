@@ -73,6 +73,9 @@ pub struct ServerConfig {
     pub new_ca: bool,
     /// Serve a standalone database older than its generation record (see `datastore`).
     pub accept_data_loss: bool,
+    /// The time the CA signs at and join tokens expire by (the system clock; tests move a
+    /// manual one instead of sleeping).
+    pub clock: Arc<dyn signet_ca::Clock>,
 }
 
 impl ServerConfig {
@@ -96,6 +99,7 @@ impl ServerConfig {
             new_ca: false,
             accept_data_loss: false,
             agent_api_bounds: agent_listener::AgentApiBounds::default(),
+            clock: Arc::new(signet_ca::SystemClock),
         }
     }
 }
@@ -179,6 +183,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         agent_svid_ttl: config.agent_svid_ttl,
         psat,
         policies: policies.clone(),
+        clock: config.clock.clone(),
     };
     let admin = admin_api::AdminApi {
         api: api.clone(),

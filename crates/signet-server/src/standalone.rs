@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use signet_ca::{CaConfig, CertificateAuthority, FileKeyStore, SystemClock};
+use signet_ca::{CaConfig, CertificateAuthority, FileKeyStore};
 
 use crate::agents::AgentRegistry;
 use crate::authority::AuthorityService;
@@ -32,7 +32,7 @@ pub(crate) async fn open_state(
     let ca = CertificateAuthority::open(
         ca_config,
         Arc::new(FileKeyStore::new(keys)),
-        Arc::new(SystemClock),
+        config.clock.clone(),
     )?;
     let authority =
         AuthorityService::new(ca, Some(config.data_dir.clone()), Some(datastore.clone()))?;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use signet_ca::{CaConfig, CertificateAuthority, SystemClock};
+use signet_ca::{CaConfig, CertificateAuthority};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
@@ -34,7 +34,7 @@ pub(crate) async fn open_state(
     let mut tasks = Vec::new();
     let (leader, election) = join_leader_election(options).await;
     tasks.push(election);
-    let ca = open_ca(options, ca_config, *leader.borrow()).await?;
+    let ca = open_ca(options, ca_config, config.clock.clone(), *leader.borrow()).await?;
     let authority = AuthorityService::new(ca, Some(config.data_dir.clone()), None)?;
 
     let index = Arc::new(EntryIndex::new_unsynced());
@@ -116,6 +116,7 @@ async fn join_leader_election(
 async fn open_ca(
     options: &KubernetesOptions,
     ca_config: CaConfig,
+    clock: Arc<dyn signet_ca::Clock>,
     leading: bool,
 ) -> Result<CertificateAuthority, ServerError> {
     let store: Arc<dyn signet_ca::KeyStore> = Arc::new(
@@ -126,7 +127,6 @@ async fn open_ca(
         )
         .map_err(signet_ca::Error::from)?,
     );
-    let clock = Arc::new(SystemClock);
     if leading {
         match CertificateAuthority::open(ca_config.clone(), store.clone(), clock.clone()) {
             Ok(ca) => return Ok(ca),

@@ -1,0 +1,417 @@
+//! The agent API of a server started in process (standalone, SQLite in a temp dir, a manual
+//! clock), driven by agent clients over real mutual TLS: join tokens, signing restricted to the
+//! caller's entries, the snapshot in chunks and exact deltas, and a ban ending a stream.
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use signet_agent::agent_svid;
+use signet_ca::ManualClock;
+use signet_proto::admin::admin_client::AdminClient;
+use signet_proto::admin::{
+    AgentRequest, CreateEntryRequest, CreateJoinTokenRequest, DeleteEntryRequest,
+};
+use signet_proto::agent::agent_service_client::AgentServiceClient;
+use signet_proto::agent::sync_entries_response::Update;
+use signet_proto::agent::{
+    AttestAgentRequest, Entry, MintJwtSvidRequest, SignX509SvidsRequest, SvidRequest,
+    SyncEntriesRequest, SyncEntriesResponse, attest_agent_request::Attestation,
+};
+use signet_server::{RunningServer, ServerConfig};
+use signet_spiffe::{Bundle, SpiffeId, TrustDomain};
+use tonic::Code;
+use tonic::transport::Channel;
+
+const TD: &str = "example.org";
+const WAIT: Duration = Duration::from_secs(5);
+
+struct Server {
+    running: Option<RunningServer>,
+    clock: Arc<ManualClock>,
+    admin: AdminClient<Channel>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown();
+        }
+    }
+}
+
+/// An attested agent: its ID and a client presenting its SVID.
+struct Agent {
+    id: String,
+    client: AgentServiceClient<Channel>,
+}
+
+impl Server {
+    async fn start() -> Self {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(SystemTime::now()));
+        let mut config =
+            ServerConfig::new(TrustDomain::new(TD).unwrap(), dir.path().join("server"));
+        config.bind_address = "127.0.0.1:0".parse().unwrap();
+        config.health_address = None;
+        config.clock = clock.clone();
+        let running = signet_server::start(config).await.unwrap();
+        let admin = AdminClient::new(unix_channel(running.admin_socket.clone()).await);
+        Self {
+            running: Some(running),
+            clock,
+            admin,
+            _dir: dir,
+        }
+    }
+
+    fn running(&self) -> &RunningServer {
+        self.running.as_ref().unwrap()
+    }
+
+    fn address(&self) -> String {
+        self.running().agent_address.to_string()
+    }
+
+    fn bootstrap(&self) -> Bundle {
+        agent_svid::read_bundle_file(&self.running().bundle_pem, &TrustDomain::new(TD).unwrap())
+            .unwrap()
+    }
+
+    fn server_id() -> SpiffeId {
+        signet_core::server_id(&TrustDomain::new(TD).unwrap()).unwrap()
+    }
+
+    async fn token(&self) -> String {
+        self.admin
+            .clone()
+            .create_join_token(CreateJoinTokenRequest { ttl_seconds: 600 })
+            .await
+            .unwrap()
+            .into_inner()
+            .token
+    }
+
+    async fn attest(
+        &self,
+        token: &str,
+    ) -> Result<agent_svid::PersistedIdentity, signet_agent::AgentError> {
+        agent_svid::attest_with_join_token(
+            &self.address(),
+            self.bootstrap(),
+            Self::server_id(),
+            token,
+        )
+        .await
+    }
+
+    async fn agent(&self) -> Agent {
+        let identity = self.attest(&self.token().await).await.unwrap();
+        let svid = Arc::new(signet_tls::RotatingSvid::new());
+        svid.set(
+            signet_tls::certified_key(
+                identity.svid.chain().to_vec(),
+                identity.svid.private_key_pkcs8(),
+            )
+            .unwrap(),
+        );
+        let bundles = Arc::new(signet_tls::SharedBundles::new(agent_svid::single(
+            self.bootstrap(),
+        )));
+        let client =
+            signet_agent::client::connect(&self.address(), bundles, Self::server_id(), Some(svid))
+                .unwrap();
+        Agent {
+            id: identity.svid.spiffe_id().to_string(),
+            client,
+        }
+    }
+
+    async fn create_entry(&self, path: &str, parent: &str) -> String {
+        self.admin
+            .clone()
+            .create_entry(CreateEntryRequest {
+                entry: Some(Entry {
+                    spiffe_id: format!("spiffe://{TD}/{path}"),
+                    parent_id: parent.to_owned(),
+                    selectors: vec!["unix:uid:4242".into()],
+                    ..Entry::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .id
+    }
+}
+
+async fn unix_channel(path: std::path::PathBuf) -> Channel {
+    tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+        .await
+        .unwrap()
+}
+
+fn csr_for(path: &str) -> Vec<u8> {
+    let id = SpiffeId::new(&format!("spiffe://{TD}/{path}")).unwrap();
+    agent_svid::key_and_csr(Some(&id)).unwrap().1
+}
+
+async fn next(stream: &mut tonic::Streaming<SyncEntriesResponse>) -> Update {
+    tokio::time::timeout(WAIT, stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .update
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_cannot_get_svids_for_entries_of_another_agent() {
+    let server = Server::start().await;
+    let owner = server.agent().await;
+    let mut rogue = server.agent().await;
+    assert_ne!(rogue.id, owner.id);
+    let victim = server.create_entry("victim", &owner.id).await;
+
+    let response = rogue
+        .client
+        .sign_x509_svids(SignX509SvidsRequest {
+            requests: vec![SvidRequest {
+                entry_id: victim.clone(),
+                csr: csr_for("victim"),
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(response.results[0].svid_chain.is_empty());
+    assert!(!response.results[0].error.is_empty());
+    let jwt = rogue
+        .client
+        .mint_jwt_svid(MintJwtSvidRequest {
+            entry_id: victim,
+            audience: vec!["x".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(jwt.code(), Code::PermissionDenied);
+
+    // Its own entry, but a CSR that smuggles another ID: refused too.
+    let own = server.create_entry("rogue-own", &rogue.id).await;
+    let response = rogue
+        .client
+        .sign_x509_svids(SignX509SvidsRequest {
+            requests: vec![SvidRequest {
+                entry_id: own.clone(),
+                csr: csr_for("victim"),
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        response.results[0].error.contains("CSR"),
+        "{}",
+        response.results[0].error
+    );
+    // The honest request for its own entry is signed.
+    let response = rogue
+        .client
+        .sign_x509_svids(SignX509SvidsRequest {
+            requests: vec![SvidRequest {
+                entry_id: own,
+                csr: csr_for("rogue-own"),
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        response.results[0].error.is_empty(),
+        "{}",
+        response.results[0].error
+    );
+    assert!(!response.results[0].svid_chain.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn join_tokens_are_single_use_and_expire() {
+    let server = Server::start().await;
+    let token = server.token().await;
+    // A request with an unusable CSR is refused without using the token up.
+    let bundles = Arc::new(signet_tls::SharedBundles::new(agent_svid::single(
+        server.bootstrap(),
+    )));
+    let mut raw =
+        signet_agent::client::connect(&server.address(), bundles, Server::server_id(), None)
+            .unwrap();
+    for csr in [b"not a CSR".to_vec(), Vec::new()] {
+        let refused = raw
+            .attest_agent(AttestAgentRequest {
+                attestation: Some(Attestation::JoinToken(token.clone())),
+                csr,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused}");
+    }
+    server.attest(&token).await.unwrap();
+    let reused = server.attest(&token).await.unwrap_err();
+    assert!(reused.to_string().contains("already used"), "{reused}");
+    let unknown = server.attest("nope").await.unwrap_err();
+    assert!(unknown.to_string().contains("not valid"), "{unknown}");
+
+    // A token is good until its TTL has passed on the server's clock, not a moment longer.
+    let short = server
+        .admin
+        .clone()
+        .create_join_token(CreateJoinTokenRequest { ttl_seconds: 60 })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    server.clock.advance(Duration::from_secs(61));
+    let expired = server.attest(&short).await.unwrap_err();
+    assert!(expired.to_string().contains("expired"), "{expired}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_snapshot_comes_in_chunks_and_changes_as_exact_deltas() {
+    let server = Server::start().await;
+    let mut agent = server.agent().await;
+    let other = server.agent().await;
+    // One entry more than a message holds.
+    let mut ids = Vec::new();
+    for i in 0..1_001 {
+        ids.push(server.create_entry(&format!("w/{i}"), &agent.id).await);
+    }
+    server.create_entry("theirs", &other.id).await;
+    let mut stream = agent
+        .client
+        .sync_entries(SyncEntriesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(next(&mut stream).await, Update::Bundle(_)));
+    let mut chunks = Vec::new();
+    loop {
+        match next(&mut stream).await {
+            Update::Snapshot(chunk) => {
+                let last = chunk.last;
+                chunks.push(chunk);
+                if last {
+                    break;
+                }
+            }
+            Update::Policies(_) => {}
+            other => panic!("unexpected before the snapshot's end: {other:?}"),
+        }
+    }
+    assert_eq!(
+        chunks.iter().map(|c| c.entries.len()).collect::<Vec<_>>(),
+        [1000, 1]
+    );
+    let mut sent: Vec<String> = chunks
+        .iter()
+        .flat_map(|c| c.entries.iter().map(|e| e.id.clone()))
+        .collect();
+    sent.sort();
+    ids.sort();
+    assert_eq!(sent, ids, "exactly this agent's entries");
+
+    let added = server.create_entry("added", &agent.id).await;
+    server.create_entry("not-mine", &other.id).await;
+    match next(&mut stream).await {
+        Update::Delta(delta) => {
+            assert_eq!(delta.upserted.len(), 1);
+            assert_eq!(delta.upserted[0].id, added);
+            assert!(delta.removed.is_empty());
+        }
+        other => panic!("expected a delta, got {other:?}"),
+    }
+    server
+        .admin
+        .clone()
+        .delete_entry(DeleteEntryRequest { id: ids[0].clone() })
+        .await
+        .unwrap();
+    match next(&mut stream).await {
+        Update::Delta(delta) => {
+            assert!(delta.upserted.is_empty());
+            assert_eq!(delta.removed, [ids[0].clone()]);
+        }
+        other => panic!("expected a delta, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ban_ends_the_stream_and_an_eviction_removes_the_agent() {
+    let server = Server::start().await;
+    let mut banned = server.agent().await;
+    let evicted = server.agent().await;
+    let mut stream = banned
+        .client
+        .sync_entries(SyncEntriesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(next(&mut stream).await, Update::Bundle(_)));
+    server
+        .admin
+        .clone()
+        .ban_agent(AgentRequest {
+            spiffe_id: banned.id.clone(),
+        })
+        .await
+        .unwrap();
+    // The open stream ends with PermissionDenied; new calls are refused.
+    let ended = loop {
+        match tokio::time::timeout(WAIT, stream.message()).await.unwrap() {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), Code::PermissionDenied);
+    let refused = banned
+        .client
+        .sync_entries(SyncEntriesRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert!(refused.message().contains("banned"), "{refused}");
+
+    server
+        .admin
+        .clone()
+        .evict_agent(AgentRequest {
+            spiffe_id: evicted.id.clone(),
+        })
+        .await
+        .unwrap();
+    let listed = server
+        .admin
+        .clone()
+        .list_agents(signet_proto::admin::ListAgentsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.agents.iter().all(|a| a.spiffe_id != evicted.id));
+    let mut evicted_client = evicted.client;
+    let refused = evicted_client
+        .sync_entries(SyncEntriesRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+}
