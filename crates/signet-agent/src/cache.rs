@@ -113,6 +113,11 @@ impl SvidCache {
         &self.signer
     }
 
+    /// The entry `id`, if it is one of this node's.
+    pub fn entry(&self, id: &EntryId) -> Option<Arc<RegistrationEntry>> {
+        self.read(|s| s.entries.get(id).map(|slot| slot.entry.clone()))
+    }
+
     /// Sets the trust bundle.
     pub fn set_bundle(&self, bundle: Bundle) {
         self.update(|s| s.bundle = Some(Arc::new(bundle)));

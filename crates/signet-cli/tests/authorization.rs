@@ -6,8 +6,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -72,103 +72,10 @@ fn proxy(
     (child, log_path)
 }
 
-/// An HTTP/1.1 application answering `<method> <path> peer=<x-signet-peer-id>`.
-fn http_app() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || serve_http(stream));
-        }
-    });
-    port
-}
-
-fn serve_http(stream: TcpStream) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut stream = stream;
-    loop {
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut peer = String::new();
-        let mut length = 0usize;
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':') {
-                match name.to_ascii_lowercase().as_str() {
-                    "x-signet-peer-id" => peer = value.trim().to_owned(),
-                    "content-length" => length = value.trim().parse().unwrap_or(0),
-                    _ => {}
-                }
-            }
-        }
-        let mut body = vec![0u8; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        let mut parts = request_line.split_whitespace();
-        let answer = format!(
-            "{} {} peer={peer}",
-            parts.next().unwrap_or(""),
-            parts.next().unwrap_or("")
-        );
-        let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{answer}",
-            answer.len()
-        );
-        if stream.write_all(response.as_bytes()).is_err() {
-            return;
-        }
-    }
-}
-
-/// A line echo service.
-fn echo_app() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut writer = stream.try_clone().unwrap();
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { return };
-                    if writeln!(writer, "{line}").is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    port
-}
+use signet_test_support::apps::{echo_app, echoes, http_app};
 
 fn request(port: u16, method: &str, path: &str) -> (u16, String) {
     common::http_request(port, method, path)
-}
-
-/// Whether a line makes it through the TCP route and back.
-fn echoes(port: u16) -> bool {
-    let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut writer = stream.try_clone().unwrap();
-    if writeln!(writer, "ping").is_err() {
-        return false;
-    }
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).is_ok() && line.trim() == "ping"
 }
 
 fn apply(d: &Deployment, yaml: &str) -> String {
@@ -549,36 +456,6 @@ fn openssl_with_the_frontend_svid_is_served_and_verifies_the_backend() {
     assert!(
         out.contains(&format!("GET /items/1 peer={}", frontend())),
         "{out}"
-    );
-}
-
-#[test]
-fn permissive_mode_admits_plaintext_as_unauthenticated() {
-    let s = setup("1h", "permissive");
-    // Accepted, but without an SVID the default policy (allow-trust-domain) denies it.
-    assert_eq!(request(s.backend_http, "GET", "/items/1").0, 403);
-    apply(
-        &s.d,
-        &policy(
-            "anyone-reads-health",
-            "ALLOW",
-            "  - to: [{paths: [/healthz]}]\n",
-        ),
-    );
-    eventually("the policy admitting unauthenticated peers", || {
-        request(s.backend_http, "GET", "/healthz").0 == 200
-    });
-    let (code, body) = request(s.backend_http, "GET", "/healthz");
-    assert_eq!(
-        (code, body.as_str()),
-        (200, "GET /healthz peer="),
-        "no peer ID for plaintext"
-    );
-    assert_eq!(request(s.http_route, "GET", "/healthz").0, 200);
-    let metrics = common::http_get(s.backend_metrics, "/metrics").1;
-    assert!(
-        metrics.contains("direction=\"inbound\",result=\"plaintext\"}"),
-        "{metrics}"
     );
 }
 

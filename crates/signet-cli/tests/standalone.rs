@@ -1,11 +1,7 @@
 //! End-to-end tests of standalone mode: real `signet server` and `signet agent` processes, real
 //! TLS on loopback, real Unix sockets, and the third-party `spiffe` crate as the workload.
 
-#![expect(
-    clippy::expect_used,
-    clippy::panic,
-    reason = "tests fail loudly"
-)]
+#![expect(clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
 
 mod common;
 

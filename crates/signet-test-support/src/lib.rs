@@ -3,9 +3,12 @@
 
 #![expect(clippy::unwrap_used, reason = "test fixtures fail loudly")]
 
+pub mod apps;
 pub mod fake_cluster;
 pub mod k8s;
 pub mod k8s_mock;
+mod measure;
+pub mod workload_api;
 
 use std::time::{Duration, SystemTime};
 
@@ -16,6 +19,7 @@ use rcgen::{
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
+pub use measure::{eventually, free_port, percentile, rss_mib, wait_for};
 pub use rcgen;
 
 /// A fixed "now" so tests do not depend on the wall clock.

@@ -4,11 +4,10 @@
 #![allow(dead_code, reason = "each test binary uses a subset")]
 #![expect(clippy::unwrap_used, reason = "test harness fails loudly")]
 
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const TD: &str = "example.org";
 
@@ -16,21 +15,7 @@ pub fn signet_bin() -> &'static str {
     env!("CARGO_BIN_EXE_signet")
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ready() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+pub use signet_test_support::{free_port, wait_for};
 
 pub struct Deployment {
     pub dir: tempfile::TempDir,
@@ -244,33 +229,7 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
     http_request(port, "GET", path)
 }
 
-/// One HTTP/1.1 request on a fresh loopback connection: (status, body); status 0 when the
-/// connection failed or closed without an answer.
-pub fn http_request(port: u16, method: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let _ = write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (code, body)
-}
+pub use signet_test_support::apps::http_request;
 
 pub fn my_uid() -> u32 {
     rustix::process::geteuid().as_raw()
