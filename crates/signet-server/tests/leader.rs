@@ -6,9 +6,9 @@ use std::time::Duration;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 use signet_server::k8s::leader::{LeaderConfig, LeaderElector};
-use signet_test_support::k8s_mock::{MockApiServer, ObjectStore, status_error};
+use signet_test_support::fake_cluster::{FakeCluster, status_error};
 
-const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/signet/leases";
+const LEASES: &str = "coordination.k8s.io/v1/leases";
 
 fn elector(client: kube::Client, identity: &str) -> LeaderElector {
     LeaderElector::new(
@@ -23,15 +23,9 @@ fn elector(client: kube::Client, identity: &str) -> LeaderElector {
     )
 }
 
-fn cluster() -> (kube::Client, ObjectStore) {
-    let store = ObjectStore::new();
-    let shared = store.clone();
-    let (client, _server) = MockApiServer::start(move |call| {
-        shared
-            .handle(LEASES, call)
-            .unwrap_or_else(|| status_error(404, "NotFound", "unexpected"))
-    });
-    (client, store)
+fn cluster() -> (kube::Client, FakeCluster) {
+    let cluster = FakeCluster::new();
+    (cluster.client(), cluster)
 }
 
 #[tokio::test]
@@ -51,7 +45,7 @@ async fn one_replica_leads_renews_and_is_replaced_only_after_expiry() {
     // 14 s after the renewal the lease still holds; at 15 s it is expired and b takes over.
     assert!(!b.step(later + SignedDuration::from_secs(14)).await.unwrap());
     assert!(b.step(later + SignedDuration::from_secs(15)).await.unwrap());
-    let lease = store.get(&format!("{LEASES}/signet-server")).unwrap();
+    let lease = store.get(LEASES, "signet", "signet-server").unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], json!("server-b"));
     assert_eq!(lease["spec"]["leaseTransitions"], json!(1));
     // The old leader sees it lost.
@@ -66,10 +60,9 @@ async fn a_stale_write_loses_the_race() {
     assert!(a.step(t0).await.unwrap());
     // Someone else took the lease between our read and write: simulated by an expired lease
     // that two candidates try to take; the store accepts only the first replace.
-    let path = format!("{LEASES}/signet-server");
-    let mut lease = store.get(&path).unwrap();
+    let mut lease = store.get(LEASES, "signet", "signet-server").unwrap();
     lease["spec"]["holderIdentity"] = json!("server-c");
-    store.put(&path, lease);
+    store.apply(lease);
     let later = t0 + SignedDuration::from_secs(30);
     let b = elector(client.clone(), "server-b");
     let c = elector(client, "server-c");
@@ -79,7 +72,8 @@ async fn a_stale_write_loses_the_race() {
 
 #[tokio::test]
 async fn api_errors_surface() {
-    let (client, _server) = MockApiServer::start(|_| status_error(500, "InternalError", "etcd"));
+    let (client, cluster) = cluster();
+    cluster.intercept(|_| Some(status_error(500, "InternalError", "etcd")));
     let a = elector(client, "server-a");
     assert!(
         a.step(Timestamp::from_second(1_795_000_000).unwrap())

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use signet_server::psat::{PsatAttestor, PsatConfig, PsatError};
 use signet_spiffe::TrustDomain;
 use signet_test_support::k8s::fixture;
-use signet_test_support::k8s_mock::{Call, MockApiServer, Reply, status_error};
+use signet_test_support::fake_cluster::{FakeCluster, status_error};
 
 const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln";
 
@@ -27,23 +27,16 @@ fn json_fixture(name: &str) -> Value {
     serde_json::from_str(&fixture(name)).unwrap()
 }
 
-/// Answers like the API server that issued the captured token.
-fn cluster(review: Value, pod: Value, node: Value) -> impl FnMut(&Call) -> Reply + Send {
-    move |call| match (
-        call.method.as_str(),
-        call.uri.split('?').next().unwrap_or_default(),
-    ) {
-        ("POST", "/apis/authentication.k8s.io/v1/tokenreviews") => (201, review.clone()),
-        ("GET", "/api/v1/namespaces/demo/pods/web-0") => {
-            if pod.is_null() {
-                status_error(404, "NotFound", "pods \"web-0\" not found")
-            } else {
-                (200, pod.clone())
-            }
-        }
-        ("GET", "/api/v1/nodes/vm") => (200, node.clone()),
-        _ => status_error(404, "NotFound", "unexpected request"),
+/// The API server that issued the captured token: its TokenReview answer, the pod (absent when
+/// null) and the node.
+fn cluster(review: Value, pod: Value, node: Value) -> FakeCluster {
+    let cluster = FakeCluster::new();
+    cluster.on_token_review(move |_| review.clone());
+    if !pod.is_null() {
+        cluster.apply(pod);
     }
+    cluster.apply(node);
+    cluster
 }
 
 fn accepted() -> Value {
@@ -56,10 +49,10 @@ async fn attest(
     pod: Value,
 ) -> (
     Result<signet_server::psat::PsatAgent, PsatError>,
-    MockApiServer,
+    FakeCluster,
 ) {
-    let (client, server) = MockApiServer::start(cluster(review, pod, json_fixture("node.json")));
-    let attestor = PsatAttestor::new(config(allowed), client);
+    let server = cluster(review, pod, json_fixture("node.json"));
+    let attestor = PsatAttestor::new(config(allowed), server.client());
     (attestor.attest(TOKEN).await, server)
 }
 
@@ -91,7 +84,7 @@ async fn the_captured_token_attests_the_agent_of_its_node() {
     // Only allow-listed node labels are reported.
     assert!(!agent.selectors.iter().any(|s| s.contains("hostname")));
     assert_eq!(
-        server.call_lines(),
+        server.requests(),
         vec![
             "POST /apis/authentication.k8s.io/v1/tokenreviews",
             "GET /api/v1/namespaces/demo/pods/web-0",
@@ -115,7 +108,7 @@ async fn a_token_for_another_audience_is_refused_by_the_review() {
     assert!(matches!(error, PsatError::NotAuthenticated(_)), "{error}");
     assert!(error.is_refusal());
     assert_eq!(
-        server.call_lines().len(),
+        server.requests().len(),
         1,
         "looked up the pod of an unauthenticated token"
     );
@@ -144,7 +137,7 @@ async fn service_accounts_outside_the_allow_list_are_refused() {
     )
     .await;
     assert!(matches!(result, Err(PsatError::ServiceAccountNotAllowed(ref sa)) if sa == "demo:web"));
-    assert_eq!(server.call_lines().len(), 1);
+    assert_eq!(server.requests().len(), 1);
     let mut review = accepted();
     review["status"]["user"]["username"] = json!("system:node:vm");
     let (result, _) = attest(&["demo:web"], review, json_fixture("pod-running.json")).await;
@@ -163,7 +156,7 @@ async fn the_pod_must_still_exist_with_the_tokens_uid() {
     let (result, server) = attest(&["demo:web"], accepted(), Value::Null).await;
     assert!(matches!(result, Err(PsatError::PodMismatch(_))));
     assert_eq!(
-        server.call_lines().len(),
+        server.requests().len(),
         2,
         "asked for the node of a missing pod"
     );
@@ -196,17 +189,18 @@ async fn node_claims_in_the_token_must_match_the_cluster() {
 
 #[tokio::test]
 async fn api_outages_are_not_refusals_and_malformed_tokens_never_reach_the_api() {
-    let (client, _server) =
-        MockApiServer::start(|_| status_error(503, "ServiceUnavailable", "etcd down"));
-    let attestor = PsatAttestor::new(config(&["demo:web"]), client);
+    let down = FakeCluster::new();
+    down.intercept(|_| Some(status_error(503, "ServiceUnavailable", "etcd down")));
+    let attestor = PsatAttestor::new(config(&["demo:web"]), down.client());
     let error = attestor.attest(TOKEN).await.unwrap_err();
     assert!(
         matches!(error, PsatError::Api(_)) && !error.is_refusal(),
         "{error}"
     );
 
-    let (client, server) = MockApiServer::start(|_| status_error(500, "x", "x"));
-    let attestor = PsatAttestor::new(config(&["demo:web"]), client);
+    let server = FakeCluster::new();
+    server.intercept(|_| Some(status_error(500, "x", "x")));
+    let attestor = PsatAttestor::new(config(&["demo:web"]), server.client());
     for bad in ["", "a b", &"x".repeat(20_000)] {
         assert!(matches!(
             attestor.attest(bad).await,

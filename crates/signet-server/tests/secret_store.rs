@@ -3,68 +3,21 @@
 
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use signet_ca::{
     AuthorityKind, CaConfig, CertificateAuthority, KeyStore, KeyStoreError, ManualClock,
 };
 use signet_server::k8s::secret_store::SecretKeyStore;
 use signet_spiffe::TrustDomain;
-use signet_test_support::k8s_mock::{Call, MockApiServer, Reply, status_error};
+use signet_test_support::fake_cluster::{FakeCluster, status_error};
 
 const PATH: &str = "/api/v1/namespaces/signet/secrets";
 
-#[derive(Default)]
-struct FakeSecrets {
-    secret: Option<Value>,
-    version: u64,
-    fail_next_put_with_conflict: bool,
-}
-
-fn handler(state: Arc<Mutex<FakeSecrets>>) -> impl FnMut(&Call) -> Reply + Send {
-    move |call| {
-        let mut s = state.lock().unwrap();
-        let path = call.uri.split('?').next().unwrap_or_default();
-        match (call.method.as_str(), path) {
-            ("GET", p) if p == format!("{PATH}/signet-ca") => match &s.secret {
-                Some(secret) => (200, secret.clone()),
-                None => status_error(404, "NotFound", "secrets \"signet-ca\" not found"),
-            },
-            ("POST", p) if p == PATH => {
-                if s.secret.is_some() {
-                    return status_error(
-                        409,
-                        "AlreadyExists",
-                        "secrets \"signet-ca\" already exists",
-                    );
-                }
-                s.version += 1;
-                let mut secret = call.body.clone();
-                secret["metadata"]["resourceVersion"] = json!(s.version.to_string());
-                s.secret = Some(secret.clone());
-                (201, secret)
-            }
-            ("PUT", p) if p == format!("{PATH}/signet-ca") => {
-                let current = s
-                    .secret
-                    .as_ref()
-                    .map(|c| c["metadata"]["resourceVersion"].clone());
-                if s.fail_next_put_with_conflict
-                    || current != Some(call.body["metadata"]["resourceVersion"].clone())
-                {
-                    s.fail_next_put_with_conflict = false;
-                    return status_error(409, "Conflict", "the object has been modified");
-                }
-                s.version += 1;
-                let mut secret = call.body.clone();
-                secret["metadata"]["resourceVersion"] = json!(s.version.to_string());
-                s.secret = Some(secret.clone());
-                (200, secret)
-            }
-            _ => status_error(404, "NotFound", "unexpected"),
-        }
-    }
+fn secret(cluster: &FakeCluster) -> Option<serde_json::Value> {
+    cluster.get("v1/secrets", "signet", "signet-ca")
 }
 
 fn config() -> CaConfig {
@@ -77,14 +30,13 @@ fn clock() -> Arc<ManualClock> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_creates_the_secret_and_followers_load_it() {
-    let state = Arc::new(Mutex::new(FakeSecrets::default()));
-    let (client, server) = MockApiServer::start(handler(state.clone()));
+    let server = FakeCluster::new();
+    let client = server.client();
     let store = Arc::new(SecretKeyStore::new(client.clone(), "signet", "signet-ca").unwrap());
     assert!(store.load().unwrap().is_none());
     let mut leader = CertificateAuthority::open(config(), store.clone(), clock()).unwrap();
     {
-        let s = state.lock().unwrap();
-        let secret = s.secret.as_ref().unwrap();
+        let secret = secret(&server).unwrap();
         assert_eq!(secret["type"], "Opaque");
         assert!(secret["data"]["ca-state.json"].is_string());
         assert_eq!(
@@ -92,7 +44,7 @@ async fn the_leader_creates_the_secret_and_followers_load_it() {
             "1"
         );
     }
-    assert!(server.call_lines().contains(&format!("POST {PATH}")));
+    assert!(server.requests().contains(&format!("POST {PATH}")));
 
     let follower_store = Arc::new(SecretKeyStore::new(client, "signet", "signet-ca").unwrap());
     let mut follower = CertificateAuthority::open_existing(config(), follower_store, clock())
@@ -113,11 +65,15 @@ async fn the_leader_creates_the_secret_and_followers_load_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_concurrent_write_between_read_and_replace_is_a_conflict() {
-    let state = Arc::new(Mutex::new(FakeSecrets::default()));
-    let (client, _server) = MockApiServer::start(handler(state.clone()));
-    let store = Arc::new(SecretKeyStore::new(client, "signet", "signet-ca").unwrap());
+    let server = FakeCluster::new();
+    let store = Arc::new(SecretKeyStore::new(server.client(), "signet", "signet-ca").unwrap());
     let mut ca = CertificateAuthority::open(config(), store.clone(), clock()).unwrap();
-    state.lock().unwrap().fail_next_put_with_conflict = true;
+    // Another writer replaces the Secret between our read and our replace.
+    let armed = Arc::new(AtomicBool::new(true));
+    server.intercept(move |call| {
+        (call.method == "PUT" && armed.swap(false, Ordering::SeqCst))
+            .then(|| status_error(409, "Conflict", "the object has been modified"))
+    });
     assert!(matches!(
         ca.prepare(AuthorityKind::X509),
         Err(signet_ca::Error::KeyStore(KeyStoreError::Conflict { .. }))
@@ -130,29 +86,25 @@ async fn a_concurrent_write_between_read_and_replace_is_a_conflict() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_or_unreachable_secrets_are_errors_never_replaced() {
     for data in [json!({}), json!({"ca-state.json": "bm90IGpzb24="})] {
-        let state = Arc::new(Mutex::new(FakeSecrets {
-            secret: Some(
-                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "signet-ca", "namespace": "signet", "resourceVersion": "1"}, "data": data}),
-            ),
-            version: 1,
-            fail_next_put_with_conflict: false,
-        }));
-        let (client, server) = MockApiServer::start(handler(state));
-        let store = Arc::new(SecretKeyStore::new(client, "signet", "signet-ca").unwrap());
+        let server = FakeCluster::new();
+        server.apply(
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "signet-ca", "namespace": "signet"}, "data": data}),
+        );
+        let store = Arc::new(SecretKeyStore::new(server.client(), "signet", "signet-ca").unwrap());
         assert!(matches!(
             CertificateAuthority::open(config(), store, clock()),
             Err(signet_ca::Error::KeyStore(KeyStoreError::Corrupt { .. }))
         ));
         assert!(
             !server
-                .call_lines()
+                .requests()
                 .iter()
                 .any(|c| c.starts_with("PUT") || c.starts_with("POST"))
         );
     }
-    let (client, _server) =
-        MockApiServer::start(|_| status_error(403, "Forbidden", "secrets is forbidden"));
-    let store = Arc::new(SecretKeyStore::new(client, "signet", "signet-ca").unwrap());
+    let forbidden = FakeCluster::new();
+    forbidden.intercept(|_| Some(status_error(403, "Forbidden", "secrets is forbidden")));
+    let store = Arc::new(SecretKeyStore::new(forbidden.client(), "signet", "signet-ca").unwrap());
     assert!(matches!(
         store.load(),
         Err(KeyStoreError::Unavailable { .. })

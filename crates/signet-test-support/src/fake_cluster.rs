@@ -2,17 +2,20 @@
 //! with `fieldSelector=spec.nodeName=`, streaming WATCH that replays from a resourceVersion,
 //! create / replace (409 on a stale version) / merge-patch and server-side apply (including the
 //! `status` subresource) / delete, and a TokenReview responder. Enough for the controller, the
-//! server's Kubernetes mode and the agent's pod watch to run unchanged in one process.
+//! server's Kubernetes mode and the agent's pod watch to run unchanged in one process. Every call
+//! is recorded, and an interceptor can answer a call before the store does (an API error, an
+//! outage, a conflict at exactly the wrong moment).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody, combinators::UnsyncBoxBody};
 use kube::client::Body;
+use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
@@ -20,6 +23,38 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 
 type ResponseBody = UnsyncBoxBody<Bytes, Infallible>;
 type TokenReviewer = Box<dyn FnMut(&Value) -> Value + Send>;
+type Interceptor = Box<dyn FnMut(&Call) -> Option<Reply> + Send>;
+
+/// One request a client made.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// HTTP method.
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    /// JSON body, if any.
+    pub body: Value,
+    /// `Content-Type` (e.g. `application/apply-patch+yaml` for server-side apply).
+    pub content_type: String,
+}
+
+impl Call {
+    /// The path without the query.
+    pub fn path(&self) -> &str {
+        self.uri.split('?').next().unwrap_or_default()
+    }
+}
+
+/// An answer: status code and JSON body.
+pub type Reply = (u16, Value);
+
+/// A Kubernetes `Status` error body, as the API server sends it.
+pub fn status_error(code: u16, reason: &str, message: &str) -> Reply {
+    (
+        code,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": reason, "code": code}),
+    )
+}
 
 struct Watcher {
     collection: String,
@@ -37,7 +72,8 @@ struct State {
     log: Vec<(u64, String, &'static str, Value)>,
     watchers: Vec<Watcher>,
     token_reviewer: Option<TokenReviewer>,
-    requests: Vec<String>,
+    interceptor: Option<Interceptor>,
+    calls: Vec<Call>,
     /// Watches from a resourceVersion older than this get 410 Gone (history compacted).
     compacted: u64,
 }
@@ -140,11 +176,8 @@ fn key_of(object: &Value) -> (String, String) {
     )
 }
 
-fn error(code: u16, reason: &str, message: &str) -> (u16, Value) {
-    (
-        code,
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": reason, "code": code}),
-    )
+fn error(code: u16, reason: &str, message: &str) -> Reply {
+    status_error(code, reason, message)
 }
 
 fn matches(object: &Value, namespace: Option<&str>, node: Option<&str>) -> bool {
@@ -195,17 +228,19 @@ impl FakeCluster {
 
     /// Answers TokenReviews with `reviewer(request) → TokenReview`.
     pub fn on_token_review(&self, reviewer: impl FnMut(&Value) -> Value + Send + 'static) {
-        if let Ok(mut state) = self.state.lock() {
-            state.token_reviewer = Some(Box::new(reviewer));
-        }
+        self.state.lock().token_reviewer = Some(Box::new(reviewer));
+    }
+
+    /// Answers every call `interceptor` returns a reply for instead of the store (the call is
+    /// still recorded); `None` lets the store answer.
+    pub fn intercept(&self, interceptor: impl FnMut(&Call) -> Option<Reply> + Send + 'static) {
+        self.state.lock().interceptor = Some(Box::new(interceptor));
     }
 
     /// Creates or replaces an object (must carry apiVersion, kind and metadata.name).
     pub fn apply(&self, object: Value) -> Value {
         let collection = collection_of(&object);
-        let Ok(mut state) = self.state.lock() else {
-            return object;
-        };
+        let mut state = self.state.lock();
         let key = key_of(&object);
         let existing = state
             .objects
@@ -227,9 +262,7 @@ impl FakeCluster {
 
     /// Deletes an object.
     pub fn delete(&self, collection: &str, namespace: &str, name: &str) {
-        let Ok(mut state) = self.state.lock() else {
-            return;
-        };
+        let mut state = self.state.lock();
         let removed = state
             .objects
             .get_mut(collection)
@@ -244,7 +277,6 @@ impl FakeCluster {
     pub fn get(&self, collection: &str, namespace: &str, name: &str) -> Option<Value> {
         self.state
             .lock()
-            .ok()?
             .objects
             .get(collection)?
             .get(&(namespace.to_owned(), name.to_owned()))
@@ -254,34 +286,36 @@ impl FakeCluster {
     /// Ends every open watch, as an API server restart or a dropped connection would; clients
     /// re-list.
     pub fn break_watches(&self) {
-        if let Ok(mut state) = self.state.lock() {
-            state.watchers.clear();
-        }
+        self.state.lock().watchers.clear();
     }
 
     /// Compacts the history: watches resuming from an older resourceVersion get 410 Gone and
     /// clients must re-list (what etcd compaction does after a long disconnection).
     pub fn expire_history(&self) {
-        if let Ok(mut state) = self.state.lock() {
-            state.compacted = state.version + 1;
-        }
+        let mut state = self.state.lock();
+        state.compacted = state.version + 1;
     }
 
     /// Deletes an object without telling open watches (a deletion missed during an outage).
     pub fn delete_silently(&self, collection: &str, namespace: &str, name: &str) {
-        if let Ok(mut state) = self.state.lock()
-            && let Some(c) = state.objects.get_mut(collection)
-        {
+        if let Some(c) = self.state.lock().objects.get_mut(collection) {
             c.remove(&(namespace.to_owned(), name.to_owned()));
         }
     }
 
-    /// `METHOD path` of every request so far.
+    /// `METHOD path` (query stripped) of every request so far.
     pub fn requests(&self) -> Vec<String> {
         self.state
             .lock()
-            .map(|s| s.requests.clone())
-            .unwrap_or_default()
+            .calls
+            .iter()
+            .map(|c| format!("{} {}", c.method, c.path()))
+            .collect()
+    }
+
+    /// Every request so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.state.lock().calls.clone()
     }
 
     /// A client talking to this cluster.
@@ -308,14 +342,28 @@ impl FakeCluster {
         let path = parts.uri.path().to_owned();
         let query = parts.uri.query().unwrap_or_default().to_owned();
         let method = parts.method.as_str().to_owned();
-        if let Ok(mut state) = self.state.lock() {
-            state.requests.push(format!("{method} {path}"));
-        }
+        let call = Call {
+            method: method.clone(),
+            uri: parts.uri.to_string(),
+            body: body.clone(),
+            content_type: parts
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        let intercepted = {
+            let mut state = self.state.lock();
+            state.calls.push(call.clone());
+            state.interceptor.as_mut().and_then(|answer| answer(&call))
+        };
         let watch = matches!(query_param(&query, "watch").as_deref(), Some("true" | "1"));
-        if method == "GET" && watch {
-            return self.watch(&path, &query);
-        }
-        let (code, value) = self.handle(&method, &path, &query, body);
+        let (code, value) = match intercepted {
+            Some(reply) => reply,
+            None if method == "GET" && watch => return self.watch(&path, &query),
+            None => self.handle(&method, &path, &query, body),
+        };
         let mut response = Response::new(
             http_body_util::Full::new(Bytes::from(serde_json::to_vec(&value).unwrap_or_default()))
                 .boxed_unsync(),
@@ -327,7 +375,8 @@ impl FakeCluster {
 
     fn watch(&self, path: &str, query: &str) -> Response<ResponseBody> {
         let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
-        if let (Some(target), Ok(mut state)) = (parse_path(path), self.state.lock()) {
+        if let Some(target) = parse_path(path) {
+            let mut state = self.state.lock();
             let node = query_param(query, "fieldSelector")
                 .and_then(|f| f.strip_prefix("spec.nodeName=").map(str::to_owned));
             let since: u64 = query_param(query, "resourceVersion")
@@ -367,9 +416,7 @@ impl FakeCluster {
         let Some(target) = parse_path(path) else {
             return error(404, "NotFound", "unknown path");
         };
-        let Ok(mut state) = self.state.lock() else {
-            return error(500, "InternalError", "poisoned");
-        };
+        let mut state = self.state.lock();
         if target.collection == "authentication.k8s.io/v1/tokenreviews" && method == "POST" {
             return match state.token_reviewer.as_mut() {
                 Some(reviewer) => (201, reviewer(&body)),

@@ -6,7 +6,6 @@
 pub mod apps;
 pub mod fake_cluster;
 pub mod k8s;
-pub mod k8s_mock;
 mod measure;
 pub mod workload_api;
 
