@@ -127,7 +127,7 @@ async fn host_processes_get_no_k8s_selectors() {
     ));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_container_not_in_status_yet_is_waited_for_on_the_watch() {
     let proc = FakeProc::new();
     proc.process(7, &format!("0::/kubepods/besteffort/pod{UID}/{APP_CID}\n"));

@@ -19,24 +19,9 @@ use serde_json::{Value, json};
 use signet_spiffe::TrustDomain;
 use signet_test_support::fake_cluster::FakeCluster;
 use signet_test_support::k8s::uid_for;
+use signet_test_support::{percentile, rss_mib};
 
 const TD: &str = "example.org";
-
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:")?
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .unwrap_or(0.0)
-        / 1024.0
-}
 
 fn node(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "uid": uid_for(&format!("node/{name}"))}})
@@ -125,12 +110,6 @@ async fn start_agent(
     .unwrap()
 }
 
-fn percentile(samples: &mut [Duration], p: f64) -> Duration {
-    samples.sort();
-    let rank = ((samples.len() as f64 - 1.0) * p).round() as usize;
-    samples[rank]
-}
-
 async fn p2() {
     const NODES: usize = 100;
     const PODS: usize = 10_000;
@@ -158,7 +137,7 @@ async fn p2() {
         });
         agents.push(agent);
     }
-    let rss_ready = rss_mib();
+    let rss_ready = rss_mib(None);
     println!("P2: {NODES} agents attested (PSAT) and synced; RSS {rss_ready:.0} MiB");
 
     let mut created: HashMap<String, Instant> = HashMap::new();
@@ -196,7 +175,7 @@ async fn p2() {
     );
     println!(
         "P2: process RSS with {NODES} agents + server + controller + API fake: {:.0} MiB",
-        rss_mib()
+        rss_mib(None)
     );
     for agent in agents {
         agent.shutdown();
@@ -234,7 +213,7 @@ async fn p6() {
     while !(server.entries.is_synced() && server.entries.len() == ENTRIES) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let rss_before = rss_mib();
+    let rss_before = rss_mib(None);
     let t_agent = Instant::now();
     let agent = start_agent(&cluster, &server, dir.path(), "n0").await;
     let mut synced_at = None;
@@ -245,7 +224,7 @@ async fn p6() {
             synced_at = Some(t_agent.elapsed());
             println!(
                 "P6: RSS when the entry set arrived: {:.0} MiB ({signed} signed so far)",
-                rss_mib()
+                rss_mib(None)
             );
         }
         if signed == ENTRIES || Instant::now() > deadline {
@@ -266,15 +245,15 @@ async fn p6() {
     );
     println!(
         "P6: RSS before the agent {rss_before:.0} MiB, after sync + signing {:.0} MiB (growth {:.0} MiB: the agent's 100k entries, keys and SVIDs, and the server's per-agent sync state)",
-        rss_mib(),
-        rss_mib() - rss_before
+        rss_mib(None),
+        rss_mib(None) - rss_before
     );
     assert_eq!(entries, ENTRIES, "the agent did not receive every entry");
     agent.shutdown();
     tokio::time::sleep(Duration::from_secs(1)).await;
     println!(
         "P6: RSS after the agent stopped and its cache was dropped: {:.0} MiB",
-        rss_mib()
+        rss_mib(None)
     );
     server.shutdown();
 }

@@ -13,7 +13,6 @@
 
 #![expect(clippy::unwrap_used, reason = "benchmark binary")]
 
-use std::net::TcpListener as StdListener;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -27,6 +26,7 @@ use signet_proto::admin::{
     ApplyPoliciesRequest, CreateEntryRequest, CreateJoinTokenRequest, ListAgentsRequest,
 };
 use signet_proto::agent::Entry;
+use signet_test_support::free_port;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::{Channel, Endpoint};
@@ -35,14 +35,6 @@ const TD: &str = "example.org";
 const CLIENTS: usize = 16;
 const HANDSHAKE_CLIENTS: usize = 8;
 const RUN: Duration = Duration::from_secs(5);
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn uds(path: &Path) -> Channel {
     let path = path.to_owned();

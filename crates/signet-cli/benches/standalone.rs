@@ -13,7 +13,6 @@
 
 #![expect(clippy::unwrap_used, reason = "benchmark binary")]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,19 +26,12 @@ use signet_proto::admin::{
 use signet_proto::agent::Entry;
 use signet_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use signet_proto::workload::{X509svidRequest, X509svidResponse};
+use signet_test_support::{free_port, percentile, rss_mib};
 use tonic::transport::{Channel, Endpoint};
 
 const STREAMS: usize = 1000;
 const ENTRIES: usize = 1000;
 const TD: &str = "example.org";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn uds(path: &Path) -> Channel {
     let path = path.to_owned();
@@ -61,31 +53,15 @@ fn request() -> tonic::Request<X509svidRequest> {
     r
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
-
 fn summary(mut samples: Vec<Duration>) -> String {
     samples.sort();
     format!(
         "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (n = {})",
-        percentile(&samples, 0.5).as_secs_f64() * 1e3,
-        percentile(&samples, 0.99).as_secs_f64() * 1e3,
+        percentile(&mut samples, 0.5).as_secs_f64() * 1e3,
+        percentile(&mut samples, 0.99).as_secs_f64() * 1e3,
         samples.last().unwrap().as_secs_f64() * 1e3,
         samples.len()
     )
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
 }
 
 fn leaf_serial(response: &X509svidResponse) -> Vec<u8> {
@@ -251,8 +227,8 @@ async fn main() {
     }
     let presign_time = t_sign.elapsed() + t0.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let server_rss = rss_mib(procs.0[0].id());
-    let agent_rss = rss_mib(procs.0[1].id());
+    let server_rss = rss_mib(Some(procs.0[0].id()));
+    let agent_rss = rss_mib(Some(procs.0[1].id()));
 
     // 1. First-response latency, 1,000 streams opened at once, each on its own connection.
     eprintln!("opening {STREAMS} concurrent Workload API streams...");

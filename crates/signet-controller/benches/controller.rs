@@ -4,12 +4,13 @@
 
 #![expect(clippy::unwrap_used, reason = "bench setup fails loudly")]
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Pod;
 use signet_controller::{ControllerConfig, Index};
 use signet_spiffe::TrustDomain;
 use signet_test_support::k8s::{PodBuilder, cluster_spiffe_id, match_labels, namespace, node};
+use signet_test_support::percentile;
 
 /// A `/proc/self/status` field in KiB (`VmRSS`, `VmHWM`).
 fn proc_kib(field: &str) -> usize {
@@ -96,12 +97,6 @@ fn authorization_policy(
         "metadata": {"name": name, "namespace": namespace, "generation": 1}, "spec": spec
     }))
     .unwrap()
-}
-
-fn percentile(samples: &mut [Duration], p: f64) -> Duration {
-    samples.sort();
-    let rank = ((samples.len() as f64 - 1.0) * p).round() as usize;
-    samples[rank]
 }
 
 fn main() {

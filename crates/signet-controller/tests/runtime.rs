@@ -1,6 +1,7 @@
 //! The controller's watch/write loop against the in-memory API server: the entry set is
 //! announced only when complete, survives watch restarts without shrinking, drops what vanished
-//! during an outage, and only the leader writes status.
+//! during an outage, and only the leader writes status. Time is paused: waits run on virtual
+//! time, so "nothing happened for 300 ms" costs no wall-clock time and cannot flake.
 
 #![expect(clippy::unwrap_used, clippy::panic, reason = "tests fail loudly")]
 
@@ -102,7 +103,7 @@ async fn eventually(what: &str, check: impl Fn() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn the_entry_set_is_announced_complete_and_survives_watch_restarts() {
     let cluster = cluster(50);
     let (_leader_tx, leader) = watch::channel(false);
@@ -140,7 +141,7 @@ async fn the_entry_set_is_announced_complete_and_survives_watch_restarts() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn the_leader_writes_status_with_server_side_apply() {
     let cluster = cluster(3);
     cluster.apply(
@@ -248,7 +249,7 @@ fn labelled_pod(name: &str, app: &str) -> Value {
     pod
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn authorization_policies_resolve_to_identities_and_get_status() {
     let cluster = cluster(2);
     cluster.apply(labelled_pod("api", "api"));
@@ -393,7 +394,7 @@ async fn authorization_policies_resolve_to_identities_and_get_status() {
 
 /// autoPopulateDNSNames: EndpointSlices are watched only once a ClusterSPIFFEID asks, and the
 /// names follow the Services as they change.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn service_dns_names_follow_endpoint_slices_when_asked_for() {
     let cluster = cluster(1);
     let (_leader_tx, leader) = watch::channel(false);

@@ -14,20 +14,16 @@ use signet_proto::csi::v1::{
     node_client::NodeClient,
     volume_capability::{AccessMode, AccessType, MountVolume},
 };
+use signet_test_support::percentile;
 use tonic::transport::Endpoint;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
 
 fn report(name: &str, mut samples: Vec<Duration>) {
     samples.sort();
     println!(
         "{name:<22} n={:<5} p50={:>8.1?} p99={:>8.1?} max={:>8.1?}",
         samples.len(),
-        percentile(&samples, 0.50),
-        percentile(&samples, 0.99),
+        percentile(&mut samples, 0.50),
+        percentile(&mut samples, 0.99),
         samples[samples.len() - 1]
     );
 }

@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 use signet_server::psat::{PsatAttestor, PsatConfig, PsatError};
 use signet_spiffe::TrustDomain;
-use signet_test_support::k8s::fixture;
 use signet_test_support::fake_cluster::{FakeCluster, status_error};
+use signet_test_support::k8s::fixture;
 
 const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln";
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use signet_test_support::percentile;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -135,10 +136,6 @@ async fn end_to_end(requests: usize, normalize: bool) -> Vec<Duration> {
     samples
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -172,8 +169,8 @@ fn main() {
                     "round {round} {:<17} {requests} sequential requests over a Unix socket: {:>7.0} req/s p50={:>6.1?} p99={:>6.1?}",
                     if normalize { "with normalizer:" } else { "without:" },
                     requests as f64 / total.as_secs_f64(),
-                    percentile(&samples, 0.5),
-                    percentile(&samples, 0.99),
+                    percentile(&mut samples, 0.5),
+                    percentile(&mut samples, 0.99),
                 );
             }
         }
