@@ -13,6 +13,9 @@
 
 #![expect(clippy::unwrap_used, reason = "benchmark binary")]
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -22,9 +25,7 @@ use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
 use signet_proto::admin::admin_client::AdminClient;
-use signet_proto::admin::{
-    ApplyPoliciesRequest, CreateEntryRequest, CreateJoinTokenRequest, ListAgentsRequest,
-};
+use signet_proto::admin::{ApplyPoliciesRequest, CreateEntryRequest};
 use signet_proto::agent::Entry;
 use signet_test_support::free_port;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -192,78 +193,17 @@ async fn main() {
         rustix::process::geteuid().is_root(),
         "run as root: the proxies get their own gid"
     );
-    let bin = env!("CARGO_BIN_EXE_signet");
-    let dir = tempfile::tempdir().unwrap();
-    let server_dir = dir.path().join("server");
-    let port = free_port();
+    let bin = common::signet_bin();
+    // The processes log warnings only: a benchmark measures the work, not the logging.
+    let quiet = || vec![("SIGNET_LOG", "warn".to_owned())];
+    let deployment =
+        tokio::task::spawn_blocking(move || common::Deployment::start_with_env(quiet(), quiet()))
+            .await
+            .unwrap();
+    let socket = deployment.socket();
+    let mut admin = AdminClient::new(uds(&deployment.admin_socket()).await);
+    let agent_id = deployment.agent_id.clone();
     let mut procs = Procs(Vec::new());
-    procs.0.push(
-        Command::new(bin)
-            .args(["server", "--trust-domain", TD, "--log-level", "warn"])
-            .arg("--data-dir")
-            .arg(&server_dir)
-            .args([
-                "--bind-address",
-                &format!("127.0.0.1:{port}"),
-                "--health-address",
-                &format!("127.0.0.1:{}", free_port()),
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let admin_socket = server_dir.join("admin.sock");
-    let start = Instant::now();
-    while !admin_socket.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut admin = AdminClient::new(uds(&admin_socket).await);
-    let token = admin
-        .create_join_token(CreateJoinTokenRequest { ttl_seconds: 600 })
-        .await
-        .unwrap()
-        .into_inner()
-        .token;
-    let socket = dir.path().join("sockets/api.sock");
-    procs.0.push(
-        Command::new(bin)
-            .args(["agent", "--trust-domain", TD, "--log-level", "warn"])
-            .args(["--server-address", &format!("127.0.0.1:{port}")])
-            .arg("--trust-bundle")
-            .arg(server_dir.join("bundle.pem"))
-            .arg("--data-dir")
-            .arg(dir.path().join("agent"))
-            .arg("--socket-path")
-            .arg(&socket)
-            .args([
-                "--join-token",
-                &token,
-                "--health-address",
-                &format!("127.0.0.1:{}", free_port()),
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    while !socket.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "agent did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let agent_id = admin
-        .list_agents(ListAgentsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .agents[0]
-        .spiffe_id
-        .clone();
     let frontend = format!("spiffe://{TD}/frontend");
     let backend = format!("spiffe://{TD}/backend");
     for (id, gid) in [(&frontend, 4001), (&backend, 4002)] {

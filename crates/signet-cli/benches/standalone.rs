@@ -13,20 +13,20 @@
 
 #![expect(clippy::unwrap_used, reason = "benchmark binary")]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
 use signet_proto::admin::admin_client::AdminClient;
-use signet_proto::admin::{
-    CreateEntryRequest, CreateJoinTokenRequest, DeleteEntryRequest, ListAgentsRequest,
-    UpdateEntryRequest,
-};
+use signet_proto::admin::{CreateEntryRequest, DeleteEntryRequest, UpdateEntryRequest};
 use signet_proto::agent::Entry;
 use signet_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use signet_proto::workload::{X509svidRequest, X509svidResponse};
-use signet_test_support::{free_port, percentile, rss_mib};
+use signet_test_support::{percentile, rss_mib};
 use tonic::transport::{Channel, Endpoint};
 
 const STREAMS: usize = 1000;
@@ -72,17 +72,6 @@ fn leaf_serial(response: &X509svidResponse) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 fn entry(spiffe_id: String, parent: &str, selector: String) -> Entry {
     Entry {
         spiffe_id,
@@ -105,81 +94,15 @@ async fn main() {
         },
     );
 
-    let bin = env!("CARGO_BIN_EXE_signet");
-    let dir = tempfile::tempdir().unwrap();
-    let server_dir = dir.path().join("server");
-    let port = free_port();
-    let health = free_port();
-    let mut procs = Procs(Vec::new());
-    procs.0.push(
-        Command::new(bin)
-            .args(["server", "--trust-domain", TD, "--log-level", "warn"])
-            .arg("--data-dir")
-            .arg(&server_dir)
-            .args([
-                "--bind-address",
-                &format!("127.0.0.1:{port}"),
-                "--health-address",
-                &format!("127.0.0.1:{health}"),
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let admin_socket = server_dir.join("admin.sock");
-    let start = Instant::now();
-    while !admin_socket.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut admin = AdminClient::new(uds(&admin_socket).await);
-    let token = admin
-        .create_join_token(CreateJoinTokenRequest { ttl_seconds: 600 })
-        .await
-        .unwrap()
-        .into_inner()
-        .token;
-    let socket: PathBuf = dir.path().join("sockets/api.sock");
-    procs.0.push(
-        Command::new(bin)
-            .args([
-                "agent",
-                "--trust-domain",
-                TD,
-                "--log-level",
-                "warn",
-                "--server-address",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .arg("--trust-bundle")
-            .arg(server_dir.join("bundle.pem"))
-            .arg("--data-dir")
-            .arg(dir.path().join("agent"))
-            .arg("--socket-path")
-            .arg(&socket)
-            .args(["--join-token", &token])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    while !socket.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "agent did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let agent_id = admin
-        .list_agents(ListAgentsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .agents[0]
-        .spiffe_id
-        .clone();
+    // The processes log warnings only: a benchmark measures the work, not the logging.
+    let quiet = || vec![("SIGNET_LOG", "warn".to_owned())];
+    let deployment =
+        tokio::task::spawn_blocking(move || common::Deployment::start_with_env(quiet(), quiet()))
+            .await
+            .unwrap();
+    let socket = deployment.socket();
+    let mut admin = AdminClient::new(uds(&deployment.admin_socket()).await);
+    let agent_id = deployment.agent_id.clone();
     let uid = rustix::process::geteuid().as_raw();
     let me = admin
         .create_entry(CreateEntryRequest {
@@ -203,7 +126,7 @@ async fn main() {
 
     // 1. RSS (first, so the open streams below do not inflate it) with 1,000 pre-signed entries (for other uids, so responses stay small).
     eprintln!("creating {ENTRIES} entries for RSS...");
-    let signed_before = signed_x509(health);
+    let signed_before = signed_x509(deployment.health_port);
     let t0 = Instant::now();
     for i in 0..ENTRIES {
         admin
@@ -220,15 +143,15 @@ async fn main() {
     let create_rate = ENTRIES as f64 / t0.elapsed().as_secs_f64();
     // Wait until the server has signed them all (its metrics endpoint counts).
     let t_sign = Instant::now();
-    while signed_x509(health) < signed_before + ENTRIES as f64
+    while signed_x509(deployment.health_port) < signed_before + ENTRIES as f64
         && t_sign.elapsed() < Duration::from_secs(60)
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let presign_time = t_sign.elapsed() + t0.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let server_rss = rss_mib(Some(procs.0[0].id()));
-    let agent_rss = rss_mib(Some(procs.0[1].id()));
+    let server_rss = rss_mib(deployment.server.as_ref().map(Child::id));
+    let agent_rss = rss_mib(deployment.agent.as_ref().map(Child::id));
 
     // 1. First-response latency, 1,000 streams opened at once, each on its own connection.
     eprintln!("opening {STREAMS} concurrent Workload API streams...");
