@@ -9,7 +9,7 @@ use parking_lot::RwLock;
 use std::time::{Duration, SystemTime};
 
 use signet_core::{EntryId, RegistrationEntry, SelectorSet};
-use signet_spiffe::{Bundle, X509Svid};
+use signet_spiffe::{Bundle, BundleSet, TrustDomain, X509Svid};
 use tokio::sync::{Notify, watch};
 
 /// An X509-SVID held for an entry.
@@ -42,6 +42,8 @@ struct CachedJwt {
 struct State {
     entries: BTreeMap<EntryId, Slot>,
     bundle: Option<Arc<Bundle>>,
+    /// Federated trust domains' bundles, by trust domain.
+    federated: BTreeMap<TrustDomain, Arc<Bundle>>,
     tainted: HashSet<String>,
     jwts: HashMap<(EntryId, Vec<String>), CachedJwt>,
     synced: bool,
@@ -54,6 +56,8 @@ pub struct Identities {
     pub ready: Vec<(Arc<RegistrationEntry>, Arc<CachedSvid>)>,
     /// Whether some matching entry is still waiting for its SVID.
     pub pending: bool,
+    /// The bundles of the trust domains the ready entries federate with (those held).
+    pub federated: Vec<Arc<Bundle>>,
 }
 
 /// The agent cache.
@@ -116,6 +120,38 @@ impl SvidCache {
     /// The entry `id`, if it is one of this node's.
     pub fn entry(&self, id: &EntryId) -> Option<Arc<RegistrationEntry>> {
         self.read(|s| s.entries.get(id).map(|slot| slot.entry.clone()))
+    }
+
+    /// Replaces the federated bundles (streams are told only if something changed).
+    pub fn set_federated_bundles(&self, bundles: BundleSet) {
+        let next: BTreeMap<TrustDomain, Arc<Bundle>> = bundles
+            .iter()
+            .map(|b| (b.trust_domain().clone(), Arc::new(b.clone())))
+            .collect();
+        if self.read(|s| s.federated == next) {
+            return;
+        }
+        self.update(|s| s.federated = next);
+    }
+
+    /// The bundles held of the trust domains `entries` federate with.
+    pub fn federated_of(&self, entries: &[Arc<RegistrationEntry>]) -> Vec<Arc<Bundle>> {
+        self.read(|s| {
+            let mut out: Vec<Arc<Bundle>> = Vec::new();
+            for trust_domain in entries.iter().flat_map(|e| &e.federates_with) {
+                if let Some(bundle) = s.federated.get(trust_domain)
+                    && !out.iter().any(|b| Arc::ptr_eq(b, bundle))
+                {
+                    out.push(bundle.clone());
+                }
+            }
+            out
+        })
+    }
+
+    /// Every federated bundle held.
+    pub fn federated_bundles(&self) -> Vec<Arc<Bundle>> {
+        self.read(|s| s.federated.values().cloned().collect())
     }
 
     /// Sets the trust bundle.
@@ -269,6 +305,13 @@ impl SvidCache {
                     Some(svid) => {
                         if !slot.entry.hint.is_empty() && !hints.insert(slot.entry.hint.clone()) {
                             continue;
+                        }
+                        for trust_domain in &slot.entry.federates_with {
+                            if let Some(bundle) = s.federated.get(trust_domain)
+                                && !out.federated.iter().any(|b| Arc::ptr_eq(b, bundle))
+                            {
+                                out.federated.push(bundle.clone());
+                            }
                         }
                         out.ready.push((slot.entry.clone(), svid.clone()));
                     }

@@ -84,7 +84,7 @@ impl SdsApi {
         if identities.ready.is_empty() {
             return Err(no_identity());
         }
-        let bundles = self.bundles();
+        let bundles = self.bundles(identities);
         // Only what is asked for is built (a key PEM per stream and change adds up).
         let wanted: Vec<String> = if names.is_empty() {
             self.names(identities, &bundles)
@@ -165,20 +165,24 @@ impl SdsApi {
     }
 
     /// Trust domain names and their root certificates (DER), own first.
-    fn bundles(&self) -> Vec<(String, Vec<Vec<u8>>)> {
+    /// This trust domain's bundle and those the caller's entries federate with: (trust domain,
+    /// CA certificates).
+    fn bundles(&self, identities: &Identities) -> Vec<(String, Vec<Vec<u8>>)> {
         self.workload
             .cache()
             .bundle()
+            .iter()
+            .chain(&identities.federated)
             .map(|b| {
-                vec![(
+                (
                     b.trust_domain().to_string(),
                     b.x509_authorities()
                         .iter()
                         .map(|c| c.as_ref().to_vec())
                         .collect(),
-                )]
+                )
             })
-            .unwrap_or_default()
+            .collect()
     }
 
     async fn attested(&self, request: &Request<impl Sized>) -> Result<SelectorSet, Status> {

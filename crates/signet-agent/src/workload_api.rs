@@ -14,7 +14,7 @@ use signet_proto::workload::{
     WitsvidRequest, WitsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svidRequest,
     X509svidResponse, spiffe_workload_api_server::SpiffeWorkloadApi,
 };
-use signet_spiffe::{JwtSvid, JwtValidation, SpiffeId};
+use signet_spiffe::{Bundle, JwtSvid, JwtValidation, SpiffeId};
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
@@ -204,7 +204,11 @@ impl WorkloadApi {
         X509svidResponse {
             svids,
             crl: Vec::new(),
-            federated_bundles: HashMap::new(),
+            federated_bundles: identities
+                .federated
+                .iter()
+                .map(|b| (td_key(b.trust_domain()), b.to_der_concat()))
+                .collect(),
         }
     }
 
@@ -229,9 +233,14 @@ impl WorkloadApi {
         response
     }
 
-    fn bundles_response(&self) -> X509BundlesResponse {
+    /// This trust domain's bundle and those of the trust domains the caller's entries federate
+    /// with.
+    fn bundles_response(&self, identities: &Identities) -> X509BundlesResponse {
         let mut bundles = HashMap::new();
         if let Some(bundle) = self.cache().bundle() {
+            bundles.insert(td_key(bundle.trust_domain()), bundle.to_der_concat());
+        }
+        for bundle in &identities.federated {
             bundles.insert(td_key(bundle.trust_domain()), bundle.to_der_concat());
         }
         X509BundlesResponse {
@@ -240,9 +249,9 @@ impl WorkloadApi {
         }
     }
 
-    fn jwt_bundles_response(&self) -> JwtBundlesResponse {
+    fn jwt_bundles_response(&self, federated: &[Arc<Bundle>]) -> JwtBundlesResponse {
         let mut bundles = HashMap::new();
-        if let Some(bundle) = self.cache().bundle() {
+        for bundle in self.cache().bundle().iter().chain(federated) {
             bundles.insert(
                 td_key(bundle.trust_domain()),
                 bundle.to_jwks_json().into_bytes(),
@@ -319,23 +328,20 @@ impl SpiffeWorkloadApi for WorkloadApi {
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
         let result = async {
             let selectors = self.attest(&request).await?;
-            if self
-                .identities_when_ready(&selectors)
-                .await
-                .ready
-                .is_empty()
-            {
+            let first = self.identities_when_ready(&selectors).await;
+            if first.ready.is_empty() {
                 return Err(no_identity());
             }
             let this = self.clone();
             let peer = request.extensions().get::<PeerInfo>().cloned();
             let changes = WatchStream::from_changes(self.cache().subscribe());
-            let mut last = self.bundles_response();
+            let mut last = self.bundles_response(&first);
             let stream = pushed(last.clone(), peer, changes, move |_| {
-                if this.cache().identities(&selectors).ready.is_empty() {
+                let identities = this.cache().identities(&selectors);
+                if identities.ready.is_empty() {
                     return Err(no_identity());
                 }
-                let next = this.bundles_response();
+                let next = this.bundles_response(&identities);
                 if next == last {
                     return Ok(None);
                 }
@@ -427,18 +433,20 @@ impl SpiffeWorkloadApi for WorkloadApi {
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         let result = async {
             let selectors = self.attest(&request).await?;
-            if self.cache().matching_entries(&selectors).is_empty() {
+            let entries = self.cache().matching_entries(&selectors);
+            if entries.is_empty() {
                 return Err(no_identity());
             }
             let this = self.clone();
             let peer = request.extensions().get::<PeerInfo>().cloned();
             let changes = WatchStream::from_changes(self.cache().subscribe());
-            let mut last = self.jwt_bundles_response();
+            let mut last = self.jwt_bundles_response(&self.cache().federated_of(&entries));
             let stream = pushed(last.clone(), peer, changes, move |_| {
-                if this.cache().matching_entries(&selectors).is_empty() {
+                let entries = this.cache().matching_entries(&selectors);
+                if entries.is_empty() {
                     return Err(no_identity());
                 }
-                let next = this.jwt_bundles_response();
+                let next = this.jwt_bundles_response(&this.cache().federated_of(&entries));
                 if next == last {
                     return Ok(None);
                 }
@@ -467,7 +475,12 @@ impl SpiffeWorkloadApi for WorkloadApi {
             if body.svid.len() > MAX_TOKEN_BYTES || body.audience.len() > MAX_FIELD_BYTES {
                 return Err(Status::invalid_argument("svid or audience too long"));
             }
-            let set = signet_tls::BundleSource::bundles(self.source.bundles());
+            // This trust domain's bundle and every federated one.
+            let own = signet_tls::BundleSource::bundles(self.source.bundles());
+            let mut set = (*own).clone();
+            for bundle in self.cache().federated_bundles() {
+                set.insert((*bundle).clone());
+            }
             let svid = JwtSvid::validate(
                 &body.svid,
                 &set,

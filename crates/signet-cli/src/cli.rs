@@ -73,6 +73,9 @@ pub enum Command {
     /// Manage AuthorizationPolicies in standalone mode (admin API).
     #[command(subcommand)]
     Policy(crate::commands::policy::PolicyCommand),
+    /// Federate with other trust domains (standalone mode).
+    #[command(subcommand)]
+    Federation(crate::commands::federation::FederationCommand),
     /// Explain authorization decisions from the server's live policies (admin API).
     #[command(subcommand)]
     Authz(crate::commands::policy::AuthzCommand),
@@ -175,9 +178,50 @@ pub struct ServerArgs {
     #[arg(long, env = "SIGNET_ACCEPT_DATA_LOSS")]
     #[serde(default)]
     pub accept_data_loss: bool,
+    #[command(flatten, next_help_heading = "Federation")]
+    #[serde(default)]
+    pub federation: ServerFederationArgs,
     #[command(flatten, next_help_heading = "Kubernetes mode")]
     #[serde(default)]
     pub kubernetes: ServerKubernetesArgs,
+}
+
+/// This trust domain's bundle endpoint and how federated bundles are fetched. In `server.toml`:
+/// the `[federation]` table.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFederationArgs {
+    /// Serve this trust domain's bundle to federated trust domains on this address (off
+    /// unless set), e.g. 0.0.0.0:8443.
+    #[arg(long, env = "SIGNET_BUNDLE_ENDPOINT_ADDRESS")]
+    pub bundle_endpoint_address: Option<std::net::SocketAddr>,
+    /// How the bundle endpoint authenticates itself: https_spiffe (the server's SVID,
+    /// spiffe://<td>/signet/server) or https_web (--bundle-endpoint-cert-file and -key-file).
+    #[arg(long, env = "SIGNET_BUNDLE_ENDPOINT_PROFILE")]
+    pub bundle_endpoint_profile: Option<String>,
+    /// https_web: the certificate chain (PEM, leaf first), re-read when it changes.
+    #[arg(long, env = "SIGNET_BUNDLE_ENDPOINT_CERT_FILE")]
+    pub bundle_endpoint_cert_file: Option<PathBuf>,
+    /// https_web: the private key (PEM), re-read when it changes.
+    #[arg(long, env = "SIGNET_BUNDLE_ENDPOINT_KEY_FILE")]
+    pub bundle_endpoint_key_file: Option<PathBuf>,
+    /// The refresh hint served with the bundle: how often peers fetch it [default: 5m].
+    #[arg(long, env = "SIGNET_BUNDLE_ENDPOINT_REFRESH_HINT", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub bundle_endpoint_refresh_hint: Option<Duration>,
+    /// Extra root certificates (PEM) trusted for https_web bundle endpoints of federated trust
+    /// domains, besides the system's.
+    #[arg(long, env = "SIGNET_FEDERATION_CA_FILE")]
+    pub federation_ca_file: Option<PathBuf>,
+    /// Never fetch a federated bundle sooner than this after the last, whatever its hint
+    /// [default: 5s].
+    #[arg(long, env = "SIGNET_FEDERATION_MIN_REFRESH", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub federation_min_refresh: Option<Duration>,
+    /// Never wait longer than this between fetches of a federated bundle [default: 1h].
+    #[arg(long, env = "SIGNET_FEDERATION_MAX_REFRESH", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub federation_max_refresh: Option<Duration>,
 }
 
 /// Kubernetes mode of `signet server` (every in-cluster input is a flag, so the server also runs

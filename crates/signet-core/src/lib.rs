@@ -5,6 +5,7 @@ mod agent_id;
 mod backoff;
 mod duration;
 mod entry;
+pub mod federation;
 pub mod k8s_selectors;
 pub mod label_selector;
 pub mod policy;

@@ -390,6 +390,48 @@ impl Admin for AdminApi {
         .map(Response::new)
     }
 
+    async fn set_federation(
+        &self,
+        request: Request<pb::SetFederationRequest>,
+    ) -> Result<Response<pb::Federation>, Status> {
+        let federation = &self.api.federation;
+        let set = crate::federation_admin::set(self.kubernetes, federation, request.into_inner());
+        set.await.map(Response::new)
+    }
+
+    async fn list_federations(
+        &self,
+        _request: Request<pb::ListFederationsRequest>,
+    ) -> Result<Response<pb::ListFederationsResponse>, Status> {
+        Ok(Response::new(pb::ListFederationsResponse {
+            federations: self
+                .api
+                .federation
+                .list()
+                .iter()
+                .map(crate::federation_admin::message)
+                .collect(),
+        }))
+    }
+
+    async fn get_federation(
+        &self,
+        request: Request<pb::GetFederationRequest>,
+    ) -> Result<Response<pb::Federation>, Status> {
+        crate::federation_admin::get(&self.api.federation, &request.into_inner().trust_domain)
+            .map(Response::new)
+    }
+
+    async fn delete_federation(
+        &self,
+        request: Request<pb::DeleteFederationRequest>,
+    ) -> Result<Response<pb::DeleteFederationResponse>, Status> {
+        let name = request.into_inner().trust_domain;
+        crate::federation_admin::delete(self.kubernetes, &self.api.federation, &name)
+            .await
+            .map(Response::new)
+    }
+
     async fn check_authorization(
         &self,
         request: Request<pb::CheckAuthorizationRequest>,

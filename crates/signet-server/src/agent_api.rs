@@ -44,6 +44,8 @@ pub struct AgentApi {
     pub(crate) policies: Arc<crate::policies::PolicyStore>,
     /// When join tokens expire and agents were seen.
     pub(crate) clock: Arc<dyn signet_ca::Clock>,
+    /// The federated bundles every agent receives.
+    pub(crate) federation: Arc<crate::federation::Federation>,
 }
 
 fn unix(t: SystemTime) -> i64 {
@@ -243,6 +245,7 @@ impl AgentApi {
 enum SyncEvent {
     Entries,
     Bundle,
+    Federation,
     Agents,
     Policies,
     Closed,
@@ -284,6 +287,7 @@ impl AgentService for AgentApi {
         let mut bundle_changed = authority.subscribe_bundle();
         let mut agents_changed = agents.subscribe();
         let mut policies_changed = self.policies.subscribe();
+        let mut federation_changed = self.federation.subscribe();
         info!(%agent, "agent connected for entry sync");
         let stream = async_stream::try_stream! {
             // Never hand an agent a partial snapshot (it would drop identities it still needs).
@@ -301,7 +305,8 @@ impl AgentService for AgentApi {
             // Until the policy store is loaded the agent keeps the set it had, or has none and
             // its enforcement points deny everything.
             let policies = policies_changed.borrow_and_update().clone();
-            for update in session.open(&authority.bundle(), policies.as_deref()) {
+            let federated = federation_changed.borrow_and_update().clone();
+            for update in session.open(&authority.bundle(), &federated, policies.as_deref()) {
                 yield next(update);
             }
             loop {
@@ -313,6 +318,7 @@ impl AgentService for AgentApi {
                     r = policies_changed.changed() => if r.is_err() { SyncEvent::Closed } else { SyncEvent::Policies },
                     r = entries_changed.changed() => if r.is_err() { SyncEvent::Closed } else { SyncEvent::Entries },
                     r = bundle_changed.changed() => if r.is_err() { SyncEvent::Closed } else { SyncEvent::Bundle },
+                    r = federation_changed.changed() => if r.is_err() { SyncEvent::Closed } else { SyncEvent::Federation },
                     r = agents_changed.changed() => if r.is_err() { SyncEvent::Closed } else { SyncEvent::Agents },
                 };
                 let updates = match event {
@@ -325,6 +331,10 @@ impl AgentService for AgentApi {
                     SyncEvent::Bundle => {
                         let bundle = bundle_changed.borrow_and_update().clone();
                         vec![SyncSession::bundle_changed(&bundle)]
+                    }
+                    SyncEvent::Federation => {
+                        let federated = federation_changed.borrow_and_update().clone();
+                        vec![SyncSession::federated_bundles(&federated)]
                     }
                     SyncEvent::Policies => {
                         let policies = policies_changed.borrow_and_update().clone();

@@ -6,6 +6,8 @@
 //! recorded in `<database>.generation` beside it. A database older than its record (a lost or
 //! half-lost WAL, a stale copy restored over it, a deleted file) is refused at open.
 
+mod federation;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -117,6 +119,7 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (namespace, name)
      );",
     GENERATION_MIGRATION,
+    federation::MIGRATION,
 ];
 
 /// A one-row counter that every change to every table bumps, in the same transaction.

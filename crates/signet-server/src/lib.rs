@@ -10,6 +10,8 @@ pub mod authority;
 mod connection_lifetime;
 pub mod datastore;
 mod error;
+pub mod federation;
+mod federation_admin;
 mod health;
 mod index;
 mod join_token;
@@ -73,6 +75,8 @@ pub struct ServerConfig {
     pub new_ca: bool,
     /// Serve a standalone database older than its generation record (see `datastore`).
     pub accept_data_loss: bool,
+    /// Federation: this trust domain's bundle endpoint and how peers' bundles are fetched.
+    pub federation: FederationConfig,
     /// The time the CA signs at and join tokens expire by (the system clock; tests move a
     /// manual one instead of sleeping).
     pub clock: Arc<dyn signet_ca::Clock>,
@@ -100,8 +104,20 @@ impl ServerConfig {
             accept_data_loss: false,
             agent_api_bounds: agent_listener::AgentApiBounds::default(),
             clock: Arc::new(signet_ca::SystemClock),
+            federation: FederationConfig::default(),
         }
     }
+}
+
+/// Federation settings.
+#[derive(Debug, Clone, Default)]
+pub struct FederationConfig {
+    /// This trust domain's bundle endpoint (`None`: not served).
+    pub bundle_endpoint: Option<federation::endpoint::BundleEndpointConfig>,
+    /// Root certificates trusted for `https_web` endpoints besides the system's (a private PKI).
+    pub extra_web_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// When peers' bundles are fetched again.
+    pub refresh: federation::RefreshBounds,
 }
 
 /// A started server.
@@ -121,6 +137,10 @@ pub struct RunningServer {
     pub entries: Arc<index::EntryIndex>,
     /// The live AuthorizationPolicy set, for in-process callers.
     pub policies: Arc<policies::PolicyStore>,
+    /// Federation relationships and bundles, for in-process callers.
+    pub federation: Arc<federation::Federation>,
+    /// Where the bundle endpoint listens, if served.
+    pub bundle_endpoint_address: Option<SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -160,6 +180,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         agents,
         policies,
         psat,
+        federation,
         agent_state,
         leader,
         mut tasks,
@@ -184,6 +205,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         psat,
         policies: policies.clone(),
         clock: config.clock.clone(),
+        federation: federation.clone(),
     };
     let admin = admin_api::AdminApi {
         api: api.clone(),
@@ -204,6 +226,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     .await?;
     tasks.extend(agent_tasks);
     tasks.push(listeners::serve_admin_api(&config.admin_socket, admin)?);
+    let mut bundle_endpoint_address = None;
+    if let Some(endpoint) = &config.federation.bundle_endpoint {
+        let (bound, endpoint_tasks) =
+            federation::endpoint::serve(endpoint, authority.clone()).await?;
+        bundle_endpoint_address = Some(bound);
+        tasks.extend(endpoint_tasks);
+    }
     let health_address = match config.health_address {
         None => None,
         Some(address) => {
@@ -227,6 +256,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         authority,
         entries: index,
         policies,
+        federation,
+        bundle_endpoint_address,
         tasks,
     })
 }

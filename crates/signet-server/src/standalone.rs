@@ -10,6 +10,7 @@ use crate::agents::AgentRegistry;
 use crate::authority::AuthorityService;
 use crate::datastore::{Datastore, LostWrites};
 use crate::error::ServerError;
+use crate::federation::{self, Federation};
 use crate::index::EntryIndex;
 use crate::policies::PolicyStore;
 use crate::state::ServerState;
@@ -40,6 +41,13 @@ pub(crate) async fn open_state(
     index.load(datastore.list_entries().await?);
     let agents = Arc::new(AgentRegistry::new(&datastore.list_agents().await?));
     policy_admin::load_standalone(&datastore, &policies).await?;
+    let federation = Federation::new(
+        config.trust_domain.clone(),
+        Some(datastore.clone()),
+        federation::web_roots(&config.federation.extra_web_roots),
+        config.federation.refresh,
+    );
+    federation.load().await?;
     Ok(ServerState {
         datastore: Some(datastore),
         authority,
@@ -47,6 +55,7 @@ pub(crate) async fn open_state(
         agents,
         policies,
         psat: None,
+        federation,
         agent_state: None,
         leader: None,
         tasks: Vec::new(),

@@ -24,6 +24,8 @@ pub(crate) struct ServerState {
     pub(crate) psat: Option<Arc<crate::psat::PsatAttestor>>,
     /// Kubernetes mode: agent bans and evictions shared by every replica.
     pub(crate) agent_state: Option<crate::k8s::agent_state::ClusterAgentState>,
+    /// Federation relationships and the federated bundles.
+    pub(crate) federation: Arc<crate::federation::Federation>,
     /// Kubernetes mode: whether this replica leads (`None`: it always does).
     pub(crate) leader: Option<watch::Receiver<bool>>,
     /// Tasks that keep the state current (controller, watches, leader election).

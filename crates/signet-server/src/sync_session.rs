@@ -9,7 +9,7 @@ use std::sync::Arc;
 use signet_core::policy::PolicySet;
 use signet_core::{EntryId, RegistrationEntry};
 use signet_proto::agent::{self as pb, sync_entries_response::Update};
-use signet_spiffe::{Bundle, SpiffeId};
+use signet_spiffe::{Bundle, BundleSet, SpiffeId};
 
 use crate::index::{AgentChanges, AgentEntries, EntryIndex};
 
@@ -40,8 +40,16 @@ impl SyncSession {
 
     /// The first messages: the bundle, the agent's policies (once the store has them), and its
     /// entries as a snapshot in chunks (one empty chunk when it has none).
-    pub(crate) fn open(&mut self, bundle: &Bundle, policies: Option<&PolicySet>) -> Vec<Update> {
-        let mut updates = vec![Update::Bundle(bundle_message(bundle))];
+    pub(crate) fn open(
+        &mut self,
+        bundle: &Bundle,
+        federated: &BundleSet,
+        policies: Option<&PolicySet>,
+    ) -> Vec<Update> {
+        let mut updates = vec![
+            Update::Bundle(bundle_message(bundle)),
+            Self::federated_bundles(federated),
+        ];
         // The snapshot and the change-log position it is current at, read together.
         let (seen, snapshot) = self.index.agent_snapshot(&self.agent);
         self.seen = seen;
@@ -107,6 +115,13 @@ impl SyncSession {
     /// The policy set changed: the agent's part of it, if that changed.
     pub(crate) fn policies_changed(&mut self, policies: &PolicySet) -> Option<Update> {
         self.policy_update(policies)
+    }
+
+    /// The federated bundles changed (or the stream opened): all of them.
+    pub(crate) fn federated_bundles(federated: &BundleSet) -> Update {
+        Update::FederatedBundles(pb::FederatedBundles {
+            bundles: federated.iter().map(bundle_message).collect(),
+        })
     }
 
     /// The bundle changed.
@@ -302,7 +317,7 @@ mod tests {
             default_policy: DefaultPolicy::Deny,
             bindings: vec![binding("w", "spiffe://example.org/w/**")],
         };
-        let updates = session(&index).open(&bundle(), Some(&policies));
+        let updates = session(&index).open(&bundle(), &BundleSet::new(), Some(&policies));
         assert!(matches!(updates[0], Update::Bundle(_)));
         assert!(matches!(updates[1], Update::Policies(_)));
         assert_eq!(
@@ -315,10 +330,11 @@ mod tests {
     #[test]
     fn an_agent_without_entries_gets_one_empty_last_chunk_and_no_policies_before_the_store_loads() {
         let index = Arc::new(EntryIndex::new());
-        let updates = session(&index).open(&bundle(), None);
+        let updates = session(&index).open(&bundle(), &BundleSet::new(), None);
         assert!(matches!(updates[0], Update::Bundle(_)));
+        assert!(matches!(updates[1], Update::FederatedBundles(_)));
         assert_eq!(chunks(&updates), [(0, true)]);
-        assert_eq!(updates.len(), 2);
+        assert_eq!(updates.len(), 3);
     }
 
     #[test]
@@ -329,7 +345,7 @@ mod tests {
             mine("drop", "spiffe://example.org/drop"),
         ]);
         let mut session = session(&index);
-        session.open(&bundle(), None);
+        session.open(&bundle(), &BundleSet::new(), None);
         assert!(session.entries_changed(None).is_empty(), "nothing changed");
 
         index.upsert(mine("new", "spiffe://example.org/new"));
@@ -355,7 +371,7 @@ mod tests {
         let index = Arc::new(EntryIndex::new());
         index.load(vec![mine("old", "spiffe://example.org/old")]);
         let mut session = session(&index);
-        session.open(&bundle(), None);
+        session.open(&bundle(), &BundleSet::new(), None);
         // More changes than the log holds: the session falls back to a diff of the snapshot.
         for i in 0..=CHANGE_LOG_LENGTH {
             index.upsert(mine(
@@ -382,7 +398,7 @@ mod tests {
             bindings: vec![binding("api", "spiffe://example.org/api")],
         };
         let mut session = session(&index);
-        let opened = session.open(&bundle(), Some(&policies));
+        let opened = session.open(&bundle(), &BundleSet::new(), Some(&policies));
         assert!(
             opened
                 .iter()

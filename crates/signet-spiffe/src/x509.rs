@@ -238,6 +238,19 @@ pub fn dns_names_of(cert_der: &[u8]) -> Option<Vec<String>> {
     Some(names)
 }
 
+/// The trust domain a CA certificate names in a `spiffe://` URI SAN, if it names one (SPIFFE
+/// signing certificates may carry the trust domain's SPIFFE ID).
+pub fn trust_domain_of_ca(cert_der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    let san = cert.subject_alternative_name().ok().flatten()?;
+    san.value.general_names.iter().find_map(|name| match name {
+        GeneralName::URI(uri) => SpiffeId::new(uri)
+            .ok()
+            .map(|id| id.trust_domain_name().to_owned()),
+        _ => None,
+    })
+}
+
 /// The serial number of a DER certificate as lowercase hex, without DER's sign byte (the digits
 /// `openssl x509 -serial` prints, in lower case).
 pub fn serial_of(cert_der: &[u8]) -> Option<String> {

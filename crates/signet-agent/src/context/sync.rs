@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use signet_core::{Backoff, EntryId, RegistrationEntry};
 use signet_proto::agent::{SyncEntriesRequest, sync_entries_response::Update};
-use signet_spiffe::Bundle;
+use signet_spiffe::{Bundle, BundleSet, TrustDomain};
 use tracing::{debug, info, warn};
 
 use super::{AgentContext, server_backoff};
@@ -52,6 +52,18 @@ impl AgentContext {
                             .map_err(|e| AgentError::invalid_answer("bundle update", e))?;
                     debug!(sequence = b.sequence, "bundle update");
                     self.apply_bundle(bundle);
+                }
+                Some(Update::FederatedBundles(wire)) => {
+                    let mut federated = BundleSet::new();
+                    for b in &wire.bundles {
+                        let trust_domain = TrustDomain::new(&b.trust_domain)
+                            .map_err(|e| AgentError::invalid_answer("federated trust domain", e))?;
+                        let bundle = Bundle::from_spiffe_json(trust_domain, &b.spiffe_json)
+                            .map_err(|e| AgentError::invalid_answer("federated bundle", e))?;
+                        federated.insert(bundle);
+                    }
+                    debug!(trust_domains = federated.len(), "federated bundles");
+                    self.cache.set_federated_bundles(federated);
                 }
                 Some(Update::Policies(wire)) => {
                     let (set, refused) = signet_proto::policy::policy_set_from(&wire);

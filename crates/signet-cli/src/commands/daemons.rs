@@ -187,6 +187,7 @@ pub async fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         tls_handshake_timeout,
         new_ca,
         accept_data_loss,
+        federation,
         kubernetes,
     } = args;
     let kubernetes = server_kubernetes(kubernetes, file.kubernetes.clone()).await?;
@@ -231,6 +232,7 @@ pub async fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
             .map_err(|e: String| anyhow::anyhow!("--default-policy: {e}"))?;
     }
     config.kubernetes = kubernetes;
+    config.federation = federation_config(federation, file.federation)?;
     config.new_ca = new_ca || file.new_ca;
     config.accept_data_loss = accept_data_loss || file.accept_data_loss;
     let bounds = &mut config.agent_api_bounds;
@@ -449,6 +451,83 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     server.shutdown();
     Ok(())
+}
+
+/// The federation settings from flags and file.
+fn federation_config(
+    flags: crate::cli::ServerFederationArgs,
+    file: crate::cli::ServerFederationArgs,
+) -> anyhow::Result<signet_server::FederationConfig> {
+    use signet_server::federation::endpoint::{BundleEndpointConfig, EndpointTls};
+    let mut config = signet_server::FederationConfig::default();
+    let cert = flags
+        .bundle_endpoint_cert_file
+        .or(file.bundle_endpoint_cert_file);
+    let key = flags
+        .bundle_endpoint_key_file
+        .or(file.bundle_endpoint_key_file);
+    let profile = flags
+        .bundle_endpoint_profile
+        .or(file.bundle_endpoint_profile);
+    if let Some(address) = flags
+        .bundle_endpoint_address
+        .or(file.bundle_endpoint_address)
+    {
+        let tls = match (profile.as_deref().unwrap_or("https_spiffe"), cert, key) {
+            ("https_spiffe", None, None) => EndpointTls::Spiffe,
+            ("https_spiffe", _, _) => bail!(
+                "--bundle-endpoint-cert-file and --bundle-endpoint-key-file are for --bundle-endpoint-profile https_web; https_spiffe serves the server's own SVID"
+            ),
+            ("https_web", Some(cert_file), Some(key_file)) => EndpointTls::Web {
+                cert_file,
+                key_file,
+            },
+            ("https_web", _, _) => bail!(
+                "--bundle-endpoint-profile https_web needs --bundle-endpoint-cert-file and --bundle-endpoint-key-file"
+            ),
+            (other, _, _) => {
+                bail!("--bundle-endpoint-profile must be https_spiffe or https_web, not {other:?}")
+            }
+        };
+        let refresh_hint = flags
+            .bundle_endpoint_refresh_hint
+            .or(file.bundle_endpoint_refresh_hint)
+            .unwrap_or(Duration::from_secs(300));
+        anyhow::ensure!(
+            refresh_hint >= Duration::from_secs(1),
+            "--bundle-endpoint-refresh-hint must be at least 1s"
+        );
+        config.bundle_endpoint = Some(BundleEndpointConfig {
+            address,
+            tls,
+            refresh_hint,
+        });
+    } else if profile.is_some() || cert.is_some() || key.is_some() {
+        bail!("the --bundle-endpoint-* options need --bundle-endpoint-address");
+    }
+    if let Some(path) = flags.federation_ca_file.or(file.federation_ca_file) {
+        use rustls_pki_types::pem::PemObject;
+        config.extra_web_roots = rustls_pki_types::CertificateDer::pem_file_iter(&path)
+            .and_then(Iterator::collect)
+            .with_context(|| format!("--federation-ca-file {}", path.display()))?;
+        anyhow::ensure!(
+            !config.extra_web_roots.is_empty(),
+            "--federation-ca-file {} holds no certificate",
+            path.display()
+        );
+    }
+    let refresh = &mut config.refresh;
+    if let Some(min) = flags.federation_min_refresh.or(file.federation_min_refresh) {
+        refresh.min = min;
+    }
+    if let Some(max) = flags.federation_max_refresh.or(file.federation_max_refresh) {
+        refresh.max = max;
+    }
+    anyhow::ensure!(
+        refresh.min >= Duration::from_secs(1) && refresh.min <= refresh.max,
+        "--federation-min-refresh must be at least 1s and at most --federation-max-refresh"
+    );
+    Ok(config)
 }
 
 /// Runs the agent until a signal.

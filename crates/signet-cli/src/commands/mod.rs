@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod daemons;
+pub mod federation;
 pub mod helper;
 pub mod kube_client;
 pub mod policy;

@@ -85,6 +85,12 @@ pub(crate) async fn open_state(
         agents,
         policies,
         psat: Some(Arc::new(psat)),
+        federation: crate::federation::Federation::new(
+            config.trust_domain.clone(),
+            None,
+            crate::federation::web_roots(&config.federation.extra_web_roots),
+            config.federation.refresh,
+        ),
         agent_state: Some(agent_state),
         leader: Some(leader),
         tasks,
