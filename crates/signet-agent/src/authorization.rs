@@ -76,10 +76,17 @@ fn no_policy() -> Status {
     Status::unavailable("no authorization policy from the server yet; retry")
 }
 
+/// Our trust domain and every one this agent holds a federated bundle of (peers whose SVIDs can
+/// be verified at all).
 fn trust_context(workload: &WorkloadApi) -> TrustContext {
     TrustContext {
         local: workload.source.trust_domain().clone(),
-        federated: Vec::new(),
+        federated: workload
+            .cache()
+            .federated_bundles()
+            .iter()
+            .map(|b| b.trust_domain().clone())
+            .collect(),
     }
 }
 
