@@ -181,9 +181,37 @@ pub struct ServerArgs {
     #[command(flatten, next_help_heading = "Federation")]
     #[serde(default)]
     pub federation: ServerFederationArgs,
+    #[command(flatten, next_help_heading = "OIDC discovery")]
+    #[serde(default)]
+    pub oidc: ServerOidcArgs,
     #[command(flatten, next_help_heading = "Kubernetes mode")]
     #[serde(default)]
     pub kubernetes: ServerKubernetesArgs,
+}
+
+/// JWT-SVID issuer and OIDC discovery. In `server.toml`: the `[oidc]` table.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerOidcArgs {
+    /// The `iss` claim of every JWT-SVID (e.g. https://oidc.example.org), and the issuer OIDC
+    /// discovery announces. Without it JWT-SVIDs carry no `iss`.
+    #[arg(long, env = "SIGNET_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Serve OIDC discovery (/.well-known/openid-configuration and /keys) on this address (off
+    /// unless set; needs --jwt-issuer).
+    #[arg(long, env = "SIGNET_OIDC_ADDRESS")]
+    pub oidc_address: Option<std::net::SocketAddr>,
+    /// TLS certificate chain (PEM) of the discovery endpoint, re-read when it changes.
+    #[arg(long, env = "SIGNET_OIDC_CERT_FILE")]
+    pub oidc_cert_file: Option<PathBuf>,
+    /// TLS private key (PEM) of the discovery endpoint.
+    #[arg(long, env = "SIGNET_OIDC_KEY_FILE")]
+    pub oidc_key_file: Option<PathBuf>,
+    /// Serve discovery as plain HTTP (only behind a reverse proxy or ingress that terminates
+    /// TLS: relying parties must reach it over HTTPS).
+    #[arg(long, env = "SIGNET_OIDC_INSECURE_HTTP")]
+    #[serde(default)]
+    pub oidc_insecure_http: bool,
 }
 
 /// This trust domain's bundle endpoint and how federated bundles are fetched. In `server.toml`:

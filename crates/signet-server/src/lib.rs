@@ -13,11 +13,13 @@ mod error;
 pub mod federation;
 mod federation_admin;
 mod health;
+mod https_endpoint;
 mod index;
 mod join_token;
 pub mod k8s;
 mod listeners;
 mod metrics;
+pub mod oidc;
 mod policies;
 mod policy_admin;
 pub mod psat;
@@ -77,6 +79,10 @@ pub struct ServerConfig {
     pub accept_data_loss: bool,
     /// Federation: this trust domain's bundle endpoint and how peers' bundles are fetched.
     pub federation: FederationConfig,
+    /// The `iss` claim of JWT-SVIDs (`None`: none), and the issuer OIDC discovery announces.
+    pub jwt_issuer: Option<String>,
+    /// OIDC discovery for JWT-SVIDs (`None`: not served; needs `jwt_issuer`).
+    pub oidc: Option<oidc::OidcConfig>,
     /// The time the CA signs at and join tokens expire by (the system clock; tests move a
     /// manual one instead of sleeping).
     pub clock: Arc<dyn signet_ca::Clock>,
@@ -105,6 +111,8 @@ impl ServerConfig {
             agent_api_bounds: agent_listener::AgentApiBounds::default(),
             clock: Arc::new(signet_ca::SystemClock),
             federation: FederationConfig::default(),
+            jwt_issuer: None,
+            oidc: None,
         }
     }
 }
@@ -141,6 +149,8 @@ pub struct RunningServer {
     pub federation: Arc<federation::Federation>,
     /// Where the bundle endpoint listens, if served.
     pub bundle_endpoint_address: Option<SocketAddr>,
+    /// Where OIDC discovery listens, if served.
+    pub oidc_address: Option<SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -168,6 +178,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let mut ca_config = CaConfig::new(config.trust_domain.clone());
     ca_config.x509_key_algorithm = config.ca_key_algorithm;
     ca_config.ca_ttl = config.ca_ttl;
+    if let Some(issuer) = &config.jwt_issuer {
+        oidc::check_issuer(issuer).map_err(ServerError::InvalidArgument)?;
+        ca_config.jwt_issuer = Some(issuer.clone());
+    }
     let policies = Arc::new(policies::PolicyStore::new(config.default_policy));
     let state = match &config.kubernetes {
         None => standalone::open_state(&config, ca_config, policies).await?,
@@ -226,6 +240,17 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     .await?;
     tasks.extend(agent_tasks);
     tasks.push(listeners::serve_admin_api(&config.admin_socket, admin)?);
+    let mut oidc_address = None;
+    if let Some(discovery) = &config.oidc {
+        if config.jwt_issuer.as_deref() != Some(discovery.issuer.as_str()) {
+            return Err(ServerError::InvalidArgument(
+                "OIDC discovery announces the issuer JWT-SVIDs carry: set jwt_issuer to the discovery issuer".into(),
+            ));
+        }
+        let (bound, oidc_tasks) = oidc::serve(discovery, authority.clone()).await?;
+        oidc_address = Some(bound);
+        tasks.extend(oidc_tasks);
+    }
     let mut bundle_endpoint_address = None;
     if let Some(endpoint) = &config.federation.bundle_endpoint {
         let (bound, endpoint_tasks) =
@@ -258,6 +283,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         policies,
         federation,
         bundle_endpoint_address,
+        oidc_address,
         tasks,
     })
 }

@@ -309,6 +309,25 @@ impl Bundle {
         serde_json::json!({ "keys": keys }).to_string()
     }
 
+    /// The JWT authorities as an OIDC JWK Set (RFC 7517): `use: sig` and the `alg` each key
+    /// signs with, for relying parties that verify JWT-SVIDs through OIDC discovery. X.509
+    /// authorities are not included.
+    pub fn to_oidc_jwks_json(&self) -> String {
+        let keys: Vec<serde_json::Value> = self
+            .jwt_authorities
+            .iter()
+            .map(|(kid, key)| {
+                let mut jwk = key.to_raw();
+                jwk.key_use = Some("sig".into());
+                jwk.kid = Some(kid.clone());
+                let mut value = serde_json::to_value(jwk).unwrap_or_default();
+                value["alg"] = serde_json::Value::from(key.algorithm_name());
+                value
+            })
+            .collect();
+        serde_json::json!({ "keys": keys }).to_string()
+    }
+
     /// Parses a PEM document holding only `CERTIFICATE` blocks.
     pub fn from_pem(trust_domain: TrustDomain, pem_text: &[u8]) -> Result<Self, BundleError> {
         let blocks = pem::parse_many(pem_text).map_err(|e| BundleError::Pem(e.to_string()))?;

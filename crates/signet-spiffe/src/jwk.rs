@@ -121,6 +121,25 @@ fn strip_leading_zeros(bytes: &[u8]) -> Vec<u8> {
 }
 
 impl JwtPublicKey {
+    /// The JWS `alg` JWT-SVIDs signed by this key carry (ES256/384/512, RS256 for RSA).
+    pub fn algorithm_name(&self) -> &'static str {
+        match self {
+            Self::Ec {
+                curve: EcCurve::P256,
+                ..
+            } => "ES256",
+            Self::Ec {
+                curve: EcCurve::P384,
+                ..
+            } => "ES384",
+            Self::Ec {
+                curve: EcCurve::P521,
+                ..
+            } => "ES512",
+            Self::Rsa { .. } => "RS256",
+        }
+    }
+
     /// Builds an EC key from its uncompressed point, checking the encoding length.
     pub fn ec(curve: EcCurve, point: Vec<u8>) -> Result<Self, JwkError> {
         if point.len() != 1 + 2 * curve.coordinate_len() || point.first() != Some(&0x04) {

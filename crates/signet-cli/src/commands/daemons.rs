@@ -188,6 +188,7 @@ pub async fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         new_ca,
         accept_data_loss,
         federation,
+        oidc,
         kubernetes,
     } = args;
     let kubernetes = server_kubernetes(kubernetes, file.kubernetes.clone()).await?;
@@ -233,6 +234,7 @@ pub async fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
     }
     config.kubernetes = kubernetes;
     config.federation = federation_config(federation, file.federation)?;
+    (config.jwt_issuer, config.oidc) = oidc_config(oidc, file.oidc)?;
     config.new_ca = new_ca || file.new_ca;
     config.accept_data_loss = accept_data_loss || file.accept_data_loss;
     let bounds = &mut config.agent_api_bounds;
@@ -451,6 +453,51 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     server.shutdown();
     Ok(())
+}
+
+/// The JWT-SVID issuer and the OIDC discovery endpoint from flags and file.
+fn oidc_config(
+    flags: crate::cli::ServerOidcArgs,
+    file: crate::cli::ServerOidcArgs,
+) -> anyhow::Result<(Option<String>, Option<signet_server::oidc::OidcConfig>)> {
+    use signet_server::oidc::{OidcConfig, OidcTransport, check_issuer};
+    let issuer = flags.jwt_issuer.or(file.jwt_issuer);
+    if let Some(issuer) = &issuer {
+        check_issuer(issuer).map_err(|e| anyhow::anyhow!("--jwt-issuer: {e}"))?;
+    }
+    let cert = flags.oidc_cert_file.or(file.oidc_cert_file);
+    let key = flags.oidc_key_file.or(file.oidc_key_file);
+    let insecure = flags.oidc_insecure_http || file.oidc_insecure_http;
+    let Some(address) = flags.oidc_address.or(file.oidc_address) else {
+        anyhow::ensure!(
+            cert.is_none() && key.is_none() && !insecure,
+            "the --oidc-* options need --oidc-address"
+        );
+        return Ok((issuer, None));
+    };
+    let Some(issuer) = issuer else {
+        bail!("--oidc-address needs --jwt-issuer: the issuer relying parties are configured with")
+    };
+    let transport = match (cert, key, insecure) {
+        (Some(cert_file), Some(key_file), false) => OidcTransport::Https {
+            cert_file,
+            key_file,
+        },
+        (None, None, true) => OidcTransport::InsecureHttp,
+        (None, None, false) => bail!(
+            "--oidc-address needs --oidc-cert-file and --oidc-key-file, or --oidc-insecure-http behind a TLS-terminating proxy"
+        ),
+        _ => bail!(
+            "--oidc-cert-file and --oidc-key-file go together, and not with --oidc-insecure-http"
+        ),
+    };
+    let discovery = OidcConfig {
+        address,
+        issuer: issuer.clone(),
+        transport,
+        max_age: Duration::from_secs(300),
+    };
+    Ok((Some(issuer), Some(discovery)))
 }
 
 /// The federation settings from flags and file.

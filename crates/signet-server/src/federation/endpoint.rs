@@ -3,24 +3,19 @@
 //! with the server's SVID (`https_spiffe`) or a Web PKI certificate from files that are re-read
 //! when they change (`https_web`). Anyone may connect, so the listener is bounded like the others.
 
-use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use signet_tls::RotatingSvid;
-use signet_unix::{AcceptErrors, ConnectionLimiter, ConnectionLimits};
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::info;
 
 use crate::authority::AuthorityService;
 use crate::error::ServerError;
+use crate::https_endpoint;
 
 /// How the endpoint authenticates itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,18 +43,6 @@ pub struct BundleEndpointConfig {
     pub refresh_hint: Duration,
 }
 
-/// Connections at once, in total and per source address.
-const LIMITS: ConnectionLimits = ConnectionLimits {
-    total: 1024,
-    per_peer: 64,
-};
-/// Longest TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest a connection stays open.
-const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
-/// How often the `https_web` files are checked for a change.
-const RELOAD_EVERY: Duration = Duration::from_secs(5);
-
 /// Binds the endpoint and serves it; returns the bound address and its tasks.
 pub(crate) async fn serve(
     config: &BundleEndpointConfig,
@@ -72,20 +55,11 @@ pub(crate) async fn serve(
             cert_file,
             key_file,
         } => {
-            let files = Arc::new(RotatingSvid::new());
-            files.set(load_certified_key(cert_file, key_file)?);
-            tasks.push(signet_unix::spawn_named(
-                "bundle-endpoint-reload",
-                reload_on_change(files.clone(), cert_file.clone(), key_file.clone()),
-            ));
+            let (files, reload) = https_endpoint::files_resolver(cert_file, key_file)?;
+            tasks.push(reload);
             files
         }
     };
-    let mut tls = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let binding = |e| {
         ServerError::io(
             format!("binding the bundle endpoint on {}", config.address),
@@ -97,49 +71,16 @@ pub(crate) async fn serve(
         .map_err(binding)?;
     let bound = listener.local_addr().map_err(binding)?;
     let hint = config.refresh_hint;
-    tasks.push(signet_unix::spawn_named(
+    let handler: https_endpoint::Handler =
+        Arc::new(move |request| answer(request, &authority, hint));
+    tasks.push(https_endpoint::serve_tls(
         "bundle-endpoint",
-        accept(listener, acceptor, authority, hint),
+        listener,
+        resolver,
+        handler,
     ));
     info!(address = %bound, profile = match config.tls { EndpointTls::Spiffe => "https_spiffe", EndpointTls::Web { .. } => "https_web" }, "bundle endpoint listening");
     Ok((bound, tasks))
-}
-
-async fn accept(
-    listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    authority: Arc<AuthorityService>,
-    hint: Duration,
-) {
-    let limiter = ConnectionLimiter::<IpAddr>::new(LIMITS);
-    let mut errors = AcceptErrors::new("bundle endpoint");
-    loop {
-        let (tcp, peer) = errors.accept(|| listener.accept()).await;
-        let Ok(slot) = limiter.try_acquire(peer.ip()) else {
-            debug!(%peer, "bundle endpoint connection refused: connection limit reached");
-            continue;
-        };
-        let acceptor = acceptor.clone();
-        let authority = authority.clone();
-        signet_unix::spawn_named("bundle-endpoint-connection", async move {
-            let _slot = slot;
-            let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-            else {
-                debug!(%peer, "bundle endpoint TLS handshake failed or timed out");
-                return;
-            };
-            let service =
-                hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let answer = answer(&request, &authority, hint);
-                    async move { Ok::<_, Infallible>(answer) }
-                });
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(TokioTimer::new())
-                .header_read_timeout(HANDSHAKE_TIMEOUT);
-            let connection = http.serve_connection(TokioIo::new(tls), service);
-            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
-        });
-    }
 }
 
 fn answer<B>(
@@ -165,59 +106,4 @@ fn answer<B>(
         header::HeaderValue::from_static("application/json"),
     );
     response
-}
-
-/// The chain and key of `https_web`.
-fn load_certified_key(
-    cert_file: &Path,
-    key_file: &Path,
-) -> Result<Arc<rustls::sign::CertifiedKey>, ServerError> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
-        .and_then(Iterator::collect)
-        .map_err(|e| ServerError::crypto("reading the bundle endpoint certificate", e))?;
-    if chain.is_empty() {
-        return Err(ServerError::crypto(
-            "reading the bundle endpoint certificate",
-            format!("{} holds no certificate", cert_file.display()),
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_file(key_file)
-        .map_err(|e| ServerError::crypto("reading the bundle endpoint key", e))?;
-    let signing = rustls::crypto::aws_lc_rs::default_provider()
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| ServerError::crypto("loading the bundle endpoint key", e))?;
-    let certified = rustls::sign::CertifiedKey::new(chain, signing);
-    certified
-        .keys_match()
-        .map_err(|e| ServerError::crypto("the bundle endpoint certificate and key", e))?;
-    Ok(Arc::new(certified))
-}
-
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-/// Re-reads the files when either changes (cert-manager renews a Secret in place); a broken pair
-/// keeps the previous certificate in service.
-async fn reload_on_change(target: Arc<RotatingSvid>, cert_file: PathBuf, key_file: PathBuf) {
-    let mut seen = (modified(&cert_file), modified(&key_file));
-    loop {
-        tokio::time::sleep(RELOAD_EVERY).await;
-        let now = (modified(&cert_file), modified(&key_file));
-        if now == seen {
-            continue;
-        }
-        match load_certified_key(&cert_file, &key_file) {
-            Ok(key) => {
-                target.set(key);
-                seen = now;
-                info!(cert = %cert_file.display(), "bundle endpoint certificate reloaded");
-            }
-            // Retried at the next check: the two files are often written one after the other.
-            Err(error) => {
-                warn!(%error, "bundle endpoint certificate not reloaded; keeping the current one")
-            }
-        }
-    }
 }
