@@ -319,12 +319,13 @@ mod tests {
         };
         let updates = session(&index).open(&bundle(), &BundleSet::new(), Some(&policies));
         assert!(matches!(updates[0], Update::Bundle(_)));
-        assert!(matches!(updates[1], Update::Policies(_)));
+        assert!(matches!(updates[1], Update::FederatedBundles(_)));
+        assert!(matches!(updates[2], Update::Policies(_)));
         assert_eq!(
             chunks(&updates),
             [(1000, false), (1000, false), (500, true)]
         );
-        assert_eq!(updates.len(), 5);
+        assert_eq!(updates.len(), 6);
     }
 
     #[test]
