@@ -29,6 +29,8 @@ pub struct Deployment {
     pub agent_env: Vec<(&'static str, String)>,
     /// Extra environment of the server process.
     pub server_env: Vec<(&'static str, String)>,
+    /// The trust domain of server and agent.
+    pub trust_domain: &'static str,
 }
 
 impl Deployment {
@@ -60,6 +62,15 @@ impl Deployment {
         server_env: Vec<(&'static str, String)>,
         agent_env: Vec<(&'static str, String)>,
     ) -> Self {
+        Self::start_in(TD, server_env, agent_env)
+    }
+
+    /// As `start_with_env`, in another trust domain.
+    pub fn start_in(
+        trust_domain: &'static str,
+        server_env: Vec<(&'static str, String)>,
+        agent_env: Vec<(&'static str, String)>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         // Let other users traverse to the socket (the socket dir itself is the agent's).
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -73,6 +84,7 @@ impl Deployment {
             agent_health_port: free_port(),
             agent_env,
             server_env,
+            trust_domain,
         };
         d.start_server();
         let token = d.token();
@@ -83,7 +95,7 @@ impl Deployment {
     pub fn start_server(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("server.log")).unwrap();
         let child = Command::new(signet_bin())
-            .args(["server", "--trust-domain", TD])
+            .args(["server", "--trust-domain", self.trust_domain])
             .arg("--data-dir")
             .arg(self.server_dir())
             .args(["--bind-address", &format!("127.0.0.1:{}", self.port)])
@@ -110,7 +122,7 @@ impl Deployment {
             .open(self.dir.path().join("agent.log"))
             .unwrap();
         let mut cmd = Command::new(signet_bin());
-        cmd.args(["agent", "--trust-domain", TD])
+        cmd.args(["agent", "--trust-domain", self.trust_domain])
             .args(["--server-address", &format!("127.0.0.1:{}", self.port)])
             .arg("--trust-bundle")
             .arg(self.server_dir().join("bundle.pem"))

@@ -376,7 +376,10 @@ mod tests {
             assert!((54..=66).contains(&next.as_secs()), "{next:?}");
             // A hint of 0 waits at least the minimum (jittered above it, never below).
             let busy = bounds.next_after(Some(Duration::ZERO));
-            assert!(busy >= bounds.min && busy <= bounds.min.mul_f64(1.1), "{busy:?}");
+            assert!(
+                busy >= bounds.min && busy <= bounds.min.mul_f64(1.1),
+                "{busy:?}"
+            );
             assert!(bounds.next_after(Some(Duration::from_secs(86400))) <= bounds.max);
             let default = bounds.next_after(None).as_secs();
             assert!((270..=330).contains(&default), "{default}");
