@@ -2,7 +2,6 @@
 //! relationship created, shown and deleted with `signet federation`, and the third-party `spiffe`
 //! crate as the workload that receives (and then loses) the federated bundle.
 
-
 mod common;
 
 use std::time::Duration;

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use signet_spiffe::{SpiffeId, TrustDomain};
+use signet_spiffe::{Bundle, SpiffeId, TrustDomain};
 
 /// How the bundle endpoint of a federated trust domain is authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +95,60 @@ impl FederationRelationship {
             profile,
         })
     }
+}
+
+/// Why a bundle fetched for a relationship may not replace the one held.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BundleRefusal {
+    /// No X.509 authority: nothing to verify the peer's X509-SVIDs with.
+    #[error("it holds no X.509 authority")]
+    NoX509Authority,
+    /// A CA certificate names another trust domain in its SPIFFE ID.
+    #[error("an X.509 authority belongs to trust domain {named}, not {expected}")]
+    OtherTrustDomain {
+        /// The trust domain the authority names.
+        named: String,
+        /// The relationship's trust domain.
+        expected: TrustDomain,
+    },
+    /// The sequence number is lower than the held bundle's.
+    #[error("bundle sequence went backwards: have {have}, got {got}")]
+    SequenceRegressed {
+        /// The held bundle's.
+        have: u64,
+        /// The fetched bundle's.
+        got: u64,
+    },
+}
+
+/// Whether `fetched`, served by `trust_domain`'s bundle endpoint, may replace `current`: it must
+/// hold an X.509 authority, every CA certificate that names a trust domain must name this one (a
+/// bundle served for another trust domain is refused), and the sequence may not go backwards.
+pub fn accept_fetched_bundle(
+    trust_domain: &TrustDomain,
+    current: Option<&Bundle>,
+    fetched: &Bundle,
+) -> Result<(), BundleRefusal> {
+    if fetched.x509_authorities().is_empty() {
+        return Err(BundleRefusal::NoX509Authority);
+    }
+    for authority in fetched.x509_authorities() {
+        if let Some(named) = signet_spiffe::x509::trust_domain_of_ca(authority)
+            && named != trust_domain.as_str()
+        {
+            return Err(BundleRefusal::OtherTrustDomain {
+                named,
+                expected: trust_domain.clone(),
+            });
+        }
+    }
+    if let (Some(have), Some(got)) = (current.and_then(Bundle::sequence), fetched.sequence())
+        && got < have
+    {
+        return Err(BundleRefusal::SequenceRegressed { have, got });
+    }
+    Ok(())
 }
 
 /// An `https://` URL of a bundle endpoint, split into what the client needs.

@@ -76,33 +76,21 @@ pub(crate) async fn fetch_bundle(
     Ok(bundle)
 }
 
-/// What a served bundle must be to replace ours.
-pub(crate) fn check(
+/// What a served bundle must be to replace ours (`signet_core::federation`).
+fn check(
     relationship: &FederationRelationship,
     current: Option<&Bundle>,
     bundle: &Bundle,
 ) -> Result<(), FetchError> {
-    if bundle.x509_authorities().is_empty() {
-        return Err(FetchError::Invalid("it holds no X.509 authority".into()));
-    }
-    // A CA certificate that names a trust domain must name this one: a bundle served for
-    // another trust domain is not this one's.
-    for authority in bundle.x509_authorities() {
-        if let Some(named) = signet_spiffe::x509::trust_domain_of_ca(authority)
-            && named != relationship.trust_domain.as_str()
-        {
-            return Err(FetchError::Invalid(format!(
-                "an X.509 authority belongs to trust domain {named}, not {}",
-                relationship.trust_domain
-            )));
+    use signet_core::federation::{BundleRefusal, accept_fetched_bundle};
+    accept_fetched_bundle(&relationship.trust_domain, current, bundle).map_err(|refusal| {
+        match refusal {
+            BundleRefusal::SequenceRegressed { have, got } => {
+                FetchError::SequenceRegressed { have, got }
+            }
+            other => FetchError::Invalid(other.to_string()),
         }
-    }
-    if let (Some(have), Some(got)) = (current.and_then(Bundle::sequence), bundle.sequence())
-        && got < have
-    {
-        return Err(FetchError::SequenceRegressed { have, got });
-    }
-    Ok(())
+    })
 }
 
 fn client_config(
