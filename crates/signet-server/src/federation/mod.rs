@@ -231,6 +231,36 @@ impl Federation {
         Ok(existed)
     }
 
+    /// Trusts `bundle` before any relationship names it (kept from an earlier run); it is used
+    /// by the relationship that names its trust domain, and dropped by
+    /// [`Federation::forget_unrelated`] otherwise.
+    pub fn seed(&self, bundle: Bundle) {
+        if bundle.trust_domain() != &self.local {
+            self.publish(bundle);
+        }
+    }
+
+    /// Drops the bundles no relationship names (seeded ones whose relationship is gone).
+    pub fn forget_unrelated(&self) {
+        let related: Vec<TrustDomain> = self.relationships.lock().keys().cloned().collect();
+        self.bundles.send_if_modified(|set| {
+            let stale: Vec<TrustDomain> = set
+                .iter()
+                .map(|b| b.trust_domain().clone())
+                .filter(|td| !related.contains(td))
+                .collect();
+            if stale.is_empty() {
+                return false;
+            }
+            let mut next = (**set).clone();
+            for trust_domain in &stale {
+                next.remove(trust_domain);
+            }
+            *set = Arc::new(next);
+            true
+        });
+    }
+
     /// Every relationship with its bundle and refresh status.
     pub fn list(&self) -> Vec<RelationshipView> {
         let bundles = self.bundles();

@@ -6,6 +6,7 @@ pub mod agent_state;
 pub mod bundle_configmap;
 pub(crate) mod controller;
 pub mod default_identity;
+mod federation;
 pub mod leader;
 pub mod secret_store;
 pub mod sink;
@@ -33,6 +34,8 @@ pub struct KubernetesOptions {
     pub bundle_configmap: String,
     /// ConfigMap holding agent bans and evictions (every replica watches it).
     pub agent_state_configmap: String,
+    /// ConfigMap keeping the federated bundles across restarts (the leader writes it).
+    pub federated_bundles_configmap: String,
     /// Lease for leader election.
     pub lease_name: String,
     /// Audience agent tokens must carry.
@@ -81,6 +84,7 @@ impl KubernetesOptions {
             ca_secret: "signet-ca".to_owned(),
             bundle_configmap: "signet-bundle".to_owned(),
             agent_state_configmap: "signet-agents".to_owned(),
+            federated_bundles_configmap: "signet-federated-bundles".to_owned(),
             lease_name: "signet-server".to_owned(),
             psat_audience: "signet-server".to_owned(),
             agent_service_accounts: BTreeSet::from([format!("{namespace}:signet-agent")]),

@@ -72,6 +72,23 @@ pub(crate) async fn open_state(
         authority.clone(),
         leader.clone(),
     ));
+    let federation = crate::federation::Federation::new(
+        config.trust_domain.clone(),
+        None,
+        crate::federation::web_roots(&config.federation.extra_web_roots),
+        config.federation.refresh,
+    );
+    tasks.extend(
+        super::federation::spawn(
+            options.client.clone(),
+            &options.namespace,
+            options.federated_bundles_configmap.clone(),
+            options.class_name.clone(),
+            federation.clone(),
+            leader.clone(),
+        )
+        .await,
+    );
     let agent_state = super::agent_state::ClusterAgentState::new(
         kube::Api::namespaced(options.client.clone(), &options.namespace),
         options.agent_state_configmap.clone(),
@@ -85,12 +102,7 @@ pub(crate) async fn open_state(
         agents,
         policies,
         psat: Some(Arc::new(psat)),
-        federation: crate::federation::Federation::new(
-            config.trust_domain.clone(),
-            None,
-            crate::federation::web_roots(&config.federation.extra_web_roots),
-            config.federation.refresh,
-        ),
+        federation,
         agent_state: Some(agent_state),
         leader: Some(leader),
         tasks,
