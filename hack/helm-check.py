@@ -147,6 +147,7 @@ GROUPS = {
     "storage.k8s.io/v1": [("csidrivers", "CSIDriver", False)],
     "apiextensions.k8s.io/v1": [("customresourcedefinitions", "CustomResourceDefinition", False)],
     "coordination.k8s.io/v1": [("leases", "Lease", True)],
+    "networking.k8s.io/v1": [("ingresses", "Ingress", True)],
 }
 SIGNET_GROUP = {
     "signet.dev/v1alpha1": [
@@ -949,10 +950,12 @@ def check_binary_default_identity(binary: str, rendered: Rendered, what: str) ->
     )
 
 
-def expected_server_role_rules(secret: str, configmap: str, lease: str) -> list[dict]:
+def expected_server_role_rules(
+    secret: str, configmap: str, lease: str, federated: str = "signet-federated-bundles"
+) -> list[dict]:
     """The server Role of docs/kubernetes.md. Unscoped `create` only where the server POSTs
-    (the CA Secret, the Lease); the bundle ConfigMap is server-side applied, so its `create` is
-    limited to its name."""
+    (the CA Secret, the Lease); the bundle and federated-bundle ConfigMaps are server-side
+    applied, so their `create` is limited to their names."""
     return [
         {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [secret], "verbs": ["get", "update"]},
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
@@ -967,6 +970,12 @@ def expected_server_role_rules(secret: str, configmap: str, lease: str) -> list[
             "resources": ["configmaps"],
             "resourceNames": ["signet-agents"],
             "verbs": ["get", "list", "watch", "patch", "create"],
+        },
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": [federated],
+            "verbs": ["get", "patch", "create"],
         },
         {
             "apiGroups": ["coordination.k8s.io"],
@@ -1528,7 +1537,10 @@ def check_defaults(binary: str | None) -> None:
     C.equal(
         r.one("Role", "signet-server")["rules"],
         expected_server_role_rules(
-            sflags["--ca-secret"], sflags["--bundle-configmap"], sflags["--lease-name"]
+            sflags["--ca-secret"],
+            sflags["--bundle-configmap"],
+            sflags["--lease-name"],
+            sflags["--federated-bundles-configmap"],
         ),
         "server Role rules name the Secret, ConfigMap and Lease the server is told to use",
     )
@@ -2031,6 +2043,51 @@ def check_failures() -> None:
         "serviceMonitor without the Prometheus Operator CRDs fails at install",
         message[:300],
     )
+
+    # Federation and OIDC discovery.
+    r = install(
+        {
+            "trustDomain": "example.org",
+            "federation": {"bundleEndpoint": {"enabled": True, "profile": "https_web", "tlsSecretName": "bundle-tls"}},
+            "oidc": {"enabled": True, "issuer": "https://oidc.example.org", "insecureHttp": True,
+                     "ingress": {"enabled": True, "host": "oidc.example.org", "tlsSecretName": "oidc-tls"}},
+        }
+    )
+    server = containers(r.one("Deployment"))["server"]
+    sflags = flags(server)
+    C.equal(
+        {k: sflags.get(k) for k in ("--bundle-endpoint-address", "--bundle-endpoint-profile", "--bundle-endpoint-cert-file", "--jwt-issuer", "--oidc-address")},
+        {
+            "--bundle-endpoint-address": "0.0.0.0:8443",
+            "--bundle-endpoint-profile": "https_web",
+            "--bundle-endpoint-cert-file": "/etc/signet/bundle-endpoint-tls/tls.crt",
+            "--jwt-issuer": "https://oidc.example.org",
+            "--oidc-address": "0.0.0.0:8444",
+        },
+        "the bundle endpoint and OIDC discovery flags follow the values",
+    )
+    C.check("--oidc-insecure-http" in server.get("args", []), "oidc.insecureHttp passes --oidc-insecure-http")
+    C.equal(
+        volumes(r.one("Deployment"))["bundle-endpoint-tls"]["secret"]["secretName"],
+        "bundle-tls",
+        "https_web mounts the bundle endpoint's TLS Secret",
+    )
+    C.equal(
+        [p["targetPort"] for p in r.one("Service", "signet-bundle-endpoint")["spec"]["ports"]]
+        + [p["targetPort"] for p in r.one("Service", "signet-oidc")["spec"]["ports"]],
+        ["bundle-endpoint", "oidc"],
+        "the bundle endpoint and discovery get their Services",
+    )
+    ingress = r.one("Ingress", "signet-oidc")
+    C.equal(ingress["spec"]["rules"][0]["host"], "oidc.example.org", "the discovery Ingress serves the issuer's host")
+    for values, expected, what in [
+        ({"federation": {"bundleEndpoint": {"enabled": True, "profile": "https_web"}}}, "tlsSecretName", "https_web without a TLS Secret"),
+        ({"oidc": {"enabled": True, "insecureHttp": True}}, "oidc.issuer", "OIDC discovery without an issuer"),
+        ({"oidc": {"enabled": True, "issuer": "https://o.example"}}, "exactly one of", "OIDC discovery with neither TLS nor insecureHttp"),
+        ({"oidc": {"enabled": True, "issuer": "https://o.example", "insecureHttp": True, "tlsSecretName": "x"}}, "exactly one of", "OIDC discovery with both TLS and insecureHttp"),
+    ]:
+        message = install_error({"trustDomain": "example.org", **values})
+        C.check(expected in message, f"rendering refuses {what}", message[:300] or "install succeeded")
 
 
 def main() -> int:

@@ -91,6 +91,10 @@ signet-bundle
 signet-agents
 {{- end }}
 
+{{- define "signet.federatedBundlesConfigMapName" -}}
+signet-federated-bundles
+{{- end }}
+
 {{- define "signet.leaseName" -}}
 signet-server
 {{- end }}
@@ -142,6 +146,15 @@ agent's data (SVID keys) or the kubelet's directory (the schema refuses the well
 {{- $other := printf "%s/" (trimSuffix "/" $dir) }}
 {{- if or (hasPrefix $other $socketDir) (hasPrefix $socketDir $other) }}
 {{- fail (printf "agent.socketDir %s must be a dedicated directory: it overlaps %s %s (the CSI driver mounts the whole socket directory into every pod)" $.Values.agent.socketDir $what $dir) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.federation.bundleEndpoint.enabled (eq .Values.federation.bundleEndpoint.profile "https_web") (not .Values.federation.bundleEndpoint.tlsSecretName) }}
+{{- fail "federation.bundleEndpoint.profile https_web needs federation.bundleEndpoint.tlsSecretName (a kubernetes.io/tls Secret, e.g. from a cert-manager Certificate)" }}
+{{- end }}
+{{- if .Values.oidc.enabled }}
+{{- $_ := required "oidc.issuer is required when oidc.enabled: the https URL relying parties are configured with" .Values.oidc.issuer }}
+{{- if eq (not .Values.oidc.tlsSecretName) (not .Values.oidc.insecureHttp) }}
+{{- fail "oidc.enabled needs exactly one of oidc.tlsSecretName (TLS in the server) or oidc.insecureHttp (TLS terminated by an Ingress)" }}
 {{- end }}
 {{- end }}
 {{- if .Values.server.upstreamCA.secretName }}

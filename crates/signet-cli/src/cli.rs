@@ -284,6 +284,10 @@ pub struct ServerKubernetesArgs {
     /// ConfigMap holding agent bans and evictions, shared by every replica [default: signet-agents].
     #[arg(long, env = "SIGNET_AGENT_STATE_CONFIGMAP")]
     pub agent_state_configmap: Option<String>,
+    /// ConfigMap keeping the federated trust domains' bundles across restarts
+    /// [default: signet-federated-bundles].
+    #[arg(long, env = "SIGNET_FEDERATED_BUNDLES_CONFIGMAP")]
+    pub federated_bundles_configmap: Option<String>,
     /// Lease used for leader election [default: signet-server].
     #[arg(long, env = "SIGNET_LEASE_NAME")]
     pub lease_name: Option<String>,

@@ -68,6 +68,7 @@ async fn server_kubernetes(
         ca_secret,
         bundle_configmap,
         agent_state_configmap,
+        federated_bundles_configmap,
         lease_name,
         psat_audience,
         agent_service_accounts,
@@ -115,6 +116,9 @@ async fn server_kubernetes(
     }
     if let Some(v) = agent_state_configmap.or(file.agent_state_configmap) {
         options.agent_state_configmap = v;
+    }
+    if let Some(v) = federated_bundles_configmap.or(file.federated_bundles_configmap) {
+        options.federated_bundles_configmap = v;
     }
     if let Some(v) = lease_name.or(file.lease_name) {
         options.lease_name = v;
