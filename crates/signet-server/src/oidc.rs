@@ -46,7 +46,9 @@ pub struct OidcConfig {
     pub issuer: String,
     /// TLS or plain HTTP.
     pub transport: OidcTransport,
-    /// `Cache-Control: max-age` of the answers (how long relying parties may cache the keys).
+    /// `Cache-Control: max-age` of the answers when the bundle carries no refresh hint (it
+    /// follows the hint otherwise: relying parties re-read the keys as often as peers re-fetch
+    /// the bundle).
     pub max_age: Duration,
 }
 
@@ -159,9 +161,11 @@ fn answer(
 ) -> Response<Full<bytes::Bytes>> {
     // The documents live below the issuer's path; an ingress that strips it is served too.
     let below_issuer = path.strip_prefix(issuer_path(issuer)).unwrap_or(path);
+    let bundle = authority.bundle();
+    let max_age = bundle.refresh_hint().unwrap_or(max_age);
     let body = match below_issuer {
         DISCOVERY_PATH => discovery_document(issuer).to_string(),
-        JWKS_PATH => authority.bundle().to_oidc_jwks_json(),
+        JWKS_PATH => bundle.to_oidc_jwks_json(),
         _ => return status(StatusCode::NOT_FOUND),
     };
     if method != Method::GET && method != Method::HEAD {

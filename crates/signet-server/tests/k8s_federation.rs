@@ -113,6 +113,11 @@ async fn cluster_federated_trust_domains_take_effect_live_and_survive_a_restart(
         status["sequence"].as_u64(),
         peer.authority.bundle().sequence()
     );
+    // The transition is an Event on the resource.
+    until("the BundleFetched event", || {
+        cluster.requests().iter().any(|r| r.contains("/events"))
+    })
+    .await;
     until("the kept bundle", || {
         cluster
             .get("v1/configmaps", "signet", "signet-federated-bundles")

@@ -54,6 +54,27 @@ async fn a_jwt_library_verifies_jwt_svids_through_discovery() {
         "{body}"
     );
     assert_eq!(get("/example/other".into()).await.0, 404);
+    // Cached as long as peers cache the bundle.
+    let raw = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            stream,
+            "GET /example/keys HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    })
+    .await
+    .unwrap();
+    let hint = server.authority.bundle().refresh_hint().unwrap().as_secs();
+    assert!(
+        raw.to_ascii_lowercase()
+            .contains(&format!("cache-control: public, max-age={hint}")),
+        "{raw}"
+    );
 
     let subject = SpiffeId::new("spiffe://example.org/api").unwrap();
     let token = server

@@ -10,8 +10,10 @@ use std::time::{Duration, SystemTime};
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::Resource as _;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::WatchStreamExt as _;
+use kube::runtime::events::{Event as K8sEvent, EventType, Recorder, Reporter};
 use kube::runtime::watcher::{self, Event};
 use serde_json::json;
 use signet_api::{BundleEndpointProfileType, ClusterFederatedTrustDomain};
@@ -120,11 +122,19 @@ pub(crate) async fn spawn(
     namespace: &str,
     bundles_configmap: String,
     class_name: Option<String>,
+    replica_name: String,
     federation: Arc<Federation>,
     leader: watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     seed_from_configmap(&configmaps, &bundles_configmap, &federation).await;
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "signet".into(),
+            instance: Some(replica_name),
+        },
+    );
     let resources: Api<ClusterFederatedTrustDomain> = Api::all(client);
     let invalid = Arc::new(parking_lot::Mutex::new(BTreeMap::<String, String>::new()));
     vec![
@@ -139,7 +149,13 @@ pub(crate) async fn spawn(
         ),
         signet_unix::spawn_named(
             "cftd-status",
-            write_status(resources, federation.clone(), invalid, leader.clone()),
+            write_status(
+                resources,
+                recorder,
+                federation.clone(),
+                invalid,
+                leader.clone(),
+            ),
         ),
         signet_unix::spawn_named(
             "federated-bundles-configmap",
@@ -270,11 +286,14 @@ async fn end(federation: &Federation, trust_domain: &TrustDomain) {
 /// The leader keeps each resource's status current (written only when it changed).
 async fn write_status(
     api: Api<ClusterFederatedTrustDomain>,
+    recorder: Recorder,
     federation: Arc<Federation>,
     invalid: Arc<parking_lot::Mutex<BTreeMap<String, String>>>,
     leader: watch::Receiver<bool>,
 ) {
     let mut written: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    // The Ready reason last reported per resource: an Event marks every change of it.
+    let mut reasons: BTreeMap<String, String> = BTreeMap::new();
     loop {
         tokio::time::sleep(STATUS_EVERY).await;
         if !*leader.borrow() {
@@ -316,6 +335,9 @@ async fn write_status(
                 "kind": "ClusterFederatedTrustDomain",
                 "status": status,
             });
+            let reason = condition.reason.clone();
+            let note = condition.message.clone();
+            let healthy = condition.status == "True";
             match api
                 .patch_status(
                     &name,
@@ -324,7 +346,25 @@ async fn write_status(
                 )
                 .await
             {
-                Ok(_) => {
+                Ok(object) => {
+                    if reasons.get(&name) != Some(&reason) {
+                        let event = K8sEvent {
+                            type_: if healthy {
+                                EventType::Normal
+                            } else {
+                                EventType::Warning
+                            },
+                            reason: reason.clone(),
+                            note: Some(note.chars().take(1000).collect()),
+                            action: "FetchBundle".into(),
+                            secondary: None,
+                        };
+                        if let Err(error) = recorder.publish(&event, &object.object_ref(&())).await
+                        {
+                            tracing::debug!(%error, "could not publish a ClusterFederatedTrustDomain event");
+                        }
+                        reasons.insert(name.clone(), reason);
+                    }
                     written.insert(name, comparable);
                 }
                 Err(error) => {

@@ -84,6 +84,7 @@ pub(crate) async fn open_state(
             &options.namespace,
             options.federated_bundles_configmap.clone(),
             options.class_name.clone(),
+            options.replica_name.clone(),
             federation.clone(),
             leader.clone(),
         )
