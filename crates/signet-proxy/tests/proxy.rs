@@ -13,7 +13,9 @@ use signet_core::policy::{
 };
 use signet_proxy::{Inbound, Mode, Outbound, Protocol, ProxyConfig, RunningProxy};
 use signet_test_support::apps::{echo_app, echoes, http_app, http_request};
-use signet_test_support::workload_api::{FakeWorkloadApi, SigningCa, TD, entry_for_uid, my_uid};
+use signet_test_support::workload_api::{
+    FakeWorkloadApi, SigningCa, TD, entry_for_uid, entry_in, my_uid,
+};
 
 const HTTP_PORT: i32 = 8443;
 const TCP_PORT: i32 = 5432;
@@ -312,4 +314,50 @@ async fn readiness_follows_the_svid_and_the_first_policy() {
     })
     .await;
     assert_eq!(request(metrics, "GET", "/livez").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_of_a_federated_trust_domain_are_authenticated_until_federation_ends() {
+    // The backend in example.org, the frontend in partner.example; each entry federates with
+    // the other trust domain and each agent holds the other's bundle.
+    let ours = SigningCa::new();
+    let theirs = SigningCa::for_trust_domain("partner.example");
+    let backend_api = FakeWorkloadApi::start(ours.clone());
+    let mut backend_entry = entry_for_uid("backend", my_uid());
+    backend_entry.federates_with = vec![theirs.trust_domain().clone()];
+    backend_api.set_federated_bundles(vec![theirs.bundle()]);
+    backend_api.issue(vec![backend_entry]);
+    backend_api.set_policies(policies(Vec::new()));
+    let frontend_api = FakeWorkloadApi::start(theirs.clone());
+    let mut frontend_entry = entry_in(
+        "partner.example",
+        "frontend",
+        &format!("unix:uid:{}", my_uid()),
+    );
+    frontend_entry.federates_with = vec![ours.trust_domain().clone()];
+    frontend_api.set_federated_bundles(vec![ours.bundle()]);
+    frontend_api.issue(vec![frontend_entry]);
+    let mesh = Mesh {
+        frontend_api,
+        backend_api,
+    };
+    let backend = mesh.backend(http_app(), Protocol::Http, Mode::Strict).await;
+    let frontend = mesh.frontend(&backend, &id("backend")).await;
+    let port = route(&frontend);
+    until("the federated bundles to reach the proxies", async || {
+        request(port, "GET", "/items/1").await.0 == 200
+    })
+    .await;
+    let (_, body) = request(port, "GET", "/items/1").await;
+    assert_eq!(
+        body, "GET /items/1 peer=spiffe://partner.example/frontend",
+        "the default allow-trust-domain admits a federated peer, and the app learns its ID"
+    );
+
+    // The backend's trust domain ends the federation: new connections are refused.
+    mesh.backend_api.set_federated_bundles(Vec::new());
+    until("the end of federation", async || {
+        request(port, "GET", "/items/1").await.0 != 200
+    })
+    .await;
 }

@@ -30,6 +30,7 @@ pub const AGENT: &str = "spiffe://example.org/signet/agent/join/test";
 /// An in-memory CA signing what the server would.
 #[derive(Debug)]
 pub struct SigningCa {
+    trust_domain: TrustDomain,
     ca: Mutex<CertificateAuthority>,
     jwts_minted: AtomicUsize,
     _dir: tempfile::TempDir,
@@ -38,18 +39,30 @@ pub struct SigningCa {
 impl SigningCa {
     /// A new CA for [`TD`] (keys in a temporary directory).
     pub fn new() -> Arc<Self> {
+        Self::for_trust_domain(TD)
+    }
+
+    /// A new CA for another trust domain (a federated one).
+    pub fn for_trust_domain(trust_domain: &str) -> Arc<Self> {
+        let trust_domain = TrustDomain::new(trust_domain).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let ca = CertificateAuthority::open(
-            CaConfig::new(TrustDomain::new(TD).unwrap()),
+            CaConfig::new(trust_domain.clone()),
             Arc::new(FileKeyStore::new(dir.path().join("ca.json"))),
             Arc::new(SystemClock),
         )
         .unwrap();
         Arc::new(Self {
+            trust_domain,
             ca: Mutex::new(ca),
             jwts_minted: AtomicUsize::new(0),
             _dir: dir,
         })
+    }
+
+    /// Its trust domain.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
     }
 
     /// Its trust bundle.
@@ -129,9 +142,14 @@ pub fn entry_for_uid(name: &str, uid: u32) -> RegistrationEntry {
 
 /// An entry `spiffe://example.org/<name>` (id `<name>`) with one selector.
 pub fn entry_with_selector(name: &str, selector: &str) -> RegistrationEntry {
+    entry_in(TD, name, selector)
+}
+
+/// An entry `spiffe://<trust_domain>/<name>` (id `<name>`) with one selector.
+pub fn entry_in(trust_domain: &str, name: &str, selector: &str) -> RegistrationEntry {
     RegistrationEntry {
         id: EntryId::new(name),
-        spiffe_id: SpiffeId::new(&format!("spiffe://{TD}/{name}")).unwrap(),
+        spiffe_id: SpiffeId::new(&format!("spiffe://{trust_domain}/{name}")).unwrap(),
         parent_id: SpiffeId::new(AGENT).unwrap(),
         selectors: SelectorSet::parse_all(&[selector]).unwrap(),
         x509_svid_ttl: Duration::from_secs(600),
@@ -182,7 +200,7 @@ impl FakeWorkloadApi {
         trusted.insert(bundle);
         let policies = watch::channel(None);
         let source = WorkloadSource::new(
-            TrustDomain::new(TD).unwrap(),
+            ca.trust_domain().clone(),
             cache.clone(),
             Arc::new(SharedBundles::new(trusted)),
             policies.1,
@@ -230,6 +248,15 @@ impl FakeWorkloadApi {
         for entry in entries {
             self.cache.store_svid(&entry.id, self.ca.svid(entry));
         }
+    }
+
+    /// The federated trust domains' bundles, as the server would push them.
+    pub fn set_federated_bundles(&self, bundles: Vec<Bundle>) {
+        let mut set = BundleSet::new();
+        for bundle in bundles {
+            set.insert(bundle);
+        }
+        self.cache.set_federated_bundles(set);
     }
 
     /// The trust domain's policies, as the server would push them.
