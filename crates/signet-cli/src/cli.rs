@@ -653,6 +653,10 @@ pub enum JwtCommand {
         /// Trust domain the `--bundle` file belongs to; the token must be from it.
         #[arg(long, requires = "bundle")]
         trust_domain: Option<String>,
+        /// Validate as an OIDC relying party would: with the keys this issuer publishes through
+        /// OIDC discovery (`<issuer>/.well-known/openid-configuration`); `iss` must match.
+        #[arg(long, conflicts_with = "bundle")]
+        oidc_issuer: Option<String>,
         #[command(flatten)]
         workload: WorkloadArgs,
     },

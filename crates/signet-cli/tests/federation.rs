@@ -131,3 +131,61 @@ async fn a_workload_receives_the_bundle_of_a_federated_trust_domain_until_the_re
     }
     assert!(!b.admin(&["federation", "show", TD]).status.success());
 }
+
+#[test]
+fn jwt_validate_checks_a_jwt_svid_against_the_issuers_oidc_discovery() {
+    let port = free_port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    let d = Deployment::start_with_env(
+        vec![
+            ("SIGNET_JWT_ISSUER", issuer.clone()),
+            ("SIGNET_OIDC_ADDRESS", format!("127.0.0.1:{port}")),
+            ("SIGNET_OIDC_INSECURE_HTTP", "true".to_owned()),
+        ],
+        Vec::new(),
+    );
+    d.create_entry(
+        &format!("spiffe://{TD}/api"),
+        &format!("unix:uid:{}", my_uid()),
+        &[],
+    );
+    let mut token = String::new();
+    wait_for("a JWT-SVID", Duration::from_secs(15), || {
+        let out = d.workload(&["jwt", "fetch", "--audience", "vault", "-o", "json"]);
+        let fetched: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        token = fetched[0]["token"].as_str().unwrap_or_default().to_owned();
+        !token.is_empty()
+    });
+    let validate = |audience: &str, issuer: &str| {
+        std::process::Command::new(common::signet_bin())
+            .args([
+                "jwt",
+                "validate",
+                "--audience",
+                audience,
+                "--oidc-issuer",
+                issuer,
+                &token,
+            ])
+            .output()
+            .unwrap()
+    };
+    let ok = validate("vault", &issuer);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&ok.stdout)
+            .contains(&format!("Valid JWT-SVID for spiffe://{TD}/api")),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let wrong_audience = validate("sts", &issuer);
+    assert!(!wrong_audience.status.success());
+    // Another issuer URL for the same endpoint: discovery announces a different issuer.
+    let other = validate("vault", &format!("http://localhost:{port}"));
+    assert!(!other.status.success());
+    assert!(String::from_utf8_lossy(&other.stderr).contains("announces issuer"));
+}

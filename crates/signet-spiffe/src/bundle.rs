@@ -199,6 +199,34 @@ impl Bundle {
         Self::from_json_value(trust_domain, value)
     }
 
+    /// The JWT authorities of an OIDC JWK Set (RFC 7517, as published by OIDC discovery) as a
+    /// bundle of `trust_domain`: keys with `use: sig` or no `use`, with a `kid`; other keys are
+    /// skipped, a malformed signing key is an error.
+    pub fn from_oidc_jwks(trust_domain: TrustDomain, json: &[u8]) -> Result<Self, BundleError> {
+        let value: serde_json::Value =
+            serde_json::from_slice(json).map_err(|e| BundleError::Json(e.to_string()))?;
+        let keys = value
+            .get("keys")
+            .and_then(serde_json::Value::as_array)
+            .ok_or(BundleError::MissingKeys)?;
+        let mut bundle = Self::new(trust_domain);
+        for (index, key) in keys.iter().enumerate() {
+            let jwk: RawJwk = serde_json::from_value(key.clone())
+                .map_err(|e| BundleError::Json(format!("key #{index}: {e}")))?;
+            if !matches!(jwk.key_use.as_deref(), None | Some("sig")) {
+                continue;
+            }
+            let Some(key) = JwtPublicKey::from_raw(&jwk)
+                .map_err(|source| BundleError::BadJwk { index, source })?
+            else {
+                continue;
+            };
+            let kid = jwk.kid.as_deref().filter(|k| !k.is_empty());
+            bundle.add_jwt_authority(kid.ok_or(BundleError::MissingKeyId { index })?, key)?;
+        }
+        Ok(bundle)
+    }
+
     fn from_json_value(
         trust_domain: TrustDomain,
         value: serde_json::Value,

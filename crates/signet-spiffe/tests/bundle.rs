@@ -238,3 +238,37 @@ fn pem_and_der_forms_round_trip() {
         Err(BundleError::BadCertificate { .. })
     ));
 }
+
+#[test]
+fn oidc_jwks_carry_the_jwt_keys_for_signing_and_parse_back() {
+    let bundle = sample();
+    let json = bundle.to_oidc_jwks_json();
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let keys = doc["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), bundle.jwt_authorities().len());
+    assert!(
+        keys.iter()
+            .all(|k| k["use"] == "sig" && k["alg"].is_string() && k["x5c"].is_null())
+    );
+    let back = Bundle::from_oidc_jwks(td(), json.as_bytes()).unwrap();
+    assert_eq!(back.jwt_authorities(), bundle.jwt_authorities());
+    assert!(back.x509_authorities().is_empty());
+}
+
+#[test]
+fn oidc_jwks_skip_other_uses_and_refuse_keys_without_an_id() {
+    let mut doc: serde_json::Value = serde_json::from_str(&sample().to_oidc_jwks_json()).unwrap();
+    doc["keys"][0]["use"] = "enc".into();
+    let skipped = Bundle::from_oidc_jwks(td(), doc.to_string().as_bytes()).unwrap();
+    assert_eq!(
+        skipped.jwt_authorities().len(),
+        sample().jwt_authorities().len() - 1
+    );
+    doc["keys"][0]["use"] = "sig".into();
+    doc["keys"][0]["kid"] = "".into();
+    assert!(matches!(
+        Bundle::from_oidc_jwks(td(), doc.to_string().as_bytes()),
+        Err(BundleError::MissingKeyId { .. })
+    ));
+    assert!(Bundle::from_oidc_jwks(td(), b"{}").is_err());
+}

@@ -5,6 +5,7 @@ pub mod daemons;
 pub mod federation;
 pub mod helper;
 pub mod kube_client;
+pub mod oidc_client;
 pub mod policy;
 pub mod proxy;
 pub mod quickstart;

@@ -279,9 +279,25 @@ pub async fn jwt(mut command: JwtCommand) -> anyhow::Result<()> {
         JwtCommand::Validate {
             audience,
             token,
+            oidc_issuer: Some(issuer),
+            workload,
+            ..
+        } => {
+            let svid = crate::commands::oidc_client::validate(&token, &audience, &issuer).await?;
+            let spiffe_id = svid.spiffe_id().to_string();
+            let view = serde_json::json!({"valid": true, "spiffe_id": spiffe_id, "issuer": issuer});
+            output::print(workload.output, &view, |_| {
+                format!("Valid JWT-SVID for {spiffe_id} (issuer {issuer})\n")
+            })?;
+            Ok(())
+        }
+        JwtCommand::Validate {
+            audience,
+            token,
             bundle: Some(bundle),
             trust_domain,
             workload,
+            ..
         } => {
             let svid = validate_offline(&token, &audience, &bundle, trust_domain.as_deref())?;
             let spiffe_id = svid.spiffe_id().to_string();
