@@ -43,10 +43,17 @@ pub(crate) fn files_resolver(
     key_file: &Path,
 ) -> Result<(Arc<RotatingSvid>, JoinHandle<()>), ServerError> {
     let files = Arc::new(RotatingSvid::new());
+    // The versions loaded, taken now: a change before the task first runs is still seen.
+    let loaded = (modified(cert_file), modified(key_file));
     files.set(load_certified_key(cert_file, key_file)?);
     let task = signet_unix::spawn_named(
         "certificate-files-reload",
-        reload_on_change(files.clone(), cert_file.to_owned(), key_file.to_owned()),
+        reload_on_change(
+            files.clone(),
+            cert_file.to_owned(),
+            key_file.to_owned(),
+            loaded,
+        ),
     );
     Ok((files, task))
 }
@@ -136,8 +143,13 @@ fn modified(path: &Path) -> Option<SystemTime> {
 
 /// Re-reads the files when either changes (cert-manager renews a Secret in place); a broken pair
 /// keeps the previous certificate in service.
-async fn reload_on_change(target: Arc<RotatingSvid>, cert_file: PathBuf, key_file: PathBuf) {
-    let mut seen = (modified(&cert_file), modified(&key_file));
+async fn reload_on_change(
+    target: Arc<RotatingSvid>,
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    loaded: (Option<SystemTime>, Option<SystemTime>),
+) {
+    let mut seen = loaded;
     loop {
         tokio::time::sleep(RELOAD_EVERY).await;
         let now = (modified(&cert_file), modified(&key_file));
@@ -155,5 +167,50 @@ async fn reload_on_change(target: Arc<RotatingSvid>, cert_file: PathBuf, key_fil
                 warn!(%error, "bundle endpoint certificate not reloaded; keeping the current one")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_pair(dir: &Path, name: &str) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        // Written beside and renamed over, as a Secret volume swaps its files.
+        std::fs::write(dir.join("tls.key.new"), key.serialize_pem()).unwrap();
+        std::fs::write(dir.join("tls.crt.new"), cert.pem()).unwrap();
+        std::fs::rename(dir.join("tls.key.new"), dir.join("tls.key")).unwrap();
+        std::fs::rename(dir.join("tls.crt.new"), dir.join("tls.crt")).unwrap();
+        cert.der().to_vec()
+    }
+
+    fn serving(resolver: &RotatingSvid) -> Vec<u8> {
+        resolver.get().unwrap().cert[0].as_ref().to_vec()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renewed_certificate_files_are_served_and_a_broken_pair_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = write_pair(dir.path(), "a.example");
+        let (resolver, reload) =
+            files_resolver(&dir.path().join("tls.crt"), &dir.path().join("tls.key")).unwrap();
+        assert_eq!(serving(&resolver), first);
+
+        // A renewal (a new mtime) is picked up at the next check.
+        std::thread::sleep(Duration::from_millis(20));
+        let renewed = write_pair(dir.path(), "a.example");
+        tokio::time::sleep(RELOAD_EVERY * 2).await;
+        assert_eq!(serving(&resolver), renewed);
+
+        // A certificate without its key keeps the renewed pair in service.
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(dir.path().join("tls.crt"), "not a certificate").unwrap();
+        tokio::time::sleep(RELOAD_EVERY * 2).await;
+        assert_eq!(serving(&resolver), renewed);
+        reload.abort();
     }
 }

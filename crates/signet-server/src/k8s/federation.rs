@@ -208,6 +208,9 @@ async fn follow(
     };
     // name → trust domain followed for it
     let mut followed: BTreeMap<String, TrustDomain> = BTreeMap::new();
+    // name → the spec last applied
+    let mut applied: BTreeMap<String, signet_api::ClusterFederatedTrustDomainSpec> =
+        BTreeMap::new();
     let mut listing: Option<BTreeMap<String, TrustDomain>> = None;
     let mut events = watcher::watcher(api, watcher::Config::default())
         .default_backoff()
@@ -224,6 +227,7 @@ async fn follow(
                 let seen = listing.take().unwrap_or_default();
                 for (name, trust_domain) in std::mem::take(&mut followed) {
                     if !seen.contains_key(&name) {
+                        applied.remove(&name);
                         end(&federation, &trust_domain).await;
                     }
                 }
@@ -234,6 +238,7 @@ async fn follow(
             Ok(Event::Delete(resource)) => {
                 let name = resource.metadata.name.clone().unwrap_or_default();
                 invalid.lock().remove(&name);
+                applied.remove(&name);
                 if let Some(trust_domain) = followed.remove(&name) {
                     end(&federation, &trust_domain).await;
                 }
@@ -251,18 +256,31 @@ async fn follow(
         match relationship_of(federation.local(), &resource) {
             Ok((relationship, bootstrap)) => {
                 invalid.lock().remove(&name);
-                let unchanged = federation
-                    .get(&relationship.trust_domain)
-                    .is_some_and(|view| view.relationship == relationship)
-                    && bootstrap.is_none();
+                // Status writes and unrelated edits come back as events: only a changed spec
+                // (or a relationship this replica lost) restarts fetching.
+                let unchanged = applied.get(&name) == Some(&resource.spec)
+                    && federation
+                        .get(&relationship.trust_domain)
+                        .is_some_and(|view| view.relationship == relationship);
                 let trust_domain = relationship.trust_domain.clone();
                 if let Some(previous) = followed.get(&name)
                     && previous != &trust_domain
                 {
                     end(&federation, previous).await;
                 }
-                if !unchanged && let Err(error) = federation.set(relationship, bootstrap).await {
-                    warn!(resource = name, %error, "federation relationship not applied");
+                // The spec's bundle is where trust starts; once a bundle is held (fetched since,
+                // or kept from an earlier run), a possibly older spec bundle does not replace it.
+                let bootstrap =
+                    bootstrap.filter(|_| federation.bundles().get(&trust_domain).is_none());
+                if !unchanged {
+                    match federation.set(relationship, bootstrap).await {
+                        Ok(()) => {
+                            applied.insert(name.clone(), resource.spec.clone());
+                        }
+                        Err(error) => {
+                            warn!(resource = name, %error, "federation relationship not applied");
+                        }
+                    }
                 }
                 if let Some(listing) = listing.as_mut() {
                     listing.insert(name.clone(), trust_domain.clone());
