@@ -73,6 +73,9 @@ pub enum Command {
     /// Manage AuthorizationPolicies in standalone mode (admin API).
     #[command(subcommand)]
     Policy(crate::commands::policy::PolicyCommand),
+    /// Show the CA's authorities and rotate, taint or revoke them (admin API).
+    #[command(subcommand)]
+    Ca(crate::commands::ca::CaCommand),
     /// Federate with other trust domains (standalone mode).
     #[command(subcommand)]
     Federation(crate::commands::federation::FederationCommand),

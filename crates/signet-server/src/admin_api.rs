@@ -432,6 +432,20 @@ impl Admin for AdminApi {
             .map(Response::new)
     }
 
+    async fn list_authorities(
+        &self,
+        _request: Request<pb::ListAuthoritiesRequest>,
+    ) -> Result<Response<pb::ListAuthoritiesResponse>, Status> {
+        Ok(Response::new(crate::ca_admin::list(&self.api.authority)))
+    }
+
+    async fn change_authority(
+        &self,
+        request: Request<pb::ChangeAuthorityRequest>,
+    ) -> Result<Response<pb::ListAuthoritiesResponse>, Status> {
+        crate::ca_admin::change(&self.api.authority, request.get_ref()).map(Response::new)
+    }
+
     async fn check_authorization(
         &self,
         request: Request<pb::CheckAuthorizationRequest>,

@@ -7,6 +7,7 @@ mod agent_api;
 mod agent_listener;
 mod agents;
 pub mod authority;
+mod ca_admin;
 mod connection_lifetime;
 pub mod datastore;
 mod error;

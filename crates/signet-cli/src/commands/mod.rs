@@ -1,6 +1,7 @@
 //! One module per command family.
 
 pub mod admin;
+pub mod ca;
 pub mod daemons;
 pub mod federation;
 pub mod helper;
