@@ -34,6 +34,8 @@ struct Slot {
 #[derive(Debug, Clone)]
 struct CachedJwt {
     token: String,
+    /// The key id that signed it.
+    kid: String,
     refresh_at: SystemTime,
     expiry: SystemTime,
 }
@@ -352,6 +354,16 @@ impl SvidCache {
         })
     }
 
+    /// Forgets the cached JWT-SVIDs signed by these (tainted) keys: the next request mints a
+    /// new one with the active key.
+    pub fn drop_jwts_of(&self, tainted_kids: &[String]) {
+        if tainted_kids.is_empty() {
+            return;
+        }
+        let mut s = self.state.write();
+        s.jwts.retain(|_, jwt| !tainted_kids.contains(&jwt.kid));
+    }
+
     /// Caches a JWT-SVID until half its lifetime.
     pub fn store_jwt(
         &self,
@@ -362,7 +374,11 @@ impl SvidCache {
         expiry: SystemTime,
     ) {
         let life = expiry.duration_since(issued).unwrap_or(Duration::ZERO);
+        let kid = signet_spiffe::JwtSvid::parse_insecure(&token)
+            .map(|svid| svid.key_id().to_owned())
+            .unwrap_or_default();
         let cached = CachedJwt {
+            kid,
             token,
             refresh_at: issued + life / 2,
             expiry,

@@ -344,6 +344,11 @@ impl CertificateAuthority {
         x509.chain(jwt).collect()
     }
 
+    /// Key ids of tainted JWT authorities: JWT-SVIDs they signed must not be served again.
+    pub fn tainted_jwt_authorities(&self) -> Vec<String> {
+        self.state.jwt.tainted_ids()
+    }
+
     /// Ids of tainted X.509 authorities: SVIDs they signed must be re-signed.
     pub fn tainted_x509_authorities(&self) -> Vec<String> {
         self.state.x509.tainted_ids()

@@ -105,3 +105,53 @@ fn an_operator_rotates_taints_and_revokes_without_breaking_trust() {
     assert!(x509_with(&d, "old").is_none());
     assert!(serial(&d).is_some(), "the workload keeps a valid SVID");
 }
+
+fn jwt(d: &Deployment) -> String {
+    let out = d.workload(&["jwt", "fetch", "--audience", "db", "-o", "json"]);
+    let fetched: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    fetched[0]["token"].as_str().unwrap_or_default().to_owned()
+}
+
+fn kid(token: &str) -> String {
+    signet_spiffe::JwtSvid::parse_insecure(token)
+        .map(|svid| svid.key_id().to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_tainted_jwt_key_is_not_served_from_the_agents_cache() {
+    let d = Deployment::start();
+    d.create_entry(
+        &format!("spiffe://{TD}/api"),
+        &format!("unix:uid:{}", my_uid()),
+        &[],
+    );
+    wait_for("a JWT-SVID", Duration::from_secs(15), || {
+        !jwt(&d).is_empty()
+    });
+    let first = jwt(&d);
+    assert_eq!(jwt(&d), first, "served from the agent's cache");
+    let old_kid = kid(&first);
+    assert!(
+        d.admin(&["ca", "prepare", "--kind", "jwt"])
+            .status
+            .success()
+    );
+    assert!(
+        d.admin(&["ca", "activate", "--kind", "jwt"])
+            .status
+            .success()
+    );
+    // Rotation alone keeps the cached token (its key is still in every bundle).
+    assert_eq!(jwt(&d), first);
+    let out = d.admin(&["ca", "taint", "--kind", "jwt", "--id", &old_kid]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("a token of the new key", Duration::from_secs(15), || {
+        let token = jwt(&d);
+        !token.is_empty() && kid(&token) != old_kid
+    });
+}

@@ -297,7 +297,12 @@ impl AgentService for AgentApi {
             let mut sequence = 0u64;
             let mut next = |update| {
                 sequence += 1;
-                SyncEntriesResponse { sequence, update: Some(update), tainted_authorities: authority.tainted_authorities() }
+                SyncEntriesResponse {
+                    sequence,
+                    update: Some(update),
+                    tainted_authorities: authority.tainted_authorities(),
+                    tainted_jwt_authorities: authority.tainted_jwt_authorities(),
+                }
             };
             let mut session = SyncSession::new(agent.clone(), index.clone());
             bundle_changed.borrow_and_update();

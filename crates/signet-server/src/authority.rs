@@ -93,6 +93,11 @@ impl AuthorityService {
         self.server_svid.clone()
     }
 
+    /// Tainted JWT authority key ids.
+    pub fn tainted_jwt_authorities(&self) -> Vec<String> {
+        self.ca.read().tainted_jwt_authorities()
+    }
+
     /// Tainted X.509 authority ids.
     pub fn tainted_authorities(&self) -> Vec<String> {
         self.ca.read().tainted_x509_authorities()

@@ -45,6 +45,7 @@ impl AgentContext {
         while let Some(message) = stream.message().await.map_err(AgentError::from_status)? {
             backoff.reset();
             self.cache.set_tainted(message.tainted_authorities);
+            self.cache.drop_jwts_of(&message.tainted_jwt_authorities);
             match message.update {
                 Some(Update::Bundle(b)) => {
                     let bundle =
