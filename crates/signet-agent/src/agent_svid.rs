@@ -23,14 +23,11 @@ const BUNDLE_FILE: &str = "bundle.json";
 pub fn read_bundle_file(path: &Path, trust_domain: &TrustDomain) -> Result<Bundle, AgentError> {
     let bytes = std::fs::read(path)
         .map_err(|e| AgentError::io(format!("reading trust bundle {}", path.display()), e))?;
-    let parsed = if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
-        Bundle::from_spiffe_json(trust_domain.clone(), &bytes)
-    } else {
-        Bundle::from_pem(trust_domain.clone(), &bytes)
-    };
-    parsed.map_err(|source| AgentError::TrustBundle {
-        path: path.to_owned(),
-        source,
+    Bundle::from_json_or_pem(trust_domain.clone(), &bytes).map_err(|source| {
+        AgentError::TrustBundle {
+            path: path.to_owned(),
+            source,
+        }
     })
 }
 

@@ -1,7 +1,7 @@
 //! The admin API (`signet.admin.v1.Admin`) on the local Unix socket: entries, join tokens,
 //! agents, bundle, AuthorizationPolicies.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use signet_core::{EntryId, RegistrationEntry};
 use signet_proto::admin::{
@@ -50,10 +50,7 @@ impl std::fmt::Debug for AdminApi {
     }
 }
 
-fn unix(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
+use crate::unix_seconds as unix;
 
 fn agent_message(record: &AgentRecord) -> pb::Agent {
     pb::Agent {

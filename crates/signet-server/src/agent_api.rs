@@ -48,10 +48,7 @@ pub struct AgentApi {
     pub(crate) federation: Arc<crate::federation::Federation>,
 }
 
-fn unix(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
+use crate::unix_seconds as unix;
 
 fn is_agent_id(id: &SpiffeId) -> bool {
     signet_core::AgentId::parse(id).is_some()

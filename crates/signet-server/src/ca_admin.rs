@@ -2,8 +2,6 @@
 //! rotation steps (prepare, activate, taint, revoke). The rules that keep trust intact live in
 //! `signet_ca::rotation`; refusals come back as FAILED_PRECONDITION with the step to take first.
 
-use std::time::SystemTime;
-
 use signet_ca::{AuthorityInfo, AuthorityKind, AuthorityStatus};
 use signet_proto::admin as pb;
 use tonic::Status;
@@ -11,10 +9,7 @@ use tracing::info;
 
 use crate::authority::AuthorityService;
 
-fn unix(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
+use crate::unix_seconds as unix;
 
 fn kind_name(kind: AuthorityKind) -> &'static str {
     match kind {

@@ -12,8 +12,7 @@ use crate::federation::{Federation, RelationshipView};
 use crate::sync_session::bundle_message;
 
 fn unix(t: Option<SystemTime>) -> i64 {
-    t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    t.map_or(0, crate::unix_seconds)
 }
 
 /// A relationship as the admin API reports it.
@@ -86,14 +85,8 @@ pub(crate) fn relationship_of(
     let bundle = if request.trust_domain_bundle.is_empty() {
         None
     } else {
-        let text = &request.trust_domain_bundle;
-        let parsed = if text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
-            Bundle::from_spiffe_json(federated, text)
-        } else {
-            Bundle::from_pem(federated, text)
-        };
-        let bundle =
-            parsed.map_err(|e| Status::invalid_argument(format!("trust domain bundle: {e}")))?;
+        let bundle = Bundle::from_json_or_pem(federated, &request.trust_domain_bundle)
+            .map_err(|e| Status::invalid_argument(format!("trust domain bundle: {e}")))?;
         if bundle.x509_authorities().is_empty() {
             return Err(Status::invalid_argument(
                 "trust domain bundle: it holds no X.509 authority",

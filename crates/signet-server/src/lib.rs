@@ -165,6 +165,12 @@ impl RunningServer {
     }
 }
 
+/// Unix seconds of `t`, as the APIs and the database store time (0 before the epoch).
+pub(crate) fn unix_seconds(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// The data directory holds the CA keys: ours alone, never behind a link, never in a directory
 /// another user controls (see `signet_unix::ensure_private_dir`).
 fn private_dir(path: &Path) -> Result<(), ServerError> {

@@ -415,3 +415,50 @@ async fn a_ban_ends_the_stream_and_an_eviction_removes_the_agent() {
         .unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ca_changes_that_are_malformed_or_would_break_trust_are_refused() {
+    use signet_proto::admin::{ChangeAuthorityRequest, ListAuthoritiesRequest};
+    let server = Server::start().await;
+    let mut admin = server.admin.clone();
+    let change = |kind: &str, action: &str, id: &str| ChangeAuthorityRequest {
+        kind: kind.into(),
+        action: action.into(),
+        id: id.into(),
+    };
+    let active = admin
+        .list_authorities(ListAuthoritiesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .authorities
+        .into_iter()
+        .find(|a| a.kind == "x509" && a.status == "active")
+        .unwrap()
+        .id;
+    for (request, code) in [
+        (change("rsa", "prepare", ""), Code::InvalidArgument),
+        (change("x509", "rotate", ""), Code::InvalidArgument),
+        (change("x509", "taint", ""), Code::InvalidArgument),
+        (change("x509", "prepare", &active), Code::InvalidArgument),
+        // The active authority can be neither tainted nor revoked.
+        (change("x509", "taint", &active), Code::FailedPrecondition),
+        (change("x509", "revoke", &active), Code::FailedPrecondition),
+        (
+            change("jwt", "revoke", "no-such-key"),
+            Code::FailedPrecondition,
+        ),
+    ] {
+        let refused = admin.change_authority(request.clone()).await.unwrap_err();
+        assert_eq!(refused.code(), code, "{request:?}: {refused}");
+    }
+    // Nothing changed.
+    let after = admin
+        .list_authorities(ListAuthoritiesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .authorities;
+    assert_eq!(after.len(), 2);
+    assert!(after.iter().all(|a| a.status == "active" && !a.tainted));
+}

@@ -54,6 +54,10 @@ async fn a_jwt_library_verifies_jwt_svids_through_discovery() {
         "{body}"
     );
     assert_eq!(get("/example/other".into()).await.0, 404);
+    let post = tokio::task::spawn_blocking(move || http_request(port, "POST", "/example/keys"))
+        .await
+        .unwrap();
+    assert_eq!(post.0, 405, "discovery is read-only");
     // Cached as long as peers cache the bundle.
     let raw = tokio::task::spawn_blocking(move || {
         use std::io::{Read, Write};

@@ -199,6 +199,16 @@ impl Bundle {
         Self::from_json_value(trust_domain, value)
     }
 
+    /// A bundle file as operators have it: SPIFFE bundle JSON (a JWK Set, recognised by its
+    /// leading `{`) or PEM certificates.
+    pub fn from_json_or_pem(trust_domain: TrustDomain, bytes: &[u8]) -> Result<Self, BundleError> {
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+            Self::from_spiffe_json(trust_domain, bytes)
+        } else {
+            Self::from_pem(trust_domain, bytes)
+        }
+    }
+
     /// The JWT authorities of an OIDC JWK Set (RFC 7517, as published by OIDC discovery) as a
     /// bundle of `trust_domain`: keys with `use: sig` or no `use`, with a `kid`; other keys are
     /// skipped, a malformed signing key is an error.

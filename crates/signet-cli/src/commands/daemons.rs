@@ -622,6 +622,111 @@ mod tests {
     use super::*;
 
     #[test]
+    fn inconsistent_federation_and_oidc_options_are_refused() {
+        use crate::cli::{ServerFederationArgs, ServerOidcArgs};
+        let address = Some("127.0.0.1:8443".parse().unwrap());
+        let federation =
+            |f: ServerFederationArgs| federation_config(f, ServerFederationArgs::default());
+        for (bad, why) in [
+            (
+                ServerFederationArgs {
+                    bundle_endpoint_profile: Some("https_web".into()),
+                    ..Default::default()
+                },
+                "need --bundle-endpoint-address",
+            ),
+            (
+                ServerFederationArgs {
+                    bundle_endpoint_address: address,
+                    bundle_endpoint_profile: Some("https_web".into()),
+                    ..Default::default()
+                },
+                "needs --bundle-endpoint-cert-file",
+            ),
+            (
+                ServerFederationArgs {
+                    bundle_endpoint_address: address,
+                    bundle_endpoint_cert_file: Some("c".into()),
+                    bundle_endpoint_key_file: Some("k".into()),
+                    ..Default::default()
+                },
+                "are for --bundle-endpoint-profile https_web",
+            ),
+            (
+                ServerFederationArgs {
+                    bundle_endpoint_address: address,
+                    bundle_endpoint_profile: Some("tls".into()),
+                    ..Default::default()
+                },
+                "must be https_spiffe or https_web",
+            ),
+            (
+                ServerFederationArgs {
+                    federation_min_refresh: Some(Duration::from_secs(7200)),
+                    ..Default::default()
+                },
+                "at most --federation-max-refresh",
+            ),
+        ] {
+            let error = federation(bad).unwrap_err().to_string();
+            assert!(error.contains(why), "{error}");
+        }
+        let spiffe = federation(ServerFederationArgs {
+            bundle_endpoint_address: address,
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(spiffe.bundle_endpoint.is_some());
+
+        let oidc = |o: ServerOidcArgs| oidc_config(o, ServerOidcArgs::default());
+        for (bad, why) in [
+            (
+                ServerOidcArgs {
+                    jwt_issuer: Some("https://oidc.example.org/".into()),
+                    ..Default::default()
+                },
+                "drop the slash",
+            ),
+            (
+                ServerOidcArgs {
+                    oidc_address: address,
+                    oidc_insecure_http: true,
+                    ..Default::default()
+                },
+                "needs --jwt-issuer",
+            ),
+            (
+                ServerOidcArgs {
+                    jwt_issuer: Some("https://oidc.example.org".into()),
+                    oidc_address: address,
+                    ..Default::default()
+                },
+                "--oidc-insecure-http behind",
+            ),
+            (
+                ServerOidcArgs {
+                    jwt_issuer: Some("https://oidc.example.org".into()),
+                    oidc_address: address,
+                    oidc_insecure_http: true,
+                    oidc_cert_file: Some("c".into()),
+                    ..Default::default()
+                },
+                "go together",
+            ),
+            (
+                ServerOidcArgs {
+                    oidc_insecure_http: true,
+                    ..Default::default()
+                },
+                "need --oidc-address",
+            ),
+        ] {
+            let error = oidc(bad).unwrap_err().to_string();
+            assert!(error.contains(why), "{error}");
+        }
+    }
+
+    #[test]
     fn modes_and_service_account_pairs_are_checked() {
         assert!(!is_kubernetes(None).unwrap());
         assert!(!is_kubernetes(Some("standalone".into())).unwrap());

@@ -178,3 +178,113 @@ async fn get(
     driver.abort();
     Ok(body.to_vec())
 }
+
+#[cfg(test)]
+mod tests {
+    use signet_core::federation::BundleEndpointUrl;
+    use signet_spiffe::TrustDomain;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A hostile `https_web` endpoint answering every request with `answer`; returns its URL and
+    /// the roots that trust it.
+    async fn endpoint(answer: Vec<u8>) -> (String, Arc<RootCertStore>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(cert.der().clone()).unwrap();
+        let tls = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut request = [0u8; 4096];
+                    let _ = tls.read(&mut request).await;
+                    let _ = tls.write_all(&answer).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        (format!("https://127.0.0.1:{port}/"), Arc::new(roots))
+    }
+
+    fn relationship(url: &str) -> FederationRelationship {
+        FederationRelationship::new(
+            &TrustDomain::new("local.example").unwrap(),
+            TrustDomain::new("partner.example").unwrap(),
+            BundleEndpointUrl::parse(url).unwrap(),
+            EndpointProfile::HttpsWeb,
+        )
+        .unwrap()
+    }
+
+    fn http(status: &str, body: &[u8]) -> Vec<u8> {
+        let mut answer = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        answer.extend_from_slice(body);
+        answer
+    }
+
+    #[tokio::test]
+    async fn hostile_endpoint_answers_are_refused_with_their_reason() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let oversized = vec![b' '; MAX_BUNDLE_BYTES + 1];
+        for (answer, reason) in [
+            (
+                http("500 Internal Server Error", b"{}"),
+                "EndpointUnreachable",
+            ),
+            (
+                http("200 OK", b"<html>not a bundle</html>"),
+                "BundleInvalid",
+            ),
+            (http("200 OK", br#"{"keys": []}"#), "BundleInvalid"),
+            (http("200 OK", &oversized), "BundleInvalid"),
+            (b"garbage, not HTTP".to_vec(), "EndpointUnreachable"),
+        ] {
+            let (url, roots) = endpoint(answer).await;
+            let error = fetch_bundle(&relationship(&url), None, roots)
+                .await
+                .unwrap_err();
+            assert_eq!(error.reason(), reason, "{error}");
+        }
+        // An endpoint nobody vouches for.
+        let (url, _) = endpoint(http("200 OK", b"{}")).await;
+        let error = fetch_bundle(&relationship(&url), None, Arc::new(RootCertStore::empty()))
+            .await
+            .unwrap_err();
+        assert_eq!(error.reason(), "AuthenticationFailed", "{error}");
+        // https_spiffe without a bundle to start from.
+        let spiffe = FederationRelationship {
+            profile: EndpointProfile::HttpsSpiffe {
+                endpoint_spiffe_id: signet_spiffe::SpiffeId::new("spiffe://partner.example/s")
+                    .unwrap(),
+            },
+            ..relationship(&url)
+        };
+        let error = fetch_bundle(&spiffe, None, Arc::new(RootCertStore::empty()))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, FetchError::NoBootstrapBundle(_)), "{error}");
+    }
+}
