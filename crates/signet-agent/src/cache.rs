@@ -47,6 +47,9 @@ struct State {
     /// Federated trust domains' bundles, by trust domain.
     federated: BTreeMap<TrustDomain, Arc<Bundle>>,
     tainted: HashSet<String>,
+    /// SVIDs signed by a newly tainted authority are re-signed at a random time within this
+    /// window, so that a taint does not send every agent's CSRs to the server in one instant.
+    taint_resign_window: Duration,
     jwts: HashMap<(EntryId, Vec<String>), CachedJwt>,
     synced: bool,
 }
@@ -82,18 +85,37 @@ pub fn refresh_time(issued: SystemTime, not_after: SystemTime) -> SystemTime {
     let life = not_after.duration_since(issued).unwrap_or_default();
     let half = life / 2;
     let spread = life / 10;
+    issued + half.saturating_sub(spread) + random_within(spread * 2)
+}
+
+/// A uniformly random duration in `0..=window`.
+fn random_within(window: Duration) -> Duration {
     let mut byte = [0u8; 2];
     let _ = aws_lc_rs::rand::fill(&mut byte);
     let unit = f64::from(u16::from_le_bytes(byte)) / f64::from(u16::MAX); // 0..=1
-    let jitter = spread.mul_f64(unit * 2.0);
-    issued + half.saturating_sub(spread) + jitter
+    window.mul_f64(unit)
+}
+
+/// Default of [`SvidCache::set_taint_resign_window`].
+pub const DEFAULT_TAINT_RESIGN_WINDOW: Duration = Duration::from_secs(30);
+
+/// The SVIDs and JWT-SVIDs held per signing authority (X.509 by subject key id, JWT by kid).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthorityUse {
+    /// X509-SVIDs by the authority that signed them.
+    pub x509: BTreeMap<String, u32>,
+    /// Unexpired cached JWT-SVIDs by signing key.
+    pub jwt: BTreeMap<String, u32>,
 }
 
 impl SvidCache {
     /// An empty cache.
     pub fn new() -> Self {
         Self {
-            state: RwLock::new(State::default()),
+            state: RwLock::new(State {
+                taint_resign_window: DEFAULT_TAINT_RESIGN_WINDOW,
+                ..State::default()
+            }),
             changed: watch::channel(0).0,
             signer: Notify::new(),
         }
@@ -208,14 +230,55 @@ impl SvidCache {
         self.signer.notify_one();
     }
 
-    /// Records tainted authorities; their SVIDs become due at once.
+    /// Sets the window over which SVIDs of a newly tainted authority are re-signed.
+    pub fn set_taint_resign_window(&self, window: Duration) {
+        self.state.write().taint_resign_window = window;
+    }
+
+    /// Records tainted authorities; each SVID they signed is re-signed at a random time within
+    /// the taint re-sign window (sooner if it was due anyway).
     pub fn set_tainted(&self, tainted: Vec<String>) {
         let tainted: HashSet<String> = tainted.into_iter().collect();
         let changed = self.read(|s| s.tainted != tainted);
         if changed {
-            self.update(|s| s.tainted = tainted);
+            let now = SystemTime::now();
+            self.update(|s| {
+                let window = s.taint_resign_window;
+                for slot in s.entries.values_mut() {
+                    if let Some(svid) = &mut slot.svid
+                        && tainted.contains(&svid.authority_id)
+                        && !s.tainted.contains(&svid.authority_id)
+                    {
+                        let at = now + random_within(window);
+                        if at < svid.refresh_at {
+                            Arc::make_mut(svid).refresh_at = at;
+                        }
+                    }
+                }
+                s.tainted = tainted;
+            });
             self.signer.notify_one();
         }
+    }
+
+    /// What is held per signing authority, for the server's `signet ca show` counts.
+    pub fn authority_use(&self, now: SystemTime) -> AuthorityUse {
+        self.read(|s| {
+            let mut usage = AuthorityUse::default();
+            for svid in s.entries.values().filter_map(|slot| slot.svid.as_ref()) {
+                if svid.svid.not_after() > now {
+                    *usage.x509.entry(svid.authority_id.clone()).or_default() += 1;
+                }
+            }
+            for jwt in s
+                .jwts
+                .values()
+                .filter(|j| j.expiry > now && !j.kid.is_empty())
+            {
+                *usage.jwt.entry(jwt.kid.clone()).or_default() += 1;
+            }
+            usage
+        })
     }
 
     /// Whether the first snapshot has arrived.
@@ -223,19 +286,15 @@ impl SvidCache {
         self.read(|s| s.synced)
     }
 
-    /// Entries that need an SVID now: none yet, due for rotation, changed since signing, or
-    /// signed by a tainted authority.
+    /// Entries that need an SVID now: none yet, due for rotation (a taint brings that time
+    /// forward), or changed since signing.
     pub fn due(&self, now: SystemTime) -> Vec<Arc<RegistrationEntry>> {
         self.read(|s| {
             s.entries
                 .values()
                 .filter(|slot| match &slot.svid {
                     None => true,
-                    Some(svid) => {
-                        svid.refresh_at <= now
-                            || svid.revision != slot.entry.revision
-                            || s.tainted.contains(&svid.authority_id)
-                    }
+                    Some(svid) => svid.refresh_at <= now || svid.revision != slot.entry.revision,
                 })
                 .map(|slot| slot.entry.clone())
                 .collect()
@@ -252,9 +311,14 @@ impl SvidCache {
         })
     }
 
-    /// Stores a freshly signed SVID, unless the entry vanished or changed meanwhile.
-    pub fn store_svid(&self, entry_id: &EntryId, svid: CachedSvid) {
+    /// Stores a freshly signed SVID, unless the entry vanished or changed meanwhile. One signed
+    /// by an authority tainted while the request was in flight is re-signed within the window.
+    pub fn store_svid(&self, entry_id: &EntryId, mut svid: CachedSvid) {
         self.update(|s| {
+            if s.tainted.contains(&svid.authority_id) {
+                let at = SystemTime::now() + random_within(s.taint_resign_window);
+                svid.refresh_at = svid.refresh_at.min(at);
+            }
             if let Some(slot) = s.entries.get_mut(entry_id)
                 && slot.entry.revision == svid.revision
             {

@@ -26,7 +26,7 @@ use signet_spiffe::TrustDomain;
 use tracing::{info, warn};
 
 pub use attestor::unix::UnixAttestorConfig;
-pub use cache::{CachedSvid, SvidCache};
+pub use cache::{CachedSvid, DEFAULT_TAINT_RESIGN_WINDOW, SvidCache};
 pub use error::AgentError;
 pub use telemetry::AgentMetrics;
 pub use workload_api::WorkloadApi;
@@ -63,6 +63,9 @@ pub struct AgentConfig {
     pub unix_attestor: UnixAttestorConfig,
     /// Health and metrics address (`None` = off).
     pub health_address: Option<std::net::SocketAddr>,
+    /// SVIDs signed by a tainted authority are re-signed at random times within this window
+    /// ([`DEFAULT_TAINT_RESIGN_WINDOW`] by default).
+    pub taint_resign_window: std::time::Duration,
 }
 
 /// Kubernetes mode of the agent.
@@ -178,6 +181,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
     // Health first: while the agent waits for the server, /livez answers (a startup probe must
     // not kill a patient agent) and /readyz says not ready.
     let cache = Arc::new(cache::SvidCache::new());
+    cache.set_taint_resign_window(config.taint_resign_window);
     let metrics = Arc::new(telemetry::AgentMetrics::default());
     let health_task = match config.health_address {
         Some(address) => Some(
@@ -218,6 +222,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         signet_unix::spawn_named("entry-sync", context.clone().run_sync()),
         signet_unix::spawn_named("signer", context.clone().run_signer()),
         signet_unix::spawn_named("svid-renewal", context.clone().run_renewal()),
+        signet_unix::spawn_named("svid-report", context.clone().run_reporter()),
     ]);
     let k8s_attestor = match &config.kubernetes {
         None => None,

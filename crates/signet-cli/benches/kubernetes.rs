@@ -99,6 +99,7 @@ async fn start_agent(
         data_dir: dir.join(format!("agent-{node}")),
         unix_attestor: signet_agent::UnixAttestorConfig::default(),
         health_address: None,
+        taint_resign_window: signet_agent::DEFAULT_TAINT_RESIGN_WINDOW,
         kubernetes: Some(signet_agent::AgentKubernetes {
             client: cluster.client(),
             node_name: node.to_owned(),

@@ -397,6 +397,11 @@ pub struct AgentArgs {
     #[arg(long, env = "SIGNET_IDLE_CONNECTION_TIMEOUT", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]
     pub idle_connection_timeout: Option<Duration>,
+    /// When the server taints a CA authority, re-sign the SVIDs it signed at random times within
+    /// this window, so that a fleet of agents does not flood the server [default: 30s].
+    #[arg(long, env = "SIGNET_TAINT_RESIGN_WINDOW", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub taint_resign_window: Option<Duration>,
     /// Most Workload API streams (e.g. FetchX509SVID watches) one connection may hold open;
     /// clients queue the rest [default: 128].
     #[arg(long, env = "SIGNET_MAX_STREAMS_PER_CONNECTION")]

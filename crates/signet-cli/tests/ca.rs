@@ -15,7 +15,21 @@ fn authorities(d: &Deployment) -> Vec<serde_json::Value> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap_or_default()
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    shown["authorities"].as_array().cloned().unwrap_or_default()
+}
+
+/// The live SVIDs the agents report for an authority.
+fn svids_of(d: &Deployment, id: &str) -> Option<u64> {
+    authorities(d)
+        .into_iter()
+        .find(|a| a["id"] == id)
+        .and_then(|a| a["svids"].as_u64())
+}
+
+/// A deployment whose agent re-signs tainted SVIDs within 2 s (the default window is 30 s).
+fn deployment() -> Deployment {
+    Deployment::start_with_agent_env(vec![("SIGNET_TAINT_RESIGN_WINDOW", "2s".into())])
 }
 
 fn x509_with(d: &Deployment, status: &str) -> Option<String> {
@@ -34,7 +48,7 @@ fn serial(d: &Deployment) -> Option<String> {
 
 #[test]
 fn an_operator_rotates_taints_and_revokes_without_breaking_trust() {
-    let d = Deployment::start();
+    let d = deployment();
     d.create_entry(
         &format!("spiffe://{TD}/api"),
         &format!("unix:uid:{}", my_uid()),
@@ -59,6 +73,10 @@ fn an_operator_rotates_taints_and_revokes_without_breaking_trust() {
         ]
     );
     let original = x509_with(&d, "active").unwrap_or_default();
+    // The agent reports its own SVID and the workload's, both signed by the one authority.
+    wait_for("the agent's report", Duration::from_secs(15), || {
+        svids_of(&d, &original) == Some(2)
+    });
 
     // What would break trust is refused with the step to take first.
     let refused = d.admin(&["ca", "taint", "--kind", "x509", "--id", &original]);
@@ -95,6 +113,13 @@ fn an_operator_rotates_taints_and_revokes_without_breaking_trust() {
     wait_for("the re-signed SVID", Duration::from_secs(15), || {
         serial(&d).is_some_and(|s| s != first_serial)
     });
+    // The agent renewed its own SVID too, and says so: nothing depends on the old authority.
+    wait_for(
+        "no SVID of the tainted authority",
+        Duration::from_secs(15),
+        || svids_of(&d, &original) == Some(0),
+    );
+    assert_eq!(svids_of(&d, &prepared), Some(2));
     // Then it leaves the bundle.
     let out = d.admin(&["ca", "revoke", "--kind", "x509", "--id", &original]);
     assert!(
@@ -120,7 +145,7 @@ fn kid(token: &str) -> String {
 
 #[test]
 fn a_tainted_jwt_key_is_not_served_from_the_agents_cache() {
-    let d = Deployment::start();
+    let d = deployment();
     d.create_entry(
         &format!("spiffe://{TD}/api"),
         &format!("unix:uid:{}", my_uid()),

@@ -92,6 +92,7 @@ fn agent_config(
         data_dir: dir.join("agent"),
         unix_attestor: signet_agent::UnixAttestorConfig::default(),
         health_address: None,
+        taint_resign_window: signet_agent::DEFAULT_TAINT_RESIGN_WINDOW,
         kubernetes: Some(signet_agent::AgentKubernetes {
             client: cluster.client(),
             node_name: "vm".into(),

@@ -90,6 +90,7 @@ async fn main() {
         workload: WorkloadEndpoint::new(dir.path().join("sockets").join("api.sock")),
         unix_attestor: UnixAttestorConfig::default(),
         health_address: None,
+        taint_resign_window: signet_agent::DEFAULT_TAINT_RESIGN_WINDOW,
     })
     .await
     .unwrap();

@@ -287,6 +287,7 @@ impl Admin for AdminApi {
             self.api.agents.evict(&id);
             agent_message(&record)
         };
+        self.api.reports.forget(&id);
         info!(agent = %id, "agent evicted");
         Ok(Response::new(pb::AgentResponse { agent: Some(agent) }))
     }
@@ -312,6 +313,7 @@ impl Admin for AdminApi {
             record.banned = true;
             agent_message(&record)
         };
+        self.api.reports.forget(&id);
         info!(agent = %id, "agent banned");
         Ok(Response::new(pb::AgentResponse { agent: Some(agent) }))
     }
@@ -433,14 +435,18 @@ impl Admin for AdminApi {
         &self,
         _request: Request<pb::ListAuthoritiesRequest>,
     ) -> Result<Response<pb::ListAuthoritiesResponse>, Status> {
-        Ok(Response::new(crate::ca_admin::list(&self.api.authority)))
+        Ok(Response::new(crate::ca_admin::list(
+            &self.api.authority,
+            &self.api.reports,
+        )))
     }
 
     async fn change_authority(
         &self,
         request: Request<pb::ChangeAuthorityRequest>,
     ) -> Result<Response<pb::ListAuthoritiesResponse>, Status> {
-        crate::ca_admin::change(&self.api.authority, request.get_ref()).map(Response::new)
+        crate::ca_admin::change(&self.api.authority, &self.api.reports, request.get_ref())
+            .map(Response::new)
     }
 
     async fn check_authorization(

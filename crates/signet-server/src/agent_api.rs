@@ -1,6 +1,7 @@
 //! The agent API (`signet.agent.v1.AgentService`): node attestation, entry sync, and signing
 //! restricted to the entries parented to the calling agent.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -46,6 +47,8 @@ pub struct AgentApi {
     pub(crate) clock: Arc<dyn signet_ca::Clock>,
     /// The federated bundles every agent receives.
     pub(crate) federation: Arc<crate::federation::Federation>,
+    /// What each agent holds per authority.
+    pub(crate) reports: Arc<crate::svid_reports::SvidReports>,
 }
 
 use crate::unix_seconds as unix;
@@ -474,6 +477,41 @@ impl AgentService for AgentApi {
                 .flat_map(|c| c.iter().copied())
                 .collect(),
         }))
+    }
+
+    async fn report_svids(
+        &self,
+        request: Request<pb::ReportSvidsRequest>,
+    ) -> Result<Response<pb::ReportSvidsResponse>, Status> {
+        let agent = self.authorize(&request)?;
+        let report = request.into_inner();
+        let tally = |uses: Vec<pb::AuthorityUse>| -> Result<HashMap<String, u32>, Status> {
+            if uses.len() > crate::svid_reports::MAX_AUTHORITIES_PER_REPORT {
+                return Err(Status::invalid_argument(format!(
+                    "at most {} authorities per kind in a report",
+                    crate::svid_reports::MAX_AUTHORITIES_PER_REPORT
+                )));
+            }
+            let mut held = HashMap::new();
+            for used in uses {
+                // Authority ids are hex subject key ids or kids we minted: short and printable.
+                if used.authority_id.is_empty()
+                    || used.authority_id.len() > 128
+                    || !used.authority_id.bytes().all(|b| b.is_ascii_graphic())
+                {
+                    return Err(Status::invalid_argument(
+                        "malformed authority id in the report",
+                    ));
+                }
+                let count: &mut u32 = held.entry(used.authority_id).or_default();
+                *count = count.saturating_add(used.svids);
+            }
+            Ok(held)
+        };
+        let x509 = tally(report.x509)?;
+        let jwt = tally(report.jwt)?;
+        self.reports.record(agent, x509, jwt);
+        Ok(Response::new(pb::ReportSvidsResponse {}))
     }
 }
 

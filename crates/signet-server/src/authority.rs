@@ -18,6 +18,9 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::error::ServerError;
+use crate::metrics::CaEventLabels;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 /// Lifetime of the server's own TLS SVID.
 const SERVER_SVID_TTL: Duration = Duration::from_secs(3600);
@@ -31,6 +34,7 @@ pub struct AuthorityService {
     server_svid_expiry: RwLock<SystemTime>,
     bundle_files: Option<(PathBuf, PathBuf)>,
     journal: Option<crate::datastore::Datastore>,
+    events: Family<CaEventLabels, Counter>,
 }
 
 impl AuthorityService {
@@ -48,6 +52,7 @@ impl AuthorityService {
             server_svid_expiry: RwLock::new(SystemTime::UNIX_EPOCH),
             bundle_files: bundle_dir.map(|d| (d.join("bundle.pem"), d.join("bundle.json"))),
             journal,
+            events: Family::default(),
         });
         let summary = service
             .authorities()
@@ -140,12 +145,30 @@ impl AuthorityService {
         Ok(events)
     }
 
-    /// Operator commands (`signet ca prepare|activate|taint|revoke`).
+    /// CA rotation events by kind (counted by this replica: the one that made the change).
+    pub fn events(&self) -> Family<CaEventLabels, Counter> {
+        self.events.clone()
+    }
+
+    /// Operator commands (`signet ca prepare|activate|taint|revoke`). The command applies to the
+    /// state in the store: another replica (the leader rotating, an operator elsewhere) may have
+    /// changed it since this one loaded it. The store's generation check refuses a write that
+    /// raced another; the command is then applied once more to what won.
     pub fn command(
         &self,
-        f: impl FnOnce(&mut CertificateAuthority) -> Result<Vec<RotationEvent>, signet_ca::Error>,
+        f: impl Fn(&mut CertificateAuthority) -> Result<Vec<RotationEvent>, signet_ca::Error>,
     ) -> Result<Vec<RotationEvent>, ServerError> {
-        let events = f(&mut self.ca.write())?;
+        self.reload()?;
+        let events = match f(&mut self.ca.write()) {
+            Err(signet_ca::Error::KeyStore(signet_ca::KeyStoreError::Conflict { .. })) => {
+                info!(
+                    "another replica changed the CA meanwhile; applying the command to its state"
+                );
+                self.reload()?;
+                f(&mut self.ca.write())?
+            }
+            other => other?,
+        };
         self.after_change(&events)?;
         Ok(events)
     }
@@ -157,6 +180,16 @@ impl AuthorityService {
         for event in events {
             info!(?event, "CA rotation");
             self.record(format!("{event:?}"));
+            let name = match event {
+                RotationEvent::Prepared(_) => "prepared",
+                RotationEvent::Activated(_) => "activated",
+                RotationEvent::Expired(_) => "expired",
+                RotationEvent::Tainted(_) => "tainted",
+                RotationEvent::Revoked(_) => "revoked",
+            };
+            self.events
+                .get_or_create(&CaEventLabels { event: name })
+                .inc();
         }
         let bundle = self.ca.read().bundle()?;
         let changed = self.bundle.borrow().sequence() != bundle.sequence();

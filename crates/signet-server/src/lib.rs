@@ -26,6 +26,7 @@ mod policy_admin;
 pub mod psat;
 mod standalone;
 mod state;
+mod svid_reports;
 mod sync_session;
 
 use std::net::SocketAddr;
@@ -216,6 +217,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     tasks.push(authority.spawn_rotation_led(config.rotation_check_interval, leader));
 
     let metrics = Arc::new(metrics::ServerMetrics::default());
+    let reports = Arc::new(svid_reports::SvidReports::new(config.clock.clone()));
     let api = agent_api::AgentApi {
         authority: authority.clone(),
         index: index.clone(),
@@ -227,6 +229,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         policies: policies.clone(),
         clock: config.clock.clone(),
         federation: federation.clone(),
+        reports: reports.clone(),
     };
     let admin = admin_api::AdminApi {
         api: api.clone(),
@@ -268,7 +271,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let health_address = match config.health_address {
         None => None,
         Some(address) => {
-            let probes = Arc::new(health::ServerProbes::new(index.clone(), metrics));
+            let probes = Arc::new(health::ServerProbes::new(
+                index.clone(),
+                metrics,
+                authority.clone(),
+                reports,
+            ));
             let (bound, task) = signet_unix::serve_probes(address, probes, "health")
                 .await
                 .map_err(|e| {

@@ -34,6 +34,26 @@ pub struct HandshakeLabels {
     pub reason: &'static str,
 }
 
+/// Labels of a CA authority gauge.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthorityLabels {
+    /// `x509` or `jwt`.
+    pub kind: &'static str,
+    /// Subject key id or kid.
+    pub id: String,
+    /// `prepared`, `active` or `old`.
+    pub status: &'static str,
+    /// `true` once an operator tainted it.
+    pub tainted: &'static str,
+}
+
+/// Label of CA rotation events.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CaEventLabels {
+    /// `prepared`, `activated`, `expired`, `tainted` or `revoked`.
+    pub event: &'static str,
+}
+
 /// The server's metric families.
 #[derive(Debug, Default)]
 pub struct ServerMetrics {
@@ -54,6 +74,12 @@ pub struct ServerMetrics {
     pub sync_streams: Gauge,
     /// Entries in the index.
     pub entries: Gauge,
+    /// Unix time at which each authority expires (sampled at scrape).
+    pub authority_expiry: Family<AuthorityLabels, Gauge>,
+    /// Live SVIDs each authority signed, as the agents report them (sampled at scrape).
+    pub authority_svids: Family<AuthorityLabels, Gauge>,
+    /// Agents whose SVID report is current (sampled at scrape).
+    pub reporting_agents: Gauge,
 }
 
 impl ServerMetrics {
@@ -99,6 +125,21 @@ impl ServerMetrics {
             self.sync_streams.clone(),
         );
         sub.register("entries", "Registration entries", self.entries.clone());
+        sub.register(
+            "ca_authority_expiry_timestamp_seconds",
+            "When each CA authority expires, Unix seconds",
+            self.authority_expiry.clone(),
+        );
+        sub.register(
+            "ca_authority_svids",
+            "Live SVIDs signed by each CA authority, as reported by the agents",
+            self.authority_svids.clone(),
+        );
+        sub.register(
+            "ca_reporting_agents",
+            "Agents whose report of the SVIDs they hold is current",
+            self.reporting_agents.clone(),
+        );
         sub.register(
             "agent_api_connections",
             "Open agent API connections",

@@ -425,6 +425,7 @@ async fn ca_changes_that_are_malformed_or_would_break_trust_are_refused() {
         kind: kind.into(),
         action: action.into(),
         id: id.into(),
+        force: false,
     };
     let active = admin
         .list_authorities(ListAuthoritiesRequest {})
@@ -461,4 +462,210 @@ async fn ca_changes_that_are_malformed_or_would_break_trust_are_refused() {
         .authorities;
     assert_eq!(after.len(), 2);
     assert!(after.iter().all(|a| a.status == "active" && !a.tainted));
+}
+
+fn uses(pairs: &[(&str, u32)]) -> Vec<signet_proto::agent::AuthorityUse> {
+    pairs
+        .iter()
+        .map(|(id, svids)| signet_proto::agent::AuthorityUse {
+            authority_id: (*id).to_owned(),
+            svids: *svids,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoke_waits_for_the_agents_to_hold_no_svid_of_the_authority_unless_forced() {
+    use signet_proto::admin::{ChangeAuthorityRequest, ListAuthoritiesRequest};
+    use signet_proto::agent::ReportSvidsRequest;
+    let server = Server::start().await;
+    let mut admin = server.admin.clone();
+    let list = |mut admin: AdminClient<Channel>| async move {
+        admin
+            .list_authorities(ListAuthoritiesRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let change = |action: &str, id: &str, force: bool| ChangeAuthorityRequest {
+        kind: "x509".into(),
+        action: action.into(),
+        id: id.into(),
+        force,
+    };
+    let old = list(admin.clone())
+        .await
+        .authorities
+        .into_iter()
+        .find(|a| a.kind == "x509" && a.status == "active")
+        .unwrap()
+        .id;
+    for action in ["prepare", "activate"] {
+        admin
+            .change_authority(change(action, "", false))
+            .await
+            .unwrap();
+    }
+    admin
+        .change_authority(change("taint", &old, false))
+        .await
+        .unwrap();
+
+    let mut a = server.agent().await;
+    let mut b = server.agent().await;
+    a.client
+        .report_svids(ReportSvidsRequest {
+            x509: uses(&[(&old, 3)]),
+            jwt: Vec::new(),
+        })
+        .await
+        .unwrap();
+    b.client
+        .report_svids(ReportSvidsRequest {
+            x509: uses(&[(&old, 1)]),
+            jwt: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let listed = list(admin.clone()).await;
+    assert_eq!(listed.reporting_agents, 2);
+    let counted = listed.authorities.iter().find(|x| x.id == old).unwrap();
+    assert_eq!((counted.svids, counted.agents), (4, 2));
+
+    let refused = admin
+        .change_authority(change("revoke", &old, false))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("4 live SVIDs on 2 agents"),
+        "{refused}"
+    );
+    assert!(refused.message().contains("--force"), "{refused}");
+    let refused = admin
+        .change_authority(change("prepare", "", true))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Code::InvalidArgument,
+        "only revoke is forced"
+    );
+
+    // Agent a re-signed everything; b went silent: its report ages out after 150 s.
+    a.client
+        .report_svids(ReportSvidsRequest::default())
+        .await
+        .unwrap();
+    assert!(
+        admin
+            .change_authority(change("revoke", &old, false))
+            .await
+            .is_err()
+    );
+    server.clock.advance(Duration::from_secs(151));
+    admin
+        .change_authority(change("revoke", &old, false))
+        .await
+        .unwrap();
+    assert!(
+        list(admin.clone())
+            .await
+            .authorities
+            .iter()
+            .all(|x| x.id != old)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forced_revoke_goes_through_and_hostile_reports_are_refused() {
+    use signet_proto::admin::{ChangeAuthorityRequest, ListAuthoritiesRequest};
+    use signet_proto::agent::ReportSvidsRequest;
+    let server = Server::start().await;
+    let mut admin = server.admin.clone();
+    let change = |action: &str, id: &str, force: bool| ChangeAuthorityRequest {
+        kind: "jwt".into(),
+        action: action.into(),
+        id: id.into(),
+        force,
+    };
+    let old = admin
+        .list_authorities(ListAuthoritiesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .authorities
+        .into_iter()
+        .find(|a| a.kind == "jwt")
+        .unwrap()
+        .id;
+    for action in ["prepare", "activate"] {
+        admin
+            .change_authority(change(action, "", false))
+            .await
+            .unwrap();
+    }
+    admin
+        .change_authority(change("taint", &old, false))
+        .await
+        .unwrap();
+    let mut agent = server.agent().await;
+
+    let too_many: Vec<(String, u32)> = (0..65).map(|i| (format!("k{i}"), 1)).collect();
+    let too_many: Vec<(&str, u32)> = too_many.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+    let long = "a".repeat(129);
+    for hostile in [
+        ReportSvidsRequest {
+            x509: uses(&too_many),
+            jwt: Vec::new(),
+        },
+        ReportSvidsRequest {
+            x509: Vec::new(),
+            jwt: uses(&[("", 1)]),
+        },
+        ReportSvidsRequest {
+            x509: uses(&[(long.as_str(), 1)]),
+            jwt: Vec::new(),
+        },
+        ReportSvidsRequest {
+            x509: uses(&[("line\nbreak", 1)]),
+            jwt: Vec::new(),
+        },
+    ] {
+        let refused = agent.client.report_svids(hostile).await.unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument);
+    }
+    agent
+        .client
+        .report_svids(ReportSvidsRequest {
+            x509: Vec::new(),
+            jwt: uses(&[(&old, u32::MAX), (&old, 5)]),
+        })
+        .await
+        .unwrap();
+    assert!(
+        admin
+            .change_authority(change("revoke", &old, false))
+            .await
+            .is_err()
+    );
+    let after = admin
+        .change_authority(change("revoke", &old, true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(after.authorities.iter().all(|a| a.id != old));
+
+    // Only an attested agent reports.
+    let mut stranger = AgentServiceClient::new(
+        Channel::from_shared(format!("http://{}", server.address()))
+            .unwrap()
+            .connect_lazy(),
+    );
+    assert!(
+        stranger
+            .report_svids(ReportSvidsRequest::default())
+            .await
+            .is_err()
+    );
 }

@@ -72,6 +72,7 @@ async fn domain(name: &str, federates_with: &str, dir: &std::path::Path) -> Doma
         workload: WorkloadEndpoint::new(dir.join("sockets").join("api.sock")),
         unix_attestor: UnixAttestorConfig::default(),
         health_address: None,
+        taint_resign_window: signet_agent::DEFAULT_TAINT_RESIGN_WINDOW,
     })
     .await
     .unwrap();

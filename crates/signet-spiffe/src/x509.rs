@@ -210,6 +210,21 @@ pub fn not_before_of(cert_der: &[u8]) -> Option<SystemTime> {
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
+/// The authorityKeyIdentifier of a DER certificate as lowercase hex: the subject key id of the
+/// authority that signed it (`None` when absent, as on a self-signed root).
+pub fn authority_key_id_of(cert_der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    cert.extensions()
+        .iter()
+        .find_map(|ext| match ext.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                aki.key_identifier.as_ref()
+            }
+            _ => None,
+        })
+        .map(|id| id.0.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// The notAfter time of a DER certificate.
 pub fn not_after_of(cert_der: &[u8]) -> Option<SystemTime> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;

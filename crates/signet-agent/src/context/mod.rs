@@ -4,6 +4,7 @@
 //! agent's own SVID (`renewal`).
 
 mod renewal;
+mod report;
 mod signer;
 mod sync;
 
@@ -16,7 +17,7 @@ use signet_core::policy::PolicySet;
 use signet_proto::agent::agent_service_client::AgentServiceClient;
 use signet_spiffe::{Bundle, SpiffeId, TrustDomain, X509Svid};
 use signet_tls::{RotatingSvid, SharedBundles};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tonic::transport::Channel;
 use tracing::{info, warn};
 
@@ -42,6 +43,10 @@ pub(crate) struct AgentContext {
     reattest: Option<Reattestation>,
     /// The trust domain's AuthorizationPolicies; `None` until the server sent them.
     policies: watch::Sender<Option<Arc<PolicySet>>>,
+    /// Woken to renew the agent SVID at once (its authority was tainted).
+    renew_now: Notify,
+    /// Woken when what the agent holds changed outside the cache (its own SVID).
+    report_now: Notify,
 }
 
 /// What re-attestation needs.
@@ -90,6 +95,8 @@ impl AgentContext {
             client,
             reattest,
             policies: watch::channel(None).0,
+            renew_now: Notify::new(),
+            report_now: Notify::new(),
         });
         context.install_agent_svid(identity.svid)?;
         context.apply_bundle(identity.bundle);
@@ -151,6 +158,13 @@ impl AgentContext {
         self.store.save_svid(&svid)?;
         self.agent_tls.set(certified);
         *self.agent_svid.write() = svid;
+        self.report_now.notify_one();
         Ok(())
+    }
+
+    /// The authority (subject key id) that signed the agent SVID.
+    fn agent_svid_authority(&self) -> Option<String> {
+        let svid = self.agent_svid.read();
+        signet_spiffe::x509::authority_key_id_of(svid.chain().first()?.as_ref())
     }
 }

@@ -1,4 +1,5 @@
-//! Renewal of the agent's own SVID at half its remaining lifetime.
+//! Renewal of the agent's own SVID at half its remaining lifetime, or at once when the
+//! authority that signed it is tainted.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -23,7 +24,10 @@ impl AgentContext {
                 .duration_since(SystemTime::now())
                 .unwrap_or_default()
                 / 2;
-            tokio::time::sleep(half_left).await;
+            tokio::select! {
+                () = tokio::time::sleep(half_left) => {}
+                () = self.renew_now.notified() => info!("the agent SVID's authority was tainted; renewing now"),
+            }
             let mut client = self.client();
             match renew(&mut client, &id).await {
                 Ok(svid) => {

@@ -44,6 +44,12 @@ impl AgentContext {
         let mut snapshot: Vec<RegistrationEntry> = Vec::new();
         while let Some(message) = stream.message().await.map_err(AgentError::from_status)? {
             backoff.reset();
+            if self
+                .agent_svid_authority()
+                .is_some_and(|own| message.tainted_authorities.contains(&own))
+            {
+                self.renew_now.notify_one();
+            }
             self.cache.set_tainted(message.tainted_authorities);
             self.cache.drop_jwts_of(&message.tainted_jwt_authorities);
             match message.update {

@@ -61,14 +61,18 @@ pub enum CaCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Remove a tainted authority from the bundle at once: SVIDs it signed stop being trusted.
-    /// Only a tainted authority can be revoked.
+    /// Remove a tainted authority from every bundle. Only a tainted authority can be revoked,
+    /// and only once the agents report no live SVID signed by it (`signet ca show` counts 0).
     Revoke {
         #[arg(long, value_enum)]
         kind: Kind,
         /// The authority's id (from `signet ca show`).
         #[arg(long)]
         id: String,
+        /// Revoke even though live SVIDs still depend on it: their workloads fail to
+        /// authenticate to anyone holding the new bundle until their agent re-signs them.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -82,10 +86,22 @@ struct AuthorityView {
     tainted: bool,
     not_before: String,
     not_after: String,
+    /// Live SVIDs it signed, as the agents report them.
+    svids: u64,
+    /// Agents holding them.
+    agents: u32,
 }
 
-fn views(list: pb::ListAuthoritiesResponse) -> Vec<AuthorityView> {
-    list.authorities
+#[derive(Debug, Serialize)]
+struct AuthoritiesView {
+    authorities: Vec<AuthorityView>,
+    /// Agents whose report is current on the server answering: the counts cover these.
+    reporting_agents: u32,
+}
+
+fn view(list: pb::ListAuthoritiesResponse) -> AuthoritiesView {
+    let authorities = list
+        .authorities
         .into_iter()
         .map(|a| AuthorityView {
             kind: a.kind,
@@ -94,22 +110,33 @@ fn views(list: pb::ListAuthoritiesResponse) -> Vec<AuthorityView> {
             tainted: a.tainted,
             not_before: output::time(a.not_before),
             not_after: output::time(a.not_after),
+            svids: a.svids,
+            agents: a.agents,
         })
-        .collect()
+        .collect();
+    AuthoritiesView {
+        authorities,
+        reporting_agents: list.reporting_agents,
+    }
 }
 
-fn human(views: &Vec<AuthorityView>) -> String {
-    let mut out = String::from("KIND  STATUS    TAINTED  NOT AFTER             ID\n");
-    for v in views {
+fn human(view: &AuthoritiesView) -> String {
+    let mut out = String::from("KIND  STATUS    TAINTED  NOT AFTER             SVIDS    ID\n");
+    for v in &view.authorities {
         out.push_str(&format!(
-            "{:<5} {:<9} {:<8} {:<21} {}\n",
+            "{:<5} {:<9} {:<8} {:<21} {:<8} {}\n",
             v.kind,
             v.status,
             if v.tainted { "yes" } else { "no" },
             v.not_after,
+            v.svids,
             v.id
         ));
     }
+    out.push_str(&format!(
+        "SVIDs as reported by {} agent(s) connected to this server.\n",
+        view.reporting_agents
+    ));
     out
 }
 
@@ -123,25 +150,35 @@ async fn client(admin: &AdminArgs) -> anyhow::Result<AdminClient<tonic::transpor
 pub async fn ca(command: CaCommand) -> anyhow::Result<()> {
     let (admin, change) = match command {
         CaCommand::Show { admin } => (admin, None),
-        CaCommand::Prepare { kind, admin } => (admin, Some((kind, "prepare", String::new()))),
-        CaCommand::Activate { kind, admin } => (admin, Some((kind, "activate", String::new()))),
-        CaCommand::Taint { kind, id, admin } => (admin, Some((kind, "taint", id))),
-        CaCommand::Revoke { kind, id, admin } => (admin, Some((kind, "revoke", id))),
+        CaCommand::Prepare { kind, admin } => {
+            (admin, Some((kind, "prepare", String::new(), false)))
+        }
+        CaCommand::Activate { kind, admin } => {
+            (admin, Some((kind, "activate", String::new(), false)))
+        }
+        CaCommand::Taint { kind, id, admin } => (admin, Some((kind, "taint", id, false))),
+        CaCommand::Revoke {
+            kind,
+            id,
+            force,
+            admin,
+        } => (admin, Some((kind, "revoke", id, force))),
     };
     let mut client = client(&admin).await?;
     let list = match change {
         None => client.list_authorities(ListAuthoritiesRequest {}).await,
-        Some((kind, action, id)) => {
+        Some((kind, action, id, force)) => {
             client
                 .change_authority(ChangeAuthorityRequest {
                     kind: kind.name().to_owned(),
                     action: action.to_owned(),
                     id,
+                    force,
                 })
                 .await
         }
     }
     .map_err(|e| anyhow::anyhow!("{}", e.message()))?
     .into_inner();
-    output::print(admin.output, &views(list), human)
+    output::print(admin.output, &view(list), human)
 }

@@ -332,6 +332,7 @@ pub async fn agent_config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
         max_connections,
         max_connections_per_uid,
         idle_connection_timeout,
+        taint_resign_window,
         max_streams_per_connection,
         sds_default_svid_name,
         sds_root_ca_name,
@@ -424,6 +425,9 @@ pub async fn agent_config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
         },
         unix_attestor: unix,
         health_address: health_address.or(file.health_address),
+        taint_resign_window: taint_resign_window
+            .or(file.taint_resign_window)
+            .unwrap_or(signet_agent::DEFAULT_TAINT_RESIGN_WINDOW),
         kubernetes,
     })
 }

@@ -128,6 +128,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         data_dir: agent_dir,
         unix_attestor: signet_agent::UnixAttestorConfig::default(),
         health_address: None,
+        taint_resign_window: signet_agent::DEFAULT_TAINT_RESIGN_WINDOW,
         kubernetes: None,
     };
     let agent = signet_agent::start(agent_config)
