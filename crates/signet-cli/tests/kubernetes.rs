@@ -607,3 +607,94 @@ async fn bans_and_evictions_hold_on_every_replica_and_across_restarts() {
     a.shutdown();
     b.shutdown();
 }
+
+async fn change_ca(
+    server: &signet_server::RunningServer,
+    action: &str,
+    id: &str,
+) -> Result<signet_proto::admin::ListAuthoritiesResponse, tonic::Status> {
+    let channel = signet_cli::uds::channel(&server.admin_socket)
+        .await
+        .unwrap();
+    let mut admin = signet_proto::admin::admin_client::AdminClient::new(channel);
+    admin
+        .change_authority(signet_proto::admin::ChangeAuthorityRequest {
+            kind: "x509".into(),
+            action: action.into(),
+            id: id.into(),
+            force: false,
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+fn authority_states(server: &signet_server::RunningServer) -> Vec<(String, String, bool)> {
+    let mut states: Vec<_> = server
+        .authority
+        .authorities()
+        .into_iter()
+        .filter(|a| a.kind == signet_ca::AuthorityKind::X509)
+        .map(|a| (a.id, format!("{:?}", a.status), a.tainted))
+        .collect();
+    states.sort();
+    states
+}
+
+/// A CA change made through any replica (here the follower) is written to the CA Secret under
+/// optimistic concurrency and adopted by every other replica within seconds: the same
+/// authorities, states and bundle everywhere, and the leader publishes the bundle ConfigMap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ca_changes_through_any_replica_reach_every_replica_within_seconds() {
+    let cluster = cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let leader = start_server(&cluster, &dir.path().join("a")).await;
+    let mut follower_config = server_config(
+        &cluster,
+        &dir.path().join("b"),
+        "127.0.0.1:0".parse().unwrap(),
+    );
+    if let Some(k8s) = follower_config.kubernetes.as_mut() {
+        k8s.replica_name = "server-1".into();
+    }
+    let follower = signet_server::start(follower_config).await.unwrap();
+    let original = authority_states(&leader);
+    assert_eq!(authority_states(&follower), original);
+    let original_id = original[0].0.clone();
+
+    let changed = change_ca(&follower, "prepare", "").await.unwrap();
+    assert_eq!(changed.authorities.len(), 3, "x509 prepared + active, jwt");
+    eventually("the leader to adopt the prepared authority", async || {
+        (authority_states(&leader) == authority_states(&follower)).then_some(())
+    })
+    .await;
+    let published = leader.authority.bundle();
+    eventually("the bundle ConfigMap to carry it", async || {
+        let map = cluster.get("v1/configmaps", "signet", "signet-bundle")?;
+        (map["data"]["bundle.pem"].as_str()? == published.to_pem()).then_some(())
+    })
+    .await;
+
+    // The other steps through either replica: no write race is lost, every state converges.
+    change_ca(&leader, "activate", "").await.unwrap();
+    change_ca(&follower, "taint", &original_id).await.unwrap();
+    eventually("both replicas to agree on the taint", async || {
+        let states = authority_states(&leader);
+        (states == authority_states(&follower)
+            && states
+                .iter()
+                .any(|(id, _, tainted)| *id == original_id && *tainted))
+        .then_some(())
+    })
+    .await;
+    assert_eq!(leader.authority.bundle(), follower.authority.bundle());
+    change_ca(&leader, "revoke", &original_id).await.unwrap();
+    eventually("the follower to drop the revoked authority", async || {
+        authority_states(&follower)
+            .iter()
+            .all(|(id, _, _)| *id != original_id)
+            .then_some(())
+    })
+    .await;
+    leader.shutdown();
+    follower.shutdown();
+}

@@ -9,6 +9,7 @@ pub mod default_identity;
 mod federation;
 pub mod leader;
 pub mod secret_store;
+mod secret_watch;
 pub mod sink;
 pub(crate) mod state;
 

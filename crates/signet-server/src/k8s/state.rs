@@ -36,6 +36,19 @@ pub(crate) async fn open_state(
     tasks.push(election);
     let ca = open_ca(options, ca_config, config.clock.clone(), *leader.borrow()).await?;
     let authority = AuthorityService::new(ca, Some(config.data_dir.clone()), None)?;
+    // Any replica may write the CA (the leader rotating, an operator's `signet ca` on any
+    // replica); the others adopt it as soon as the Secret changes.
+    let reloading = authority.clone();
+    tasks.push(super::secret_watch::spawn(
+        kube::Api::namespaced(options.client.clone(), &options.namespace),
+        options.ca_secret.clone(),
+        "ca-secret-watch",
+        move |_| {
+            if let Err(error) = reloading.reload() {
+                tracing::warn!(%error, "could not adopt the CA Secret's new state");
+            }
+        },
+    ));
 
     let index = Arc::new(EntryIndex::new_unsynced());
     let agents = Arc::new(
