@@ -8,7 +8,7 @@ use rustls_pki_types::CertificateDer;
 use signet_spiffe::TrustDomain;
 
 use crate::error::{Error, Result};
-use crate::key::{AuthorityKey, KeyAlgorithm};
+use crate::key::AuthorityKey;
 use crate::profile::{ca_params, random_hex};
 use crate::upstream::UpstreamCa;
 
@@ -69,16 +69,15 @@ fn validity(der: &[u8]) -> Result<(SystemTime, SystemTime, String)> {
 }
 
 impl X509Authority {
-    /// Creates a new authority valid from `now` for `ttl`: a self-signed root, or an
+    /// Creates a new authority of `key` valid from `now` for `ttl`: a self-signed root, or an
     /// intermediate signed by `upstream` (capped at the upstream certificate's expiry).
     pub fn create(
         trust_domain: &TrustDomain,
-        algorithm: KeyAlgorithm,
+        key: AuthorityKey,
         now: SystemTime,
         ttl: Duration,
         upstream: Option<&UpstreamCa>,
     ) -> Result<Self> {
-        let key = AuthorityKey::generate(algorithm)?;
         let mut not_after = now + ttl;
         let (cert, upstream_chain) = match upstream {
             None => {
@@ -193,9 +192,8 @@ impl fmt::Debug for JwtAuthority {
 }
 
 impl JwtAuthority {
-    /// Creates a new authority with a random key id.
-    pub fn create(algorithm: KeyAlgorithm, now: SystemTime, ttl: Duration) -> Result<Self> {
-        let key = AuthorityKey::generate(algorithm)?;
+    /// Creates a new authority of `key` with a random key id.
+    pub fn create(key: AuthorityKey, now: SystemTime, ttl: Duration) -> Result<Self> {
         Ok(Self {
             kid: random_hex(16)?,
             key,

@@ -13,7 +13,8 @@ use zeroize::Zeroizing;
 use crate::authority::{Authority, JwtAuthority, X509Authority};
 use crate::clock::Clock;
 use crate::error::{Error, KeyStoreError, Result};
-use crate::key::{AuthorityKey, KeyAlgorithm};
+use crate::key::{AuthorityKey, KeyAlgorithm, KeyReference};
+use crate::key_manager::{KeyManager, MemoryKeys};
 use crate::keystore::{
     KeyStore, PersistedJwtAuthority, PersistedState, PersistedX509Authority, STATE_FORMAT,
 };
@@ -60,6 +61,8 @@ pub struct CaConfig {
     pub jwt_issuer: Option<String>,
     /// Upstream CA that signs our intermediates; `None` = self-signed roots.
     pub upstream: Option<UpstreamCa>,
+    /// Where authority keys are made and kept (in memory with the state by default).
+    pub keys: Arc<dyn KeyManager>,
 }
 
 impl CaConfig {
@@ -75,6 +78,7 @@ impl CaConfig {
             refresh_hint: DEFAULT_REFRESH_HINT,
             jwt_issuer: None,
             upstream: None,
+            keys: Arc::new(MemoryKeys),
         }
     }
 }
@@ -199,14 +203,18 @@ impl CertificateAuthority {
             let mut events = state.x509.tick(now, || {
                 X509Authority::create(
                     &config.trust_domain,
-                    config.x509_key_algorithm,
+                    config.keys.generate(config.x509_key_algorithm)?,
                     now,
                     config.ca_ttl,
                     config.upstream.as_ref(),
                 )
             })?;
             events.extend(state.jwt.tick(now, || {
-                JwtAuthority::create(config.jwt_key_algorithm, now, config.ca_ttl)
+                JwtAuthority::create(
+                    config.keys.generate(config.jwt_key_algorithm)?,
+                    now,
+                    config.ca_ttl,
+                )
             })?);
             Ok(events)
         })
@@ -219,13 +227,13 @@ impl CertificateAuthority {
         self.transition(|state| match kind {
             AuthorityKind::X509 => Ok(state.x509.prepare(X509Authority::create(
                 &config.trust_domain,
-                config.x509_key_algorithm,
+                config.keys.generate(config.x509_key_algorithm)?,
                 now,
                 config.ca_ttl,
                 config.upstream.as_ref(),
             )?)),
             AuthorityKind::Jwt => Ok(state.jwt.prepare(JwtAuthority::create(
-                config.jwt_key_algorithm,
+                config.keys.generate(config.jwt_key_algorithm)?,
                 now,
                 config.ca_ttl,
             )?)),
@@ -275,7 +283,16 @@ impl CertificateAuthority {
         next.generation = self.state.generation + 1;
         let persisted = encode_state(&self.config, &next)?;
         self.store.store(&persisted, self.state.generation)?;
+        let before = device_keys(&self.state);
         self.state = next;
+        // Device keys of authorities that left for good go only once the state without them
+        // is stored: a failed write must not leave the stored state pointing at nothing.
+        let kept = device_keys(&self.state);
+        for gone in before.iter().filter(|r| !kept.contains(r)) {
+            if let Err(error) = self.config.keys.destroy(gone) {
+                tracing::warn!(reference = ?gone, %error, "could not destroy the key of a retired authority");
+            }
+        }
         Ok(events)
     }
 
@@ -411,6 +428,22 @@ impl CertificateAuthority {
     }
 }
 
+fn device_keys(state: &State) -> Vec<KeyReference> {
+    state
+        .x509
+        .slots()
+        .iter()
+        .filter_map(|s| s.authority.key().reference())
+        .chain(
+            state
+                .jwt
+                .slots()
+                .iter()
+                .filter_map(|s| s.authority.key().reference()),
+        )
+        .collect()
+}
+
 fn bundle_key_ids(state: &State) -> Vec<String> {
     let mut ids: Vec<String> = state
         .x509
@@ -425,6 +458,11 @@ fn bundle_key_ids(state: &State) -> Vec<String> {
 fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+fn encoded_key(key: &AuthorityKey) -> Option<Zeroizing<String>> {
+    key.pkcs8_der()
+        .map(|der| Zeroizing::new(STANDARD.encode(der.as_slice())))
 }
 
 fn encode_state(config: &CaConfig, state: &State) -> Result<PersistedState> {
@@ -443,9 +481,8 @@ fn encode_state(config: &CaConfig, state: &State) -> Result<PersistedState> {
                 .iter()
                 .map(|c| STANDARD.encode(c))
                 .collect(),
-            private_key: Zeroizing::new(
-                STANDARD.encode(slot.authority.key().pkcs8_der().as_slice()),
-            ),
+            private_key: encoded_key(slot.authority.key()),
+            key_reference: slot.authority.key().reference(),
         })
         .collect();
     let jwt = state
@@ -459,9 +496,8 @@ fn encode_state(config: &CaConfig, state: &State) -> Result<PersistedState> {
             key_algorithm: slot.authority.key().algorithm(),
             not_before: unix_secs(slot.authority.not_before()),
             not_after: unix_secs(slot.authority.not_after()),
-            private_key: Zeroizing::new(
-                STANDARD.encode(slot.authority.key().pkcs8_der().as_slice()),
-            ),
+            private_key: encoded_key(slot.authority.key()),
+            key_reference: slot.authority.key().reference(),
         })
         .collect();
     Ok(PersistedState {
@@ -472,6 +508,35 @@ fn encode_state(config: &CaConfig, state: &State) -> Result<PersistedState> {
         x509,
         jwt,
     })
+}
+
+fn decode_key(
+    config: &CaConfig,
+    algorithm: KeyAlgorithm,
+    private_key: Option<&String>,
+    reference: Option<&KeyReference>,
+) -> Result<AuthorityKey> {
+    let corrupt = |reason: &str| {
+        Error::KeyStore(KeyStoreError::Corrupt {
+            path: "<key store>".into(),
+            reason: reason.to_owned(),
+        })
+    };
+    match (private_key, reference) {
+        (Some(b64), None) => {
+            let der = Zeroizing::new(
+                STANDARD
+                    .decode(b64)
+                    .map_err(|_| corrupt("private key is not valid base64"))?,
+            );
+            AuthorityKey::from_pkcs8(algorithm, &der)
+        }
+        (None, Some(reference)) => config.keys.open(algorithm, reference),
+        (Some(_), Some(_)) => Err(corrupt(
+            "an authority has both a private key and a device key",
+        )),
+        (None, None) => Err(corrupt("an authority has no key")),
+    }
 }
 
 fn decode_state(config: &CaConfig, persisted: &PersistedState) -> Result<State> {
@@ -495,8 +560,12 @@ fn decode_state(config: &CaConfig, persisted: &PersistedState) -> Result<State> 
     };
     let mut x509 = Vec::new();
     for stored in &persisted.x509 {
-        let key_der = Zeroizing::new(decode("private key", &stored.private_key)?);
-        let key = AuthorityKey::from_pkcs8(stored.key_algorithm, &key_der)?;
+        let key = decode_key(
+            config,
+            stored.key_algorithm,
+            stored.private_key.as_deref(),
+            stored.key_reference.as_ref(),
+        )?;
         let cert = CertificateDer::from(decode("certificate", &stored.certificate)?);
         let chain = stored
             .upstream_chain
@@ -513,8 +582,12 @@ fn decode_state(config: &CaConfig, persisted: &PersistedState) -> Result<State> 
     }
     let mut jwt = Vec::new();
     for stored in &persisted.jwt {
-        let key_der = Zeroizing::new(decode("private key", &stored.private_key)?);
-        let key = AuthorityKey::from_pkcs8(stored.key_algorithm, &key_der)?;
+        let key = decode_key(
+            config,
+            stored.key_algorithm,
+            stored.private_key.as_deref(),
+            stored.key_reference.as_ref(),
+        )?;
         let at = |secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
         let authority = JwtAuthority::from_parts(
             stored.kid.clone(),

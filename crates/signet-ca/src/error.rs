@@ -41,6 +41,9 @@ pub enum Error {
     /// A rotation command does not apply in the current state.
     #[error("{0}")]
     InvalidTransition(String),
+    /// The PKCS#11 module, token or key failed (never carries the PIN).
+    #[error("PKCS#11: {0}")]
+    Device(String),
     /// The key store could not be read or written.
     #[error(transparent)]
     KeyStore(#[from] KeyStoreError),
@@ -121,6 +124,7 @@ impl Error {
             Self::NoActiveAuthority(_) => "no_active_authority",
             Self::InvalidTransition(_) => "invalid_transition",
             Self::KeyStore(_) => "key_store",
+            Self::Device(_) => "device",
         }
     }
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::error::KeyStoreError;
-use crate::key::KeyAlgorithm;
+use crate::key::{KeyAlgorithm, KeyReference};
 use crate::rotation::AuthorityStatus;
 
 /// Version of the persisted format.
@@ -49,8 +49,12 @@ pub struct PersistedX509Authority {
     pub certificate: String,
     /// Base64 DER certificates between ours and the roots.
     pub upstream_chain: Vec<String>,
-    /// Base64 PKCS#8 private key.
-    pub private_key: Zeroizing<String>,
+    /// Base64 PKCS#8 private key (keys in memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<Zeroizing<String>>,
+    /// Where the key is in its device (keys in a PKCS#11 token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_reference: Option<KeyReference>,
 }
 
 /// One JWT authority as stored.
@@ -69,8 +73,12 @@ pub struct PersistedJwtAuthority {
     pub not_before: u64,
     /// End of validity, Unix seconds.
     pub not_after: u64,
-    /// Base64 PKCS#8 private key.
-    pub private_key: Zeroizing<String>,
+    /// Base64 PKCS#8 private key (keys in memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<Zeroizing<String>>,
+    /// Where the key is in its device (keys in a PKCS#11 token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_reference: Option<KeyReference>,
 }
 
 /// Where the CA keeps its state.

@@ -7,6 +7,7 @@ pub mod apps;
 pub mod fake_cluster;
 pub mod k8s;
 mod measure;
+pub mod softhsm;
 pub mod workload_api;
 
 use std::time::{Duration, SystemTime};
