@@ -951,13 +951,28 @@ def check_binary_default_identity(binary: str, rendered: Rendered, what: str) ->
 
 
 def expected_server_role_rules(
-    secret: str, configmap: str, lease: str, federated: str = "signet-federated-bundles"
+    secret: str,
+    configmap: str,
+    lease: str,
+    federated: str = "signet-federated-bundles",
+    upstream: str | None = None,
 ) -> list[dict]:
     """The server Role of docs/kubernetes.md. Unscoped `create` only where the server POSTs
     (the CA Secret, the Lease); the bundle and federated-bundle ConfigMaps are server-side
     applied, so their `create` is limited to their names."""
+    upstream_rules = (
+        [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": [upstream], "verbs": ["get", "list", "watch"]}]
+        if upstream
+        else []
+    )
     return [
-        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [secret], "verbs": ["get", "update"]},
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": [secret],
+            "verbs": ["get", "list", "watch", "update"],
+        },
+        *upstream_rules,
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
         {
             "apiGroups": [""],
@@ -1782,6 +1797,22 @@ def check_upgrade() -> None:
 
 
 def check_variants() -> None:
+    print("render: server.upstreamCA.secretName")
+    r = install({"trustDomain": "example.org", "server": {"upstreamCA": {"secretName": "signet-upstream"}}})
+    sflags = flags(containers(r.one("Deployment"))["server"])
+    C.equal(sflags.get("--upstream-ca-secret"), "signet-upstream", "upstreamCA.secretName becomes --upstream-ca-secret")
+    C.equal(
+        r.one("Role", "signet-server")["rules"],
+        expected_server_role_rules(
+            sflags["--ca-secret"],
+            sflags["--bundle-configmap"],
+            sflags["--lease-name"],
+            sflags["--federated-bundles-configmap"],
+            upstream="signet-upstream",
+        ),
+        "the server Role may read and watch the upstream Secret, by name, and not write it",
+    )
+
     print("render: csi.enabled=false")
     r = install({"trustDomain": "example.org", "csi": {"enabled": False}})
     C.equal(len(r.all("CSIDriver")), 0, "no CSIDriver")
@@ -1952,14 +1983,6 @@ def check_default_policy() -> None:
 
 def check_failures() -> None:
     print("render: refused values")
-    message = install_error(
-        {"trustDomain": "example.org", "server": {"upstreamCA": {"secretName": "corp-ca"}}}
-    )
-    C.check(
-        "upstreamCA.secretName is not supported yet" in message,
-        "server.upstreamCA.secretName fails clearly",
-        message[:300],
-    )
     for values, what in [
         ({"trustDomain": "Example.ORG"}, "an uppercase trust domain"),
         ({"trustDomain": "example.org", "server": {"ca": {"keyType": "ed25519"}}}, "an unknown CA key type"),

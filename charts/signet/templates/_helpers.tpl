@@ -157,7 +157,4 @@ agent's data (SVID keys) or the kubelet's directory (the schema refuses the well
 {{- fail "oidc.enabled needs exactly one of oidc.tlsSecretName (TLS in the server) or oidc.insecureHttp (TLS terminated by an Ingress)" }}
 {{- end }}
 {{- end }}
-{{- if .Values.server.upstreamCA.secretName }}
-{{- fail "server.upstreamCA.secretName is not supported yet: the server has no upstream CA option in Kubernetes mode; leave it empty" }}
-{{- end }}
 {{- end }}

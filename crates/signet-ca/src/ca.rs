@@ -264,6 +264,53 @@ impl CertificateAuthority {
         })
     }
 
+    /// Adopts renewed upstream material (cert-manager renewed the Secret). Refused when an X.509
+    /// authority still published chains to a root the new material drops: its SVIDs would stop
+    /// validating. With `leading`, a new intermediate is issued under the new material: active
+    /// at once when it chains to a root already in the bundle (nobody needs a new bundle), only
+    /// prepared otherwise (the usual rotation activates it once the bundle has spread).
+    /// Followers only take the material; they adopt the leader's intermediate from the store.
+    pub fn set_upstream(
+        &mut self,
+        upstream: UpstreamCa,
+        leading: bool,
+    ) -> Result<Vec<RotationEvent>> {
+        let Some(current) = &self.config.upstream else {
+            return Err(Error::Upstream(
+                "this CA has self-signed roots; an upstream CA is configured at start".into(),
+            ));
+        };
+        if current.same_as(&upstream) {
+            return Ok(Vec::new());
+        }
+        for slot in self.state.x509.slots() {
+            let top = slot
+                .authority
+                .upstream_chain()
+                .last()
+                .unwrap_or(slot.authority.certificate());
+            if upstream.anchor_of(top).is_none() {
+                return Err(Error::Upstream(format!(
+                    "the new upstream bundle drops the root X.509 authority {} chains to; keep \
+                     that root in the bundle (ca.crt) until the authority expires or is revoked",
+                    slot.authority.id()
+                )));
+            }
+        }
+        let known_root = upstream
+            .issuing_root()
+            .is_some_and(|root| current.roots().contains(root));
+        self.config.upstream = Some(upstream);
+        if !leading {
+            return Ok(Vec::new());
+        }
+        let mut events = self.prepare(AuthorityKind::X509)?;
+        if known_root {
+            events.extend(self.activate(AuthorityKind::X509)?);
+        }
+        Ok(events)
+    }
+
     /// Runs a change on a copy of the state, persists it, and only then adopts it, so that a
     /// failed write never leaves keys in use that a restart would lose.
     fn transition(

@@ -181,6 +181,9 @@ pub struct ServerArgs {
     #[arg(long, env = "SIGNET_ACCEPT_DATA_LOSS")]
     #[serde(default)]
     pub accept_data_loss: bool,
+    #[command(flatten, next_help_heading = "CA keys and upstream CA")]
+    #[serde(default)]
+    pub ca: ServerCaArgs,
     #[command(flatten, next_help_heading = "Federation")]
     #[serde(default)]
     pub federation: ServerFederationArgs,
@@ -215,6 +218,40 @@ pub struct ServerOidcArgs {
     #[arg(long, env = "SIGNET_OIDC_INSECURE_HTTP")]
     #[serde(default)]
     pub oidc_insecure_http: bool,
+}
+
+/// Where the CA's keys live and who signs its intermediates. In `server.toml`: the `[ca]`
+/// table.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerCaArgs {
+    /// Keep the CA signing keys in a PKCS#11 token through this module (e.g.
+    /// /usr/lib/softhsm/libsofthsm2.so or an HSM vendor's library): generated there, never
+    /// exported. Without it keys are stored with the CA state (file or Secret).
+    #[arg(long, env = "SIGNET_PKCS11_MODULE")]
+    pub pkcs11_module: Option<PathBuf>,
+    /// The token's label.
+    #[arg(long, env = "SIGNET_PKCS11_TOKEN_LABEL")]
+    pub pkcs11_token_label: Option<String>,
+    /// File holding the token's user PIN (trailing newline ignored). Or set SIGNET_PKCS11_PIN.
+    #[arg(long, env = "SIGNET_PKCS11_PIN_FILE")]
+    pub pkcs11_pin_file: Option<PathBuf>,
+    /// Upstream CA certificate (PEM, signing certificate first): our intermediates are signed
+    /// by it instead of being self-signed roots.
+    #[arg(long, env = "SIGNET_UPSTREAM_CA_CERT")]
+    pub upstream_ca_cert: Option<PathBuf>,
+    /// The upstream CA's private key (PEM: PKCS#8, SEC1 or PKCS#1).
+    #[arg(long, env = "SIGNET_UPSTREAM_CA_KEY")]
+    pub upstream_ca_key: Option<PathBuf>,
+    /// The upstream roots, which become the trust bundle (optional when the upstream
+    /// certificate is itself a root).
+    #[arg(long, env = "SIGNET_UPSTREAM_CA_BUNDLE")]
+    pub upstream_ca_bundle: Option<PathBuf>,
+    /// Kubernetes mode: a TLS Secret in the server's namespace holding the upstream CA
+    /// (tls.crt, tls.key, ca.crt: a cert-manager Certificate with isCA). Watched: a renewal
+    /// re-issues the intermediate with no outage.
+    #[arg(long, env = "SIGNET_UPSTREAM_CA_SECRET")]
+    pub upstream_ca_secret: Option<String>,
 }
 
 /// This trust domain's bundle endpoint and how federated bundles are fetched. In `server.toml`:

@@ -180,3 +180,85 @@ fn a_tainted_jwt_key_is_not_served_from_the_agents_cache() {
         !token.is_empty() && kid(&token) != old_kid
     });
 }
+
+/// `signet server --pkcs11-*` against SoftHSM2: workloads get SVIDs signed in the token, an
+/// operator rotation makes a new token key, the stored CA state holds no key, and the PIN
+/// reaches no log.
+#[test]
+fn a_server_keeps_its_ca_keys_in_a_pkcs11_token() {
+    use signet_test_support::softhsm::{MODULE, PIN, SoftHsm};
+    let hsm = SoftHsm::with_tokens(&["signet-ca"]);
+    let (conf_key, conf) = hsm.env();
+    let pin_file = hsm.dir().join("pin");
+    std::fs::write(&pin_file, format!("{PIN}\n")).unwrap();
+    let d = Deployment::start_with_env(
+        vec![
+            (conf_key, conf.to_string_lossy().into_owned()),
+            ("SIGNET_PKCS11_MODULE", MODULE.into()),
+            ("SIGNET_PKCS11_TOKEN_LABEL", "signet-ca".into()),
+            ("SIGNET_PKCS11_PIN_FILE", pin_file.display().to_string()),
+            ("RUST_LOG", "debug".into()),
+        ],
+        Vec::new(),
+    );
+    d.create_entry(
+        &format!("spiffe://{TD}/api"),
+        &format!("unix:uid:{}", my_uid()),
+        &[],
+    );
+    wait_for(
+        "an SVID signed in the token",
+        Duration::from_secs(15),
+        || serial(&d).is_some(),
+    );
+    for kind in ["x509", "jwt"] {
+        for step in ["prepare", "activate"] {
+            let out = d.admin(&["ca", step, "--kind", kind]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    assert!(!jwt(&d).is_empty(), "a JWT-SVID signed in the token");
+    let state = std::fs::read_to_string(d.server_dir().join("ca-keys.json")).unwrap();
+    assert!(!state.contains("private_key"), "{state}");
+    assert_eq!(state.matches("pkcs11").count(), 4, "{state}");
+    assert!(!d.logs().contains(PIN), "the PIN reached a log");
+}
+
+#[test]
+fn a_server_with_a_wrong_pkcs11_pin_refuses_to_start_and_says_why() {
+    use signet_test_support::softhsm::{MODULE, SoftHsm};
+    let hsm = SoftHsm::with_tokens(&["signet-ca"]);
+    let (conf_key, conf) = hsm.env();
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::signet_bin())
+        .args([
+            "server",
+            "--trust-domain",
+            TD,
+            "--bind-address",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("server"))
+        .args([
+            "--pkcs11-module",
+            MODULE,
+            "--pkcs11-token-label",
+            "signet-ca",
+        ])
+        .env(conf_key, conf)
+        .env("SIGNET_PKCS11_PIN", "wrong-pin-1234")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("PIN of token \"signet-ca\" is incorrect"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("wrong-pin-1234"), "{stderr}");
+}

@@ -698,3 +698,97 @@ async fn ca_changes_through_any_replica_reach_every_replica_within_seconds() {
     leader.shutdown();
     follower.shutdown();
 }
+
+/// A cert-manager `Certificate` (isCA) as its TLS Secret: `tls.crt`, `tls.key`, `ca.crt`.
+fn apply_upstream_secret(
+    cluster: &FakeCluster,
+    issuing: &signet_test_support::TestCa,
+    key_of: &signet_test_support::TestCa,
+    root: &signet_test_support::TestCa,
+) {
+    use base64::Engine;
+    let b64 = |text: String| base64::engine::general_purpose::STANDARD.encode(text);
+    cluster.apply(json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {"name": "signet-upstream", "namespace": "signet"},
+        "data": {
+            "tls.crt": b64(signet_test_support::pem_encode("CERTIFICATE", &issuing.cert_der)),
+            "tls.key": b64(key_of.key_pem()),
+            "ca.crt": b64(root.cert_pem()),
+        }
+    }));
+}
+
+/// The upstream certificate that signed the active intermediate.
+fn active_upstream_cert(server: &signet_server::RunningServer) -> Option<Vec<u8>> {
+    let active = server.authority.active_x509()?;
+    active.upstream_chain().first().map(|c| c.to_vec())
+}
+
+/// The upstream CA comes from a TLS Secret cert-manager renews: the bundle is its root; when the
+/// Secret is renewed the leader issues a new intermediate under it at once (same root, no
+/// bundle change) and the follower adopts both the material and the intermediate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upstream_ca_secret_renewed_by_cert_manager_reissues_the_intermediate() {
+    let cluster = cluster();
+    let root = signet_test_support::TestCa::new("example.org");
+    let first = root.intermediate(true);
+    apply_upstream_secret(&cluster, &first, &first, &root);
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = signet_server::UpstreamSource::Secret {
+        name: "signet-upstream".into(),
+    };
+    let mut leader_config = server_config(
+        &cluster,
+        &dir.path().join("a"),
+        "127.0.0.1:0".parse().unwrap(),
+    );
+    leader_config.upstream = Some(upstream.clone());
+    let leader = signet_server::start(leader_config).await.unwrap();
+    let mut follower_config = server_config(
+        &cluster,
+        &dir.path().join("b"),
+        "127.0.0.1:0".parse().unwrap(),
+    );
+    follower_config.upstream = Some(upstream);
+    if let Some(k8s) = follower_config.kubernetes.as_mut() {
+        k8s.replica_name = "server-1".into();
+    }
+    let follower = signet_server::start(follower_config).await.unwrap();
+
+    let bundle = leader.authority.bundle();
+    assert_eq!(bundle.x509_authorities().len(), 1);
+    assert_eq!(
+        bundle.x509_authorities()[0].as_ref(),
+        root.cert_der.as_slice()
+    );
+    assert_eq!(active_upstream_cert(&leader), Some(first.cert_der.clone()));
+
+    let renewed = root.intermediate(true);
+    apply_upstream_secret(&cluster, &renewed, &renewed, &root);
+    for server in [&leader, &follower] {
+        eventually(
+            "the intermediate re-issued under the renewed Secret",
+            async || (active_upstream_cert(server) == Some(renewed.cert_der.clone())).then_some(()),
+        )
+        .await;
+    }
+    assert_eq!(
+        leader.authority.bundle().x509_authorities(),
+        bundle.x509_authorities()
+    );
+
+    // A broken renewal (a key that does not match) is not adopted.
+    let broken = root.intermediate(true);
+    let other = root.intermediate(true);
+    apply_upstream_secret(&cluster, &broken, &other, &root);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        active_upstream_cert(&leader),
+        Some(renewed.cert_der.clone())
+    );
+    leader.shutdown();
+    follower.shutdown();
+}

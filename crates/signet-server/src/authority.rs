@@ -173,6 +173,25 @@ impl AuthorityService {
         Ok(events)
     }
 
+    /// Adopts renewed upstream material; the leader (or a lone server) re-issues the
+    /// intermediate under it.
+    pub fn set_upstream(
+        &self,
+        upstream: signet_ca::UpstreamCa,
+        leading: bool,
+    ) -> Result<Vec<RotationEvent>, ServerError> {
+        let events = self.command(|ca| ca.set_upstream(upstream.clone(), leading))?;
+        if events.is_empty() {
+            // The roots may have changed without a new authority (a follower).
+            let bundle = self.ca.read().bundle()?;
+            if *self.bundle.borrow().as_ref() != bundle {
+                self.bundle.send_replace(Arc::new(bundle));
+                self.write_bundle_files()?;
+            }
+        }
+        Ok(events)
+    }
+
     fn after_change(&self, events: &[RotationEvent]) -> Result<(), ServerError> {
         if events.is_empty() {
             return Ok(());
@@ -264,6 +283,11 @@ impl AuthorityService {
                 .map_err(|e| ServerError::io(format!("writing {}", path.display()), e))?;
         }
         Ok(())
+    }
+
+    /// The active X.509 authority.
+    pub fn active_x509(&self) -> Option<Arc<signet_ca::X509Authority>> {
+        self.ca.read().active_x509().ok().cloned()
     }
 
     /// The CA's authorities, for `signet ca show`.

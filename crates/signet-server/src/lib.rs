@@ -88,6 +88,31 @@ pub struct ServerConfig {
     /// The time the CA signs at and join tokens expire by (the system clock; tests move a
     /// manual one instead of sleeping).
     pub clock: Arc<dyn signet_ca::Clock>,
+    /// Keep the CA's keys in a PKCS#11 token (`None`: in the key store with the CA state).
+    pub pkcs11: Option<signet_ca::pkcs11::Pkcs11Config>,
+    /// An upstream CA signs our intermediates (`None`: self-signed roots).
+    pub upstream: Option<UpstreamSource>,
+}
+
+/// Where the upstream CA's signing material comes from.
+#[derive(Debug, Clone)]
+pub enum UpstreamSource {
+    /// PEM files, read at start: the signing certificate (then any intermediates), its key
+    /// (PKCS#8, SEC1 or PKCS#1), and the roots (optional when the certificate is a root).
+    Files {
+        /// Certificate chain, signing certificate first.
+        cert: PathBuf,
+        /// Its private key.
+        key: PathBuf,
+        /// The upstream roots.
+        bundle: Option<PathBuf>,
+    },
+    /// Kubernetes mode: a TLS Secret in the server's namespace (`tls.crt`, `tls.key`,
+    /// `ca.crt`: what cert-manager writes), watched; a renewal re-issues our intermediate.
+    Secret {
+        /// The Secret's name.
+        name: String,
+    },
 }
 
 impl ServerConfig {
@@ -115,6 +140,8 @@ impl ServerConfig {
             federation: FederationConfig::default(),
             jwt_issuer: None,
             oidc: None,
+            pkcs11: None,
+            upstream: None,
         }
     }
 }
@@ -172,6 +199,23 @@ pub(crate) fn unix_seconds(t: std::time::SystemTime) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
+fn upstream_from_files(
+    cert: &Path,
+    key: &Path,
+    bundle: Option<&Path>,
+) -> Result<signet_ca::UpstreamCa, ServerError> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|e| ServerError::io(format!("reading {}", path.display()), e))
+    };
+    let key_pem = zeroize::Zeroizing::new(read(key)?);
+    let bundle_pem = bundle.map(read).transpose()?;
+    Ok(signet_ca::UpstreamCa::from_pem(
+        &read(cert)?,
+        &key_pem,
+        bundle_pem.as_deref(),
+    )?)
+}
+
 /// The data directory holds the CA keys: ours alone, never behind a link, never in a directory
 /// another user controls (see `signet_unix::ensure_private_dir`).
 fn private_dir(path: &Path) -> Result<(), ServerError> {
@@ -189,6 +233,26 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     if let Some(issuer) = &config.jwt_issuer {
         oidc::check_issuer(issuer).map_err(ServerError::InvalidArgument)?;
         ca_config.jwt_issuer = Some(issuer.clone());
+    }
+    if let Some(token) = &config.pkcs11 {
+        let keys = signet_ca::pkcs11::Pkcs11Keys::open(token)?;
+        info!(token = %token.token_label, module = %token.module.display(), "CA keys are kept in a PKCS#11 token");
+        ca_config.keys = Arc::new(keys);
+    }
+    match &config.upstream {
+        None => {}
+        Some(UpstreamSource::Files { cert, key, bundle }) => {
+            ca_config.upstream = Some(upstream_from_files(cert, key, bundle.as_deref())?);
+        }
+        Some(UpstreamSource::Secret { name }) => {
+            let Some(options) = &config.kubernetes else {
+                return Err(ServerError::InvalidArgument(
+                    "an upstream CA Secret needs Kubernetes mode; standalone reads PEM files"
+                        .into(),
+                ));
+            };
+            ca_config.upstream = Some(k8s::upstream_secret::read(options, name).await?);
+        }
     }
     let policies = Arc::new(policies::PolicyStore::new(config.default_policy));
     let state = match &config.kubernetes {

@@ -4,7 +4,10 @@
 //! test runs its body in a child process of its own test binary ([`run_in_child`]); tests of
 //! the `signet` binary pass [`SoftHsm::env`] to the process they start.
 
-#![expect(clippy::expect_used, reason = "test fixtures fail loudly, with the reason")]
+#![expect(
+    clippy::expect_used,
+    reason = "test fixtures fail loudly, with the reason"
+)]
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

@@ -191,6 +191,7 @@ pub async fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         tls_handshake_timeout,
         new_ca,
         accept_data_loss,
+        ca,
         federation,
         oidc,
         kubernetes,
@@ -238,6 +239,7 @@ pub async fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
     }
     config.kubernetes = kubernetes;
     config.federation = federation_config(federation, file.federation)?;
+    (config.pkcs11, config.upstream) = ca_config(ca, file.ca, config.kubernetes.is_some())?;
     (config.jwt_issuer, config.oidc) = oidc_config(oidc, file.oidc)?;
     config.new_ca = new_ca || file.new_ca;
     config.accept_data_loss = accept_data_loss || file.accept_data_loss;
@@ -461,6 +463,82 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     server.shutdown();
     Ok(())
+}
+
+/// The PKCS#11 token and the upstream CA from flags, file and environment.
+fn ca_config(
+    flags: crate::cli::ServerCaArgs,
+    file: crate::cli::ServerCaArgs,
+    kubernetes: bool,
+) -> anyhow::Result<(
+    Option<signet_ca::pkcs11::Pkcs11Config>,
+    Option<signet_server::UpstreamSource>,
+)> {
+    let module = flags.pkcs11_module.or(file.pkcs11_module);
+    let label = flags.pkcs11_token_label.or(file.pkcs11_token_label);
+    let pin_file = flags.pkcs11_pin_file.or(file.pkcs11_pin_file);
+    let pkcs11 = match (module, label) {
+        (None, None) => {
+            anyhow::ensure!(
+                pin_file.is_none(),
+                "--pkcs11-pin-file needs --pkcs11-module"
+            );
+            None
+        }
+        (Some(module), Some(token_label)) => {
+            let pin = match (pin_file, std::env::var("SIGNET_PKCS11_PIN")) {
+                (Some(path), _) => {
+                    let text = zeroize::Zeroizing::new(
+                        std::fs::read_to_string(&path)
+                            .with_context(|| format!("reading the PIN file {}", path.display()))?,
+                    );
+                    zeroize::Zeroizing::new(text.trim_end_matches(['\n', '\r']).to_owned())
+                }
+                (None, Ok(pin)) => zeroize::Zeroizing::new(pin),
+                (None, Err(_)) => {
+                    bail!("the PKCS#11 token needs its PIN: --pkcs11-pin-file or SIGNET_PKCS11_PIN")
+                }
+            };
+            Some(signet_ca::pkcs11::Pkcs11Config {
+                module,
+                token_label,
+                pin,
+            })
+        }
+        _ => bail!("--pkcs11-module and --pkcs11-token-label go together"),
+    };
+    let cert = flags.upstream_ca_cert.or(file.upstream_ca_cert);
+    let key = flags.upstream_ca_key.or(file.upstream_ca_key);
+    let bundle = flags.upstream_ca_bundle.or(file.upstream_ca_bundle);
+    let secret = flags.upstream_ca_secret.or(file.upstream_ca_secret);
+    let upstream = match (cert, key, secret) {
+        (None, None, None) => {
+            anyhow::ensure!(
+                bundle.is_none(),
+                "--upstream-ca-bundle needs --upstream-ca-cert"
+            );
+            None
+        }
+        (Some(cert), Some(key), None) => {
+            Some(signet_server::UpstreamSource::Files { cert, key, bundle })
+        }
+        (None, None, Some(name)) => {
+            anyhow::ensure!(
+                kubernetes,
+                "--upstream-ca-secret is for Kubernetes mode; standalone reads --upstream-ca-cert and --upstream-ca-key"
+            );
+            anyhow::ensure!(
+                bundle.is_none(),
+                "--upstream-ca-bundle does not go with --upstream-ca-secret (its ca.crt is the bundle)"
+            );
+            Some(signet_server::UpstreamSource::Secret { name })
+        }
+        (_, _, Some(_)) => {
+            bail!("--upstream-ca-secret does not go with --upstream-ca-cert/--upstream-ca-key")
+        }
+        _ => bail!("--upstream-ca-cert and --upstream-ca-key go together"),
+    };
+    Ok((pkcs11, upstream))
 }
 
 /// The JWT-SVID issuer and the OIDC discovery endpoint from flags and file.

@@ -12,6 +12,7 @@ pub mod secret_store;
 mod secret_watch;
 pub mod sink;
 pub(crate) mod state;
+pub(crate) mod upstream_secret;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -50,6 +50,15 @@ pub(crate) async fn open_state(
         },
     ));
 
+    if let Some(crate::UpstreamSource::Secret { name }) = &config.upstream {
+        tasks.push(super::upstream_secret::spawn_watch(
+            options,
+            name.clone(),
+            authority.clone(),
+            leader.clone(),
+        ));
+    }
+
     let index = Arc::new(EntryIndex::new_unsynced());
     let agents = Arc::new(
         AgentRegistry::new(&[])
