@@ -8,12 +8,11 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Deployment, TD, free_port, signet_bin, wait_for};
+use common::{Deployment, Proxies, TD, free_port, proxy, signet_bin, wait_for};
+use std::os::unix::process::CommandExt;
 
 const FRONTEND_GID: u32 = 4001;
 const BACKEND_GID: u32 = 4002;
@@ -27,49 +26,6 @@ fn frontend() -> String {
 
 fn backend() -> String {
     format!("spiffe://{TD}/backend")
-}
-
-/// Processes killed on drop.
-struct Proxies(Vec<(Child, PathBuf)>);
-
-impl Drop for Proxies {
-    fn drop(&mut self) {
-        for (child, _) in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Proxies {
-    fn log(&self, index: usize) -> String {
-        std::fs::read_to_string(&self.0[index].1).unwrap_or_default()
-    }
-}
-
-/// Starts `signet proxy` as root with `gid` (its workload identity) and waits for `ready_port`.
-fn proxy(
-    d: &Deployment,
-    name: &str,
-    gid: u32,
-    args: &[String],
-    ready_port: u16,
-) -> (Child, PathBuf) {
-    let log_path = d.dir.path().join(format!("{name}.log"));
-    let log = std::fs::File::create(&log_path).unwrap();
-    let child = Command::new(signet_bin())
-        .arg("proxy")
-        .args(["--workload-api", &d.endpoint()])
-        .args(args)
-        .gid(gid)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    wait_for(&format!("proxy {name}"), Duration::from_secs(30), || {
-        TcpStream::connect(("127.0.0.1", ready_port)).is_ok()
-    });
-    (child, log_path)
 }
 
 use signet_test_support::apps::{echo_app, echoes, http_app};

@@ -5,6 +5,7 @@
 #![expect(clippy::unwrap_used, reason = "test harness fails loudly")]
 
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -311,4 +312,47 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Processes killed on drop.
+pub struct Proxies(pub Vec<(Child, PathBuf)>);
+
+impl Drop for Proxies {
+    fn drop(&mut self) {
+        for (child, _) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Proxies {
+    pub fn log(&self, index: usize) -> String {
+        std::fs::read_to_string(&self.0[index].1).unwrap_or_default()
+    }
+}
+
+/// Starts `signet proxy` as root with `gid` (its workload identity) and waits for `ready_port`.
+pub fn proxy(
+    d: &Deployment,
+    name: &str,
+    gid: u32,
+    args: &[String],
+    ready_port: u16,
+) -> (Child, PathBuf) {
+    let log_path = d.dir.path().join(format!("{name}.log"));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new(signet_bin())
+        .arg("proxy")
+        .args(["--workload-api", &d.endpoint()])
+        .args(args)
+        .gid(gid)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    wait_for(&format!("proxy {name}"), Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", ready_port)).is_ok()
+    });
+    (child, log_path)
 }
