@@ -332,6 +332,15 @@ impl SvidCache {
         self.counts_inner()
     }
 
+    /// The authority that signed the SVID held for `id`.
+    pub fn authority_of(&self, id: &EntryId) -> Option<String> {
+        self.read(|s| {
+            s.entries
+                .get(id)
+                .and_then(|slot| slot.svid.as_ref().map(|svid| svid.authority_id.clone()))
+        })
+    }
+
     /// Ids of the entries that have an SVID now.
     pub fn signed_entry_ids(&self) -> Vec<EntryId> {
         self.read(|s| {

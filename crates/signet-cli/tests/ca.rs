@@ -129,6 +129,21 @@ fn an_operator_rotates_taints_and_revokes_without_breaking_trust() {
     );
     assert!(x509_with(&d, "old").is_none());
     assert!(serial(&d).is_some(), "the workload keeps a valid SVID");
+
+    // What happened is on /metrics: expiry and SVIDs per authority, and the events.
+    let (code, metrics) = common::http_request(d.health_port, "GET", "/metrics");
+    assert_eq!(code, 200);
+    for line in [
+        format!("signet_server_ca_authority_svids{{kind=\"x509\",id=\"{prepared}\",status=\"active\",tainted=\"false\"}} 2"),
+        "signet_server_ca_events_total{event=\"tainted\"} 1".to_owned(),
+        "signet_server_ca_events_total{event=\"revoked\"} 1".to_owned(),
+        "signet_server_ca_reporting_agents 1".to_owned(),
+    ] {
+        assert!(metrics.contains(&line), "{line} missing from\n{metrics}");
+    }
+    assert!(metrics.contains(&format!(
+        "signet_server_ca_authority_expiry_timestamp_seconds{{kind=\"x509\",id=\"{prepared}\""
+    )));
 }
 
 fn jwt(d: &Deployment) -> String {
