@@ -134,7 +134,9 @@ fn an_operator_rotates_taints_and_revokes_without_breaking_trust() {
     let (code, metrics) = common::http_request(d.health_port, "GET", "/metrics");
     assert_eq!(code, 200);
     for line in [
-        format!("signet_server_ca_authority_svids{{kind=\"x509\",id=\"{prepared}\",status=\"active\",tainted=\"false\"}} 2"),
+        format!(
+            "signet_server_ca_authority_svids{{kind=\"x509\",id=\"{prepared}\",status=\"active\",tainted=\"false\"}} 2"
+        ),
         "signet_server_ca_events_total{event=\"tainted\"} 1".to_owned(),
         "signet_server_ca_events_total{event=\"revoked\"} 1".to_owned(),
         "signet_server_ca_reporting_agents 1".to_owned(),
