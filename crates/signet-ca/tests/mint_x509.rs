@@ -343,7 +343,10 @@ fn unusable_upstream_material_is_refused() {
     // SEC1 keys load (tests/upstream.rs); a malformed one is refused.
     let sec1 = "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n";
     let err = UpstreamCa::from_pem(root.cert_pem().as_bytes(), sec1.as_bytes(), None).unwrap_err();
-    assert!(err.to_string().contains("not a P-256 or P-384 key"), "{err}");
+    assert!(
+        err.to_string().contains("not a P-256 or P-384 key"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -15,7 +15,6 @@ use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use signet_ca::pkcs11::{Pkcs11Config, Pkcs11Keys};
 use signet_ca::{
     AuthorityKind, CaConfig, CertificateAuthority, Error, JwtSvidRequest, KeyAlgorithm, KeyManager,
-    X509SvidRequest,
 };
 use signet_spiffe::{BundleSet, JwtSvid, JwtValidation, SpiffeId};
 use signet_test_support::softhsm::{MODULE, PIN, run_in_child};
@@ -44,17 +43,8 @@ fn config(h: &Harness, keys: Arc<dyn KeyManager>, algorithm: KeyAlgorithm) -> Ca
 }
 
 fn mint_and_check(ca: &CertificateAuthority) {
+    let svid = common::mint(ca, ID);
     let id = SpiffeId::new(ID).unwrap();
-    let (csr, _key) = signet_test_support::csr_for(ID);
-    let svid = ca
-        .mint_x509_svid(&X509SvidRequest {
-            csr_der: &csr,
-            spiffe_id: &id,
-            ttl: Duration::from_secs(600),
-            dns_names: &[],
-            csr_id_rule: signet_ca::CsrIdRule::Exact,
-        })
-        .unwrap();
     let bundle = ca.bundle().unwrap();
     let roots: Vec<Vec<u8>> = bundle
         .x509_authorities()

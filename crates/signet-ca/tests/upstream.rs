@@ -7,14 +7,10 @@
 mod common;
 
 use std::process::Command;
-use std::time::Duration;
 
 use common::{Harness, openssl_verify, start};
-use signet_ca::{
-    AuthorityStatus, CertificateAuthority, RotationEvent, UpstreamCa, X509SvidRequest,
-};
-use signet_spiffe::SpiffeId;
-use signet_test_support::{TestCa, csr_for, pem_encode};
+use signet_ca::{AuthorityStatus, CertificateAuthority, RotationEvent, UpstreamCa};
+use signet_test_support::{TestCa, pem_encode};
 
 const ID: &str = "spiffe://example.org/api";
 
@@ -37,17 +33,7 @@ fn statuses(ca: &CertificateAuthority) -> Vec<AuthorityStatus> {
 }
 
 fn verifies_under(ca: &CertificateAuthority, roots: &[&TestCa]) -> bool {
-    let id = SpiffeId::new(ID).unwrap();
-    let (csr, _key) = csr_for(ID);
-    let svid = ca
-        .mint_x509_svid(&X509SvidRequest {
-            csr_der: &csr,
-            spiffe_id: &id,
-            ttl: Duration::from_secs(600),
-            dns_names: &[],
-            csr_id_rule: signet_ca::CsrIdRule::Exact,
-        })
-        .unwrap();
+    let svid = common::mint(ca, ID);
     let roots: Vec<Vec<u8>> = roots.iter().map(|r| r.cert_der.clone()).collect();
     let chain: Vec<Vec<u8>> = svid.chain.iter().map(|c| c.to_vec()).collect();
     openssl_verify(&roots, &chain, start()).0

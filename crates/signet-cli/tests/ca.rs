@@ -8,32 +8,13 @@ use std::time::Duration;
 
 use common::{Deployment, TD, my_uid, wait_for};
 
-fn authorities(d: &Deployment) -> Vec<serde_json::Value> {
-    let out = d.admin(&["ca", "show", "-o", "json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    shown["authorities"].as_array().cloned().unwrap_or_default()
-}
-
-/// The live SVIDs the agents report for an authority.
-fn svids_of(d: &Deployment, id: &str) -> Option<u64> {
-    authorities(d)
-        .into_iter()
-        .find(|a| a["id"] == id)
-        .and_then(|a| a["svids"].as_u64())
-}
-
 /// A deployment whose agent re-signs tainted SVIDs within 2 s (the default window is 30 s).
 fn deployment() -> Deployment {
     Deployment::start_with_agent_env(vec![("SIGNET_TAINT_RESIGN_WINDOW", "2s".into())])
 }
 
 fn x509_with(d: &Deployment, status: &str) -> Option<String> {
-    authorities(d)
+    d.authorities()
         .into_iter()
         .find(|a| a["kind"] == "x509" && a["status"] == status)
         .and_then(|a| a["id"].as_str().map(str::to_owned))
@@ -56,7 +37,8 @@ fn an_operator_rotates_taints_and_revokes_without_breaking_trust() {
     );
     wait_for("the SVID", Duration::from_secs(15), || serial(&d).is_some());
     let first_serial = serial(&d).unwrap_or_default();
-    let kinds: Vec<(String, String)> = authorities(&d)
+    let kinds: Vec<(String, String)> = d
+        .authorities()
         .iter()
         .map(|a| {
             (
@@ -75,7 +57,7 @@ fn an_operator_rotates_taints_and_revokes_without_breaking_trust() {
     let original = x509_with(&d, "active").unwrap_or_default();
     // The agent reports its own SVID and the workload's, both signed by the one authority.
     wait_for("the agent's report", Duration::from_secs(15), || {
-        svids_of(&d, &original) == Some(2)
+        d.svids_of(&original) == Some(2)
     });
 
     // What would break trust is refused with the step to take first.
@@ -117,9 +99,9 @@ fn an_operator_rotates_taints_and_revokes_without_breaking_trust() {
     wait_for(
         "no SVID of the tainted authority",
         Duration::from_secs(15),
-        || svids_of(&d, &original) == Some(0),
+        || d.svids_of(&original) == Some(0),
     );
-    assert_eq!(svids_of(&d, &prepared), Some(2));
+    assert_eq!(d.svids_of(&prepared), Some(2));
     // Then it leaves the bundle.
     let out = d.admin(&["ca", "revoke", "--kind", "x509", "--id", &original]);
     assert!(

@@ -45,31 +45,12 @@ impl Tally {
     }
 }
 
-fn authorities(d: &Deployment) -> Vec<serde_json::Value> {
-    let out = d.admin(&["ca", "show", "-o", "json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    shown["authorities"].as_array().cloned().unwrap_or_default()
-}
-
 fn authority(d: &Deployment, kind: &str, status: &str) -> String {
-    authorities(d)
+    d.authorities()
         .into_iter()
         .find(|a| a["kind"] == kind && a["status"] == status)
         .and_then(|a| a["id"].as_str().map(str::to_owned))
         .unwrap()
-}
-
-fn svids_of(d: &Deployment, id: &str) -> u64 {
-    authorities(d)
-        .into_iter()
-        .find(|a| a["id"] == id)
-        .and_then(|a| a["svids"].as_u64())
-        .unwrap_or(u64::MAX)
 }
 
 fn ca(d: &Deployment, args: &[&str]) {
@@ -95,7 +76,7 @@ fn rotate(d: &Deployment, kind: &str, spread: Duration) {
     wait_for(
         "the agents to re-sign everything of the tainted authority",
         Duration::from_secs(20),
-        || svids_of(d, &old) == 0,
+        || d.svids_of(&old) == Some(0),
     );
     ca(d, &["revoke", "--kind", kind, "--id", &old]);
     std::thread::sleep(spread);

@@ -80,3 +80,17 @@ pub fn openssl_verify(roots: &[Vec<u8>], chain: &[Vec<u8>], at: SystemTime) -> (
     );
     (output.status.success(), text)
 }
+
+/// An X509-SVID of `id` (10 minutes) minted from a fresh CSR.
+pub fn mint(ca: &CertificateAuthority, id: &str) -> signet_ca::MintedX509Svid {
+    let spiffe_id = signet_spiffe::SpiffeId::new(id).unwrap();
+    let (csr, _key) = signet_test_support::csr_for(id);
+    ca.mint_x509_svid(&signet_ca::X509SvidRequest {
+        csr_der: &csr,
+        spiffe_id: &spiffe_id,
+        ttl: std::time::Duration::from_secs(600),
+        dns_names: &[],
+        csr_id_rule: signet_ca::CsrIdRule::Exact,
+    })
+    .unwrap()
+}

@@ -356,3 +356,25 @@ pub fn proxy(
     });
     (child, log_path)
 }
+
+impl Deployment {
+    /// The CA's authorities, as `signet ca show -o json` lists them.
+    pub fn authorities(&self) -> Vec<serde_json::Value> {
+        let out = self.admin(&["ca", "show", "-o", "json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        shown["authorities"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The live SVIDs the agents report for an authority.
+    pub fn svids_of(&self, id: &str) -> Option<u64> {
+        self.authorities()
+            .into_iter()
+            .find(|a| a["id"] == id)
+            .and_then(|a| a["svids"].as_u64())
+    }
+}
