@@ -116,6 +116,24 @@ impl AgentRegistry {
         agents.insert(id, banned);
     }
 
+    /// Replaces every agent with what the shared database holds (another server attested,
+    /// banned or evicted one); streams of agents now refused end.
+    pub fn reload(&self, records: &[AgentRecord]) {
+        let next: std::collections::HashMap<SpiffeId, bool> = records
+            .iter()
+            .map(|r| (r.spiffe_id.clone(), r.banned))
+            .collect();
+        let changed = {
+            let mut agents = self.agents.write();
+            let changed = *agents != next;
+            *agents = next;
+            changed
+        };
+        if changed {
+            self.changed.send_modify(|n| *n += 1);
+        }
+    }
+
     /// Forgets an agent.
     pub fn evict(&self, id: &SpiffeId) {
         self.agents.write().remove(id);

@@ -7,6 +7,7 @@
 //! half-lost WAL, a stale copy restored over it, a deleted file) is refused at open.
 
 mod federation;
+pub mod postgres;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -73,6 +74,14 @@ pub enum DatastoreError {
         /// The record file.
         path: PathBuf,
         /// Why.
+        reason: String,
+    },
+    /// PostgreSQL refused or could not be reached.
+    #[error("PostgreSQL datastore, {what}: {reason}")]
+    Postgres {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
         reason: String,
     },
     /// The blocking task panicked or was cancelled.
@@ -202,11 +211,24 @@ pub enum TokenRedemption {
     Expired,
 }
 
-/// Handle to the SQLite database.
+/// Handle to the database: SQLite in the data directory (one server), or PostgreSQL shared by
+/// several servers.
 #[derive(Debug, Clone)]
 pub struct Datastore {
-    conn: Arc<Mutex<Connection>>,
-    record: Arc<GenerationRecord>,
+    backend: Backend,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite {
+        conn: Arc<Mutex<Connection>>,
+        record: Arc<GenerationRecord>,
+    },
+    Postgres {
+        store: Arc<postgres::PostgresStore>,
+        /// CA journal events, written in order by one task (`journal_now` is synchronous).
+        journal: tokio::sync::mpsc::UnboundedSender<(i64, String)>,
+    },
 }
 
 /// `<database>.generation`: the last generation known committed.
@@ -327,12 +349,15 @@ impl Datastore {
         record_path.push(".generation");
         let record_path = PathBuf::from(record_path);
         let recorded = GenerationRecord::read(&record_path)?;
+        let record = Arc::new(GenerationRecord {
+            path: record_path,
+            recorded: std::sync::atomic::AtomicI64::new(recorded.unwrap_or(-1)),
+        });
         let store = Self {
-            conn: Arc::new(Mutex::new(conn)),
-            record: Arc::new(GenerationRecord {
-                path: record_path,
-                recorded: std::sync::atomic::AtomicI64::new(recorded.unwrap_or(-1)),
-            }),
+            backend: Backend::Sqlite {
+                conn: Arc::new(Mutex::new(conn)),
+                record: record.clone(),
+            },
         };
         store.migrate()?;
         let conn = store.lock()?;
@@ -341,7 +366,7 @@ impl Datastore {
             Some(recorded) if found < recorded && lost_writes == LostWrites::Refuse => {
                 return Err(DatastoreError::LostWrites {
                     path: path.to_owned(),
-                    record: store.record.path.clone(),
+                    record: record.path.clone(),
                     found,
                     recorded,
                 });
@@ -349,13 +374,38 @@ impl Datastore {
             Some(recorded) if found == recorded => {}
             // First open, a crash between a commit and its record, a deleted record, or loss
             // accepted by the operator: the database's generation is the baseline from now on.
-            _ => store.record.write(found)?,
+            _ => record.write(found)?,
         }
         drop(conn);
         Ok(store)
     }
 
-    /// Changes committed since the database was created.
+    /// Connects to a PostgreSQL database shared by several servers and migrates it.
+    pub async fn postgres(config: postgres::PostgresConfig) -> Result<Self> {
+        let store = postgres::PostgresStore::connect(config).await?;
+        let (journal, mut events) = tokio::sync::mpsc::unbounded_channel::<(i64, String)>();
+        let writer = store.clone();
+        signet_unix::spawn_named("ca-journal", async move {
+            while let Some((at, event)) = events.recv().await {
+                if let Err(error) = writer.journal(at, event).await {
+                    tracing::warn!(%error, "could not write the CA journal");
+                }
+            }
+        });
+        Ok(Self {
+            backend: Backend::Postgres { store, journal },
+        })
+    }
+
+    /// The shared PostgreSQL store, when this is one.
+    pub(crate) fn shared(&self) -> Option<&Arc<postgres::PostgresStore>> {
+        match &self.backend {
+            Backend::Postgres { store, .. } => Some(store),
+            Backend::Sqlite { .. } => None,
+        }
+    }
+
+    /// Changes committed since the database was created (SQLite: the lost-writes check).
     pub async fn generation(&self) -> Result<i64> {
         self.call(|conn| current_generation(conn)).await
     }
@@ -383,8 +433,18 @@ impl Datastore {
         Ok(())
     }
 
+    fn sqlite(&self) -> Result<(&Arc<Mutex<Connection>>, &Arc<GenerationRecord>)> {
+        match &self.backend {
+            Backend::Sqlite { conn, record } => Ok((conn, record)),
+            Backend::Postgres { .. } => Err(DatastoreError::Task(
+                "a SQLite operation on the PostgreSQL datastore".into(),
+            )),
+        }
+    }
+
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>> {
-        self.conn
+        self.sqlite()?
+            .0
             .lock()
             .map_err(|_| DatastoreError::Task("database mutex poisoned".into()))
     }
@@ -393,8 +453,8 @@ impl Datastore {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let conn = self.conn.clone();
-        let record = self.record.clone();
+        let (conn, record) = self.sqlite()?;
+        let (conn, record) = (conn.clone(), record.clone());
         tokio::task::spawn_blocking(move || {
             let mut guard = conn
                 .lock()
@@ -410,6 +470,9 @@ impl Datastore {
 
     /// All entries.
     pub async fn list_entries(&self) -> Result<Vec<RegistrationEntry>> {
+        if let Backend::Postgres { store, .. } = &self.backend {
+            return store.list_entries().await;
+        }
         self.call(|conn| {
             let mut stmt = conn.prepare("SELECT body FROM entries ORDER BY id")?;
             let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
@@ -424,6 +487,9 @@ impl Datastore {
             what: "entry",
             reason: e.to_string(),
         })?;
+        if let Backend::Postgres { store, .. } = &self.backend {
+            return store.put_entry(entry, body).await;
+        }
         self.call(move |conn| {
             conn.execute(
                 "INSERT INTO entries (id, spiffe_id, parent_id, body, revision) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -444,6 +510,9 @@ impl Datastore {
 
     /// Deletes an entry; returns whether it existed.
     pub async fn delete_entry(&self, id: EntryId) -> Result<bool> {
+        if let Backend::Postgres { store, .. } = &self.backend {
+            return store.delete_entry(id).await;
+        }
         self.call(move |conn| {
             Ok(conn.execute("DELETE FROM entries WHERE id = ?1", [id.as_str()])? > 0)
         })
@@ -452,6 +521,9 @@ impl Datastore {
 
     /// Every stored AuthorizationPolicy, by namespace and name.
     pub async fn list_policies(&self) -> Result<Vec<StoredPolicy>> {
+        if let Backend::Postgres { store, .. } = &self.backend {
+            return store.list_policies().await;
+        }
         self.call(|conn| {
             let mut stmt = conn.prepare(
                 "SELECT namespace, name, document, revision FROM authorization_policies
@@ -475,6 +547,9 @@ impl Datastore {
         &self,
         policies: Vec<(String, String, String)>,
     ) -> Result<Vec<PolicyWrite>> {
+        if let Backend::Postgres { store, .. } = &self.backend {
+            return store.put_policies(policies).await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let mut writes = Vec::with_capacity(policies.len());
@@ -516,6 +591,9 @@ impl Datastore {
 
     /// Deletes a policy; returns whether it existed.
     pub async fn delete_policy(&self, namespace: String, name: String) -> Result<bool> {
+        if let Backend::Postgres { store, .. } = &self.backend {
+            return store.delete_policy(namespace, name).await;
+        }
         self.call(move |conn| {
             Ok(conn.execute(
                 "DELETE FROM authorization_policies WHERE namespace = ?1 AND name = ?2",
@@ -532,6 +610,11 @@ impl Datastore {
         agent_id: SpiffeId,
         expires_at: SystemTime,
     ) -> Result<()> {
+        if let Backend::Postgres { store, .. } = &self.backend {
+            return store
+                .create_join_token(token_hash, agent_id, expires_at)
+                .await;
+        }
         self.call(move |conn| {
             conn.execute(
                 "INSERT INTO join_tokens (token_hash, agent_id, expires_at) VALUES (?1, ?2, ?3)",
@@ -548,6 +631,9 @@ impl Datastore {
         token_hash: String,
         now: SystemTime,
     ) -> Result<TokenRedemption> {
+        if let Backend::Postgres { store, .. } = &self.backend {
+            return store.redeem_join_token(token_hash, now).await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let row: Option<(String, i64, Option<i64>)> = tx
@@ -581,6 +667,9 @@ impl Datastore {
 
     /// Records or refreshes an attested agent, keeping its ban flag.
     pub async fn upsert_agent(&self, record: AgentRecord) -> Result<()> {
+        if let Backend::Postgres { store, .. } = &self.backend {
+            return store.upsert_agent(record).await;
+        }
         self.call(move |conn| {
             conn.execute(
                 "INSERT INTO agents (spiffe_id, attestation_type, attested_at, svid_expires_at, banned, selectors)
@@ -604,6 +693,9 @@ impl Datastore {
 
     /// Updates the expiry of an agent's SVID after renewal.
     pub async fn set_agent_svid_expiry(&self, id: SpiffeId, expires_at: SystemTime) -> Result<()> {
+        if let Backend::Postgres { store, .. } = &self.backend {
+            return store.set_agent_svid_expiry(id, expires_at).await;
+        }
         self.call(move |conn| {
             conn.execute(
                 "UPDATE agents SET svid_expires_at = ?1 WHERE spiffe_id = ?2",
@@ -616,6 +708,9 @@ impl Datastore {
 
     /// All agents.
     pub async fn list_agents(&self) -> Result<Vec<AgentRecord>> {
+        if let Backend::Postgres { store, .. } = &self.backend {
+            return store.list_agents().await;
+        }
         self.call(|conn| {
             let mut stmt = conn.prepare(
                 "SELECT spiffe_id, attestation_type, attested_at, svid_expires_at, banned, selectors FROM agents ORDER BY spiffe_id",
@@ -649,6 +744,9 @@ impl Datastore {
 
     /// Removes an agent (eviction): its SVID is no longer accepted and it must attest again.
     pub async fn delete_agent(&self, id: SpiffeId) -> Result<bool> {
+        if let Backend::Postgres { store, .. } = &self.backend {
+            return store.delete_agent(id).await;
+        }
         self.call(move |conn| {
             Ok(conn.execute("DELETE FROM agents WHERE spiffe_id = ?1", [id.as_str()])? > 0)
         })
@@ -657,6 +755,9 @@ impl Datastore {
 
     /// Bans an agent; returns whether it existed.
     pub async fn ban_agent(&self, id: SpiffeId) -> Result<bool> {
+        if let Backend::Postgres { store, .. } = &self.backend {
+            return store.set_banned(id, true).await;
+        }
         self.call(move |conn| {
             Ok(conn.execute(
                 "UPDATE agents SET banned = 1 WHERE spiffe_id = ?1",
@@ -668,6 +769,9 @@ impl Datastore {
 
     /// Lifts a ban; false when the agent is unknown.
     pub async fn unban_agent(&self, id: SpiffeId) -> Result<bool> {
+        if let Backend::Postgres { store, .. } = &self.backend {
+            return store.set_banned(id, false).await;
+        }
         self.call(move |conn| {
             Ok(conn.execute(
                 "UPDATE agents SET banned = 0 WHERE spiffe_id = ?1",
@@ -679,16 +783,43 @@ impl Datastore {
 
     /// Appends a CA event synchronously, so events keep their order (they are rare).
     pub fn journal_now(&self, event: &str) -> Result<()> {
+        if let Backend::Postgres { journal, .. } = &self.backend {
+            return journal
+                .send((unix(SystemTime::now()), event.to_owned()))
+                .map_err(|_| DatastoreError::Task("the CA journal writer stopped".into()));
+        }
         let conn = self.lock()?;
         conn.execute(
             "INSERT INTO ca_journal (at, event) VALUES (?1, ?2)",
             params![unix(SystemTime::now()), event],
         )?;
-        self.record.follow(&conn)
+        self.sqlite()?.1.follow(&conn)
+    }
+
+    /// One entry (PostgreSQL: what a notification named).
+    pub(crate) async fn get_entry(&self, id: &EntryId) -> Result<Option<RegistrationEntry>> {
+        if let Backend::Postgres { store, .. } = &self.backend {
+            return store.get_entry(id).await;
+        }
+        let id = id.clone();
+        self.call(move |conn| {
+            let body: Option<String> = conn
+                .query_row(
+                    "SELECT body FROM entries WHERE id = ?1",
+                    [id.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            body.map(|b| decode_entry(&b)).transpose()
+        })
+        .await
     }
 
     /// The last `limit` journal events, oldest first.
     pub async fn journal_tail(&self, limit: u32) -> Result<Vec<String>> {
+        if let Backend::Postgres { store, .. } = &self.backend {
+            return store.journal_tail(limit).await;
+        }
         self.call(move |conn| {
             let mut stmt = conn.prepare("SELECT event FROM (SELECT id, event FROM ca_journal ORDER BY id DESC LIMIT ?1) ORDER BY id")?;
             let rows = stmt.query_map([limit], |r| r.get::<_, String>(0))?;

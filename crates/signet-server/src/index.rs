@@ -125,6 +125,29 @@ impl EntryIndex {
         }
     }
 
+    /// Makes the content exactly `entries` (a resync): entries gone are removed, the others
+    /// upserted only when they changed, so agents receive exact deltas.
+    pub fn replace(&self, entries: Vec<RegistrationEntry>) {
+        let wanted: std::collections::HashSet<EntryId> =
+            entries.iter().map(|e| e.id.clone()).collect();
+        let gone: Vec<EntryId> = self
+            .inner
+            .read()
+            .by_id
+            .keys()
+            .filter(|id| !wanted.contains(*id))
+            .cloned()
+            .collect();
+        for id in &gone {
+            self.remove(id);
+        }
+        for entry in entries {
+            if self.get(&entry.id).is_none_or(|held| *held != entry) {
+                self.upsert(entry);
+            }
+        }
+    }
+
     /// Inserts or replaces an entry, moving it between agents if its parent changed.
     pub fn upsert(&self, entry: RegistrationEntry) {
         self.upsert_shared(Arc::new(entry));

@@ -24,6 +24,7 @@ pub mod oidc;
 mod policies;
 mod policy_admin;
 pub mod psat;
+mod shared;
 mod standalone;
 mod state;
 mod svid_reports;
@@ -92,7 +93,15 @@ pub struct ServerConfig {
     pub pkcs11: Option<signet_ca::pkcs11::Pkcs11Config>,
     /// An upstream CA signs our intermediates (`None`: self-signed roots).
     pub upstream: Option<UpstreamSource>,
+    /// Standalone: share a PostgreSQL database with other servers (`None`: SQLite in the data
+    /// directory, one server).
+    pub datastore: Option<datastore::postgres::PostgresConfig>,
+    /// PostgreSQL: how the CA state is kept in the database (`None`: refused unless the keys
+    /// are in a PKCS#11 token).
+    pub ca_state_protection: Option<CaStateProtection>,
 }
+
+pub use shared::CaStateProtection;
 
 /// Where the upstream CA's signing material comes from.
 #[derive(Debug, Clone)]
@@ -142,6 +151,8 @@ impl ServerConfig {
             oidc: None,
             pkcs11: None,
             upstream: None,
+            datastore: None,
+            ca_state_protection: None,
         }
     }
 }
@@ -180,10 +191,23 @@ pub struct RunningServer {
     pub bundle_endpoint_address: Option<SocketAddr>,
     /// Where OIDC discovery listens, if served.
     pub oidc_address: Option<SocketAddr>,
+    agents: Arc<agents::AgentRegistry>,
+    leader: Option<tokio::sync::watch::Receiver<bool>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningServer {
+    /// Whether this server rotates the CA (a lone server always does; with a shared store, the
+    /// holder of the lock).
+    pub fn is_leading(&self) -> bool {
+        self.leader.as_ref().is_none_or(|l| *l.borrow())
+    }
+
+    /// Whether this server refuses `agent` as banned.
+    pub fn agents_banned(&self, agent: &signet_spiffe::SpiffeId) -> bool {
+        self.agents.is_banned(agent)
+    }
+
     /// Stops every task.
     pub fn shutdown(self) {
         for task in self.tasks {
@@ -278,14 +302,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         default_policy = config.default_policy.as_str(),
         "state loaded"
     );
-    tasks.push(authority.spawn_rotation_led(config.rotation_check_interval, leader));
+    tasks.push(authority.spawn_rotation_led(config.rotation_check_interval, leader.clone()));
 
     let metrics = Arc::new(metrics::ServerMetrics::default());
     let reports = Arc::new(svid_reports::SvidReports::new(config.clock.clone()));
     let api = agent_api::AgentApi {
         authority: authority.clone(),
         index: index.clone(),
-        agents,
+        agents: agents.clone(),
         datastore,
         metrics: metrics.clone(),
         agent_svid_ttl: config.agent_svid_ttl,
@@ -363,6 +387,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         federation,
         bundle_endpoint_address,
         oidc_address,
+        agents,
+        leader,
         tasks,
     })
 }

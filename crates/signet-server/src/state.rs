@@ -31,3 +31,40 @@ pub(crate) struct ServerState {
     /// Tasks that keep the state current (controller, watches, leader election).
     pub(crate) tasks: Vec<JoinHandle<()>>,
 }
+
+/// Opens a CA kept in a store several servers share: the leader opens it (creating it on first
+/// start); the others wait for the leader to have created it and load it without writing.
+pub(crate) async fn open_shared_ca(
+    store: std::sync::Arc<dyn signet_ca::KeyStore>,
+    ca_config: signet_ca::CaConfig,
+    clock: std::sync::Arc<dyn signet_ca::Clock>,
+    leading: bool,
+    store_name: &str,
+) -> Result<signet_ca::CertificateAuthority, crate::error::ServerError> {
+    use signet_ca::CertificateAuthority;
+    if leading {
+        match CertificateAuthority::open(ca_config.clone(), store.clone(), clock.clone()) {
+            Ok(ca) => return Ok(ca),
+            Err(signet_ca::Error::KeyStore(signet_ca::KeyStoreError::Conflict { .. })) => {
+                tracing::info!("another server wrote the CA first; loading it");
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    let mut waited = 0u32;
+    loop {
+        let opened =
+            CertificateAuthority::open_existing(ca_config.clone(), store.clone(), clock.clone())?;
+        if let Some(ca) = opened {
+            return Ok(ca);
+        }
+        if waited.is_multiple_of(15) {
+            tracing::info!(
+                store = store_name,
+                "waiting for the leader to create the CA"
+            );
+        }
+        waited += 1;
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+}

@@ -7,6 +7,7 @@ pub mod apps;
 pub mod fake_cluster;
 pub mod k8s;
 mod measure;
+pub mod postgres;
 pub mod softhsm;
 pub mod workload_api;
 

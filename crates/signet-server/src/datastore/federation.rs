@@ -69,6 +69,14 @@ fn relationship_of(row: StoredRow) -> Result<(FederationRelationship, Option<Bun
 impl Datastore {
     /// Every relationship with its last bundle.
     pub async fn list_federations(&self) -> Result<Vec<(FederationRelationship, Option<Bundle>)>> {
+        if let Some(store) = self.shared() {
+            return store
+                .federation_rows()
+                .await?
+                .into_iter()
+                .map(relationship_of)
+                .collect();
+        }
         self.call(|conn| {
             let mut stmt = conn.prepare(
                 "SELECT r.trust_domain, r.bundle_endpoint_url, r.profile, r.endpoint_spiffe_id, b.spiffe_json
@@ -90,14 +98,25 @@ impl Datastore {
         relationship: FederationRelationship,
         bundle: Option<Bundle>,
     ) -> Result<()> {
+        let endpoint_id = match &relationship.profile {
+            EndpointProfile::HttpsWeb => None,
+            EndpointProfile::HttpsSpiffe { endpoint_spiffe_id } => {
+                Some(endpoint_spiffe_id.to_string())
+            }
+        };
+        if let Some(store) = self.shared() {
+            return store
+                .put_federation(
+                    relationship.trust_domain.to_string(),
+                    relationship.bundle_endpoint_url.as_str().to_owned(),
+                    relationship.profile.name().to_owned(),
+                    endpoint_id,
+                    bundle.map(|b| b.to_spiffe_json()),
+                )
+                .await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
-            let endpoint_id = match &relationship.profile {
-                EndpointProfile::HttpsWeb => None,
-                EndpointProfile::HttpsSpiffe { endpoint_spiffe_id } => {
-                    Some(endpoint_spiffe_id.to_string())
-                }
-            };
             tx.execute(
                 "INSERT INTO federation_relationships (trust_domain, bundle_endpoint_url, profile, endpoint_spiffe_id)
                  VALUES (?1, ?2, ?3, ?4)
@@ -121,6 +140,11 @@ impl Datastore {
 
     /// Stores the bundle fetched for a relationship (nothing if the relationship is gone).
     pub async fn put_federated_bundle(&self, bundle: Bundle) -> Result<()> {
+        if let Some(store) = self.shared() {
+            return store
+                .put_federated_bundle(bundle.trust_domain().to_string(), bundle.to_spiffe_json())
+                .await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let related: Option<i64> = tx
@@ -141,6 +165,9 @@ impl Datastore {
 
     /// Deletes a relationship and its bundle; returns whether it existed.
     pub async fn delete_federation(&self, trust_domain: TrustDomain) -> Result<bool> {
+        if let Some(store) = self.shared() {
+            return store.delete_federation(trust_domain.to_string()).await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let deleted = tx.execute(

@@ -8,7 +8,6 @@ use std::time::Duration;
 use signet_ca::{CaConfig, CertificateAuthority};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::info;
 
 use super::KubernetesOptions;
 use crate::ServerConfig;
@@ -152,8 +151,7 @@ async fn join_leader_election(
     (leader, task)
 }
 
-/// The leader opens (creating on first start) the CA in its Secret; followers wait for the
-/// leader to have created it and load it without writing.
+/// The CA in its Secret, opened as `crate::state::open_shared_ca` does for every shared store.
 async fn open_ca(
     options: &KubernetesOptions,
     ca_config: CaConfig,
@@ -168,26 +166,12 @@ async fn open_ca(
         )
         .map_err(signet_ca::Error::from)?,
     );
-    if leading {
-        match CertificateAuthority::open(ca_config.clone(), store.clone(), clock.clone()) {
-            Ok(ca) => return Ok(ca),
-            Err(signet_ca::Error::KeyStore(signet_ca::KeyStoreError::Conflict { .. })) => {
-                info!("another replica wrote the CA first; loading it");
-            }
-            Err(error) => return Err(error.into()),
-        }
-    }
-    let mut waited = 0u32;
-    loop {
-        let opened =
-            CertificateAuthority::open_existing(ca_config.clone(), store.clone(), clock.clone())?;
-        if let Some(ca) = opened {
-            return Ok(ca);
-        }
-        if waited.is_multiple_of(15) {
-            info!(secret = %options.ca_secret, "waiting for the leader to create the CA");
-        }
-        waited += 1;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
+    crate::state::open_shared_ca(
+        store,
+        ca_config,
+        clock,
+        leading,
+        &format!("Secret {}", options.ca_secret),
+    )
+    .await
 }
