@@ -181,6 +181,9 @@ pub struct ServerArgs {
     #[arg(long, env = "SIGNET_ACCEPT_DATA_LOSS")]
     #[serde(default)]
     pub accept_data_loss: bool,
+    #[command(flatten, next_help_heading = "Shared datastore (several servers)")]
+    #[serde(default)]
+    pub datastore: ServerDatastoreArgs,
     #[command(flatten, next_help_heading = "CA keys and upstream CA")]
     #[serde(default)]
     pub ca: ServerCaArgs,
@@ -218,6 +221,34 @@ pub struct ServerOidcArgs {
     #[arg(long, env = "SIGNET_OIDC_INSECURE_HTTP")]
     #[serde(default)]
     pub oidc_insecure_http: bool,
+}
+
+/// Several standalone servers sharing one PostgreSQL database. In `server.toml`: the
+/// `[datastore]` table.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerDatastoreArgs {
+    /// PostgreSQL shared with the other servers, e.g.
+    /// postgres://signet@db.example:5432/signet?sslmode=require (put no password in it: see
+    /// --datastore-password-file). Without it: SQLite in the data directory, one server.
+    #[arg(long, env = "SIGNET_DATASTORE")]
+    pub datastore: Option<String>,
+    /// File holding the database password. Or set SIGNET_DATASTORE_PASSWORD.
+    #[arg(long, env = "SIGNET_DATASTORE_PASSWORD_FILE")]
+    pub datastore_password_file: Option<PathBuf>,
+    /// PEM roots that sign the database's TLS certificate, besides the system's (with
+    /// sslmode=require or stricter).
+    #[arg(long, env = "SIGNET_DATASTORE_CA_FILE")]
+    pub datastore_ca_file: Option<PathBuf>,
+    /// Key that seals the CA state in the database (32 bytes: `openssl rand -base64 32`); every
+    /// server gets the same file.
+    #[arg(long, env = "SIGNET_DATASTORE_CA_KEY_FILE")]
+    pub datastore_ca_key_file: Option<PathBuf>,
+    /// Store the CA keys in the database in plain text (instead of --datastore-ca-key-file or a
+    /// PKCS#11 token): anyone who can read the database can then sign SVIDs.
+    #[arg(long, env = "SIGNET_DATASTORE_PLAINTEXT_CA_KEYS")]
+    #[serde(default)]
+    pub datastore_plaintext_ca_keys: bool,
 }
 
 /// Where the CA's keys live and who signs its intermediates. In `server.toml`: the `[ca]`
@@ -398,7 +429,8 @@ pub struct AgentArgs {
     /// Trust domain, e.g. example.org.
     #[arg(long, env = "SIGNET_TRUST_DOMAIN")]
     pub trust_domain: Option<String>,
-    /// Server agent API address [default: 127.0.0.1:8081].
+    /// Server agent API address [default: 127.0.0.1:8081]; several servers sharing a datastore
+    /// as a comma-separated list (the agent fails over to the next when its server dies).
     #[arg(long, env = "SIGNET_SERVER_ADDRESS")]
     pub server_address: Option<String>,
     /// Bootstrap trust bundle (the server's bundle.pem) [default: /var/lib/signet/server/bundle.pem].

@@ -191,6 +191,7 @@ pub async fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         tls_handshake_timeout,
         new_ca,
         accept_data_loss,
+        datastore,
         ca,
         federation,
         oidc,
@@ -240,6 +241,8 @@ pub async fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
     config.kubernetes = kubernetes;
     config.federation = federation_config(federation, file.federation)?;
     (config.pkcs11, config.upstream) = ca_config(ca, file.ca, config.kubernetes.is_some())?;
+    (config.datastore, config.ca_state_protection) =
+        datastore_config(datastore, file.datastore, config.kubernetes.is_some())?;
     (config.jwt_issuer, config.oidc) = oidc_config(oidc, file.oidc)?;
     config.new_ca = new_ca || file.new_ca;
     config.accept_data_loss = accept_data_loss || file.accept_data_loss;
@@ -463,6 +466,89 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     server.shutdown();
     Ok(())
+}
+
+/// The shared PostgreSQL datastore from flags, file and environment.
+fn datastore_config(
+    flags: crate::cli::ServerDatastoreArgs,
+    file: crate::cli::ServerDatastoreArgs,
+    kubernetes: bool,
+) -> anyhow::Result<(
+    Option<signet_server::datastore::postgres::PostgresConfig>,
+    Option<signet_server::CaStateProtection>,
+)> {
+    let password_file = flags
+        .datastore_password_file
+        .or(file.datastore_password_file);
+    let ca_file = flags.datastore_ca_file.or(file.datastore_ca_file);
+    let key_file = flags.datastore_ca_key_file.or(file.datastore_ca_key_file);
+    let plaintext = flags.datastore_plaintext_ca_keys || file.datastore_plaintext_ca_keys;
+    let Some(url) = flags.datastore.or(file.datastore) else {
+        anyhow::ensure!(
+            password_file.is_none() && ca_file.is_none() && key_file.is_none() && !plaintext,
+            "the --datastore-* options need --datastore"
+        );
+        return Ok((None, None));
+    };
+    anyhow::ensure!(
+        !kubernetes,
+        "--datastore is for standalone mode; Kubernetes mode keeps its state in the cluster"
+    );
+    anyhow::ensure!(
+        url.starts_with("postgres://") || url.starts_with("postgresql://"),
+        "--datastore takes a postgres:// URL (SQLite needs no option)"
+    );
+    let password = match (password_file, std::env::var("SIGNET_DATASTORE_PASSWORD")) {
+        (Some(path), _) => {
+            let text = zeroize::Zeroizing::new(
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading the password file {}", path.display()))?,
+            );
+            Some(zeroize::Zeroizing::new(
+                text.trim_end_matches(['\n', '\r']).to_owned(),
+            ))
+        }
+        (None, Ok(password)) => Some(zeroize::Zeroizing::new(password)),
+        (None, Err(_)) => None,
+    };
+    let extra_roots = match ca_file {
+        None => Vec::new(),
+        Some(path) => {
+            let pem =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            signet_spiffe::Bundle::from_json_or_pem(
+                signet_spiffe::TrustDomain::new("datastore.invalid")?,
+                &pem,
+            )
+            .map(|bundle| bundle.x509_authorities().to_vec())
+            .with_context(|| format!("{} holds no PEM certificates", path.display()))?
+        }
+    };
+    let protection = match (key_file, plaintext) {
+        (Some(_), true) => {
+            bail!("--datastore-ca-key-file and --datastore-plaintext-ca-keys exclude each other")
+        }
+        (Some(path), false) => {
+            let text = zeroize::Zeroizing::new(
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+            );
+            Some(
+                signet_server::CaStateProtection::from_key_file(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+            )
+        }
+        (None, true) => Some(signet_server::CaStateProtection::Plain),
+        (None, false) => None,
+    };
+    Ok((
+        Some(signet_server::datastore::postgres::PostgresConfig {
+            url,
+            password,
+            extra_roots,
+        }),
+        protection,
+    ))
 }
 
 /// The PKCS#11 token and the upstream CA from flags, file and environment.
