@@ -76,6 +76,9 @@ pub enum Command {
     /// Show the CA's authorities and rotate, taint or revoke them (admin API).
     #[command(subcommand)]
     Ca(crate::commands::ca::CaCommand),
+    /// Move a standalone server's data to PostgreSQL (several servers).
+    #[command(subcommand)]
+    Datastore(crate::commands::datastore::DatastoreCommand),
     /// Federate with other trust domains (standalone mode).
     #[command(subcommand)]
     Federation(crate::commands::federation::FederationCommand),

@@ -60,6 +60,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Policy(c) => commands::policy::policy(c).await,
             Command::Federation(c) => commands::federation::federation(c).await,
             Command::Ca(c) => commands::ca::ca(c).await,
+            Command::Datastore(c) => commands::datastore::datastore(c).await,
             Command::Authz(c) => commands::policy::authz(c).await,
             Command::Proxy(args) => commands::proxy::run(args).await,
             Command::Healthcheck(args) => commands::workload::healthcheck(args).await,

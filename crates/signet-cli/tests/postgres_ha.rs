@@ -179,3 +179,66 @@ fn an_agent_fails_over_when_its_server_is_killed() {
     let log = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
     assert!(!log.contains("expired"), "{log}");
 }
+
+/// `signet datastore migrate` moves a running SQLite deployment to PostgreSQL: the same CA (the
+/// bundle is unchanged), the agent known and served, entries kept; running it twice is harmless.
+#[test]
+fn a_sqlite_server_moves_to_postgres_with_its_agent_and_workloads() {
+    let db = TestPostgres::start();
+    let mut d = common::Deployment::start();
+    d.create_entry(
+        &format!("spiffe://{TD}/first"),
+        &format!("unix:uid:{}", my_uid()),
+        &[],
+    );
+    wait_for("the first SVID", Duration::from_secs(15), || {
+        svids(&d.socket()).is_some_and(|s| s.len() == 1)
+    });
+    let bundle = d.admin(&["bundle", "show"]).stdout;
+    d.kill_server();
+
+    let key = d.dir.path().join("ca-state.key");
+    std::fs::write(&key, "4d".repeat(32)).unwrap();
+    let migrate = || {
+        Command::new(signet_bin())
+            .args(["datastore", "migrate", "--from"])
+            .arg(d.server_dir().join("signet.db"))
+            .args(["--to", &db.url(), "--datastore-ca-key-file"])
+            .arg(&key)
+            .output()
+            .unwrap()
+    };
+    let first = migrate();
+    let report = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert!(
+        first.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(report.contains("CA state copied"), "{report}");
+    assert!(report.contains("verified"), "{report}");
+    assert!(report.contains("entries"), "{report}");
+    let again = migrate();
+    let report = String::from_utf8_lossy(&again.stdout).into_owned();
+    assert!(again.status.success(), "{report}");
+    assert!(report.contains("already in the database"), "{report}");
+    assert_eq!(db.psql("SELECT count(*) FROM entries"), "1");
+
+    d.server_env = vec![
+        ("SIGNET_DATASTORE", db.url()),
+        ("SIGNET_DATASTORE_CA_KEY_FILE", key.display().to_string()),
+    ];
+    let _ = std::fs::remove_file(d.admin_socket());
+    d.start_server();
+    assert_eq!(d.admin(&["bundle", "show"]).stdout, bundle, "the same CA");
+    d.create_entry(
+        &format!("spiffe://{TD}/second"),
+        &format!("unix:uid:{}", my_uid()),
+        &[],
+    );
+    wait_for(
+        "an entry made on the PostgreSQL server",
+        Duration::from_secs(30),
+        || svids(&d.socket()).is_some_and(|s| s.len() == 2),
+    );
+}

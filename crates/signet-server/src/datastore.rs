@@ -796,6 +796,28 @@ impl Datastore {
         self.sqlite()?.1.follow(&conn)
     }
 
+    /// Every join token row (hash, agent id, expiry, use), for `signet datastore migrate`.
+    pub(crate) async fn join_token_rows(&self) -> Result<Vec<(String, String, i64, Option<i64>)>> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT token_hash, agent_id, expires_at, used_at FROM join_tokens ORDER BY token_hash",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Every CA journal event with its time, oldest first, for `signet datastore migrate`.
+    pub(crate) async fn journal_rows(&self) -> Result<Vec<(i64, String)>> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare("SELECT at, event FROM ca_journal ORDER BY id")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
     /// One entry (PostgreSQL: what a notification named).
     pub(crate) async fn get_entry(&self, id: &EntryId) -> Result<Option<RegistrationEntry>> {
         if let Backend::Postgres { store, .. } = &self.backend {

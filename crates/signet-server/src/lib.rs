@@ -20,6 +20,7 @@ mod join_token;
 pub mod k8s;
 mod listeners;
 mod metrics;
+pub mod migrate;
 pub mod oidc;
 mod policies;
 mod policy_admin;

@@ -469,7 +469,7 @@ pub async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
 }
 
 /// The shared PostgreSQL datastore from flags, file and environment.
-fn datastore_config(
+pub(crate) fn datastore_config(
     flags: crate::cli::ServerDatastoreArgs,
     file: crate::cli::ServerDatastoreArgs,
     kubernetes: bool,

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod ca;
 pub mod daemons;
+pub mod datastore;
 pub mod federation;
 pub mod helper;
 pub mod kube_client;

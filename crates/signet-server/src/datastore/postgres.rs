@@ -721,6 +721,93 @@ impl PostgresStore {
         Ok(deleted > 0)
     }
 
+    /// Copies a join token as it is (migration); an existing one is kept.
+    pub(crate) async fn copy_join_token(
+        &self,
+        (hash, agent_id, expires_at, used_at): (String, String, i64, Option<i64>),
+    ) -> Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO join_tokens (token_hash, agent_id, expires_at, used_at)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (token_hash) DO NOTHING",
+                &[&hash, &agent_id, &expires_at, &used_at],
+            )
+            .await
+            .map_err(pg("copying a join token"))?;
+        Ok(())
+    }
+
+    /// Copies a policy with its revision (migration).
+    pub(crate) async fn copy_policy(&self, policy: &StoredPolicy) -> Result<()> {
+        self.write(
+            "copying a policy",
+            Change::Policies,
+            "INSERT INTO authorization_policies (namespace, name, document, revision)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (namespace, name) DO UPDATE
+             SET document = excluded.document, revision = excluded.revision",
+            &[
+                &policy.namespace,
+                &policy.name,
+                &policy.document,
+                &i64::try_from(policy.revision).unwrap_or(i64::MAX),
+            ],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Copies the CA journal when the database has none yet (migration; idempotent).
+    pub(crate) async fn copy_journal(&self, events: &[(i64, String)]) -> Result<bool> {
+        let what = "copying the CA journal";
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg(what))?;
+        tx.execute("LOCK TABLE ca_journal IN EXCLUSIVE MODE", &[])
+            .await
+            .map_err(pg(what))?;
+        let present: i64 = tx
+            .query_one("SELECT count(*) FROM ca_journal", &[])
+            .await
+            .map_err(pg(what))?
+            .get(0);
+        if present > 0 {
+            return Ok(false);
+        }
+        for (at, event) in events {
+            tx.execute(
+                "INSERT INTO ca_journal (at, event) VALUES ($1, $2)",
+                &[at, event],
+            )
+            .await
+            .map_err(pg(what))?;
+        }
+        tx.commit().await.map_err(pg(what))?;
+        Ok(true)
+    }
+
+    /// Rows per table, for the migration's verification.
+    pub(crate) async fn count(&self, table: &str) -> Result<i64> {
+        let allowed = [
+            "entries",
+            "agents",
+            "join_tokens",
+            "authorization_policies",
+            "federation_relationships",
+            "ca_journal",
+        ];
+        if !allowed.contains(&table) {
+            return Err(DatastoreError::Task(format!("no table {table:?} to count")));
+        }
+        // The name is one of the constants above, never input.
+        let row = self
+            .client()
+            .await?
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .map_err(pg("counting rows"))?;
+        Ok(row.get(0))
+    }
+
     /// The stored CA state and its generation.
     pub(crate) async fn load_ca(&self) -> Result<Option<(i64, Vec<u8>)>> {
         let row = self
