@@ -59,7 +59,7 @@ fn progress(table: &str, done: usize, total: usize) {
         if done == total {
             let _ = writeln!(err);
         }
-    } else if done == total || (total >= 10 && done % (total / 10) == 0) {
+    } else if done == total || (total >= 10 && done.is_multiple_of(total / 10)) {
         let _ = writeln!(err, "{table}: {done}/{total}");
     }
 }
