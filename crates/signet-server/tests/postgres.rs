@@ -220,10 +220,82 @@ async fn servers_sharing_postgres_see_each_others_changes_at_once() {
     })
     .await;
 
-    // A database restart: servers reconnect and resync what changed meanwhile.
+    // The servers' notification connections are cut while A keeps writing: each reconnects and
+    // resyncs, so nothing written meanwhile is missed.
+    let cut = db.psql(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'",
+    );
+    assert_eq!(cut, "3", "one notification connection per server");
+    let mut written = Vec::new();
+    for i in 0..20 {
+        let created = admin(&a)
+            .await
+            .create_entry(CreateEntryRequest {
+                entry: Some(Entry {
+                    spiffe_id: format!("spiffe://{TD}/during-cut/{i}"),
+                    parent_id: agent_id.clone(),
+                    selectors: vec![format!("unix:uid:{}", 5000 + i)],
+                    ..Entry::default()
+                }),
+            })
+            .await
+            .unwrap();
+        written.push(signet_core::EntryId::new(created.into_inner().id));
+    }
+    eventually(
+        "B and C to resync what was written while they were deaf",
+        || {
+            written
+                .iter()
+                .all(|id| b.entries.get(id).is_some() && c.entries.get(id).is_some())
+        },
+    )
+    .await;
+
+    // A database restart under load: every write acknowledged before, during or after it
+    // reaches every server.
+    let load = {
+        let socket = a.admin_socket.clone();
+        let agent_id = agent_id.clone();
+        tokio::spawn(async move {
+            let mut admin =
+                AdminClient::new(signet_tls::source::unix_channel(socket).await.unwrap());
+            let mut acknowledged = Vec::new();
+            for i in 0..400 {
+                let created = admin
+                    .create_entry(CreateEntryRequest {
+                        entry: Some(Entry {
+                            spiffe_id: format!("spiffe://{TD}/load/{i}"),
+                            parent_id: agent_id.clone(),
+                            selectors: vec![format!("unix:uid:{}", 10_000 + i)],
+                            ..Entry::default()
+                        }),
+                    })
+                    .await;
+                if let Ok(created) = created {
+                    acknowledged.push(signet_core::EntryId::new(created.into_inner().id));
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            acknowledged
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
     db.stop();
     tokio::time::sleep(Duration::from_millis(500)).await;
     db.restart();
+    let acknowledged = load.await.unwrap();
+    assert!(
+        acknowledged.len() > 100,
+        "the load ran: {}",
+        acknowledged.len()
+    );
+    eventually("every acknowledged write on every server", || {
+        acknowledged
+            .iter()
+            .all(|id| b.entries.get(id).is_some() && c.entries.get(id).is_some())
+    })
+    .await;
     let created = loop {
         match admin(&a)
             .await
