@@ -4,7 +4,6 @@
 //! interrupted run is simply run again. Ends with a count of every table on both sides.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use signet_ca::KeyStore;
 
@@ -51,7 +50,7 @@ pub async fn sqlite_to_postgres(
         )));
     }
     let source = Datastore::open(sqlite)?;
-    let destination = Datastore::postgres(target).await?;
+    let destination = Datastore::postgres(target.clone()).await?;
     let store = destination
         .shared()
         .cloned()
@@ -122,13 +121,13 @@ pub async fn sqlite_to_postgres(
         .tables
         .push(("ca_journal", total, store.count("ca_journal").await?));
 
-    report.ca_state = copy_ca_state(ca_keys, store, protection).await?;
+    report.ca_state = copy_ca_state(ca_keys, target, protection).await?;
     Ok(report)
 }
 
 async fn copy_ca_state(
     ca_keys: &Path,
-    store: Arc<crate::datastore::postgres::PostgresStore>,
+    config: PostgresConfig,
     protection: CaStateProtection,
 ) -> Result<String, ServerError> {
     let path = ca_keys.to_owned();
@@ -142,7 +141,7 @@ async fn copy_ca_state(
             ca_keys.display()
         ));
     };
-    let target = SharedKeyStore::new(store, protection).map_err(signet_ca::Error::from)?;
+    let target = SharedKeyStore::new(config, protection).map_err(signet_ca::Error::from)?;
     tokio::task::block_in_place(|| match target.load() {
         Ok(Some(present)) if present.generation == state.generation => Ok(format!(
             "CA state already in the database (generation {})",

@@ -120,11 +120,30 @@ impl CaStateProtection {
 
 /// The CA key store in the shared database: generation-checked, so two servers never overwrite
 /// each other's keys.
+///
+/// The `KeyStore` trait is synchronous and is called with the CA lock held. Its queries run on a
+/// thread of their own with its own connection: were they driven by the server's runtime, every
+/// worker could be blocked on the CA lock while the holder waits for a connection task that no
+/// worker is free to run.
 pub(crate) struct SharedKeyStore {
-    store: Arc<PostgresStore>,
+    requests: tokio::sync::mpsc::UnboundedSender<Request>,
     protection: CaStateProtection,
-    handle: tokio::runtime::Handle,
 }
+
+type Reply<T> = std::sync::mpsc::SyncSender<Result<T, String>>;
+
+enum Request {
+    Load(Reply<Option<(i64, Vec<u8>)>>),
+    Store {
+        expected: i64,
+        generation: i64,
+        state: Vec<u8>,
+        reply: Reply<bool>,
+    },
+}
+
+/// Longest wait for the database while the CA lock is held.
+const STORE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for SharedKeyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -136,20 +155,76 @@ impl std::fmt::Debug for SharedKeyStore {
 
 impl SharedKeyStore {
     pub(crate) fn new(
-        store: Arc<PostgresStore>,
+        config: crate::datastore::postgres::PostgresConfig,
         protection: CaStateProtection,
     ) -> Result<Self, KeyStoreError> {
-        let handle = tokio::runtime::Handle::try_current().map_err(unavailable)?;
+        let (requests, mut incoming) = tokio::sync::mpsc::unbounded_channel::<Request>();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(unavailable)?;
+        std::thread::Builder::new()
+            .name("ca-key-store".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let mut store: Option<Arc<PostgresStore>> = None;
+                    while let Some(request) = incoming.recv().await {
+                        if store.is_none() {
+                            match PostgresStore::connect(config.clone()).await {
+                                Ok(connected) => store = Some(connected),
+                                Err(error) => {
+                                    request.fail(&error.to_string());
+                                    continue;
+                                }
+                            }
+                        }
+                        let Some(db) = &store else { continue };
+                        match request {
+                            Request::Load(reply) => {
+                                let _ = reply.send(db.load_ca().await.map_err(|e| e.to_string()));
+                            }
+                            Request::Store {
+                                expected,
+                                generation,
+                                state,
+                                reply,
+                            } => {
+                                let written = db.store_ca(expected, generation, &state).await;
+                                let _ = reply.send(written.map_err(|e| e.to_string()));
+                            }
+                        }
+                    }
+                });
+            })
+            .map_err(unavailable)?;
         Ok(Self {
-            store,
+            requests,
             protection,
-            handle,
         })
     }
 
-    // The `KeyStore` trait is synchronous; the server runs on the multi-threaded runtime.
-    fn block<T>(&self, future: impl std::future::Future<Output = T>) -> T {
-        tokio::task::block_in_place(|| self.handle.block_on(future))
+    fn ask<T>(&self, request: impl FnOnce(Reply<T>) -> Request) -> Result<T, KeyStoreError> {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        self.requests
+            .send(request(reply))
+            .map_err(|_| unavailable("the key store thread stopped"))?;
+        answer
+            .recv_timeout(STORE_TIMEOUT)
+            .map_err(|_| unavailable("no answer from the database"))?
+            .map_err(unavailable)
+    }
+}
+
+impl Request {
+    fn fail(self, reason: &str) {
+        match self {
+            Self::Load(reply) => {
+                let _ = reply.send(Err(reason.to_owned()));
+            }
+            Self::Store { reply, .. } => {
+                let _ = reply.send(Err(reason.to_owned()));
+            }
+        }
     }
 }
 
@@ -169,7 +244,7 @@ fn corrupt(reason: impl Into<String>) -> KeyStoreError {
 
 impl KeyStore for SharedKeyStore {
     fn load(&self) -> Result<Option<PersistedState>, KeyStoreError> {
-        let Some((_, stored)) = self.block(self.store.load_ca()).map_err(unavailable)? else {
+        let Some((_, stored)) = self.ask(Request::Load)? else {
             return Ok(None);
         };
         let plain = self.protection.open(&stored).map_err(corrupt)?;
@@ -185,15 +260,17 @@ impl KeyStore for SharedKeyStore {
         let sealed = self.protection.seal(&plain).map_err(corrupt)?;
         let expected = i64::try_from(expected_generation).unwrap_or(i64::MAX);
         let generation = i64::try_from(state.generation).unwrap_or(i64::MAX);
-        let written = self
-            .block(self.store.store_ca(expected, generation, &sealed))
-            .map_err(unavailable)?;
+        let written = self.ask(|reply| Request::Store {
+            expected,
+            generation,
+            state: sealed,
+            reply,
+        })?;
         if written {
             return Ok(());
         }
         let found = self
-            .block(self.store.load_ca())
-            .map_err(unavailable)?
+            .ask(Request::Load)?
             .map_or(0, |(g, _)| u64::try_from(g).unwrap_or(0));
         Err(KeyStoreError::Conflict {
             expected: expected_generation,
@@ -289,6 +366,15 @@ impl Followers {
                     self.index.remove(id);
                 }
             },
+            Change::EntryWritten(entry) => {
+                if self
+                    .index
+                    .get(&entry.id)
+                    .is_none_or(|held| *held != **entry)
+                {
+                    self.index.upsert((**entry).clone());
+                }
+            }
             Change::Agents => self.agents.reload(&self.datastore.list_agents().await?),
             Change::Policies => {
                 crate::policy_admin::load_standalone(&self.datastore, &self.policies).await?;

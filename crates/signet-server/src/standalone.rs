@@ -49,7 +49,7 @@ pub(crate) async fn open_state(
                 .ok_or_else(|| ServerError::InvalidArgument("not a shared datastore".into()))?;
             let protection = ca_state_protection(config)?;
             let key_store: Arc<dyn signet_ca::KeyStore> = Arc::new(
-                shared::SharedKeyStore::new(store.clone(), protection)
+                shared::SharedKeyStore::new(postgres.clone(), protection)
                     .map_err(signet_ca::Error::from)?,
             );
             let (mut leading, lock_task) = shared::spawn_ca_leader(store);

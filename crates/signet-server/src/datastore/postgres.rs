@@ -151,11 +151,17 @@ fn pg(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Datastor
     }
 }
 
+/// Bodies up to this size travel in the notification itself (PostgreSQL allows 8,000 bytes), so
+/// the other servers need no query to apply the change.
+const INLINE_BODY: usize = 7000;
+
 /// What changed, from a notification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// An entry was written or deleted.
     Entry(EntryId),
+    /// An entry was written; here it is.
+    EntryWritten(Box<RegistrationEntry>),
     /// An agent was attested, banned, unbanned or evicted.
     Agents,
     /// Policies changed.
@@ -172,6 +178,10 @@ impl Change {
     fn payload(&self) -> String {
         match self {
             Self::Entry(id) => format!("entry:{id}"),
+            Self::EntryWritten(entry) => match serde_json::to_string(entry) {
+                Ok(body) if body.len() <= INLINE_BODY => format!("entry+{body}"),
+                _ => format!("entry:{}", entry.id),
+            },
             Self::Agents => "agents".into(),
             Self::Policies => "policies".into(),
             Self::Federation => "federation".into(),
@@ -187,7 +197,10 @@ impl Change {
             "federation" => Self::Federation,
             "ca" => Self::Ca,
             "resync" => Self::Resync,
-            other => Self::Entry(EntryId::new(other.strip_prefix("entry:")?)),
+            other => match other.strip_prefix("entry+") {
+                Some(body) => Self::EntryWritten(Box::new(decode_entry(body).ok()?)),
+                None => Self::Entry(EntryId::new(other.strip_prefix("entry:")?)),
+            },
         })
     }
 }
@@ -335,7 +348,7 @@ impl PostgresStore {
         let revision = i64::try_from(entry.revision).unwrap_or(i64::MAX);
         self.write(
             "writing an entry",
-            Change::Entry(entry.id.clone()),
+            Change::EntryWritten(Box::new(entry.clone())),
             "INSERT INTO entries (id, spiffe_id, parent_id, body, revision) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (id) DO UPDATE SET spiffe_id = excluded.spiffe_id,
              parent_id = excluded.parent_id, body = excluded.body, revision = excluded.revision",
@@ -993,7 +1006,28 @@ mod tests {
 
     #[test]
     fn notification_payloads_round_trip() {
+        let entry: RegistrationEntry = serde_json::from_value(serde_json::json!({
+            "id": "e-2", "spiffe_id": "spiffe://example.org/w", "parent_id": "spiffe://example.org/signet/agent/join/a",
+            "selectors": ["unix:uid:1"], "x509_svid_ttl": {"secs": 3600, "nanos": 0},
+            "jwt_svid_ttl": {"secs": 300, "nanos": 0}, "dns_names": [], "federates_with": [],
+            "admin": false, "downstream": false, "hint": "", "revision": 3
+        }))
+        .unwrap();
+        assert!(
+            Change::EntryWritten(Box::new(entry.clone()))
+                .payload()
+                .starts_with("entry+")
+        );
+        let mut huge = entry.clone();
+        huge.dns_names = (0..500).map(|i| format!("name-{i}.example.org")).collect();
+        assert_eq!(
+            Change::EntryWritten(Box::new(huge)).payload(),
+            "entry:e-2",
+            "a body too large for a notification is read by id"
+        );
+        assert_eq!(Change::parse("entry+{not json"), None);
         for change in [
+            Change::EntryWritten(Box::new(entry)),
             Change::Entry(EntryId::new("e-1")),
             Change::Agents,
             Change::Policies,
