@@ -59,8 +59,11 @@ struct State {
 pub struct Identities {
     /// Matching entries whose SVID is ready, default identity first.
     pub ready: Vec<(Arc<RegistrationEntry>, Arc<CachedSvid>)>,
-    /// Whether some matching entry is still waiting for its SVID.
+    /// Whether some matching entry is still waiting for its SVID (none yet, or the one held
+    /// expired: it is never served).
     pub pending: bool,
+    /// Matching SVIDs left out because they expired.
+    pub expired: usize,
     /// The bundles of the trust domains the ready entries federate with (those held).
     pub federated: Vec<Arc<Bundle>>,
 }
@@ -301,6 +304,36 @@ impl SvidCache {
         })
     }
 
+    /// When the first SVID held expires, after `after`.
+    pub fn next_expiry_after(&self, after: SystemTime) -> Option<SystemTime> {
+        self.read(|s| {
+            s.entries
+                .values()
+                .filter_map(|slot| slot.svid.as_ref().map(|v| v.svid.not_after()))
+                .filter(|at| *at > after)
+                .min()
+        })
+    }
+
+    /// SVIDs held that have expired (the server could not be reached to re-sign them).
+    pub fn expired_count(&self, now: SystemTime) -> usize {
+        self.read(|s| {
+            s.entries
+                .values()
+                .filter(|slot| {
+                    slot.svid
+                        .as_ref()
+                        .is_some_and(|v| v.svid.not_after() <= now)
+                })
+                .count()
+        })
+    }
+
+    /// Tells every stream to look again: an SVID expired (it leaves the messages).
+    pub fn expired_now(&self) {
+        self.changed.send_modify(|n| *n += 1);
+    }
+
     /// The earliest scheduled rotation.
     pub fn next_refresh(&self) -> Option<SystemTime> {
         self.read(|s| {
@@ -364,6 +397,7 @@ impl SvidCache {
     /// The entries matching `selectors`, default first (ordered by SPIFFE ID, then entry id),
     /// with duplicate non-empty hints dropped.
     pub fn identities(&self, selectors: &SelectorSet) -> Identities {
+        let now = SystemTime::now();
         self.read(|s| {
             let mut matching: Vec<&Slot> = s
                 .entries
@@ -377,6 +411,12 @@ impl SvidCache {
             let mut out = Identities::default();
             for slot in matching {
                 match &slot.svid {
+                    // An expired SVID is worse than none: peers refuse it and the workload
+                    // would not know why. It waits for its re-signing like a new entry.
+                    Some(svid) if svid.svid.not_after() <= now => {
+                        out.pending = true;
+                        out.expired += 1;
+                    }
                     Some(svid) => {
                         if !slot.entry.hint.is_empty() && !hints.insert(slot.entry.hint.clone()) {
                             continue;
@@ -464,6 +504,32 @@ impl SvidCache {
                 s.jwts.retain(|(id, _), _| id != entry);
             }
             s.jwts.insert((entry.clone(), audience.to_vec()), cached);
+        }
+    }
+}
+
+/// Wakes every stream when an SVID expires, so it leaves their messages at once rather than at
+/// the next unrelated change.
+pub(crate) async fn announce_expiries(cache: Arc<SvidCache>) {
+    let mut changes = cache.subscribe();
+    let mut announced = SystemTime::now();
+    loop {
+        let next = cache.next_expiry_after(announced);
+        let wait = next
+            .and_then(|at| at.duration_since(SystemTime::now()).ok())
+            .unwrap_or(if next.is_some() {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(3600)
+            });
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {
+                if let Some(at) = next && at <= SystemTime::now() {
+                    announced = at;
+                    cache.expired_now();
+                }
+            }
+            _ = changes.changed() => {}
         }
     }
 }

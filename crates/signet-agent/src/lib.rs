@@ -223,6 +223,10 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         signet_unix::spawn_named("signer", context.clone().run_signer()),
         signet_unix::spawn_named("svid-renewal", context.clone().run_renewal()),
         signet_unix::spawn_named("svid-report", context.clone().run_reporter()),
+        signet_unix::spawn_named(
+            "svid-expiry",
+            cache::announce_expiries(context.cache().clone()),
+        ),
     ]);
     let k8s_attestor = match &config.kubernetes {
         None => None,

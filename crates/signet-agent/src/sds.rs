@@ -82,7 +82,7 @@ impl SdsApi {
     /// The caller's secrets named `names` (all when empty), in a stable order.
     fn secrets(&self, identities: &Identities, names: &[String]) -> Result<Vec<Secret>, Status> {
         if identities.ready.is_empty() {
-            return Err(no_identity());
+            return Err(no_identity(identities, self.workload.cache().is_synced()));
         }
         let bundles = self.bundles(identities);
         // Only what is asked for is built (a key PEM per stream and change adds up).
@@ -187,14 +187,9 @@ impl SdsApi {
 
     async fn attested(&self, request: &Request<impl Sized>) -> Result<SelectorSet, Status> {
         let selectors = self.workload.attest_caller(request).await?;
-        if self
-            .workload
-            .identities_when_ready(&selectors)
-            .await
-            .ready
-            .is_empty()
-        {
-            return Err(no_identity());
+        let identities = self.workload.identities_when_ready(&selectors).await;
+        if identities.ready.is_empty() {
+            return Err(no_identity(&identities, self.workload.cache().is_synced()));
         }
         Ok(selectors)
     }

@@ -39,6 +39,8 @@ pub struct AgentMetrics {
     pub entries: Gauge,
     /// Entries whose SVID is ready.
     pub svids: Gauge,
+    /// SVIDs held past their expiry (never served; the server could not re-sign them).
+    pub svids_expired: Gauge,
     /// Decisions of the `signet.authz.v1.Authorization/Check` service.
     pub authz: signet_tls::authz::AuthzMetrics,
     /// Workload API connections open now (sampled at scrape).
@@ -98,6 +100,9 @@ impl signet_unix::Probes for AgentProbes {
         let (entries, svids) = self.cache.counts();
         self.metrics.entries.set(saturate(entries));
         self.metrics.svids.set(saturate(svids));
+        self.metrics.svids_expired.set(saturate(
+            self.cache.expired_count(std::time::SystemTime::now()),
+        ));
         let mut body = String::new();
         Some(prometheus_client::encoding::text::encode(&mut body, &self.registry).map(|()| body))
     }
@@ -126,6 +131,11 @@ pub async fn serve(
         "svids",
         "Entries with a ready X509-SVID",
         metrics.svids.clone(),
+    );
+    sub.register(
+        "svids_expired",
+        "X509-SVIDs past their expiry, withheld from workloads until re-signed (is the server reachable?)",
+        metrics.svids_expired.clone(),
     );
     sub.register(
         "workload_connections",

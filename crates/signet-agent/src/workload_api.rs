@@ -86,8 +86,25 @@ fn check_header<T>(request: &Request<T>) -> Result<(), Status> {
     }
 }
 
-pub(crate) fn no_identity() -> Status {
-    Status::permission_denied("no identity issued")
+/// Why a caller gets no SVID: the agent does not know yet (its first sync, an SVID being
+/// signed, or one that expired while the server was unreachable) is UNAVAILABLE, so clients
+/// retry; only a caller no entry matches gets PERMISSION_DENIED.
+pub(crate) fn no_identity(identities: &Identities, synced: bool) -> Status {
+    if identities.pending || !synced {
+        let reason = if identities.expired > 0 {
+            "this workload's SVID expired and the agent could not have it re-signed yet (is the server reachable?); retry"
+        } else {
+            "this workload's SVID is not available yet (the agent is still syncing or signing it); retry"
+        };
+        Status::unavailable(reason)
+    } else {
+        Status::permission_denied("no identity issued")
+    }
+}
+
+/// The same for the JWT paths, which look at entries rather than SVIDs.
+pub(crate) fn no_entry(synced: bool) -> Status {
+    no_identity(&Identities::default(), synced)
 }
 
 fn td_key(trust_domain: &signet_spiffe::TrustDomain) -> String {
@@ -297,7 +314,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
             let selectors = self.attest(&request).await?;
             let first = self.identities_when_ready(&selectors).await;
             if first.ready.is_empty() {
-                return Err(no_identity());
+                return Err(no_identity(&first, self.cache().is_synced()));
             }
             let this = self.clone();
             let peer = request.extensions().get::<PeerInfo>().cloned();
@@ -305,9 +322,12 @@ impl SpiffeWorkloadApi for WorkloadApi {
             let mut last = Arc::new(self.x509_response(&first));
             let stream = pushed((*last).clone(), peer, changes, move |revision| {
                 // Every identity redacted: tell the workload to stop using them.
-                let next = this
-                    .shared_x509(&selectors, revision)
-                    .ok_or_else(no_identity)?;
+                let next = this.shared_x509(&selectors, revision).ok_or_else(|| {
+                    no_identity(
+                        &this.cache().identities(&selectors),
+                        this.cache().is_synced(),
+                    )
+                })?;
                 if Arc::ptr_eq(&next, &last) || *next == *last {
                     return Ok(None);
                 }
@@ -330,7 +350,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
             let selectors = self.attest(&request).await?;
             let first = self.identities_when_ready(&selectors).await;
             if first.ready.is_empty() {
-                return Err(no_identity());
+                return Err(no_identity(&first, self.cache().is_synced()));
             }
             let this = self.clone();
             let peer = request.extensions().get::<PeerInfo>().cloned();
@@ -339,7 +359,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
             let stream = pushed(last.clone(), peer, changes, move |_| {
                 let identities = this.cache().identities(&selectors);
                 if identities.ready.is_empty() {
-                    return Err(no_identity());
+                    return Err(no_identity(&identities, this.cache().is_synced()));
                 }
                 let next = this.bundles_response(&identities);
                 if next == last {
@@ -381,7 +401,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 .filter(|e| wanted.as_ref().is_none_or(|w| &e.spiffe_id == w))
                 .collect();
             if entries.is_empty() {
-                return Err(no_identity());
+                return Err(no_entry(self.cache().is_synced()));
             }
             let mut svids = Vec::new();
             let mut seen = std::collections::HashSet::new();
@@ -435,7 +455,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
             let selectors = self.attest(&request).await?;
             let entries = self.cache().matching_entries(&selectors);
             if entries.is_empty() {
-                return Err(no_identity());
+                return Err(no_entry(self.cache().is_synced()));
             }
             let this = self.clone();
             let peer = request.extensions().get::<PeerInfo>().cloned();
@@ -444,7 +464,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
             let stream = pushed(last.clone(), peer, changes, move |_| {
                 let entries = this.cache().matching_entries(&selectors);
                 if entries.is_empty() {
-                    return Err(no_identity());
+                    return Err(no_entry(this.cache().is_synced()));
                 }
                 let next = this.jwt_bundles_response(&this.cache().federated_of(&entries));
                 if next == last {

@@ -1,0 +1,72 @@
+//! A server outage longer than a workload SVID's lifetime (issue 18, item 2), with real
+//! processes: the agent never serves the expired SVID — a fetch gets UNAVAILABLE saying why and
+//! the agent's metrics count it — and once the server is back the workload gets a fresh SVID
+//! without doing anything.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Deployment, TD, my_uid, wait_for};
+
+fn fetch(d: &Deployment) -> (bool, String) {
+    let out = d.workload(&["svid", "fetch", "-o", "json"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn an_expired_svid_is_never_served_and_a_fresh_one_comes_back_with_the_server() {
+    let mut d = Deployment::start();
+    d.create_entry(
+        &format!("spiffe://{TD}/short"),
+        &format!("unix:uid:{}", my_uid()),
+        &["--x509-svid-ttl", "6s"],
+    );
+    wait_for("the SVID", Duration::from_secs(15), || fetch(&d).0);
+    d.kill_server();
+    let started = Instant::now();
+    // The fetch that is refused first (a fetch waits up to 10 s for a pending SVID: the agent
+    // keeps trying to have it re-signed).
+    let (asked_at, refused) = loop {
+        let asked_at = started.elapsed();
+        let (served, text) = fetch(&d);
+        if !served {
+            break (asked_at, text);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the expired SVID is still served"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(refused.contains("expired"), "{refused}");
+    assert!(
+        refused.to_lowercase().contains("unavailable") || refused.contains("retry"),
+        "{refused}"
+    );
+    // The SVID had at most its 6 s lifetime left when the server died (it is re-signed at half
+    // life): withheld at its expiry, not later.
+    assert!(
+        asked_at < Duration::from_secs(7),
+        "withheld only {asked_at:?} after the server died"
+    );
+    let (code, metrics) = common::http_request(d.agent_health_port, "GET", "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("signet_agent_svids_expired 1"),
+        "{metrics}"
+    );
+    println!("SVID withheld {asked_at:?} after the server died");
+
+    d.start_server();
+    wait_for(
+        "a fresh SVID once the server is back",
+        Duration::from_secs(30),
+        || fetch(&d).0,
+    );
+}
