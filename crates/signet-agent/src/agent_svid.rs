@@ -79,11 +79,18 @@ impl IdentityStore {
 
     /// Loads the persisted SVID and bundle, if both exist and the SVID has not expired.
     pub fn load(&self, now: SystemTime) -> Option<PersistedIdentity> {
+        self.load_even_expired()
+            .filter(|identity| identity.svid.not_after() > now)
+    }
+
+    /// The persisted identity even when its SVID expired: its key proves who the agent was, for
+    /// re-attestation after a long server outage.
+    pub fn load_even_expired(&self) -> Option<PersistedIdentity> {
         let chain = std::fs::read(self.dir.join(SVID_FILE)).ok()?;
         let key = std::fs::read(self.dir.join(KEY_FILE)).ok()?;
         let bundle_json = std::fs::read(self.dir.join(BUNDLE_FILE)).ok()?;
         let svid = X509Svid::parse(&chain, &key).ok()?;
-        if svid.not_after() <= now || !svid.spiffe_id().is_member_of(&self.trust_domain) {
+        if !svid.spiffe_id().is_member_of(&self.trust_domain) {
             return None;
         }
         let bundle = Bundle::from_spiffe_json(self.trust_domain.clone(), &bundle_json).ok()?;
@@ -186,6 +193,61 @@ pub async fn attest(
     let response = client
         .attest_agent(AttestAgentRequest {
             attestation: Some(credential.attestation()?),
+            csr,
+        })
+        .await
+        .map_err(AgentError::from_status)?
+        .into_inner();
+    let svid = X509Svid::parse(&response.svid_chain, &key.serialize_der())
+        .map_err(|e| AgentError::invalid_answer("agent SVID", e))?;
+    let bundle_msg = response.bundle.ok_or_else(|| {
+        AgentError::invalid_answer("attestation response", "it carries no bundle")
+    })?;
+    let bundle = Bundle::from_spiffe_json(trust_domain, &bundle_msg.spiffe_json)
+        .map_err(|e| AgentError::invalid_answer("bundle", e))?;
+    Ok(PersistedIdentity { svid, bundle })
+}
+
+/// Attests again with an agent SVID that expired while the server was unreachable: the new CSR
+/// and a timestamp are signed with the expired SVID's key (`signet_core::reattest`). The server
+/// accepts it within its grace window unless the agent was evicted or banned.
+pub async fn reattest_with_expired_svid(
+    server_address: &str,
+    bundle: Bundle,
+    server_id: SpiffeId,
+    expired: &X509Svid,
+) -> Result<PersistedIdentity, AgentError> {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
+    let trust_domain = bundle.trust_domain().clone();
+    let bundles = Arc::new(SharedBundles::new(single(bundle)));
+    let mut client = crate::client::connect(server_address, bundles, server_id, None)
+        .map_err(AgentError::Connect)?;
+    let (key, csr) = key_and_csr(Some(expired.spiffe_id()))?;
+    let signed_at = i64::try_from(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs(),
+    )
+    .unwrap_or(i64::MAX);
+    let old_key =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, expired.private_key_pkcs8())
+            .map_err(|e| AgentError::crypto("loading the expired SVID's key", e))?;
+    let signature = old_key
+        .sign(
+            &aws_lc_rs::rand::SystemRandom::new(),
+            &signet_core::reattest::message(signed_at, &csr),
+        )
+        .map_err(|e| AgentError::crypto("signing the re-attestation proof", e))?;
+    let response = client
+        .attest_agent(AttestAgentRequest {
+            attestation: Some(Attestation::ExpiredSvid(
+                signet_proto::agent::ExpiredSvidProof {
+                    svid_chain: expired.chain_der(),
+                    signed_at,
+                    signature: signature.as_ref().to_vec(),
+                },
+            )),
             csr,
         })
         .await

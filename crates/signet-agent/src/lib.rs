@@ -127,6 +127,30 @@ async fn agent_identity(
         info!(agent = %identity.svid.spiffe_id(), "reusing the persisted agent identity");
         return Ok(identity);
     }
+    // Restarted after an outage longer than the agent SVID's life: its key still proves who it
+    // is, within the server's grace window.
+    if config.join_token.is_none()
+        && let Some(expired) = store.load_even_expired()
+    {
+        match agent_svid::reattest_with_expired_svid(
+            &config.server_address,
+            expired.bundle.clone(),
+            server_id.clone(),
+            &expired.svid,
+        )
+        .await
+        {
+            Ok(identity) => {
+                store.save_svid(&identity.svid)?;
+                store.save_bundle(&identity.bundle)?;
+                info!(agent = %identity.svid.spiffe_id(), "re-attested with the expired agent SVID");
+                return Ok(identity);
+            }
+            Err(error) => {
+                warn!(%error, "re-attestation with the expired agent SVID failed");
+            }
+        }
+    }
     let identity = first_attestation(config, server_id).await?;
     store.save_svid(&identity.svid)?;
     store.save_bundle(&identity.bundle)?;

@@ -147,6 +147,12 @@ pub struct ServerArgs {
     #[arg(long, env = "SIGNET_AGENT_SVID_TTL", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]
     pub agent_svid_ttl: Option<Duration>,
+    /// How long after its expiry an agent SVID still re-attests (the agent proves it holds the
+    /// SVID's key): a server outage up to this long needs no new join token [default: 7d; 0s
+    /// turns it off].
+    #[arg(long, env = "SIGNET_AGENT_REATTEST_GRACE", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub agent_reattest_grace: Option<Duration>,
     /// What requests to a workload no enforced ALLOW AuthorizationPolicy targets get:
     /// allow-trust-domain (SVIDs of this or a federated trust domain), allow-authenticated or
     /// deny [default: allow-trust-domain].

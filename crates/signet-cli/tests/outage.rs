@@ -70,3 +70,38 @@ fn an_expired_svid_is_never_served_and_a_fresh_one_comes_back_with_the_server() 
         || fetch(&d).0,
     );
 }
+
+/// A server outage longer than the agent SVID's lifetime (issue 18, item 1): the join-token
+/// agent re-attests by itself with a proof made with its expired SVID's key — no new token —
+/// and serves new entries again.
+#[test]
+fn a_join_token_agent_recovers_after_its_svid_expired_during_an_outage() {
+    let mut d =
+        Deployment::start_with_env(vec![("SIGNET_AGENT_SVID_TTL", "6s".into())], Vec::new());
+    d.create_entry(
+        &format!("spiffe://{TD}/before"),
+        &format!("unix:uid:{}", my_uid()),
+        &[],
+    );
+    wait_for("the first SVID", Duration::from_secs(15), || fetch(&d).0);
+    d.kill_server();
+    std::thread::sleep(Duration::from_secs(8));
+    let down = Instant::now();
+    d.start_server();
+    d.create_entry(
+        &format!("spiffe://{TD}/after"),
+        &format!("unix:uid:{}", my_uid()),
+        &[],
+    );
+    wait_for(
+        "the entry made after the outage",
+        Duration::from_secs(60),
+        || fetch(&d).1.contains("/after"),
+    );
+    println!("recovered {:?} after the server came back", down.elapsed());
+    assert!(
+        d.logs().contains("re-attested with the expired agent SVID"),
+        "{}",
+        d.logs()
+    );
+}

@@ -9,6 +9,7 @@ pub mod federation;
 pub mod k8s_selectors;
 pub mod label_selector;
 pub mod policy;
+pub mod reattest;
 mod selector;
 pub mod template;
 

@@ -49,6 +49,8 @@ pub struct AgentApi {
     pub(crate) federation: Arc<crate::federation::Federation>,
     /// What each agent holds per authority.
     pub(crate) reports: Arc<crate::svid_reports::SvidReports>,
+    /// How long after its expiry an agent SVID may still re-attest.
+    pub(crate) reattest_grace: Duration,
 }
 
 use crate::unix_seconds as unix;
@@ -155,6 +157,123 @@ impl AgentApi {
         if self.agents.is_banned(&agent_id) {
             return Err(refuse(&self.metrics, "banned", "this agent is banned"));
         }
+        self.issue_agent_svid(agent_id, "join_token", Vec::new(), csr)
+            .await
+    }
+
+    /// Re-attestation of an agent whose SVID expired while the server was unreachable: the chain
+    /// was issued by an authority still in our bundle, expired less than the grace window ago,
+    /// the agent proves it holds the SVID's key by signing the new CSR with a fresh timestamp,
+    /// and it is still known here (an evicted or banned agent is refused). It gets its own ID
+    /// again.
+    async fn attest_expired_svid(
+        &self,
+        proof: &pb::ExpiredSvidProof,
+        csr: &[u8],
+    ) -> Result<AttestAgentResponse, Status> {
+        let refuse = |metrics: &ServerMetrics, result: &'static str, message: String| {
+            metrics
+                .attestations
+                .get_or_create(&AttestationLabels { result })
+                .inc();
+            warn!(result, "re-attestation with an expired SVID refused");
+            Status::permission_denied(message)
+        };
+        let chain =
+            signet_spiffe::bundle::split_der_certificates(&proof.svid_chain).map_err(|e| {
+                Status::invalid_argument(format!("the expired SVID does not parse: {e}"))
+            })?;
+        let leaf = chain
+            .first()
+            .ok_or_else(|| Status::invalid_argument("the expired SVID chain is empty"))?;
+        let (Some(not_before), Some(not_after)) = (
+            signet_spiffe::x509::not_before_of(leaf),
+            signet_spiffe::x509::not_after_of(leaf),
+        ) else {
+            return Err(Status::invalid_argument("the expired SVID has no validity"));
+        };
+        let now = self.clock.now();
+        if now
+            .duration_since(not_after)
+            .is_ok_and(|expired_for| expired_for > self.reattest_grace)
+        {
+            return Err(refuse(
+                &self.metrics,
+                "expired_beyond_grace",
+                format!(
+                    "the agent SVID expired more than {:?} ago: attest with a new join token",
+                    self.reattest_grace
+                ),
+            ));
+        }
+        // Checked at a time the SVID was valid: only its expiry is forgiven, not its issuer.
+        let valid_at = not_before + not_after.duration_since(not_before).unwrap_or_default() / 2;
+        let mut bundles = signet_spiffe::BundleSet::new();
+        bundles.insert((*self.authority.bundle()).clone());
+        let certificates: Vec<rustls_pki_types::CertificateDer<'_>> = chain
+            .iter()
+            .map(|c| rustls_pki_types::CertificateDer::from(c.as_slice()))
+            .collect();
+        let agent_id =
+            signet_spiffe::verify_chain(&certificates, &bundles, valid_at).map_err(|e| {
+                refuse(
+                    &self.metrics,
+                    "untrusted_svid",
+                    format!("the expired SVID is not one of ours: {e}"),
+                )
+            })?;
+        if !is_agent_id(&agent_id) {
+            return Err(refuse(
+                &self.metrics,
+                "not_an_agent",
+                "the expired SVID is not an agent SVID".into(),
+            ));
+        }
+        let skew = u64::try_from((proof.signed_at - unix(now)).abs()).unwrap_or(u64::MAX);
+        if skew > signet_core::reattest::MAX_SKEW.as_secs() {
+            return Err(refuse(
+                &self.metrics,
+                "stale_proof",
+                "the proof's time is too far from the server's (clock skew or replay)".into(),
+            ));
+        }
+        let message = signet_core::reattest::message(proof.signed_at, csr);
+        let key = signet_spiffe::x509::public_key_of(leaf)
+            .ok_or_else(|| Status::invalid_argument("the expired SVID has no usable key"))?;
+        aws_lc_rs::signature::UnparsedPublicKey::new(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1,
+            key,
+        )
+        .verify(&message, &proof.signature)
+        .map_err(|_| {
+            refuse(
+                &self.metrics,
+                "bad_proof",
+                "the proof is not signed by the expired SVID's key".into(),
+            )
+        })?;
+        match self.agents.check(&agent_id) {
+            Ok(()) => {}
+            Err(AgentRefusal::Banned) => {
+                return Err(refuse(
+                    &self.metrics,
+                    "banned",
+                    "this agent is banned".into(),
+                ));
+            }
+            Err(AgentRefusal::Unknown) => {
+                return Err(refuse(
+                    &self.metrics,
+                    "unknown_agent",
+                    format!(
+                        "agent {agent_id} was evicted or is unknown: attest with a new join token"
+                    ),
+                ));
+            }
+        }
+        signet_ca::csr::verify_csr_with(csr, &agent_id, signet_ca::CsrIdRule::ExactOrNone)
+            .map_err(|e| Status::invalid_argument(format!("the CSR is unusable: {e}")))?;
+        info!(agent = %agent_id, "agent re-attested with its expired SVID");
         self.issue_agent_svid(agent_id, "join_token", Vec::new(), csr)
             .await
     }
@@ -267,6 +386,9 @@ impl AgentService for AgentApi {
             Some(pb::attest_agent_request::Attestation::K8sPsatToken(token)) => {
                 Ok(Response::new(self.attest_psat(&token, &body.csr).await?))
             }
+            Some(pb::attest_agent_request::Attestation::ExpiredSvid(proof)) => Ok(Response::new(
+                self.attest_expired_svid(&proof, &body.csr).await?,
+            )),
             None => Err(Status::invalid_argument("no attestation data")),
         }
     }

@@ -67,6 +67,9 @@ pub struct ServerConfig {
     pub default_jwt_svid_ttl: Duration,
     /// Agent SVID lifetime.
     pub agent_svid_ttl: Duration,
+    /// How long after its expiry an agent SVID still re-attests (a server outage longer than
+    /// the agent SVID's lifetime needs no new join token within it).
+    pub agent_reattest_grace: Duration,
     /// How often the CA checks whether to rotate.
     pub rotation_check_interval: Duration,
     /// Kubernetes mode (CRDs and pods as the entry source, CA in a Secret, PSAT, leader
@@ -140,6 +143,7 @@ impl ServerConfig {
             default_x509_svid_ttl: signet_ca::ca::DEFAULT_X509_SVID_TTL,
             default_jwt_svid_ttl: signet_ca::ca::DEFAULT_JWT_SVID_TTL,
             agent_svid_ttl: Duration::from_secs(3600),
+            agent_reattest_grace: signet_core::reattest::DEFAULT_GRACE,
             rotation_check_interval: Duration::from_secs(10),
             kubernetes: None,
             default_policy: signet_core::policy::DefaultPolicy::default(),
@@ -319,6 +323,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         clock: config.clock.clone(),
         federation: federation.clone(),
         reports: reports.clone(),
+        reattest_grace: config.agent_reattest_grace,
     };
     let admin = admin_api::AdminApi {
         api: api.clone(),

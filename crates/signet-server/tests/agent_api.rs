@@ -669,3 +669,127 @@ async fn a_forced_revoke_goes_through_and_hostile_reports_are_refused() {
             .is_err()
     );
 }
+
+/// A join-token agent whose SVID expired while the server was down re-attests with a proof made
+/// with the SVID's key; hostile or stale proofs, a foreign SVID, an SVID past the grace window
+/// and evicted or banned agents are refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_agent_svid_re_attests_within_the_grace_window_only() {
+    use signet_ca::Clock;
+    use signet_proto::agent::{ExpiredSvidProof, attest_agent_request::Attestation};
+    let server = Server::start().await;
+    let identity = server.attest(&server.token().await).await.unwrap();
+    let expired_by = |secs: u64| identity.svid.not_after() + Duration::from_secs(secs);
+    // The server's clock: 1 h past the SVID's expiry.
+    server.clock.set(expired_by(3600));
+    let now = |server: &Server| {
+        i64::try_from(
+            server
+                .clock
+                .now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        )
+        .unwrap()
+    };
+    let proof = |svid: &signet_spiffe::X509Svid, signed_at: i64, csr: &[u8]| {
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
+        let key =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, svid.private_key_pkcs8())
+                .unwrap();
+        let signature = key
+            .sign(
+                &aws_lc_rs::rand::SystemRandom::new(),
+                &signet_core::reattest::message(signed_at, csr),
+            )
+            .unwrap();
+        ExpiredSvidProof {
+            svid_chain: svid.chain_der(),
+            signed_at,
+            signature: signature.as_ref().to_vec(),
+        }
+    };
+    let attest = |proof: ExpiredSvidProof, csr: Vec<u8>| {
+        let address = server.address();
+        let bootstrap = server.bootstrap();
+        async move {
+            let bundles = Arc::new(signet_tls::SharedBundles::new(agent_svid::single(
+                bootstrap,
+            )));
+            let mut client =
+                signet_agent::client::connect(&address, bundles, Server::server_id(), None)
+                    .unwrap();
+            client
+                .attest_agent(AttestAgentRequest {
+                    attestation: Some(Attestation::ExpiredSvid(proof)),
+                    csr,
+                })
+                .await
+        }
+    };
+    let id = identity.svid.spiffe_id().clone();
+    let csr = || signet_ca::csr::new_key_and_csr(Some(&id)).unwrap().1;
+
+    // Hostile proofs first.
+    let c = csr();
+    let mut forged = proof(&identity.svid, now(&server), &c);
+    forged.signature[10] ^= 1;
+    let refused = attest(forged, c.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused}");
+    let other_csr = csr();
+    let refused = attest(proof(&identity.svid, now(&server), &c), other_csr)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Code::PermissionDenied,
+        "a proof signs one CSR: {refused}"
+    );
+    let refused = attest(proof(&identity.svid, now(&server) - 3600, &c), c.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        refused.message().contains("clock skew or replay"),
+        "{refused}"
+    );
+    let foreign = signet_test_support::TestCa::new(TD);
+    let (leaf, key) = foreign.issue(&signet_test_support::LeafSpec::svid(&id.to_string()));
+    let foreign_svid = signet_spiffe::X509Svid::parse(&leaf, &key).unwrap();
+    let refused = attest(proof(&foreign_svid, now(&server), &c), c.clone())
+        .await
+        .unwrap_err();
+    assert!(refused.message().contains("not one of ours"), "{refused}");
+
+    // The real proof: a new SVID for the same agent.
+    let c = csr();
+    let renewed = attest(proof(&identity.svid, now(&server), &c), c)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(renewed.spiffe_id, id.to_string());
+
+    // Past the grace window (7 days by default): a new join token is needed.
+    server.clock.set(expired_by(8 * 24 * 3600));
+    let c = csr();
+    let refused = attest(proof(&identity.svid, now(&server), &c), c)
+        .await
+        .unwrap_err();
+    assert!(refused.message().contains("new join token"), "{refused}");
+
+    // Within the window but evicted: refused.
+    server.clock.set(expired_by(60));
+    server
+        .admin
+        .clone()
+        .evict_agent(AgentRequest {
+            spiffe_id: id.to_string(),
+        })
+        .await
+        .unwrap();
+    let c = csr();
+    let refused = attest(proof(&identity.svid, now(&server), &c), c)
+        .await
+        .unwrap_err();
+    assert!(refused.message().contains("evicted"), "{refused}");
+}

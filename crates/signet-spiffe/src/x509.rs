@@ -225,6 +225,12 @@ pub fn authority_key_id_of(cert_der: &[u8]) -> Option<String> {
         .map(|id| id.0.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// The subjectPublicKey bits of a DER certificate (the EC point, or the DER RSAPublicKey).
+pub fn public_key_of(cert_der: &[u8]) -> Option<Vec<u8>> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    Some(cert.public_key().subject_public_key.data.to_vec())
+}
+
 /// The notAfter time of a DER certificate.
 pub fn not_after_of(cert_der: &[u8]) -> Option<SystemTime> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;

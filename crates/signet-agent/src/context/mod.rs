@@ -45,6 +45,9 @@ pub(crate) struct AgentContext {
     policies: watch::Sender<Option<Arc<PolicySet>>>,
     /// Woken to renew the agent SVID at once (its authority was tainted).
     renew_now: Notify,
+    /// Where to re-attest with an expired SVID (join-token agents).
+    server_address: String,
+    server_id: SpiffeId,
     /// Woken when what the agent holds changed outside the cache (its own SVID).
     report_now: Notify,
 }
@@ -78,6 +81,7 @@ impl AgentContext {
     ) -> Result<Arc<Self>, AgentError> {
         let bundles = Arc::new(SharedBundles::new(single(identity.bundle.clone())));
         let agent_tls = Arc::new(RotatingSvid::new());
+        let server_id_for_reattest = server_id.clone();
         let client = crate::client::connect(
             server_address,
             bundles.clone(),
@@ -97,6 +101,8 @@ impl AgentContext {
             policies: watch::channel(None).0,
             renew_now: Notify::new(),
             report_now: Notify::new(),
+            server_address: server_address.to_owned(),
+            server_id: server_id_for_reattest,
         });
         context.install_agent_svid(identity.svid)?;
         context.apply_bundle(identity.bundle);
@@ -135,7 +141,7 @@ impl AgentContext {
     /// was unreachable) and installs the new identity.
     async fn attest_again(&self) -> Result<(), AgentError> {
         let Some(reattest) = &self.reattest else {
-            return Err(AgentError::Config("no reusable node credential".into()));
+            return self.reattest_with_expired_svid().await;
         };
         let bootstrap = self.store.load_bundle()?;
         let identity = crate::agent_svid::attest(
@@ -148,6 +154,29 @@ impl AgentContext {
         self.store.save_bundle(&identity.bundle)?;
         self.apply_bundle(identity.bundle);
         info!(agent = %identity.svid.spiffe_id(), kind = reattest.credential.kind(), "attested again");
+        self.install_agent_svid(identity.svid)
+    }
+
+    /// Whether the agent SVID has expired (the server was unreachable through its renewal).
+    fn agent_svid_expired(&self) -> bool {
+        self.agent_svid.read().not_after() <= std::time::SystemTime::now()
+    }
+
+    /// A join-token agent whose SVID expired proves it still holds its key.
+    async fn reattest_with_expired_svid(&self) -> Result<(), AgentError> {
+        let (server_address, server_id) = (&self.server_address, &self.server_id);
+        let expired = self.agent_svid.read().clone();
+        let bundle = self.store.load_bundle()?;
+        let identity = crate::agent_svid::reattest_with_expired_svid(
+            server_address,
+            bundle,
+            server_id.clone(),
+            &expired,
+        )
+        .await?;
+        self.store.save_bundle(&identity.bundle)?;
+        self.apply_bundle(identity.bundle);
+        info!(agent = %identity.svid.spiffe_id(), "re-attested with the expired agent SVID");
         self.install_agent_svid(identity.svid)
     }
 

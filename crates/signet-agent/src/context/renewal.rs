@@ -38,6 +38,13 @@ impl AgentContext {
                         backoff.reset();
                     }
                 }
+                Err(error) if self.agent_svid_expired() => {
+                    warn!(%error, "agent SVID renewal failed and the SVID expired; attesting again");
+                    if let Err(error) = self.attest_again().await {
+                        warn!(%error, "re-attestation failed; retrying");
+                        tokio::time::sleep(backoff.next_delay()).await;
+                    }
+                }
                 Err(AgentError::Refused(reason)) if self.reattest.is_some() => {
                     warn!(%reason, "agent SVID renewal refused; attesting again");
                     if let Err(error) = self.attest_again().await {

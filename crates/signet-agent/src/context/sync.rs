@@ -19,13 +19,21 @@ impl AgentContext {
             match self.sync_once(&mut backoff).await {
                 Ok(()) => debug!("sync stream ended; reconnecting"),
                 Err(AgentError::Refused(reason)) => {
-                    if self.reattest.is_some() {
+                    if self.reattest.is_some() || self.agent_svid_expired() {
                         warn!(%reason, "the server refused this agent; attesting again");
                         if let Err(error) = self.attest_again().await {
                             warn!(%error, "re-attestation failed; retrying");
                         }
                     } else {
                         warn!(%reason, "the server refused this agent; it must be attested again (restart it with a new join token)");
+                    }
+                }
+                // The SVID expired while the server was unreachable: the TLS handshake now fails
+                // before any refusal can be said.
+                Err(error) if self.agent_svid_expired() => {
+                    warn!(%error, "entry sync failed with an expired agent SVID; attesting again");
+                    if let Err(error) = self.attest_again().await {
+                        warn!(%error, "re-attestation failed; retrying");
                     }
                 }
                 Err(error) => warn!(%error, "entry sync failed; retrying"),

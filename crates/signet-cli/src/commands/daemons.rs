@@ -183,6 +183,7 @@ pub async fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         default_x509_svid_ttl,
         default_jwt_svid_ttl,
         agent_svid_ttl,
+        agent_reattest_grace,
         default_policy,
         attestation_connection_lifetime,
         max_agent_connections,
@@ -229,6 +230,11 @@ pub async fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         config.default_jwt_svid_ttl,
     );
     config.agent_svid_ttl = pick(agent_svid_ttl, file.agent_svid_ttl, config.agent_svid_ttl);
+    config.agent_reattest_grace = pick(
+        agent_reattest_grace,
+        file.agent_reattest_grace,
+        config.agent_reattest_grace,
+    );
     anyhow::ensure!(
         config.ca_ttl >= Duration::from_secs(600),
         "--ca-ttl must be at least 10m"
