@@ -198,14 +198,7 @@ pub async fn attest(
         .await
         .map_err(AgentError::from_status)?
         .into_inner();
-    let svid = X509Svid::parse(&response.svid_chain, &key.serialize_der())
-        .map_err(|e| AgentError::invalid_answer("agent SVID", e))?;
-    let bundle_msg = response.bundle.ok_or_else(|| {
-        AgentError::invalid_answer("attestation response", "it carries no bundle")
-    })?;
-    let bundle = Bundle::from_spiffe_json(trust_domain, &bundle_msg.spiffe_json)
-        .map_err(|e| AgentError::invalid_answer("bundle", e))?;
-    Ok(PersistedIdentity { svid, bundle })
+    identity_from(response, &key, trust_domain)
 }
 
 /// Attests again with an agent SVID that expired while the server was unreachable: the new CSR
@@ -253,6 +246,15 @@ pub async fn reattest_with_expired_svid(
         .await
         .map_err(AgentError::from_status)?
         .into_inner();
+    identity_from(response, &key, trust_domain)
+}
+
+/// The identity an attestation answered with, for the key its CSR was made with.
+fn identity_from(
+    response: signet_proto::agent::AttestAgentResponse,
+    key: &rcgen::KeyPair,
+    trust_domain: TrustDomain,
+) -> Result<PersistedIdentity, AgentError> {
     let svid = X509Svid::parse(&response.svid_chain, &key.serialize_der())
         .map_err(|e| AgentError::invalid_answer("agent SVID", e))?;
     let bundle_msg = response.bundle.ok_or_else(|| {

@@ -145,24 +145,8 @@ async fn main() {
         )
         .await
         .unwrap();
-        let svid = Arc::new(signet_tls::RotatingSvid::new());
-        svid.set(
-            signet_tls::certified_key(
-                identity.svid.chain().to_vec(),
-                identity.svid.private_key_pkcs8(),
-            )
-            .unwrap(),
-        );
-        let bundles = Arc::new(signet_tls::SharedBundles::new(
-            signet_agent::agent_svid::single(identity.bundle.clone()),
-        ));
-        let mut client = signet_agent::client::connect(
-            &server.agent_address.to_string(),
-            bundles,
-            signet_core::server_id(&td()).unwrap(),
-            Some(svid),
-        )
-        .unwrap();
+        let mut client =
+            signet_test_support::agent_client(&server.agent_address.to_string(), &identity);
         let stream = client
             .sync_entries(SyncEntriesRequest {})
             .await

@@ -109,20 +109,7 @@ impl Server {
 
     async fn agent(&self) -> Agent {
         let identity = self.attest(&self.token().await).await.unwrap();
-        let svid = Arc::new(signet_tls::RotatingSvid::new());
-        svid.set(
-            signet_tls::certified_key(
-                identity.svid.chain().to_vec(),
-                identity.svid.private_key_pkcs8(),
-            )
-            .unwrap(),
-        );
-        let bundles = Arc::new(signet_tls::SharedBundles::new(agent_svid::single(
-            self.bootstrap(),
-        )));
-        let client =
-            signet_agent::client::connect(&self.address(), bundles, Self::server_id(), Some(svid))
-                .unwrap();
+        let client = signet_test_support::agent_client(&self.address(), &identity);
         Agent {
             id: identity.svid.spiffe_id().to_string(),
             client,

@@ -5,7 +5,6 @@
 //! followed by a resync.
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use signet_agent::agent_svid;
@@ -74,23 +73,7 @@ fn client(
     server: &RunningServer,
     identity: &agent_svid::PersistedIdentity,
 ) -> AgentServiceClient<Channel> {
-    let svid = Arc::new(signet_tls::RotatingSvid::new());
-    svid.set(
-        signet_tls::certified_key(
-            identity.svid.chain().to_vec(),
-            identity.svid.private_key_pkcs8(),
-        )
-        .unwrap(),
-    );
-    let bundle = agent_svid::read_bundle_file(&server.bundle_pem, &td()).unwrap();
-    let bundles = Arc::new(signet_tls::SharedBundles::new(agent_svid::single(bundle)));
-    signet_agent::client::connect(
-        &server.agent_address.to_string(),
-        bundles,
-        signet_core::server_id(&td()).unwrap(),
-        Some(svid),
-    )
-    .unwrap()
+    signet_test_support::agent_client(&server.agent_address.to_string(), identity)
 }
 
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) -> Duration {

@@ -283,3 +283,29 @@ pub fn forge_jwt(
     };
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
 }
+
+/// An agent API client presenting `identity`'s agent SVID and trusting its bundle: what an
+/// attested agent talks to its server with.
+///
+/// # Panics
+/// When the identity does not load into TLS.
+#[expect(clippy::expect_used, reason = "test fixture")]
+pub fn agent_client(
+    server_address: &str,
+    identity: &signet_agent::agent_svid::PersistedIdentity,
+) -> signet_proto::agent::agent_service_client::AgentServiceClient<tonic::transport::Channel> {
+    let svid = std::sync::Arc::new(signet_tls::RotatingSvid::new());
+    svid.set(
+        signet_tls::certified_key(
+            identity.svid.chain().to_vec(),
+            identity.svid.private_key_pkcs8(),
+        )
+        .expect("the agent SVID loads into TLS"),
+    );
+    let bundles = std::sync::Arc::new(signet_tls::SharedBundles::new(
+        signet_agent::agent_svid::single(identity.bundle.clone()),
+    ));
+    let server_id = signet_core::server_id(identity.bundle.trust_domain()).expect("server ID");
+    signet_agent::client::connect(server_address, bundles, server_id, Some(svid))
+        .expect("a lazily connecting client")
+}
