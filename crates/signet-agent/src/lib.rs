@@ -228,11 +228,10 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         }
     };
     let agent_id = identity.svid.spiffe_id().clone();
-    let reattest = config.kubernetes.as_ref().map(|k| context::Reattestation {
-        credential: agent_svid::NodeCredential::PsatTokenFile(k.token_path.clone()),
-        server_address: config.server_address.clone(),
-        server_id: server_id.clone(),
-    });
+    let reattest = config
+        .kubernetes
+        .as_ref()
+        .map(|k| agent_svid::NodeCredential::PsatTokenFile(k.token_path.clone()));
     let context = AgentContext::connect(
         &config.server_address,
         cache,

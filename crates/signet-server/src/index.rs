@@ -142,9 +142,15 @@ impl EntryIndex {
             self.remove(id);
         }
         for entry in entries {
-            if self.get(&entry.id).is_none_or(|held| *held != entry) {
-                self.upsert(entry);
-            }
+            self.upsert_if_changed(entry);
+        }
+    }
+
+    /// Upserts unless the same entry is held: an unchanged write (a server hearing its own
+    /// notification) sends agents no delta.
+    pub fn upsert_if_changed(&self, entry: RegistrationEntry) {
+        if self.get(&entry.id).is_none_or(|held| *held != entry) {
+            self.upsert(entry);
         }
     }
 

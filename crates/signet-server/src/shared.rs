@@ -355,26 +355,14 @@ pub(crate) fn spawn_follow(
 impl Followers {
     async fn apply(&self, change: &Change) -> Result<(), crate::error::ServerError> {
         match change {
-            // This server's own writes come back too: only a difference is applied, so agents
-            // get no empty deltas.
+            // This server's own writes come back too.
             Change::Entry(id) => match self.datastore.get_entry(id).await? {
-                Some(entry) if self.index.get(id).is_none_or(|held| *held != entry) => {
-                    self.index.upsert(entry);
-                }
-                Some(_) => {}
+                Some(entry) => self.index.upsert_if_changed(entry),
                 None => {
                     self.index.remove(id);
                 }
             },
-            Change::EntryWritten(entry) => {
-                if self
-                    .index
-                    .get(&entry.id)
-                    .is_none_or(|held| *held != **entry)
-                {
-                    self.index.upsert((**entry).clone());
-                }
-            }
+            Change::EntryWritten(entry) => self.index.upsert_if_changed((**entry).clone()),
             Change::Agents => self.agents.reload(&self.datastore.list_agents().await?),
             Change::Policies => {
                 crate::policy_admin::load_standalone(&self.datastore, &self.policies).await?;

@@ -405,15 +405,10 @@ async fn a_ban_ends_the_stream_and_an_eviction_removes_the_agent() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ca_changes_that_are_malformed_or_would_break_trust_are_refused() {
-    use signet_proto::admin::{ChangeAuthorityRequest, ListAuthoritiesRequest};
+    use signet_proto::admin::ListAuthoritiesRequest;
     let server = Server::start().await;
     let mut admin = server.admin.clone();
-    let change = |kind: &str, action: &str, id: &str| ChangeAuthorityRequest {
-        kind: kind.into(),
-        action: action.into(),
-        id: id.into(),
-        force: false,
-    };
+    let change = |kind: &str, action: &str, id: &str| change(kind, action, id, false);
     let active = admin
         .list_authorities(ListAuthoritiesRequest {})
         .await
@@ -451,6 +446,45 @@ async fn ca_changes_that_are_malformed_or_would_break_trust_are_refused() {
     assert!(after.iter().all(|a| a.status == "active" && !a.tainted));
 }
 
+fn change(
+    kind: &str,
+    action: &str,
+    id: &str,
+    force: bool,
+) -> signet_proto::admin::ChangeAuthorityRequest {
+    signet_proto::admin::ChangeAuthorityRequest {
+        kind: kind.into(),
+        action: action.into(),
+        id: id.into(),
+        force,
+    }
+}
+
+/// Rotates the `kind` authority and taints the one that was active; returns its id.
+async fn rotate_and_taint(admin: &mut AdminClient<Channel>, kind: &str) -> String {
+    let old = admin
+        .list_authorities(signet_proto::admin::ListAuthoritiesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .authorities
+        .into_iter()
+        .find(|a| a.kind == kind && a.status == "active")
+        .unwrap()
+        .id;
+    for action in ["prepare", "activate"] {
+        admin
+            .change_authority(change(kind, action, "", false))
+            .await
+            .unwrap();
+    }
+    admin
+        .change_authority(change(kind, "taint", &old, false))
+        .await
+        .unwrap();
+    old
+}
+
 fn uses(pairs: &[(&str, u32)]) -> Vec<signet_proto::agent::AuthorityUse> {
     pairs
         .iter()
@@ -463,7 +497,7 @@ fn uses(pairs: &[(&str, u32)]) -> Vec<signet_proto::agent::AuthorityUse> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_revoke_waits_for_the_agents_to_hold_no_svid_of_the_authority_unless_forced() {
-    use signet_proto::admin::{ChangeAuthorityRequest, ListAuthoritiesRequest};
+    use signet_proto::admin::ListAuthoritiesRequest;
     use signet_proto::agent::ReportSvidsRequest;
     let server = Server::start().await;
     let mut admin = server.admin.clone();
@@ -474,29 +508,8 @@ async fn a_revoke_waits_for_the_agents_to_hold_no_svid_of_the_authority_unless_f
             .unwrap()
             .into_inner()
     };
-    let change = |action: &str, id: &str, force: bool| ChangeAuthorityRequest {
-        kind: "x509".into(),
-        action: action.into(),
-        id: id.into(),
-        force,
-    };
-    let old = list(admin.clone())
-        .await
-        .authorities
-        .into_iter()
-        .find(|a| a.kind == "x509" && a.status == "active")
-        .unwrap()
-        .id;
-    for action in ["prepare", "activate"] {
-        admin
-            .change_authority(change(action, "", false))
-            .await
-            .unwrap();
-    }
-    admin
-        .change_authority(change("taint", &old, false))
-        .await
-        .unwrap();
+    let change = |action: &str, id: &str, force: bool| change("x509", action, id, force);
+    let old = rotate_and_taint(&mut admin, "x509").await;
 
     let mut a = server.agent().await;
     let mut b = server.agent().await;
@@ -566,36 +579,11 @@ async fn a_revoke_waits_for_the_agents_to_hold_no_svid_of_the_authority_unless_f
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_forced_revoke_goes_through_and_hostile_reports_are_refused() {
-    use signet_proto::admin::{ChangeAuthorityRequest, ListAuthoritiesRequest};
     use signet_proto::agent::ReportSvidsRequest;
     let server = Server::start().await;
     let mut admin = server.admin.clone();
-    let change = |action: &str, id: &str, force: bool| ChangeAuthorityRequest {
-        kind: "jwt".into(),
-        action: action.into(),
-        id: id.into(),
-        force,
-    };
-    let old = admin
-        .list_authorities(ListAuthoritiesRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .authorities
-        .into_iter()
-        .find(|a| a.kind == "jwt")
-        .unwrap()
-        .id;
-    for action in ["prepare", "activate"] {
-        admin
-            .change_authority(change(action, "", false))
-            .await
-            .unwrap();
-    }
-    admin
-        .change_authority(change("taint", &old, false))
-        .await
-        .unwrap();
+    let change = |action: &str, id: &str, force: bool| change("jwt", action, id, force);
+    let old = rotate_and_taint(&mut admin, "jwt").await;
     let mut agent = server.agent().await;
 
     let too_many: Vec<(String, u32)> = (0..65).map(|i| (format!("k{i}"), 1)).collect();

@@ -21,7 +21,7 @@ use tokio::sync::{Notify, watch};
 use tonic::transport::Channel;
 use tracing::{info, warn};
 
-use crate::agent_svid::{IdentityStore, PersistedIdentity, single};
+use crate::agent_svid::{IdentityStore, NodeCredential, PersistedIdentity, single};
 use crate::cache::SvidCache;
 use crate::error::AgentError;
 use crate::workload_source::WorkloadSource;
@@ -38,29 +38,18 @@ pub(crate) struct AgentContext {
     agent_svid: RwLock<X509Svid>,
     store: IdentityStore,
     client: AgentServiceClient<Channel>,
-    /// How to attest again when the server refuses the current SVID (PSAT only; a join token is
-    /// single-use).
-    reattest: Option<Reattestation>,
+    /// The credential to attest again with when the server refuses the current SVID (PSAT only;
+    /// a join token is single-use, so such an agent proves its expired SVID's key instead).
+    reattest: Option<NodeCredential>,
     /// The trust domain's AuthorizationPolicies; `None` until the server sent them.
     policies: watch::Sender<Option<Arc<PolicySet>>>,
     /// Woken to renew the agent SVID at once (its authority was tainted).
     renew_now: Notify,
-    /// Where to re-attest with an expired SVID (join-token agents).
+    /// Where to attest again.
     server_address: String,
     server_id: SpiffeId,
     /// Woken when what the agent holds changed outside the cache (its own SVID).
     report_now: Notify,
-}
-
-/// What re-attestation needs.
-#[derive(Debug, Clone)]
-pub(crate) struct Reattestation {
-    /// The node credential.
-    pub(crate) credential: crate::agent_svid::NodeCredential,
-    /// Server address.
-    pub(crate) server_address: String,
-    /// The server's SPIFFE ID.
-    pub(crate) server_id: SpiffeId,
 }
 
 /// Reconnect delays towards the server: 200 ms doubling to 30 s, ±50 % jitter.
@@ -77,15 +66,14 @@ impl AgentContext {
         store: IdentityStore,
         identity: PersistedIdentity,
         server_id: SpiffeId,
-        reattest: Option<Reattestation>,
+        reattest: Option<NodeCredential>,
     ) -> Result<Arc<Self>, AgentError> {
         let bundles = Arc::new(SharedBundles::new(single(identity.bundle.clone())));
         let agent_tls = Arc::new(RotatingSvid::new());
-        let server_id_for_reattest = server_id.clone();
         let client = crate::client::connect(
             server_address,
             bundles.clone(),
-            server_id,
+            server_id.clone(),
             Some(agent_tls.clone()),
         )
         .map_err(AgentError::Connect)?;
@@ -102,7 +90,7 @@ impl AgentContext {
             renew_now: Notify::new(),
             report_now: Notify::new(),
             server_address: server_address.to_owned(),
-            server_id: server_id_for_reattest,
+            server_id,
         });
         context.install_agent_svid(identity.svid)?;
         context.apply_bundle(identity.bundle);
@@ -140,20 +128,20 @@ impl AgentContext {
     /// Attests again with the node credential (evicted, or the SVID expired while the server
     /// was unreachable) and installs the new identity.
     async fn attest_again(&self) -> Result<(), AgentError> {
-        let Some(reattest) = &self.reattest else {
+        let Some(credential) = &self.reattest else {
             return self.reattest_with_expired_svid().await;
         };
         let bootstrap = self.store.load_bundle()?;
         let identity = crate::agent_svid::attest(
-            &reattest.server_address,
+            &self.server_address,
             bootstrap,
-            reattest.server_id.clone(),
-            &reattest.credential,
+            self.server_id.clone(),
+            credential,
         )
         .await?;
         self.store.save_bundle(&identity.bundle)?;
         self.apply_bundle(identity.bundle);
-        info!(agent = %identity.svid.spiffe_id(), kind = reattest.credential.kind(), "attested again");
+        info!(agent = %identity.svid.spiffe_id(), kind = credential.kind(), "attested again");
         self.install_agent_svid(identity.svid)
     }
 
@@ -164,13 +152,12 @@ impl AgentContext {
 
     /// A join-token agent whose SVID expired proves it still holds its key.
     async fn reattest_with_expired_svid(&self) -> Result<(), AgentError> {
-        let (server_address, server_id) = (&self.server_address, &self.server_id);
         let expired = self.agent_svid.read().clone();
         let bundle = self.store.load_bundle()?;
         let identity = crate::agent_svid::reattest_with_expired_svid(
-            server_address,
+            &self.server_address,
             bundle,
-            server_id.clone(),
+            self.server_id.clone(),
             &expired,
         )
         .await?;

@@ -796,6 +796,151 @@ mod tests {
     use super::*;
 
     #[test]
+    fn inconsistent_datastore_options_are_refused() {
+        use crate::cli::ServerDatastoreArgs;
+        let url = || Some("postgres://signet@db/signet".to_owned());
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("ca-state.key");
+        std::fs::write(&key, "ab".repeat(32)).unwrap();
+        let short = dir.path().join("short.key");
+        std::fs::write(&short, "abcd").unwrap();
+        let check = |args: ServerDatastoreArgs, kubernetes: bool, why: &str| {
+            let error = datastore_config(args, ServerDatastoreArgs::default(), kubernetes)
+                .err()
+                .map(|e| format!("{e:#}"))
+                .unwrap_or_default();
+            assert!(error.contains(why), "{why}: got {error:?}");
+        };
+        check(
+            ServerDatastoreArgs {
+                datastore_ca_key_file: Some(key.clone()),
+                ..Default::default()
+            },
+            false,
+            "need --datastore",
+        );
+        check(
+            ServerDatastoreArgs {
+                datastore: url(),
+                ..Default::default()
+            },
+            true,
+            "standalone mode",
+        );
+        check(
+            ServerDatastoreArgs {
+                datastore: Some("mysql://db/signet".into()),
+                ..Default::default()
+            },
+            false,
+            "postgres:// URL",
+        );
+        check(
+            ServerDatastoreArgs {
+                datastore: url(),
+                datastore_ca_key_file: Some(key.clone()),
+                datastore_plaintext_ca_keys: true,
+                ..Default::default()
+            },
+            false,
+            "exclude each other",
+        );
+        check(
+            ServerDatastoreArgs {
+                datastore: url(),
+                datastore_ca_key_file: Some(short),
+                ..Default::default()
+            },
+            false,
+            "32 bytes",
+        );
+        check(
+            ServerDatastoreArgs {
+                datastore: url(),
+                datastore_password_file: Some(dir.path().join("missing")),
+                ..Default::default()
+            },
+            false,
+            "reading the password file",
+        );
+        let (config, protection) = datastore_config(
+            ServerDatastoreArgs {
+                datastore: url(),
+                datastore_ca_key_file: Some(key),
+                ..Default::default()
+            },
+            ServerDatastoreArgs::default(),
+            false,
+        )
+        .unwrap();
+        assert!(config.is_some() && protection.is_some());
+    }
+
+    #[test]
+    fn inconsistent_ca_key_and_upstream_options_are_refused() {
+        use crate::cli::ServerCaArgs;
+        let path = || Some(std::path::PathBuf::from("/nonexistent"));
+        for (args, kubernetes, why) in [
+            (
+                ServerCaArgs {
+                    pkcs11_module: path(),
+                    ..Default::default()
+                },
+                false,
+                "go together",
+            ),
+            (
+                ServerCaArgs {
+                    pkcs11_pin_file: path(),
+                    ..Default::default()
+                },
+                false,
+                "needs --pkcs11-module",
+            ),
+            (
+                ServerCaArgs {
+                    upstream_ca_cert: path(),
+                    ..Default::default()
+                },
+                false,
+                "--upstream-ca-cert and --upstream-ca-key go together",
+            ),
+            (
+                ServerCaArgs {
+                    upstream_ca_bundle: path(),
+                    ..Default::default()
+                },
+                false,
+                "needs --upstream-ca-cert",
+            ),
+            (
+                ServerCaArgs {
+                    upstream_ca_secret: Some("corp".into()),
+                    ..Default::default()
+                },
+                false,
+                "Kubernetes mode",
+            ),
+            (
+                ServerCaArgs {
+                    upstream_ca_secret: Some("corp".into()),
+                    upstream_ca_cert: path(),
+                    upstream_ca_key: path(),
+                    ..Default::default()
+                },
+                true,
+                "does not go with",
+            ),
+        ] {
+            let error = ca_config(args, ServerCaArgs::default(), kubernetes)
+                .err()
+                .map(|e| format!("{e:#}"))
+                .unwrap_or_default();
+            assert!(error.contains(why), "{why}: got {error:?}");
+        }
+    }
+
+    #[test]
     fn inconsistent_federation_and_oidc_options_are_refused() {
         use crate::cli::{ServerFederationArgs, ServerOidcArgs};
         let address = Some("127.0.0.1:8443".parse().unwrap());

@@ -155,6 +155,10 @@ fn pg(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Datastor
 /// the other servers need no query to apply the change.
 const INLINE_BODY: usize = 7000;
 
+/// The server messages (notifications, notices) of a connection outside the pool.
+type MessageStream =
+    futures::stream::BoxStream<'static, std::result::Result<AsyncMessage, tokio_postgres::Error>>;
+
 /// What changed, from a notification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -867,18 +871,31 @@ impl PostgresStore {
 
     /// A dedicated connection that holds the CA rotation lock while this server leads.
     pub(crate) async fn dedicated(&self) -> Result<tokio_postgres::Client> {
+        let (client, messages) = self.connect_outside_pool().await?;
+        // Nothing listens on this connection: its messages only need draining.
+        tokio::spawn(messages.for_each(|_| async {}));
+        Ok(client)
+    }
+
+    /// A connection of its own (TLS as the URL asks), with the stream of its server messages,
+    /// which must be polled for the connection to make progress.
+    async fn connect_outside_pool(&self) -> Result<(tokio_postgres::Client, MessageStream)> {
         let config = self.config.client_config()?;
         if PostgresConfig::wants_tls(&config) {
-            let (client, connection) = config
+            let (client, mut connection) = config
                 .connect(self.config.tls())
                 .await
                 .map_err(pg("connecting"))?;
-            tokio::spawn(connection);
-            Ok(client)
+            Ok((
+                client,
+                futures::stream::poll_fn(move |cx| connection.poll_message(cx)).boxed(),
+            ))
         } else {
-            let (client, connection) = config.connect(NoTls).await.map_err(pg("connecting"))?;
-            tokio::spawn(connection);
-            Ok(client)
+            let (client, mut connection) = config.connect(NoTls).await.map_err(pg("connecting"))?;
+            Ok((
+                client,
+                futures::stream::poll_fn(move |cx| connection.poll_message(cx)).boxed(),
+            ))
         }
     }
 
@@ -912,23 +929,7 @@ impl PostgresStore {
         tx: &mpsc::UnboundedSender<Change>,
         backoff: &mut signet_core::Backoff,
     ) -> Result<()> {
-        let config = self.config.client_config()?;
-        let (client, messages) = if PostgresConfig::wants_tls(&config) {
-            let (client, mut connection) = config
-                .connect(self.config.tls())
-                .await
-                .map_err(pg("connecting to listen"))?;
-            let stream = futures::stream::poll_fn(move |cx| connection.poll_message(cx)).boxed();
-            (client, stream)
-        } else {
-            let (client, mut connection) = config
-                .connect(NoTls)
-                .await
-                .map_err(pg("connecting to listen"))?;
-            let stream = futures::stream::poll_fn(move |cx| connection.poll_message(cx)).boxed();
-            (client, stream)
-        };
-        let mut messages = messages;
+        let (client, mut messages) = self.connect_outside_pool().await?;
         // The connection must be polled for LISTEN to complete.
         let statement = format!("LISTEN {CHANNEL}");
         let listen = client.batch_execute(&statement);
