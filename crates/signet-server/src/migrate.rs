@@ -143,10 +143,15 @@ async fn copy_ca_state(
     };
     let target = SharedKeyStore::new(config, protection).map_err(signet_ca::Error::from)?;
     tokio::task::block_in_place(|| match target.load() {
-        Ok(Some(present)) if present.generation == state.generation => Ok(format!(
-            "CA state already in the database (generation {})",
-            present.generation
-        )),
+        // The same CA, not merely the same generation: two deployments' CAs can both be at 1.
+        Ok(Some(present))
+            if serde_json::to_value(&present).ok() == serde_json::to_value(&state).ok() =>
+        {
+            Ok(format!(
+                "CA state already in the database (generation {})",
+                present.generation
+            ))
+        }
         Ok(Some(present)) => Err(ServerError::InvalidArgument(format!(
             "the database already holds another CA state (generation {}, the file has {}): not \
              overwritten; migrate into an empty database",

@@ -329,3 +329,58 @@ async fn plain_text_ca_keys_in_the_database_need_an_explicit_choice() {
     assert!(error.contains("does not decrypt"), "{error}");
     a.shutdown();
 }
+
+/// `signet datastore migrate` copies a CA into an empty database and never overwrites another
+/// one: a second deployment's CA migrated into the same database is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_never_overwrites_another_ca_in_the_database() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let db = TestPostgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite_deployment = |name: &str| {
+        let mut config = ServerConfig::new(td(), dir.path().join(name));
+        config.bind_address = "127.0.0.1:0".parse().unwrap();
+        config.health_address = None;
+        config
+    };
+    for name in ["first", "second"] {
+        signet_server::start(sqlite_deployment(name))
+            .await
+            .unwrap()
+            .shutdown();
+    }
+    let target = PostgresConfig {
+        url: db.url(),
+        password: None,
+        extra_roots: Vec::new(),
+    };
+    let key = || CaStateProtection::from_key_file(&"5a".repeat(32)).unwrap();
+    let migrate = async |name: &str| {
+        let server_dir = dir.path().join(name);
+        signet_server::migrate::sqlite_to_postgres(
+            &server_dir.join("signet.db"),
+            &server_dir.join("ca-keys.json"),
+            target.clone(),
+            key(),
+            &|_, _, _| {},
+        )
+        .await
+    };
+    let report = migrate("first").await.unwrap();
+    assert!(migrate("first").await.unwrap().ca_state.contains("already"));
+    assert!(report.ca_state.contains("copied"), "{}", report.ca_state);
+    assert!(report.verified());
+    let refused = migrate("second").await.unwrap_err().to_string();
+    assert!(refused.contains("another CA state"), "{refused}");
+    let missing = signet_server::migrate::sqlite_to_postgres(
+        &dir.path().join("nowhere.db"),
+        &dir.path().join("ca-keys.json"),
+        target.clone(),
+        key(),
+        &|_, _, _| {},
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(missing.contains("does not exist"), "{missing}");
+}
