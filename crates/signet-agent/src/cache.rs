@@ -52,6 +52,8 @@ struct State {
     taint_resign_window: Duration,
     jwts: HashMap<(EntryId, Vec<String>), CachedJwt>,
     synced: bool,
+    /// SVIDs are re-signed early enough to ride out a server outage this long.
+    availability_target: Duration,
 }
 
 /// The identities a workload is entitled to.
@@ -83,12 +85,30 @@ impl Default for SvidCache {
 }
 
 /// Picks when to re-sign an SVID: at half its lifetime, ± 10 % jitter, so a fleet does not
-/// re-sign in lockstep.
-pub fn refresh_time(issued: SystemTime, not_after: SystemTime) -> SystemTime {
+/// re-sign in lockstep; and, with an availability target, no later than that long (minus up to
+/// 10 % jitter) before it expires, so an outage that starts just before a re-sign can last the
+/// target without the SVID expiring. A lifetime shorter than the target cannot meet it: such an
+/// SVID keeps the half-life schedule (the agent warns once).
+pub fn refresh_time(
+    issued: SystemTime,
+    not_after: SystemTime,
+    availability_target: Duration,
+) -> SystemTime {
     let life = not_after.duration_since(issued).unwrap_or_default();
     let half = life / 2;
     let spread = life / 10;
-    issued + half.saturating_sub(spread) + random_within(spread * 2)
+    let at = issued + half.saturating_sub(spread) + random_within(spread * 2);
+    if availability_target.is_zero() || availability_target >= life {
+        return at;
+    }
+    let latest = not_after - availability_target;
+    let jitter = random_within((life - availability_target) / 10);
+    at.min(latest - jitter)
+}
+
+/// Whether an SVID living `life` can meet `availability_target`.
+pub fn meets_availability_target(life: Duration, availability_target: Duration) -> bool {
+    availability_target.is_zero() || life > availability_target
 }
 
 /// A uniformly random duration in `0..=window`.
@@ -231,6 +251,69 @@ impl SvidCache {
             s.jwts.retain(|(id, _), _| s.entries.contains_key(id));
         });
         self.signer.notify_one();
+    }
+
+    /// Sets the availability target applied to SVIDs signed from now on.
+    pub fn set_availability_target(&self, target: Duration) {
+        self.state.write().availability_target = target;
+    }
+
+    /// The availability target.
+    pub fn availability_target(&self) -> Duration {
+        self.read(|s| s.availability_target)
+    }
+
+    /// Loads entries and SVIDs persisted by an earlier run. Only into a cache that has not
+    /// received a snapshot; the state stays *not synced* (a caller no restored entry matches
+    /// hears UNAVAILABLE), and the first snapshot keeps the restored SVIDs of entries it still
+    /// holds at the same revision.
+    pub(crate) fn restore(
+        &self,
+        entries: Vec<(RegistrationEntry, Option<CachedSvid>)>,
+        federated: BundleSet,
+    ) {
+        if self.is_synced() {
+            return;
+        }
+        self.update(|s| {
+            for (entry, svid) in entries {
+                let svid = svid.filter(|v| v.revision == entry.revision).map(Arc::new);
+                s.entries.insert(
+                    entry.id.clone(),
+                    Slot {
+                        entry: Arc::new(entry),
+                        svid,
+                    },
+                );
+            }
+            s.federated = federated
+                .iter()
+                .map(|b| (b.trust_domain().clone(), Arc::new(b.clone())))
+                .collect();
+        });
+        self.signer.notify_one();
+    }
+
+    /// Every entry and its SVID, for the persisted copy.
+    pub(crate) fn persist_view(&self) -> Vec<(Arc<RegistrationEntry>, Option<Arc<CachedSvid>>)> {
+        self.read(|s| {
+            s.entries
+                .values()
+                .map(|slot| (slot.entry.clone(), slot.svid.clone()))
+                .collect()
+        })
+    }
+
+    /// How long until the first SVID held expires: how long a server outage starting now can
+    /// last before a workload loses an identity.
+    pub fn outage_tolerance(&self, now: SystemTime) -> Option<Duration> {
+        self.read(|s| {
+            s.entries
+                .values()
+                .filter_map(|slot| slot.svid.as_ref().map(|v| v.svid.not_after()))
+                .min()
+                .map(|at| at.duration_since(now).unwrap_or_default())
+        })
     }
 
     /// Sets the window over which SVIDs of a newly tainted authority are re-signed.
@@ -543,11 +626,65 @@ mod tests {
         let issued = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
         let not_after = issued + Duration::from_secs(3600);
         for _ in 0..200 {
-            let at = refresh_time(issued, not_after)
+            let at = refresh_time(issued, not_after, Duration::ZERO)
                 .duration_since(issued)
                 .unwrap()
                 .as_secs();
             assert!((1440..=2160).contains(&at), "{at}");
         }
+    }
+
+    #[test]
+    fn an_availability_target_renews_early_enough_to_ride_out_that_outage() {
+        let issued = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let day = Duration::from_secs(86_400);
+        let not_after = issued + day;
+        let target = Duration::from_secs(20 * 3600);
+        for _ in 0..200 {
+            let at = refresh_time(issued, not_after, target);
+            let left = not_after.duration_since(at).unwrap();
+            assert!(left >= target, "{left:?}");
+            // Not much earlier than needed: within the jitter of the latest point.
+            assert!(left <= target + (day - target) / 10, "{left:?}");
+        }
+        // A short target changes nothing: half-life comes first.
+        for _ in 0..50 {
+            let at = refresh_time(issued, not_after, Duration::from_secs(3600));
+            let since = at.duration_since(issued).unwrap().as_secs();
+            assert!((34_560..=51_840).contains(&since), "{since}");
+        }
+        // A target longer than the life cannot be met: half-life, never "already due".
+        let at = refresh_time(issued, issued + Duration::from_secs(3600), day);
+        assert!(at > issued);
+        assert!(!meets_availability_target(Duration::from_secs(3600), day));
+        assert!(meets_availability_target(day, Duration::ZERO));
+    }
+
+    #[test]
+    fn restored_svids_are_served_but_the_cache_is_not_synced() {
+        let cache = SvidCache::new();
+        let entry = RegistrationEntry {
+            id: EntryId::new("e1"),
+            ..signet_test_entry()
+        };
+        cache.restore(vec![(entry.clone(), None)], BundleSet::new());
+        assert!(!cache.is_synced());
+        assert_eq!(cache.counts(), (1, 0));
+        assert_eq!(cache.due(SystemTime::now()).len(), 1);
+        // After a snapshot, restoring again changes nothing.
+        cache.replace_entries(vec![]);
+        cache.restore(vec![(entry, None)], BundleSet::new());
+        assert_eq!(cache.counts(), (0, 0));
+    }
+
+    fn signet_test_entry() -> RegistrationEntry {
+        let wire = signet_proto::agent::Entry {
+            id: "e".into(),
+            spiffe_id: "spiffe://example.org/w".into(),
+            parent_id: "spiffe://example.org/agent".into(),
+            selectors: vec!["unix:uid:1".into()],
+            ..Default::default()
+        };
+        RegistrationEntry::try_from(&wire).unwrap()
     }
 }

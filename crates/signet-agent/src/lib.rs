@@ -9,6 +9,7 @@ pub mod client;
 mod context;
 pub mod error;
 mod open_requests;
+mod persisted_cache;
 pub mod peer;
 mod pushed;
 pub mod sds;
@@ -66,6 +67,12 @@ pub struct AgentConfig {
     /// SVIDs signed by a tainted authority are re-signed at random times within this window
     /// ([`DEFAULT_TAINT_RESIGN_WINDOW`] by default).
     pub taint_resign_window: std::time::Duration,
+    /// Re-sign every SVID (the agent's own too) early enough that a server outage this long
+    /// cannot expire one (zero = half-life only).
+    pub availability_target: std::time::Duration,
+    /// Keep the node's SVIDs and keys in the data directory, so that a restart while the server
+    /// is unreachable serves them.
+    pub persist_svids: bool,
 }
 
 /// Kubernetes mode of the agent.
@@ -146,6 +153,12 @@ async fn agent_identity(
                 info!(agent = %identity.svid.spiffe_id(), "re-attested with the expired agent SVID");
                 return Ok(identity);
             }
+            // The server is down: start with what we have; the sync loop re-attests once it
+            // answers, and the persisted SVIDs are served meanwhile.
+            Err(AgentError::Unavailable(reason)) => {
+                warn!(%reason, "the server is unreachable and the agent SVID expired; starting with the persisted state and re-attesting when the server answers");
+                return Ok(expired);
+            }
             Err(error) => {
                 warn!(%error, "re-attestation with the expired agent SVID failed");
             }
@@ -206,6 +219,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
     // not kill a patient agent) and /readyz says not ready.
     let cache = Arc::new(cache::SvidCache::new());
     cache.set_taint_resign_window(config.taint_resign_window);
+    cache.set_availability_target(config.availability_target);
     let metrics = Arc::new(telemetry::AgentMetrics::default());
     let health_task = match config.health_address {
         Some(address) => Some(
@@ -241,6 +255,28 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, AgentError> {
         reattest,
     )?;
     let mut tasks: Vec<_> = health_task.into_iter().collect();
+    if config.persist_svids {
+        match persisted_cache::CacheFile::open(&config.data_dir) {
+            Ok(mut file) => {
+                if let Err(error) =
+                    persisted_cache::restore(&mut file, context.cache(), &config.trust_domain)
+                {
+                    warn!(%error, "could not read the persisted SVID cache; starting empty");
+                }
+                tasks.push(signet_unix::spawn_named(
+                    "svid-cache-writer",
+                    persisted_cache::keep_written(
+                        file,
+                        context.cache().clone(),
+                        metrics.cache_write_failures.clone(),
+                    ),
+                ));
+            }
+            Err(error) => {
+                warn!(%error, "the SVID cache cannot be kept on disk; a restart during a server outage will have nothing to serve");
+            }
+        }
+    }
     tasks.extend([
         signet_unix::spawn_named("entry-sync", context.clone().run_sync()),
         signet_unix::spawn_named("signer", context.clone().run_signer()),

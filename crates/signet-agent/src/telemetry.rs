@@ -41,6 +41,10 @@ pub struct AgentMetrics {
     pub svids: Gauge,
     /// SVIDs held past their expiry (never served; the server could not re-sign them).
     pub svids_expired: Gauge,
+    /// Seconds until the first SVID held expires (sampled at scrape).
+    pub outage_tolerance: Gauge,
+    /// Failed writes of the SVID cache to the data directory.
+    pub cache_write_failures: Counter,
     /// Decisions of the `signet.authz.v1.Authorization/Check` service.
     pub authz: signet_tls::authz::AuthzMetrics,
     /// Workload API connections open now (sampled at scrape).
@@ -103,6 +107,11 @@ impl signet_unix::Probes for AgentProbes {
         self.metrics.svids_expired.set(saturate(
             self.cache.expired_count(std::time::SystemTime::now()),
         ));
+        self.metrics.outage_tolerance.set(
+            self.cache
+                .outage_tolerance(std::time::SystemTime::now())
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+        );
         let mut body = String::new();
         Some(prometheus_client::encoding::text::encode(&mut body, &self.registry).map(|()| body))
     }
@@ -136,6 +145,16 @@ pub async fn serve(
         "svids_expired",
         "X509-SVIDs past their expiry, withheld from workloads until re-signed (is the server reachable?)",
         metrics.svids_expired.clone(),
+    );
+    sub.register(
+        "outage_tolerance_seconds",
+        "Seconds until the first X509-SVID held expires: how long a server outage starting now can last before a workload is left without one",
+        metrics.outage_tolerance.clone(),
+    );
+    sub.register(
+        "svid_cache_write_failures",
+        "Failed writes of the SVID cache to the data directory (disk full?)",
+        metrics.cache_write_failures.clone(),
     );
     sub.register(
         "workload_connections",

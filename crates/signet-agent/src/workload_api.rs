@@ -14,7 +14,7 @@ use signet_proto::workload::{
     WitsvidRequest, WitsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svidRequest,
     X509svidResponse, spiffe_workload_api_server::SpiffeWorkloadApi,
 };
-use signet_spiffe::{Bundle, JwtSvid, JwtValidation, SpiffeId};
+use signet_spiffe::{Bundle, JwtSvid, JwtValidation};
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
@@ -27,10 +27,6 @@ use crate::workload_source::WorkloadSource;
 
 /// How long a stream waits for SVIDs of matching entries that are still being signed.
 const PENDING_WAIT: Duration = Duration::from_secs(10);
-/// Longest audience accepted by ValidateJWTSVID.
-const MAX_FIELD_BYTES: usize = 4096;
-/// Longest JWT accepted for validation.
-const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
 /// The Workload API service.
 #[derive(Debug, Clone)]
@@ -73,17 +69,13 @@ const MAX_MEMO_ENTRIES: usize = 4096;
 use crate::pushed::{ResponseStream, pushed};
 
 fn check_header<T>(request: &Request<T>) -> Result<(), Status> {
-    let values: Vec<_> = request
+    let values = request
         .metadata()
-        .get_all("workload.spiffe.io")
+        .get_all(signet_proto::workload_request::SECURITY_HEADER)
         .iter()
-        .collect();
-    match values.as_slice() {
-        [one] if one.as_bytes() == b"true" => Ok(()),
-        _ => Err(Status::invalid_argument(
-            "security header missing from request",
-        )),
-    }
+        .map(|value| value.as_bytes());
+    signet_proto::workload_request::check_security_header(values)
+        .map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 /// Why a caller gets no SVID: the agent does not know yet (its first sync, an SVID being
@@ -381,19 +373,11 @@ impl SpiffeWorkloadApi for WorkloadApi {
         let result = async {
             let selectors = self.attest(&request).await?;
             let body = request.into_inner();
-            signet_spiffe::jwt::check_audiences(&body.audience)
-                .map_err(Status::invalid_argument)?;
-            let wanted = if body.spiffe_id.is_empty() {
-                None
-            } else {
-                Some(
-                    SpiffeId::new(&body.spiffe_id)
-                        .map_err(|e| Status::invalid_argument(format!("invalid spiffe_id: {e}")))?,
-                )
-            };
-            let mut audience = body.audience.clone();
-            audience.sort();
-            audience.dedup();
+            let signet_proto::workload_request::JwtSvidParams {
+                audience,
+                spiffe_id: wanted,
+            } = signet_proto::workload_request::jwt_svid_params(&body)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
             let entries: Vec<_> = self
                 .cache()
                 .matching_entries(&selectors)
@@ -486,15 +470,8 @@ impl SpiffeWorkloadApi for WorkloadApi {
         let result = async {
             self.attest(&request).await?;
             let body = request.into_inner();
-            if body.audience.is_empty() {
-                return Err(Status::invalid_argument("audience must be specified"));
-            }
-            if body.svid.is_empty() {
-                return Err(Status::invalid_argument("svid must be specified"));
-            }
-            if body.svid.len() > MAX_TOKEN_BYTES || body.audience.len() > MAX_FIELD_BYTES {
-                return Err(Status::invalid_argument("svid or audience too long"));
-            }
+            signet_proto::workload_request::check_validate_request(&body)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
             // This trust domain's bundle and every federated one.
             let own = signet_tls::BundleSource::bundles(self.source.bundles());
             let mut set = (*own).clone();

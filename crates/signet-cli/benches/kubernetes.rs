@@ -100,6 +100,8 @@ async fn start_agent(
         unix_attestor: signet_agent::UnixAttestorConfig::default(),
         health_address: None,
         taint_resign_window: signet_agent::DEFAULT_TAINT_RESIGN_WINDOW,
+        availability_target: std::time::Duration::ZERO,
+        persist_svids: false,
         kubernetes: Some(signet_agent::AgentKubernetes {
             client: cluster.client(),
             node_name: node.to_owned(),

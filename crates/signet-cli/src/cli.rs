@@ -480,6 +480,17 @@ pub struct AgentArgs {
     #[arg(long, env = "SIGNET_TAINT_RESIGN_WINDOW", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]
     pub taint_resign_window: Option<Duration>,
+    /// Re-sign SVIDs (the agent's own included) early enough that a server outage this long
+    /// cannot expire any: each is re-signed at the latest this long before it expires. Needs
+    /// SVID TTLs longer than the target (the agent warns otherwise); e.g. 24h with 48h TTLs
+    /// [default: 0 = at half-life only].
+    #[arg(long, env = "SIGNET_AVAILABILITY_TARGET", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration")]
+    pub availability_target: Option<Duration>,
+    /// Keep this node's SVIDs and their keys in the data directory (mode 0600), so that an
+    /// agent restarted while the server is unreachable serves them [default: true].
+    #[arg(long, env = "SIGNET_PERSIST_SVIDS")]
+    pub persist_svids: Option<bool>,
     /// Most Workload API streams (e.g. FetchX509SVID watches) one connection may hold open;
     /// clients queue the rest [default: 128].
     #[arg(long, env = "SIGNET_MAX_STREAMS_PER_CONNECTION")]

@@ -1,10 +1,12 @@
-//! A server outage longer than a workload SVID's lifetime (issue 18, item 2), with real
-//! processes: the agent never serves the expired SVID — a fetch gets UNAVAILABLE saying why and
+//! Server outages with real processes (issue 18): an outage longer than a workload SVID's
+//! lifetime (the agent never serves the expired SVID — a fetch gets UNAVAILABLE saying why and
 //! the agent's metrics count it — and once the server is back the workload gets a fresh SVID
-//! without doing anything.
+//! without doing anything); one longer than the agent SVID's; and an agent restarted during an
+//! outage, which serves the SVIDs it had from its data directory.
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use common::{Deployment, TD, my_uid, wait_for};
@@ -104,4 +106,81 @@ fn a_join_token_agent_recovers_after_its_svid_expired_during_an_outage() {
         "{}",
         d.logs()
     );
+}
+
+fn serial(text: &str) -> String {
+    let view: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_default();
+    view[0]["serial"]
+        .as_str()
+        .or_else(|| view["serial"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn an_agent_restarted_while_the_server_is_down_serves_the_svids_it_had() {
+    let mut d = Deployment::start();
+    d.create_entry(
+        &format!("spiffe://{TD}/kept"),
+        &format!("unix:uid:{}", my_uid()),
+        &[],
+    );
+    wait_for("the SVID", Duration::from_secs(15), || fetch(&d).0);
+    // Let the cache writer run (it writes at most every 2 s).
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, before) = fetch(&d);
+    let served_before = serial(&before);
+    assert!(!served_before.is_empty(), "{before}");
+
+    let cache_file = d.dir.path().join("agent/svid-cache.db");
+    let mode = std::fs::metadata(&cache_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the cache holds private keys");
+
+    d.kill_server();
+    d.kill_agent();
+    let restarted = Instant::now();
+    d.spawn_agent(None);
+    let (served, after) = fetch(&d);
+    assert!(served, "nothing served after the restart: {after}");
+    assert_eq!(serial(&after), served_before, "a different SVID: {after}");
+    println!(
+        "the restarted agent served its persisted SVID {:?} after start",
+        restarted.elapsed()
+    );
+    assert!(
+        d.logs().contains("restored the persisted SVID cache"),
+        "{}",
+        d.logs()
+    );
+
+    d.start_server();
+    d.create_entry(
+        &format!("spiffe://{TD}/new"),
+        &format!("unix:uid:{}", my_uid()),
+        &[],
+    );
+    wait_for(
+        "the entry made after the outage",
+        Duration::from_secs(30),
+        || fetch(&d).1.contains("/new"),
+    );
+}
+
+#[test]
+fn without_persistence_a_restarted_agent_answers_unavailable_not_permission_denied() {
+    let mut d = Deployment::start_with_agent_env(vec![("SIGNET_PERSIST_SVIDS", "false".into())]);
+    d.create_entry(
+        &format!("spiffe://{TD}/kept"),
+        &format!("unix:uid:{}", my_uid()),
+        &[],
+    );
+    wait_for("the SVID", Duration::from_secs(15), || fetch(&d).0);
+    assert!(!d.dir.path().join("agent/svid-cache.db").exists());
+    d.kill_server();
+    d.kill_agent();
+    d.spawn_agent(None);
+    let (served, text) = fetch(&d);
+    assert!(!served);
+    assert!(text.to_lowercase().contains("unavailable"), "{text}");
+    assert!(!text.to_lowercase().contains("permission"), "{text}");
 }

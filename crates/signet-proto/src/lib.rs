@@ -61,3 +61,7 @@ pub use signet::authz::v1 as authz;
 
 mod convert;
 pub mod policy;
+pub mod sync;
+pub mod workload_request;
+
+pub use convert::InvalidMessage;

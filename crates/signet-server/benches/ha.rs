@@ -100,6 +100,8 @@ async fn main() {
         unix_attestor: UnixAttestorConfig::default(),
         health_address: None,
         taint_resign_window: signet_agent::DEFAULT_TAINT_RESIGN_WINDOW,
+        availability_target: std::time::Duration::ZERO,
+        persist_svids: false,
     })
     .await
     .unwrap();

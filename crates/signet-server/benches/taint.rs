@@ -52,6 +52,8 @@ async fn run(window: Duration) {
         unix_attestor: UnixAttestorConfig::default(),
         health_address: None,
         taint_resign_window: window,
+        availability_target: std::time::Duration::ZERO,
+        persist_svids: false,
     })
     .await
     .unwrap();

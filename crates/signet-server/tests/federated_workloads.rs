@@ -73,6 +73,8 @@ async fn domain(name: &str, federates_with: &str, dir: &std::path::Path) -> Doma
         unix_attestor: UnixAttestorConfig::default(),
         health_address: None,
         taint_resign_window: signet_agent::DEFAULT_TAINT_RESIGN_WINDOW,
+        availability_target: std::time::Duration::ZERO,
+        persist_svids: false,
     })
     .await
     .unwrap();

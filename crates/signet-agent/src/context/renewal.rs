@@ -19,11 +19,17 @@ impl AgentContext {
                 let svid = self.agent_svid.read();
                 (svid.spiffe_id().clone(), svid.not_after())
             };
-            // Renew when half of the remaining lifetime is left: at half-life for a fresh SVID.
-            let half_left = not_after
+            // Renew when half of the remaining lifetime is left (at half-life for a fresh SVID),
+            // or earlier to keep the availability target.
+            let left = not_after
                 .duration_since(SystemTime::now())
-                .unwrap_or_default()
-                / 2;
+                .unwrap_or_default();
+            let target = self.cache.availability_target();
+            let half_left = if target.is_zero() || target >= left {
+                left / 2
+            } else {
+                (left / 2).min(left - target)
+            };
             tokio::select! {
                 () = tokio::time::sleep(half_left) => {}
                 () = self.renew_now.notified() => info!("the agent SVID's authority was tainted; renewing now"),
@@ -31,6 +37,11 @@ impl AgentContext {
             let mut client = self.client();
             match renew(&mut client, &id).await {
                 Ok(svid) => {
+                    super::signer::warn_if_target_unreachable(
+                        SystemTime::now(),
+                        svid.not_after(),
+                        &self.cache,
+                    );
                     if let Err(error) = self.install_agent_svid(svid) {
                         warn!(%error, "could not install the renewed agent SVID");
                     } else {

@@ -1,6 +1,7 @@
 //! The signer: pre-signs new entries and rotates due SVIDs in batches of CSRs.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use signet_core::RegistrationEntry;
@@ -10,8 +11,25 @@ use tracing::{debug, warn};
 
 use super::{AgentContext, server_backoff};
 use crate::agent_svid::key_and_csr;
-use crate::cache::{CachedSvid, refresh_time};
+use crate::cache::{CachedSvid, SvidCache, meets_availability_target, refresh_time};
 use crate::error::AgentError;
+
+/// Set once the agent has warned that SVID lifetimes cannot meet the availability target.
+static TARGET_WARNED: AtomicBool = AtomicBool::new(false);
+
+/// Warns once when an SVID lives shorter than the availability target (the entry's or the
+/// server's TTL must be raised for the target to hold).
+pub(crate) fn warn_if_target_unreachable(issued: SystemTime, not_after: SystemTime, cache: &SvidCache) {
+    let target = cache.availability_target();
+    let life = not_after.duration_since(issued).unwrap_or_default();
+    if !meets_availability_target(life, target) && !TARGET_WARNED.swap(true, Ordering::Relaxed) {
+        warn!(
+            ttl_seconds = life.as_secs(),
+            availability_target_seconds = target.as_secs(),
+            "an SVID lives shorter than the availability target: an outage that long would expire it; raise the TTL or lower --availability-target"
+        );
+    }
+}
 
 /// Largest CSR batch sent to the server.
 const SIGN_BATCH: usize = 500;
@@ -85,7 +103,12 @@ impl AgentContext {
                 }
                 match X509Svid::parse(&result.svid_chain, &key.serialize_der()) {
                     Ok(svid) if svid.spiffe_id() == &entry.spiffe_id => {
-                        let refresh_at = refresh_time(now, svid.not_after());
+                        warn_if_target_unreachable(now, svid.not_after(), &self.cache);
+                        let refresh_at = refresh_time(
+                            now,
+                            svid.not_after(),
+                            self.cache.availability_target(),
+                        );
                         self.cache.store_svid(
                             &entry.id,
                             CachedSvid {

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use signet_core::{Backoff, EntryId, RegistrationEntry};
-use signet_proto::agent::{SyncEntriesRequest, sync_entries_response::Update};
-use signet_spiffe::{Bundle, BundleSet, TrustDomain};
+use signet_core::{Backoff, RegistrationEntry};
+use signet_proto::agent::SyncEntriesRequest;
+use signet_proto::sync::{MAX_SNAPSHOT_ENTRIES, SyncUpdate, parse_sync_message};
 use tracing::{debug, info, warn};
 
 use super::{AgentContext, server_backoff};
@@ -52,6 +52,8 @@ impl AgentContext {
         let mut snapshot: Vec<RegistrationEntry> = Vec::new();
         while let Some(message) = stream.message().await.map_err(AgentError::from_status)? {
             backoff.reset();
+            let message = parse_sync_message(message, &self.trust_domain)
+                .map_err(|e| AgentError::invalid_answer("sync message", e))?;
             if self
                 .agent_svid_authority()
                 .is_some_and(|own| message.tainted_authorities.contains(&own))
@@ -61,27 +63,15 @@ impl AgentContext {
             self.cache.set_tainted(message.tainted_authorities);
             self.cache.drop_jwts_of(&message.tainted_jwt_authorities);
             match message.update {
-                Some(Update::Bundle(b)) => {
-                    let bundle =
-                        Bundle::from_spiffe_json(self.trust_domain.clone(), &b.spiffe_json)
-                            .map_err(|e| AgentError::invalid_answer("bundle update", e))?;
-                    debug!(sequence = b.sequence, "bundle update");
+                Some(SyncUpdate::Bundle { bundle, sequence }) => {
+                    debug!(sequence, "bundle update");
                     self.apply_bundle(bundle);
                 }
-                Some(Update::FederatedBundles(wire)) => {
-                    let mut federated = BundleSet::new();
-                    for b in &wire.bundles {
-                        let trust_domain = TrustDomain::new(&b.trust_domain)
-                            .map_err(|e| AgentError::invalid_answer("federated trust domain", e))?;
-                        let bundle = Bundle::from_spiffe_json(trust_domain, &b.spiffe_json)
-                            .map_err(|e| AgentError::invalid_answer("federated bundle", e))?;
-                        federated.insert(bundle);
-                    }
+                Some(SyncUpdate::FederatedBundles(federated)) => {
                     debug!(trust_domains = federated.len(), "federated bundles");
                     self.cache.set_federated_bundles(federated);
                 }
-                Some(Update::Policies(wire)) => {
-                    let (set, refused) = signet_proto::policy::policy_set_from(&wire);
+                Some(SyncUpdate::Policies(set, refused)) => {
                     for error in &refused {
                         warn!(%error, "an AuthorizationPolicy from the server could not be read (an unreadable DENY denies everything it targets)");
                     }
@@ -92,24 +82,21 @@ impl AgentContext {
                     );
                     self.policies.send_replace(Some(Arc::new(set)));
                 }
-                Some(Update::Snapshot(chunk)) => {
-                    for wire in &chunk.entries {
-                        snapshot.push(self.parse_entry(wire)?);
+                Some(SyncUpdate::Snapshot { entries, last }) => {
+                    if snapshot.len() + entries.len() > MAX_SNAPSHOT_ENTRIES {
+                        return Err(AgentError::invalid_answer(
+                            "entry snapshot",
+                            format!("more than {MAX_SNAPSHOT_ENTRIES} entries"),
+                        ));
                     }
-                    if chunk.last {
+                    snapshot.extend(entries);
+                    if last {
                         let count = snapshot.len();
                         self.cache.replace_entries(std::mem::take(&mut snapshot));
                         info!(entries = count, "entry snapshot received");
                     }
                 }
-                Some(Update::Delta(delta)) => {
-                    let upserted = delta
-                        .upserted
-                        .iter()
-                        .map(|w| self.parse_entry(w))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    let removed: Vec<EntryId> =
-                        delta.removed.into_iter().map(EntryId::new).collect();
+                Some(SyncUpdate::Delta { upserted, removed }) => {
                     debug!(
                         upserted = upserted.len(),
                         removed = removed.len(),
@@ -121,13 +108,5 @@ impl AgentContext {
             }
         }
         Ok(())
-    }
-
-    fn parse_entry(
-        &self,
-        wire: &signet_proto::agent::Entry,
-    ) -> Result<RegistrationEntry, AgentError> {
-        RegistrationEntry::try_from(wire)
-            .map_err(|e| AgentError::invalid_answer(format!("entry {}", wire.id), e))
     }
 }

@@ -344,6 +344,8 @@ pub async fn agent_config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
         max_connections_per_uid,
         idle_connection_timeout,
         taint_resign_window,
+        availability_target,
+        persist_svids,
         max_streams_per_connection,
         sds_default_svid_name,
         sds_root_ca_name,
@@ -439,6 +441,10 @@ pub async fn agent_config(args: AgentArgs) -> anyhow::Result<AgentConfig> {
         taint_resign_window: taint_resign_window
             .or(file.taint_resign_window)
             .unwrap_or(signet_agent::DEFAULT_TAINT_RESIGN_WINDOW),
+        availability_target: availability_target
+            .or(file.availability_target)
+            .unwrap_or_default(),
+        persist_svids: persist_svids.or(file.persist_svids).unwrap_or(true),
         kubernetes,
     })
 }

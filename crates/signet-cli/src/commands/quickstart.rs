@@ -129,6 +129,8 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<()> {
         unix_attestor: signet_agent::UnixAttestorConfig::default(),
         health_address: None,
         taint_resign_window: signet_agent::DEFAULT_TAINT_RESIGN_WINDOW,
+        availability_target: std::time::Duration::ZERO,
+        persist_svids: true,
         kubernetes: None,
     };
     let agent = signet_agent::start(agent_config)

@@ -117,6 +117,14 @@ impl Deployment {
     }
 
     pub fn start_agent(&mut self, token: Option<&str>) {
+        self.spawn_agent(token);
+        let list = self.admin(&["agent", "list", "-o", "json"]);
+        let agents: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+        self.agent_id = agents[0]["spiffe_id"].as_str().unwrap().to_owned();
+    }
+
+    /// Starts the agent and waits for its socket only (the server may be down).
+    pub fn spawn_agent(&mut self, token: Option<&str>) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -147,9 +155,6 @@ impl Deployment {
         wait_for("the agent socket", Duration::from_secs(60), || {
             socket.exists()
         });
-        let list = self.admin(&["agent", "list", "-o", "json"]);
-        let agents: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
-        self.agent_id = agents[0]["spiffe_id"].as_str().unwrap().to_owned();
     }
 
     pub fn token(&self) -> String {
