@@ -113,6 +113,22 @@ impl AgentError {
     }
 
     /// Classifies a gRPC status from the server.
+    /// How long the server asked this agent to wait before trying again (admission control
+    /// in a reconnect storm, or this agent's signing budget), at most five minutes.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        let AgentError::Unavailable(status) = self else {
+            return None;
+        };
+        let millis: u64 = status
+            .metadata()
+            .get("grpc-retry-pushback-ms")?
+            .to_str()
+            .ok()?
+            .parse()
+            .ok()?;
+        Some(std::time::Duration::from_millis(millis.min(300_000)))
+    }
+
     pub fn from_status(status: tonic::Status) -> Self {
         use tonic::Code;
         match status.code() {
@@ -141,6 +157,21 @@ mod tests {
         assert!(std::error::Error::source(&refused).is_some());
         let down = AgentError::from_status(tonic::Status::unavailable("connection refused"));
         assert_eq!(down.metric_label(), "unavailable");
+        let mut busy = tonic::Status::resource_exhausted("busy");
+        busy.metadata_mut()
+            .insert("grpc-retry-pushback-ms", "1500".parse().unwrap());
+        let busy = AgentError::from_status(busy);
+        assert_eq!(busy.retry_after(), Some(std::time::Duration::from_millis(1500)));
+        assert_eq!(down.retry_after(), None);
+        let mut hostile = tonic::Status::resource_exhausted("busy");
+        hostile
+            .metadata_mut()
+            .insert("grpc-retry-pushback-ms", "99999999999".parse().unwrap());
+        assert_eq!(
+            AgentError::from_status(hostile).retry_after(),
+            Some(std::time::Duration::from_secs(300)),
+            "a server cannot park an agent for days"
+        );
         let invalid = AgentError::from_status(tonic::Status::invalid_argument("bad CSR"));
         assert_eq!(invalid.metric_label(), "server");
         assert!(invalid.to_string().contains("bad CSR"));

@@ -190,14 +190,20 @@ async fn first_attestation(
         )
         .await;
         match result {
-            Err(AgentError::Unavailable(reason)) if config.kubernetes.is_some() => {
-                let delay = backoff.next_delay();
+            // A busy server (reconnect storm) says when to come back, to join-token agents too;
+            // an unreachable one is waited for in Kubernetes only.
+            Err(error)
+                if error.retry_after().is_some()
+                    || (config.kubernetes.is_some()
+                        && matches!(error, AgentError::Unavailable(_))) =>
+            {
+                let delay = error.retry_after().unwrap_or_else(|| backoff.next_delay());
                 warn!(
                     server = %config.server_address,
-                    %reason,
+                    %error,
                     retry_in = ?delay,
                     kind = credential.kind(),
-                    "server not reachable for attestation; retrying"
+                    "server not reachable or busy for attestation; retrying"
                 );
                 tokio::time::sleep(delay).await;
             }

@@ -175,6 +175,14 @@ pub struct ServerArgs {
     /// full, the oldest is closed to admit a new one [default: 4096].
     #[arg(long, env = "SIGNET_MAX_UNAUTHENTICATED_CONNECTIONS")]
     pub max_unauthenticated_connections: Option<usize>,
+    /// Each agent's sustained X509/JWT-SVID signing rate, SVIDs per second; above it (after the
+    /// burst) the agent is told to retry later. 0 = unlimited [default: 5000].
+    #[arg(long, env = "SIGNET_AGENT_SIGN_RATE")]
+    pub agent_sign_rate: Option<f64>,
+    /// How many SVIDs an agent may have signed at once before its rate applies (a restarted
+    /// agent re-signing everything) [default: 20000].
+    #[arg(long, env = "SIGNET_AGENT_SIGN_BURST")]
+    pub agent_sign_burst: Option<f64>,
     /// Longest TLS handshake on the agent API [default: 10s].
     #[arg(long, env = "SIGNET_TLS_HANDSHAKE_TIMEOUT", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration")]

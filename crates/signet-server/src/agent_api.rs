@@ -51,6 +51,8 @@ pub struct AgentApi {
     pub(crate) reports: Arc<crate::svid_reports::SvidReports>,
     /// How long after its expiry an agent SVID may still re-attest.
     pub(crate) reattest_grace: Duration,
+    /// Admission control (reconnect storms, per-agent signing budgets).
+    pub(crate) admission: Arc<crate::admission::Admission>,
 }
 
 use crate::unix_seconds as unix;
@@ -70,6 +72,26 @@ fn svid_issued<T>(request: &Request<T>) -> Option<SystemTime> {
 }
 
 impl AgentApi {
+    /// Counts and answers a call refused by admission control.
+    fn refused(&self, call: &'static str, refused: crate::admission::Refused) -> Status {
+        self.metrics
+            .admission_refusals
+            .get_or_create(&crate::metrics::AdmissionLabels {
+                call,
+                reason: refused.reason.label(),
+            })
+            .inc();
+        refused.status
+    }
+
+    /// Waits for a place to do CPU work for `call`, or refuses.
+    async fn admit(&self, call: &'static str) -> Result<crate::admission::Admitted, Status> {
+        self.admission
+            .work()
+            .await
+            .map_err(|refused| self.refused(call, refused))
+    }
+
     /// The calling agent, authenticated by its client certificate (already chain-verified by
     /// the TLS layer) and still known and not banned.
     fn authorize<T>(&self, request: &Request<T>) -> Result<SpiffeId, Status> {
@@ -378,6 +400,7 @@ impl AgentService for AgentApi {
         &self,
         request: Request<AttestAgentRequest>,
     ) -> Result<Response<AttestAgentResponse>, Status> {
+        let _admitted = self.admit("attest").await?;
         let body = request.into_inner();
         match body.attestation {
             Some(pb::attest_agent_request::Attestation::JoinToken(token)) => Ok(Response::new(
@@ -410,6 +433,7 @@ impl AgentService for AgentApi {
         let mut agents_changed = agents.subscribe();
         let mut policies_changed = self.policies.subscribe();
         let mut federation_changed = self.federation.subscribe();
+        let admission = self.admission.clone();
         info!(%agent, "agent connected for entry sync");
         let stream = async_stream::try_stream! {
             // Never hand an agent a partial snapshot (it would drop identities it still needs).
@@ -433,9 +457,13 @@ impl AgentService for AgentApi {
             // its enforcement points deny everything.
             let policies = policies_changed.borrow_and_update().clone();
             let federated = federation_changed.borrow_and_update().clone();
+            // Full snapshots are built a bounded number at a time (a reconnect storm would
+            // otherwise hold every agent's snapshot in memory at once).
+            let admitted = admission.snapshot().await;
             for update in session.open(&authority.bundle(), &federated, policies.as_deref()) {
                 yield next(update);
             }
+            drop(admitted);
             loop {
                 // `select!` only picks the event: async-stream cannot see `yield` or `?` inside
                 // another macro's body.
@@ -494,6 +522,10 @@ impl AgentService for AgentApi {
                 "at most {MAX_CSRS_PER_BATCH} CSRs per batch"
             )));
         }
+        self.admission
+            .sign_budget(&agent, requests.len())
+            .map_err(|refused| self.refused("sign_x509_svids", refused))?;
+        let _admitted = self.admit("sign_x509_svids").await?;
         let this = self.clone();
         let started = std::time::Instant::now();
         let results = tokio::task::spawn_blocking(move || {
@@ -548,6 +580,9 @@ impl AgentService for AgentApi {
         request: Request<MintJwtSvidRequest>,
     ) -> Result<Response<MintJwtSvidResponse>, Status> {
         let agent = self.authorize(&request)?;
+        self.admission
+            .sign_budget(&agent, 1)
+            .map_err(|refused| self.refused("mint_jwt_svid", refused))?;
         let body = request.into_inner();
         let id = EntryId::new(body.entry_id);
         let entry = self
@@ -578,6 +613,7 @@ impl AgentService for AgentApi {
         request: Request<RenewAgentRequest>,
     ) -> Result<Response<RenewAgentResponse>, Status> {
         let agent = self.authorize(&request)?;
+        let _admitted = self.admit("renew_agent").await?;
         let csr = request.into_inner().csr;
         let minted = self
             .authority

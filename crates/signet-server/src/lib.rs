@@ -2,6 +2,7 @@
 //! TLS, the admin API on a local Unix socket, the entry index fed from SQLite, the bundle files,
 //! and health/metrics endpoints.
 
+pub mod admission;
 mod admin_api;
 mod agent_api;
 mod agent_listener;
@@ -79,6 +80,8 @@ pub struct ServerConfig {
     pub default_policy: signet_core::policy::DefaultPolicy,
     /// Bounds of the agent API listener (connections, handshakes, attestation connections).
     pub agent_api_bounds: agent_listener::AgentApiBounds,
+    /// Admission control of the agent API (reconnect storms, per-agent signing rates).
+    pub admission: admission::AdmissionLimits,
     /// Standalone: start a new CA although the journal records one whose key store is missing
     /// (every agent and workload then needs the new bundle). Without it such a start is refused.
     pub new_ca: bool,
@@ -150,6 +153,7 @@ impl ServerConfig {
             new_ca: false,
             accept_data_loss: false,
             agent_api_bounds: agent_listener::AgentApiBounds::default(),
+            admission: admission::AdmissionLimits::default(),
             clock: Arc::new(signet_ca::SystemClock),
             federation: FederationConfig::default(),
             jwt_issuer: None,
@@ -324,6 +328,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         federation: federation.clone(),
         reports: reports.clone(),
         reattest_grace: config.agent_reattest_grace,
+        admission: Arc::new(admission::Admission::new(config.admission)),
     };
     let admin = admin_api::AdminApi {
         api: api.clone(),

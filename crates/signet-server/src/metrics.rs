@@ -27,6 +27,15 @@ pub struct RefusalLabels {
     pub limit: &'static str,
 }
 
+/// Labels of agent API calls refused by admission control.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdmissionLabels {
+    /// The call.
+    pub call: &'static str,
+    /// `queue` or `agent_sign_rate`.
+    pub reason: &'static str,
+}
+
 /// Label of failed handshakes.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HandshakeLabels {
@@ -72,6 +81,8 @@ pub struct ServerMetrics {
     pub attestations: Family<AttestationLabels, Counter>,
     /// Open entry sync streams.
     pub sync_streams: Gauge,
+    /// Agent API calls refused by admission control.
+    pub admission_refusals: Family<AdmissionLabels, Counter>,
     /// Entries in the index.
     pub entries: Gauge,
     /// Unix time at which each authority expires (sampled at scrape).
@@ -123,6 +134,11 @@ impl ServerMetrics {
             "sync_streams",
             "Open SyncEntries streams",
             self.sync_streams.clone(),
+        );
+        sub.register(
+            "admission_refusals",
+            "Agent API calls told to retry later by admission control (reconnect storm, agent signing rate)",
+            self.admission_refusals.clone(),
         );
         sub.register("entries", "Registration entries", self.entries.clone());
         sub.register(

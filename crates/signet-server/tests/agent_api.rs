@@ -49,6 +49,10 @@ struct Agent {
 
 impl Server {
     async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    async fn start_with(adjust: impl FnOnce(&mut ServerConfig)) -> Self {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(ManualClock::new(SystemTime::now()));
@@ -57,6 +61,7 @@ impl Server {
         config.bind_address = "127.0.0.1:0".parse().unwrap();
         config.health_address = None;
         config.clock = clock.clone();
+        adjust(&mut config);
         let running = signet_server::start(config).await.unwrap();
         let admin = AdminClient::new(unix_channel(running.admin_socket.clone()).await);
         Self {
@@ -767,4 +772,100 @@ async fn an_expired_agent_svid_re_attests_within_the_grace_window_only() {
         .await
         .unwrap_err();
     assert!(refused.message().contains("evicted"), "{refused}");
+}
+
+fn pushback_ms(status: &tonic::Status) -> u64 {
+    status
+        .metadata()
+        .get("grpc-retry-pushback-ms")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_over_its_signing_budget_is_told_when_to_come_back_and_others_are_not_slowed() {
+    let server = Server::start_with(|config| {
+        config.admission.agent_sign_rate = 5.0;
+        config.admission.agent_sign_burst = 10.0;
+        config.health_address = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let mut greedy = server.agent().await;
+    let mut other = server.agent().await;
+    let mut entries = Vec::new();
+    for n in 0..12 {
+        entries.push(server.create_entry(&format!("g{n}"), &greedy.id).await);
+    }
+    let other_entry = server.create_entry("o", &other.id).await;
+    let batch = |ids: &[String], prefix: &str| SignX509SvidsRequest {
+        requests: ids
+            .iter()
+            .enumerate()
+            .map(|(n, id)| SvidRequest {
+                entry_id: id.clone(),
+                csr: csr_for(&format!("{prefix}{n}")),
+            })
+            .collect(),
+    };
+    let signed = greedy
+        .client
+        .sign_x509_svids(batch(&entries[..10], "g"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(signed.results.iter().all(|r| r.error.is_empty()));
+    // The burst is spent: two more are refused with a pushback of about 2 / 5 s (+ jitter).
+    let refused = greedy
+        .client
+        .sign_x509_svids(batch(&entries[..2], "g"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    let wait = pushback_ms(&refused);
+    assert!((300..=700).contains(&wait), "{wait} ms");
+    let jwt = greedy
+        .client
+        .mint_jwt_svid(MintJwtSvidRequest {
+            entry_id: entries[0].clone(),
+            audience: vec!["x".into()],
+        })
+        .await;
+    assert_eq!(
+        jwt.unwrap_err().code(),
+        Code::ResourceExhausted,
+        "JWT-SVIDs draw on the same budget"
+    );
+    // The other agent has its own budget.
+    let signed = other
+        .client
+        .sign_x509_svids(SignX509SvidsRequest {
+            requests: vec![SvidRequest {
+                entry_id: other_entry,
+                csr: csr_for("o"),
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(signed.results[0].error.is_empty());
+    // Having waited as told, the greedy agent is served again.
+    tokio::time::sleep(Duration::from_millis(wait + 50)).await;
+    let signed = greedy
+        .client
+        .sign_x509_svids(batch(&entries[10..12], "g1"))
+        .await;
+    assert!(signed.is_ok(), "{signed:?}");
+    let port = server.running().health_address.unwrap().port();
+    let metrics = tokio::task::spawn_blocking(move || {
+        signet_test_support::apps::http_request(port, "GET", "/metrics").1
+    })
+    .await
+    .unwrap();
+    assert!(
+        metrics.contains("signet_server_admission_refusals_total{call=\"sign_x509_svids\",reason=\"agent_sign_rate\"} 1"),
+        "{metrics}"
+    );
 }

@@ -64,8 +64,9 @@ impl AgentContext {
                     }
                 }
                 Err(error) => {
-                    warn!(%error, "agent SVID renewal failed; retrying");
-                    tokio::time::sleep(backoff.next_delay()).await;
+                    let delay = error.retry_after().unwrap_or_else(|| backoff.next_delay());
+                    warn!(%error, retry_in = ?delay, "agent SVID renewal failed; retrying");
+                    tokio::time::sleep(delay).await;
                 }
             }
         }

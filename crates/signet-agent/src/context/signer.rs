@@ -56,8 +56,9 @@ impl AgentContext {
             match self.sign(due).await {
                 Ok(()) => backoff.reset(),
                 Err(error) => {
-                    warn!(%error, "signing failed; retrying");
-                    tokio::time::sleep(backoff.next_delay()).await;
+                    let delay = error.retry_after().unwrap_or_else(|| backoff.next_delay());
+                    warn!(%error, retry_in = ?delay, "signing failed; retrying");
+                    tokio::time::sleep(delay).await;
                 }
             }
         }

@@ -16,6 +16,7 @@ impl AgentContext {
     pub(crate) async fn run_sync(self: Arc<Self>) {
         let mut backoff = server_backoff();
         loop {
+            let mut delay = None;
             match self.sync_once(&mut backoff).await {
                 Ok(()) => debug!("sync stream ended; reconnecting"),
                 Err(AgentError::Refused(reason)) => {
@@ -36,9 +37,12 @@ impl AgentContext {
                         warn!(%error, "re-attestation failed; retrying");
                     }
                 }
-                Err(error) => warn!(%error, "entry sync failed; retrying"),
+                Err(error) => {
+                    delay = error.retry_after();
+                    warn!(%error, retry_in = ?delay, "entry sync failed; retrying");
+                }
             }
-            tokio::time::sleep(backoff.next_delay()).await;
+            tokio::time::sleep(delay.unwrap_or_else(|| backoff.next_delay())).await;
         }
     }
 

@@ -189,6 +189,8 @@ pub async fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         max_agent_connections,
         max_unauthenticated_connections_per_source,
         max_unauthenticated_connections,
+        agent_sign_rate,
+        agent_sign_burst,
         tls_handshake_timeout,
         new_ca,
         accept_data_loss,
@@ -286,6 +288,20 @@ pub async fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
             && bounds.max_unauthenticated > 0,
         "--max-agent-connections, --max-unauthenticated-connections and \
          --max-unauthenticated-connections-per-source must be positive"
+    );
+    let admission = &mut config.admission;
+    admission.agent_sign_rate = agent_sign_rate
+        .or(file.agent_sign_rate)
+        .unwrap_or(admission.agent_sign_rate);
+    admission.agent_sign_burst = agent_sign_burst
+        .or(file.agent_sign_burst)
+        .unwrap_or(admission.agent_sign_burst);
+    anyhow::ensure!(
+        admission.agent_sign_rate >= 0.0
+            && admission.agent_sign_rate.is_finite()
+            && admission.agent_sign_burst >= 1.0
+            && admission.agent_sign_burst.is_finite(),
+        "--agent-sign-rate must be 0 (unlimited) or positive and --agent-sign-burst at least 1"
     );
     Ok(config)
 }
