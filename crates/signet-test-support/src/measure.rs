@@ -74,3 +74,32 @@ mod tests {
         assert!(rss_mib(None) > 0.0);
     }
 }
+
+/// Peak resident memory (VmHWM) of process `pid` since it started, MiB.
+pub fn peak_rss_mib(pid: u32) -> f64 {
+    let kib: f64 = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+/// CPU time (user + system) process `pid` has used, seconds.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name (which may hold spaces).
+    let rest = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    let hz = rustix::param::clock_ticks_per_second();
+    #[allow(clippy::cast_precision_loss, reason = "ticks per second is small")]
+    let hz = hz as f64;
+    ticks / hz
+}
