@@ -29,7 +29,14 @@ pub struct CachedSvid {
 struct Slot {
     entry: Arc<RegistrationEntry>,
     svid: Option<Arc<CachedSvid>>,
+    /// A newer SVID that is not valid yet (the server's clock is ahead of ours), held back
+    /// while `svid` is still good and served from its notBefore on.
+    next: Option<Arc<CachedSvid>>,
 }
+
+/// How far in the future a new SVID's notBefore may be and still be served at once: peers
+/// check it against their own clocks.
+pub const NOT_BEFORE_TOLERANCE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 struct CachedJwt {
@@ -216,12 +223,16 @@ impl SvidCache {
         self.update(|s| {
             let mut next = BTreeMap::new();
             for entry in entries {
-                let svid = s.entries.get(&entry.id).and_then(|old| old.svid.clone());
+                let (svid, held) = s
+                    .entries
+                    .get(&entry.id)
+                    .map_or((None, None), |old| (old.svid.clone(), old.next.clone()));
                 next.insert(
                     entry.id.clone(),
                     Slot {
                         entry: Arc::new(entry),
                         svid,
+                        next: held,
                     },
                 );
             }
@@ -239,12 +250,16 @@ impl SvidCache {
                 s.entries.remove(id);
             }
             for entry in upserted {
-                let svid = s.entries.get(&entry.id).and_then(|old| old.svid.clone());
+                let (svid, next) = s
+                    .entries
+                    .get(&entry.id)
+                    .map_or((None, None), |old| (old.svid.clone(), old.next.clone()));
                 s.entries.insert(
                     entry.id.clone(),
                     Slot {
                         entry: Arc::new(entry),
                         svid,
+                        next,
                     },
                 );
             }
@@ -283,6 +298,7 @@ impl SvidCache {
                     Slot {
                         entry: Arc::new(entry),
                         svid,
+                        next: None,
                     },
                 );
             }
@@ -378,7 +394,7 @@ impl SvidCache {
         self.read(|s| {
             s.entries
                 .values()
-                .filter(|slot| match &slot.svid {
+                .filter(|slot| match slot.next.as_ref().or(slot.svid.as_ref()) {
                     None => true,
                     Some(svid) => svid.refresh_at <= now || svid.revision != slot.entry.revision,
                 })
@@ -438,9 +454,55 @@ impl SvidCache {
             if let Some(slot) = s.entries.get_mut(entry_id)
                 && slot.entry.revision == svid.revision
             {
-                slot.svid = Some(Arc::new(svid));
+                let now = SystemTime::now();
+                let early = svid.svid.not_before() > now + NOT_BEFORE_TOLERANCE;
+                let current_good = slot
+                    .svid
+                    .as_ref()
+                    .is_some_and(|c| c.svid.not_after() > now && c.svid.not_before() <= now);
+                if early && current_good && slot.svid.as_ref().is_some_and(|c| c.revision == svid.revision) {
+                    slot.next = Some(Arc::new(svid));
+                } else {
+                    slot.svid = Some(Arc::new(svid));
+                    slot.next = None;
+                }
             }
         });
+    }
+
+    /// When the first held-back SVID becomes valid.
+    pub fn next_promotion(&self) -> Option<SystemTime> {
+        self.read(|s| {
+            s.entries
+                .values()
+                .filter_map(|slot| slot.next.as_ref().map(|n| n.svid.not_before()))
+                .min()
+        })
+    }
+
+    /// Serves the held-back SVIDs that are valid at `now`; true if any was.
+    pub fn promote(&self, now: SystemTime) -> bool {
+        let ready = self.read(|s| {
+            s.entries.values().any(|slot| {
+                slot.next
+                    .as_ref()
+                    .is_some_and(|n| n.svid.not_before() <= now + NOT_BEFORE_TOLERANCE)
+            })
+        });
+        if ready {
+            self.update(|s| {
+                for slot in s.entries.values_mut() {
+                    if slot
+                        .next
+                        .as_ref()
+                        .is_some_and(|n| n.svid.not_before() <= now + NOT_BEFORE_TOLERANCE)
+                    {
+                        slot.svid = slot.next.take();
+                    }
+                }
+            });
+        }
+        ready
     }
 
     /// Number of entries and of entries with an SVID.
@@ -597,7 +659,12 @@ pub(crate) async fn announce_expiries(cache: Arc<SvidCache>) {
     let mut changes = cache.subscribe();
     let mut announced = SystemTime::now();
     loop {
-        let next = cache.next_expiry_after(announced);
+        let expiry = cache.next_expiry_after(announced);
+        let promotion = cache.next_promotion();
+        let next = match (expiry, promotion) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let wait = next
             .and_then(|at| at.duration_since(SystemTime::now()).ok())
             .unwrap_or(if next.is_some() {
@@ -607,7 +674,10 @@ pub(crate) async fn announce_expiries(cache: Arc<SvidCache>) {
             });
         tokio::select! {
             () = tokio::time::sleep(wait) => {
-                if let Some(at) = next && at <= SystemTime::now() {
+                let now = SystemTime::now();
+                // Promotion notifies streams itself.
+                cache.promote(now);
+                if let Some(at) = expiry && at <= now {
                     announced = at;
                     cache.expired_now();
                 }
@@ -675,6 +745,75 @@ mod tests {
         cache.replace_entries(vec![]);
         cache.restore(vec![(entry, None)], BundleSet::new());
         assert_eq!(cache.counts(), (0, 0));
+    }
+
+    /// An SVID for `entry` signed by a CA whose clock is `skew` ahead of ours (behind if
+    /// negative).
+    fn skewed_svid(entry: &RegistrationEntry, ahead: bool, skew: Duration) -> CachedSvid {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let clock = signet_ca::ManualClock::new(if ahead { now + skew } else { now - skew });
+        let mut ca = signet_ca::CertificateAuthority::open(
+            signet_ca::CaConfig::new(entry.spiffe_id.trust_domain().clone()),
+            Arc::new(signet_ca::FileKeyStore::new(dir.path().join("ca.json"))),
+            Arc::new(clock),
+        )
+        .unwrap();
+        let (key, csr) = signet_ca::csr::new_key_and_csr(Some(&entry.spiffe_id)).unwrap();
+        let minted = ca
+            .mint_x509_svid(&signet_ca::X509SvidRequest {
+                csr_der: &csr,
+                spiffe_id: &entry.spiffe_id,
+                ttl: Duration::from_secs(600),
+                dns_names: &[],
+                csr_id_rule: signet_ca::CsrIdRule::Exact,
+            })
+            .unwrap();
+        let chain: Vec<u8> = minted.chain.iter().flat_map(|c| c.to_vec()).collect();
+        let svid = X509Svid::parse(&chain, &key.serialize_der()).unwrap();
+        CachedSvid {
+            refresh_at: refresh_time(now, svid.not_after(), Duration::ZERO),
+            svid,
+            authority_id: minted.authority_id,
+            revision: entry.revision,
+        }
+    }
+
+    #[test]
+    fn an_svid_from_a_server_clock_ahead_is_held_back_until_valid_while_the_old_one_serves() {
+        let cache = SvidCache::new();
+        let entry = signet_test_entry();
+        let selectors: SelectorSet = ["unix:uid:1".parse().unwrap()].into_iter().collect();
+        cache.replace_entries(vec![entry.clone()]);
+        let current = skewed_svid(&entry, true, Duration::ZERO);
+        cache.store_svid(&entry.id, current.clone());
+        // Signed by a server 60 s ahead: notBefore is ~50 s in our future.
+        let early = skewed_svid(&entry, true, Duration::from_secs(60));
+        cache.store_svid(&entry.id, early.clone());
+        let served = cache.identities(&selectors);
+        assert_eq!(served.ready.len(), 1);
+        assert_eq!(
+            served.ready[0].1.svid.leaf(),
+            current.svid.leaf(),
+            "the not-yet-valid SVID is not served"
+        );
+        // Not due again (the held one is what counts), so the signer does not spin.
+        assert!(cache.due(SystemTime::now()).is_empty());
+        let at = cache.next_promotion().unwrap();
+        assert!(at > SystemTime::now() + Duration::from_secs(40));
+        assert!(!cache.promote(SystemTime::now()));
+        assert!(cache.promote(at));
+        assert_eq!(
+            cache.identities(&selectors).ready[0].1.svid.leaf(),
+            early.svid.leaf()
+        );
+        assert_eq!(cache.next_promotion(), None);
+
+        // With nothing valid to serve instead, the early SVID is stored as it is.
+        let other = SvidCache::new();
+        other.replace_entries(vec![entry.clone()]);
+        other.store_svid(&entry.id, early.clone());
+        assert_eq!(other.identities(&selectors).ready.len(), 1);
     }
 
     fn signet_test_entry() -> RegistrationEntry {

@@ -197,6 +197,11 @@ impl X509Svid {
         &self.private_key_pkcs8
     }
 
+    /// The leaf's validity start.
+    pub fn not_before(&self) -> SystemTime {
+        not_before_of(self.leaf()).unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+
     /// The leaf's validity end.
     pub fn not_after(&self) -> SystemTime {
         not_after_of(self.leaf()).unwrap_or(SystemTime::UNIX_EPOCH)

@@ -31,6 +31,9 @@ pub(crate) fn warn_if_target_unreachable(issued: SystemTime, not_after: SystemTi
     }
 }
 
+/// Less life than this left on arrival and an SVID is refused as useless.
+const MIN_USEFUL_LIFE: Duration = Duration::from_secs(2);
+
 /// Largest CSR batch sent to the server.
 const SIGN_BATCH: usize = 500;
 
@@ -97,12 +100,18 @@ impl AgentContext {
                 "signed a batch"
             );
             let now = SystemTime::now();
+            let mut arrived_expired = 0usize;
             for ((entry, key, _), result) in prepared.iter().zip(response.results) {
                 if !result.error.is_empty() || result.entry_id != entry.id.as_str() {
                     warn!(entry = %entry.id, error = %result.error, "server refused to sign");
                     continue;
                 }
                 match X509Svid::parse(&result.svid_chain, &key.serialize_der()) {
+                    // The server's clock is behind ours by more than the TTL: storing it would
+                    // serve nothing and make the entry due again at once (a hot loop).
+                    Ok(svid) if svid.not_after() <= now + MIN_USEFUL_LIFE => {
+                        arrived_expired += 1;
+                    }
                     Ok(svid) if svid.spiffe_id() == &entry.spiffe_id => {
                         warn_if_target_unreachable(now, svid.not_after(), &self.cache);
                         let refresh_at = refresh_time(
@@ -127,6 +136,14 @@ impl AgentContext {
                         warn!(entry = %entry.id, %error, "server returned an invalid SVID; discarded")
                     }
                 }
+            }
+            if arrived_expired > 0 {
+                return Err(AgentError::invalid_answer(
+                    "X509-SVID batch",
+                    format!(
+                        "{arrived_expired} SVIDs arrived expired or about to expire: is the server's clock behind?"
+                    ),
+                ));
             }
         }
         Ok(())
