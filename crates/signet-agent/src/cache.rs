@@ -460,7 +460,13 @@ impl SvidCache {
                     .svid
                     .as_ref()
                     .is_some_and(|c| c.svid.not_after() > now && c.svid.not_before() <= now);
-                if early && current_good && slot.svid.as_ref().is_some_and(|c| c.revision == svid.revision) {
+                if early
+                    && current_good
+                    && slot
+                        .svid
+                        .as_ref()
+                        .is_some_and(|c| c.revision == svid.revision)
+                {
                     slot.next = Some(Arc::new(svid));
                 } else {
                     slot.svid = Some(Arc::new(svid));

@@ -161,7 +161,10 @@ mod tests {
         busy.metadata_mut()
             .insert("grpc-retry-pushback-ms", "1500".parse().unwrap());
         let busy = AgentError::from_status(busy);
-        assert_eq!(busy.retry_after(), Some(std::time::Duration::from_millis(1500)));
+        assert_eq!(
+            busy.retry_after(),
+            Some(std::time::Duration::from_millis(1500))
+        );
         assert_eq!(down.retry_after(), None);
         let mut hostile = tonic::Status::resource_exhausted("busy");
         hostile

@@ -270,10 +270,13 @@ impl CacheFile {
         if changed.is_empty() && removed.is_empty() && federated == self.federated {
             return Ok(0);
         }
-        let transaction = self.connection.transaction().map_err(|e| PersistError::Sqlite {
-            path: self.path.clone(),
-            source: e,
-        })?;
+        let transaction = self
+            .connection
+            .transaction()
+            .map_err(|e| PersistError::Sqlite {
+                path: self.path.clone(),
+                source: e,
+            })?;
         let result = (|| {
             {
                 let mut upsert = transaction.prepare_cached(
@@ -297,7 +300,8 @@ impl CacheFile {
                         revision,
                     ])?;
                 }
-                let mut delete = transaction.prepare_cached("DELETE FROM svids WHERE entry_id = ?1")?;
+                let mut delete =
+                    transaction.prepare_cached("DELETE FROM svids WHERE entry_id = ?1")?;
                 for id in &removed {
                     delete.execute(params![id.as_str()])?;
                 }
@@ -476,8 +480,13 @@ mod tests {
         let mut file = CacheFile::open(dir.path()).unwrap();
         assert_eq!(file.save(&cache).unwrap(), 2);
         assert_eq!(file.save(&cache).unwrap(), 0, "nothing changed");
-        let mode = std::fs::metadata(dir.path().join(FILE)).unwrap().permissions();
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+        let mode = std::fs::metadata(dir.path().join(FILE))
+            .unwrap()
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
 
         // b signed, a removed: two rows change.
         cache.store_svid(&b.id, cached(&ca, &b));
@@ -498,7 +507,11 @@ mod tests {
         restore(&mut reopened, &fresh, &td).unwrap();
         assert_eq!(fresh.counts(), (1, 1));
         assert!(!fresh.is_synced());
-        assert_eq!(reopened.save(&fresh).unwrap(), 0, "restored rows are not rewritten");
+        assert_eq!(
+            reopened.save(&fresh).unwrap(),
+            0,
+            "restored rows are not rewritten"
+        );
 
         // Eleven minutes later the 10-minute SVID is expired: the entry comes back without it.
         let later = SystemTime::now() + Duration::from_secs(660);
@@ -511,12 +524,21 @@ mod tests {
     #[test]
     fn an_unreadable_file_is_moved_aside_and_a_hostile_row_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(FILE), b"this is not a database, it is a trap").unwrap();
+        std::fs::write(
+            dir.path().join(FILE),
+            b"this is not a database, it is a trap",
+        )
+        .unwrap();
         let mut file = CacheFile::open(dir.path()).unwrap();
         assert!(dir.path().join("svid-cache.db.unreadable").exists());
         let ca = SigningCa::new();
         let td = ca.trust_domain().clone();
-        assert!(file.load(&td, SystemTime::now()).unwrap().entries.is_empty());
+        assert!(
+            file.load(&td, SystemTime::now())
+                .unwrap()
+                .entries
+                .is_empty()
+        );
 
         // A row whose SVID belongs to another entry's ID, one with a key that does not match
         // its certificate, and one whose entry does not parse.

@@ -101,7 +101,8 @@ impl Progress {
 
     fn since(&self, t: Instant) -> usize {
         self.at
-            .lock().unwrap()
+            .lock()
+            .unwrap()
             .iter()
             .filter(|at| at.is_some_and(|at| at >= t))
             .count()

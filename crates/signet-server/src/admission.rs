@@ -151,9 +151,7 @@ impl Admission {
         let mut buckets = self.buckets.lock();
         if buckets.len() > 100_000 {
             // Forget agents whose budget is full again: they are indistinguishable from new.
-            buckets.retain(|_, b| {
-                b.tokens + now.duration_since(b.at).as_secs_f64() * rate < burst
-            });
+            buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < burst);
         }
         let bucket = buckets.entry(agent.clone()).or_insert(Bucket {
             tokens: burst,
@@ -181,7 +179,12 @@ impl Admission {
 
     /// Waits for a place to build and send a full snapshot.
     pub async fn snapshot(&self) -> Option<Admitted> {
-        self.snapshots.clone().acquire_owned().await.ok().map(Admitted)
+        self.snapshots
+            .clone()
+            .acquire_owned()
+            .await
+            .ok()
+            .map(Admitted)
     }
 
     fn refuse(&self, reason: Refusal, waiting: usize) -> Refused {

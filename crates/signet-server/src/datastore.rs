@@ -91,6 +91,30 @@ pub enum DatastoreError {
 
 type Result<T, E = DatastoreError> = std::result::Result<T, E>;
 
+impl DatastoreError {
+    /// What an operator can act on, safe to tell a caller (no paths, no SQL): the disk is full,
+    /// the database is locked by another process, PostgreSQL is unreachable.
+    pub fn condition(&self) -> Option<&'static str> {
+        use rusqlite::ErrorCode;
+        match self {
+            DatastoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) => {
+                match failure.code {
+                    ErrorCode::DiskFull => Some("the server's disk is full"),
+                    ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+                        Some("the database is locked by another process")
+                    }
+                    ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::SystemIoFailure => {
+                        Some("the database cannot be written")
+                    }
+                    _ => None,
+                }
+            }
+            DatastoreError::Postgres { .. } => Some("the PostgreSQL datastore failed"),
+            _ => None,
+        }
+    }
+}
+
 /// Each step brings the schema from version `index` to `index + 1`.
 const MIGRATIONS: &[&str] = &[
     "CREATE TABLE entries (

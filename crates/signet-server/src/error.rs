@@ -130,6 +130,13 @@ impl From<ServerError> for Status {
             ServerError::Ca(Ca::InvalidTransition(_)) => {
                 Status::failed_precondition(err.to_string())
             }
+            ServerError::Datastore(datastore) if datastore.condition().is_some() => {
+                tracing::error!(error = %err, "request failed");
+                Status::unavailable(format!(
+                    "the server could not complete the request: {}; see its log",
+                    datastore.condition().unwrap_or_default()
+                ))
+            }
             ServerError::Ca(_)
             | ServerError::Datastore(_)
             | ServerError::Io { .. }

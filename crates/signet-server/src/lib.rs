@@ -2,8 +2,8 @@
 //! TLS, the admin API on a local Unix socket, the entry index fed from SQLite, the bundle files,
 //! and health/metrics endpoints.
 
-pub mod admission;
 mod admin_api;
+pub mod admission;
 mod agent_api;
 mod agent_listener;
 mod agents;

@@ -20,7 +20,9 @@ use rcgen::{
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
-pub use measure::{cpu_seconds, eventually, free_port, peak_rss_mib, percentile, rss_mib, wait_for};
+pub use measure::{
+    cpu_seconds, eventually, free_port, peak_rss_mib, percentile, rss_mib, wait_for,
+};
 pub use rcgen;
 
 /// A fixed "now" so tests do not depend on the wall clock.

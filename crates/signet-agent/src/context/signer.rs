@@ -19,7 +19,11 @@ static TARGET_WARNED: AtomicBool = AtomicBool::new(false);
 
 /// Warns once when an SVID lives shorter than the availability target (the entry's or the
 /// server's TTL must be raised for the target to hold).
-pub(crate) fn warn_if_target_unreachable(issued: SystemTime, not_after: SystemTime, cache: &SvidCache) {
+pub(crate) fn warn_if_target_unreachable(
+    issued: SystemTime,
+    not_after: SystemTime,
+    cache: &SvidCache,
+) {
     let target = cache.availability_target();
     let life = not_after.duration_since(issued).unwrap_or_default();
     if !meets_availability_target(life, target) && !TARGET_WARNED.swap(true, Ordering::Relaxed) {
@@ -114,11 +118,8 @@ impl AgentContext {
                     }
                     Ok(svid) if svid.spiffe_id() == &entry.spiffe_id => {
                         warn_if_target_unreachable(now, svid.not_after(), &self.cache);
-                        let refresh_at = refresh_time(
-                            now,
-                            svid.not_after(),
-                            self.cache.availability_target(),
-                        );
+                        let refresh_at =
+                            refresh_time(now, svid.not_after(), self.cache.availability_target());
                         self.cache.store_svid(
                             &entry.id,
                             CachedSvid {

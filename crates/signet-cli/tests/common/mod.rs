@@ -32,6 +32,12 @@ pub struct Deployment {
     pub server_env: Vec<(&'static str, String)>,
     /// The trust domain of server and agent.
     pub trust_domain: &'static str,
+    /// A command the server runs under (e.g. `ip netns exec <ns>`); empty: none.
+    pub server_prefix: Vec<String>,
+    /// The address the server binds its agent API and health endpoint to.
+    pub server_host: String,
+    /// Where the agent reaches the server (`host:port`), when not directly (a proxy).
+    pub agent_server_address: Option<String>,
 }
 
 impl Deployment {
@@ -72,6 +78,16 @@ impl Deployment {
         server_env: Vec<(&'static str, String)>,
         agent_env: Vec<(&'static str, String)>,
     ) -> Self {
+        Self::start_custom(trust_domain, server_env, agent_env, |_| {})
+    }
+
+    /// As `start_in`, with the deployment adjusted by `setup` before anything starts.
+    pub fn start_custom(
+        trust_domain: &'static str,
+        server_env: Vec<(&'static str, String)>,
+        agent_env: Vec<(&'static str, String)>,
+        setup: impl FnOnce(&mut Self),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         // Let other users traverse to the socket (the socket dir itself is the agent's).
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -86,7 +102,11 @@ impl Deployment {
             agent_env,
             server_env,
             trust_domain,
+            server_prefix: Vec::new(),
+            server_host: "127.0.0.1".to_owned(),
+            agent_server_address: None,
         };
+        setup(&mut d);
         d.start_server();
         let token = d.token();
         d.start_agent(Some(&token));
@@ -95,14 +115,25 @@ impl Deployment {
 
     pub fn start_server(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("server.log")).unwrap();
-        let child = Command::new(signet_bin())
+        let mut command = match self.server_prefix.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(signet_bin());
+                command
+            }
+            None => Command::new(signet_bin()),
+        };
+        let child = command
             .args(["server", "--trust-domain", self.trust_domain])
             .arg("--data-dir")
             .arg(self.server_dir())
-            .args(["--bind-address", &format!("127.0.0.1:{}", self.port)])
+            .args([
+                "--bind-address",
+                &format!("{}:{}", self.server_host, self.port),
+            ])
             .args([
                 "--health-address",
-                &format!("127.0.0.1:{}", self.health_port),
+                &format!("{}:{}", self.server_host, self.health_port),
             ])
             .envs(self.server_env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
@@ -131,8 +162,12 @@ impl Deployment {
             .open(self.dir.path().join("agent.log"))
             .unwrap();
         let mut cmd = Command::new(signet_bin());
+        let server_address = self
+            .agent_server_address
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", self.server_host, self.port));
         cmd.args(["agent", "--trust-domain", self.trust_domain])
-            .args(["--server-address", &format!("127.0.0.1:{}", self.port)])
+            .args(["--server-address", &server_address])
             .arg("--trust-bundle")
             .arg(self.server_dir().join("bundle.pem"))
             .arg("--data-dir")
