@@ -759,7 +759,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let now = SystemTime::now();
         let clock = signet_ca::ManualClock::new(if ahead { now + skew } else { now - skew });
-        let mut ca = signet_ca::CertificateAuthority::open(
+        let ca = signet_ca::CertificateAuthority::open(
             signet_ca::CaConfig::new(entry.spiffe_id.trust_domain().clone()),
             Arc::new(signet_ca::FileKeyStore::new(dir.path().join("ca.json"))),
             Arc::new(clock),

@@ -490,7 +490,7 @@ mod tests {
 
         // b signed, a removed: two rows change.
         cache.store_svid(&b.id, cached(&ca, &b));
-        cache.apply_delta(vec![], &[a.id.clone()]);
+        cache.apply_delta(vec![], std::slice::from_ref(&a.id));
         assert_eq!(file.save(&cache).unwrap(), 2);
         drop(file);
 

@@ -12,6 +12,8 @@
 //! Fast variants run in `.ci/run`. `SIGNET_FAULTS_LONG=1` stretches every TTL and outage by 10×
 //! (minutes per scenario): `hack/faults-long.sh`.
 
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+
 mod common;
 
 use std::io::{Read, Write};
@@ -486,8 +488,7 @@ fn delaying_proxy(to: String, delay: Arc<Mutex<Duration>>) -> u16 {
                 let delay = delay.clone();
                 std::thread::spawn(move || {
                     let mut buffer = [0u8; 16 * 1024];
-                    loop {
-                        let Ok(n) = from.read(&mut buffer) else { break };
+                    while let Ok(n) = from.read(&mut buffer) {
                         if n == 0 {
                             break;
                         }

@@ -56,25 +56,6 @@ pub fn rss_mib(pid: Option<u32>) -> f64 {
     kib / 1024.0
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_use_the_nearest_rank() {
-        let mut samples: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
-        assert_eq!(percentile(&mut samples, 0.5), Duration::from_millis(51));
-        assert_eq!(percentile(&mut samples, 0.99), Duration::from_millis(99));
-        assert_eq!(percentile(&mut samples, 1.0), Duration::from_millis(100));
-        assert_eq!(percentile(&mut samples, 0.0), Duration::from_millis(1));
-    }
-
-    #[test]
-    fn this_process_has_resident_memory() {
-        assert!(rss_mib(None) > 0.0);
-    }
-}
-
 /// Peak resident memory (VmHWM) of process `pid` since it started, MiB.
 pub fn peak_rss_mib(pid: u32) -> f64 {
     let kib: f64 = std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -102,4 +83,23 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     #[allow(clippy::cast_precision_loss, reason = "ticks per second is small")]
     let hz = hz as f64;
     ticks / hz
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let mut samples: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
+        assert_eq!(percentile(&mut samples, 0.5), Duration::from_millis(51));
+        assert_eq!(percentile(&mut samples, 0.99), Duration::from_millis(99));
+        assert_eq!(percentile(&mut samples, 1.0), Duration::from_millis(100));
+        assert_eq!(percentile(&mut samples, 0.0), Duration::from_millis(1));
+    }
+
+    #[test]
+    fn this_process_has_resident_memory() {
+        assert!(rss_mib(None) > 0.0);
+    }
 }
