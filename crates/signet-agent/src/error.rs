@@ -119,14 +119,7 @@ impl AgentError {
         let AgentError::Unavailable(status) = self else {
             return None;
         };
-        let millis: u64 = status
-            .metadata()
-            .get("grpc-retry-pushback-ms")?
-            .to_str()
-            .ok()?
-            .parse()
-            .ok()?;
-        Some(std::time::Duration::from_millis(millis.min(300_000)))
+        signet_proto::pushback::pushback_of(status)
     }
 
     pub fn from_status(status: tonic::Status) -> Self {

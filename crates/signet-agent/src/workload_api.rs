@@ -88,7 +88,13 @@ pub(crate) fn no_identity(identities: &Identities, synced: bool) -> Status {
         } else {
             "this workload's SVID is not available yet (the agent is still syncing or signing it); retry"
         };
-        Status::unavailable(reason)
+        // Clients that honour gRPC retry pushback spread their retries over a second or two
+        // instead of returning together (after an agent restart, every workload asks at once).
+        signet_proto::pushback::with_pushback(
+            Status::unavailable(reason),
+            Duration::from_millis(500),
+            Duration::from_millis(1500),
+        )
     } else {
         Status::permission_denied("no identity issued")
     }
@@ -520,5 +526,31 @@ impl SpiffeWorkloadApi for WorkloadApi {
         }
         .await;
         self.record("FetchWITBundles", result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_workload_told_to_retry_is_given_a_jittered_pushback_and_a_refusal_none() {
+        let waiting = no_identity(&Identities::default(), false);
+        assert_eq!(waiting.code(), tonic::Code::Unavailable);
+        let wait = signet_proto::pushback::pushback_of(&waiting).unwrap();
+        assert!((Duration::from_millis(500)..=Duration::from_secs(2)).contains(&wait));
+        let expired = no_identity(
+            &Identities {
+                pending: true,
+                expired: 1,
+                ..Identities::default()
+            },
+            true,
+        );
+        assert_eq!(expired.code(), tonic::Code::Unavailable);
+        assert!(expired.message().contains("expired"));
+        let refused = no_identity(&Identities::default(), true);
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert_eq!(signet_proto::pushback::pushback_of(&refused), None);
     }
 }

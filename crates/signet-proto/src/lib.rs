@@ -61,6 +61,7 @@ pub use signet::authz::v1 as authz;
 
 mod convert;
 pub mod policy;
+pub mod pushback;
 pub mod sync;
 pub mod workload_request;
 

@@ -22,8 +22,8 @@ use signet_spiffe::SpiffeId;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
-/// The metadata key carrying how long a refused caller should wait, in milliseconds.
-pub const PUSHBACK_KEY: &str = "grpc-retry-pushback-ms";
+pub use signet_proto::pushback::PUSHBACK_KEY;
+use signet_proto::pushback::with_pushback as pushback;
 
 /// The admission bounds of one server.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -209,19 +209,6 @@ impl Drop for Leave<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-/// `status` with a pushback of `base` plus a random part of `jitter`.
-pub fn pushback(mut status: Status, base: Duration, jitter: Duration) -> Status {
-    let mut byte = [0u8; 2];
-    let _ = aws_lc_rs::rand::fill(&mut byte);
-    let unit = f64::from(u16::from_le_bytes(byte)) / f64::from(u16::MAX);
-    let wait = base + jitter.mul_f64(unit);
-    let millis = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
-    if let Ok(value) = millis.to_string().parse() {
-        status.metadata_mut().insert(PUSHBACK_KEY, value);
-    }
-    status
 }
 
 #[cfg(test)]
