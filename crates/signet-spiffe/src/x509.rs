@@ -123,6 +123,9 @@ pub struct X509Svid {
     spiffe_id: SpiffeId,
     chain: Vec<CertificateDer<'static>>,
     private_key_pkcs8: Vec<u8>,
+    // Read once at parse: caches and streams ask for them on every call.
+    not_before: SystemTime,
+    not_after: SystemTime,
 }
 
 impl fmt::Debug for X509Svid {
@@ -162,10 +165,20 @@ impl X509Svid {
         if private_key_public_bytes(&private_key_pkcs8)? != leaf_public_key {
             return Err(X509SvidError::KeyMismatch);
         }
+        let validity = &parsed.tbs_certificate.validity;
+        let at = |t: &x509_parser::time::ASN1Time| {
+            u64::try_from(t.timestamp())
+                .map_or(SystemTime::UNIX_EPOCH, |s| {
+                    SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s)
+                })
+        };
+        let (not_before, not_after) = (at(&validity.not_before), at(&validity.not_after));
         Ok(Self {
             spiffe_id,
             chain: chain.into_iter().map(CertificateDer::from).collect(),
             private_key_pkcs8,
+            not_before,
+            not_after,
         })
     }
 
@@ -199,12 +212,12 @@ impl X509Svid {
 
     /// The leaf's validity start.
     pub fn not_before(&self) -> SystemTime {
-        not_before_of(self.leaf()).unwrap_or(SystemTime::UNIX_EPOCH)
+        self.not_before
     }
 
     /// The leaf's validity end.
     pub fn not_after(&self) -> SystemTime {
-        not_after_of(self.leaf()).unwrap_or(SystemTime::UNIX_EPOCH)
+        self.not_after
     }
 }
 
