@@ -27,10 +27,10 @@ use signet_spiffe::TrustDomain;
 use tracing::{info, warn};
 
 pub use attestor::unix::UnixAttestorConfig;
-pub use cache::{CachedSvid, DEFAULT_TAINT_RESIGN_WINDOW, SvidCache};
+pub use cache::{CachedSvid, DEFAULT_TAINT_RESIGN_WINDOW, Identities, SvidCache};
 pub use error::AgentError;
 pub use telemetry::AgentMetrics;
-pub use workload_api::WorkloadApi;
+pub use workload_api::{WorkloadApi, x509_svid_response};
 pub use workload_listener::serve as serve_workload_api;
 pub use workload_listener::{
     DEFAULT_CONNECTION_LIMITS, DEFAULT_IDLE_CONNECTION_TIMEOUT, MAX_STREAMS_PER_CONNECTION,

@@ -78,6 +78,31 @@ fn check_header<T>(request: &Request<T>) -> Result<(), Status> {
         .map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
+/// The FetchX509SVID message for `identities`, with this trust domain's `bundle`.
+pub fn x509_svid_response(bundle: Option<&Bundle>, identities: &Identities) -> X509svidResponse {
+    let bundle = bundle.map(Bundle::to_der_concat).unwrap_or_default();
+    let svids = identities
+        .ready
+        .iter()
+        .map(|(entry, cached)| pb::X509svid {
+            spiffe_id: cached.svid.spiffe_id().to_string(),
+            x509_svid: cached.svid.chain_der(),
+            x509_svid_key: cached.svid.private_key_pkcs8().to_vec(),
+            bundle: bundle.clone(),
+            hint: entry.hint.clone(),
+        })
+        .collect();
+    X509svidResponse {
+        svids,
+        crl: Vec::new(),
+        federated_bundles: identities
+            .federated
+            .iter()
+            .map(|b| (td_key(b.trust_domain()), b.to_der_concat()))
+            .collect(),
+    }
+}
+
 /// Why a caller gets no SVID: the agent does not know yet (its first sync, an SVID being
 /// signed, or one that expired while the server was unreachable) is UNAVAILABLE, so clients
 /// retry; only a caller no entry matches gets PERMISSION_DENIED.
@@ -200,31 +225,7 @@ impl WorkloadApi {
     }
 
     fn x509_response(&self, identities: &Identities) -> X509svidResponse {
-        let bundle = self
-            .cache()
-            .bundle()
-            .map(|b| b.to_der_concat())
-            .unwrap_or_default();
-        let svids = identities
-            .ready
-            .iter()
-            .map(|(entry, cached)| pb::X509svid {
-                spiffe_id: cached.svid.spiffe_id().to_string(),
-                x509_svid: cached.svid.chain_der(),
-                x509_svid_key: cached.svid.private_key_pkcs8().to_vec(),
-                bundle: bundle.clone(),
-                hint: entry.hint.clone(),
-            })
-            .collect();
-        X509svidResponse {
-            svids,
-            crl: Vec::new(),
-            federated_bundles: identities
-                .federated
-                .iter()
-                .map(|b| (td_key(b.trust_domain()), b.to_der_concat()))
-                .collect(),
-        }
+        x509_svid_response(self.cache().bundle().as_deref(), identities)
     }
 
     /// The response for `selectors` at cache `revision` (`None`: no identity), computed once per

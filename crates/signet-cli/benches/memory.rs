@@ -96,10 +96,7 @@ async fn main() {
     for creator in creators {
         creator.await.unwrap();
     }
-    eprintln!(
-        "  created in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("  created in {:.1} s", started.elapsed().as_secs_f64());
     tokio::time::sleep(Duration::from_secs(3)).await;
     let server_with_entries = rss_mib(Some(server_pid));
 
@@ -140,13 +137,17 @@ async fn main() {
     let server_peak = peak_rss_mib(server_pid);
 
     println!("## Memory with {entries} entries (real processes, release build)");
-    println!("server RSS idle: {server_idle:.0} MiB; with {entries} entries: {server_with_entries:.0} MiB; after the agent synced and signed: {server_after:.0} MiB (peak {server_peak:.0} MiB)");
+    println!(
+        "server RSS idle: {server_idle:.0} MiB; with {entries} entries: {server_with_entries:.0} MiB; after the agent synced and signed: {server_after:.0} MiB (peak {server_peak:.0} MiB)"
+    );
     println!(
         "agent start → {entries} entries held: {:.1} s; → all pre-signed: {:.1} s; agent CPU {agent_cpu:.0} s",
         synced_at.unwrap_or_default().as_secs_f64(),
         signed_after.as_secs_f64()
     );
-    println!("agent RSS peak while syncing and pre-signing: {agent_peak:.0} MiB; steady 10 s after: {agent_steady:.0} MiB");
+    println!(
+        "agent RSS peak while syncing and pre-signing: {agent_peak:.0} MiB; steady 10 s after: {agent_steady:.0} MiB"
+    );
     deployment.kill_agent();
     deployment.kill_server();
 }

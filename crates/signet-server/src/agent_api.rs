@@ -460,8 +460,13 @@ impl AgentService for AgentApi {
             // Full snapshots are built a bounded number at a time (a reconnect storm would
             // otherwise hold every agent's snapshot in memory at once).
             let admitted = admission.snapshot().await;
-            for update in session.open(&authority.bundle(), &federated, policies.as_deref()) {
+            let (first, chunks) =
+                session.open_chunked(&authority.bundle(), &federated, policies.as_deref());
+            for update in first {
                 yield next(update);
+            }
+            for chunk in chunks {
+                yield next(chunk);
             }
             drop(admitted);
             loop {

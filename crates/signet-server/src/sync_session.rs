@@ -16,6 +16,34 @@ use crate::index::{AgentChanges, AgentEntries, EntryIndex};
 /// Most entries in one snapshot or delta message (keeps messages far below gRPC limits).
 pub const MAX_ENTRIES_PER_MESSAGE: usize = 1000;
 
+/// A snapshot's chunks, each converted to wire form when it is asked for.
+pub(crate) struct SnapshotChunks {
+    entries: Vec<Arc<RegistrationEntry>>,
+    next: usize,
+    done: bool,
+}
+
+impl Iterator for SnapshotChunks {
+    type Item = Update;
+
+    fn next(&mut self) -> Option<Update> {
+        if self.done {
+            return None;
+        }
+        let end = (self.next + MAX_ENTRIES_PER_MESSAGE).min(self.entries.len());
+        let entries = self.entries[self.next..end]
+            .iter()
+            .map(|e| pb::Entry::from(e.as_ref()))
+            .collect();
+        self.next = end;
+        self.done = end == self.entries.len();
+        Some(Update::Snapshot(pb::EntriesChunk {
+            entries,
+            last: self.done,
+        }))
+    }
+}
+
 /// The state of one agent's stream.
 pub(crate) struct SyncSession {
     agent: SpiffeId,
@@ -40,12 +68,27 @@ impl SyncSession {
 
     /// The first messages: the bundle, the agent's policies (once the store has them), and its
     /// entries as a snapshot in chunks (one empty chunk when it has none).
+    #[cfg(test)]
     pub(crate) fn open(
         &mut self,
         bundle: &Bundle,
         federated: &BundleSet,
         policies: Option<&PolicySet>,
     ) -> Vec<Update> {
+        let (mut updates, chunks) = self.open_chunked(bundle, federated, policies);
+        updates.extend(chunks);
+        updates
+    }
+
+    /// As `open`, with the snapshot chunks made one at a time as they are sent: with 100,000
+    /// entries, converting them all up front held ~100 MB of wire messages per connecting
+    /// agent.
+    pub(crate) fn open_chunked(
+        &mut self,
+        bundle: &Bundle,
+        federated: &BundleSet,
+        policies: Option<&PolicySet>,
+    ) -> (Vec<Update>, SnapshotChunks) {
         let mut updates = vec![
             Update::Bundle(bundle_message(bundle)),
             Self::federated_bundles(federated),
@@ -53,29 +96,18 @@ impl SyncSession {
         // The snapshot and the change-log position it is current at, read together.
         let (seen, snapshot) = self.index.agent_snapshot(&self.agent);
         self.seen = seen;
-        self.sent = snapshot.into_iter().collect();
         // Policies before entries: a new identity's policy must not trail its entry.
         updates.extend(policies.and_then(|set| self.policy_update(set)));
-        let all: Vec<pb::Entry> = self
-            .sent
-            .values()
-            .map(|e| pb::Entry::from(e.as_ref()))
-            .collect();
-        let chunks: Vec<Vec<pb::Entry>> = if all.is_empty() {
-            vec![Vec::new()]
-        } else {
-            all.chunks(MAX_ENTRIES_PER_MESSAGE)
-                .map(<[_]>::to_vec)
-                .collect()
-        };
-        let count = chunks.len();
-        updates.extend(chunks.into_iter().enumerate().map(|(i, entries)| {
-            Update::Snapshot(pb::EntriesChunk {
+        let entries: Vec<Arc<RegistrationEntry>> = snapshot.values().cloned().collect();
+        self.sent = snapshot.into_iter().collect();
+        (
+            updates,
+            SnapshotChunks {
                 entries,
-                last: i + 1 == count,
-            })
-        }));
-        updates
+                next: 0,
+                done: false,
+            },
+        )
     }
 
     /// The agent's entries changed: its policies if they changed with them, then the entries

@@ -167,10 +167,9 @@ impl X509Svid {
         }
         let validity = &parsed.tbs_certificate.validity;
         let at = |t: &x509_parser::time::ASN1Time| {
-            u64::try_from(t.timestamp())
-                .map_or(SystemTime::UNIX_EPOCH, |s| {
-                    SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s)
-                })
+            u64::try_from(t.timestamp()).map_or(SystemTime::UNIX_EPOCH, |s| {
+                SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s)
+            })
         };
         let (not_before, not_after) = (at(&validity.not_before), at(&validity.not_after));
         Ok(Self {
