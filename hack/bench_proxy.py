@@ -34,6 +34,7 @@ FRONTEND = f"spiffe://{TD}/frontend"
 BACKEND = f"spiffe://{TD}/backend"
 GID_FRONTEND, GID_BACKEND = 4001, 4002
 CORES = os.cpu_count() or 2
+TCP_POLICY_PORT = 9000
 
 
 def free_port():
@@ -138,22 +139,22 @@ def start(stack):
         f.write(
             "apiVersion: signet.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: readers}\n"
             f"spec:\n  targetSPIFFEIDs: [\"{BACKEND}\"]\n  action: ALLOW\n  rules:\n"
-            f"  - from: [{{spiffeIDs: [\"{FRONTEND}\"]}}]\n    to: [{{methods: [GET], paths: [\"/items/*\"]}}]\n")
+            f"  - from: [{{spiffeIDs: [\"{FRONTEND}\"]}}]\n    to: [{{methods: [GET], paths: [\"/items/*\"]}}]\n"
+            # The TCP pair is authorized by peer and port only.
+            f"  - from: [{{spiffeIDs: [\"{FRONTEND}\"]}}]\n    to: [{{ports: [{TCP_POLICY_PORT}]}}]\n")
     stack.admin("policy", "apply", "-f", policy)
     endpoint = f"unix://{socket_path}"
     # The same SVIDs for HAProxy, as files.
     for name, gid in [("frontend", GID_FRONTEND), ("backend", GID_BACKEND)]:
         out = subprocess.run([stack.signet, "helper", "--socket", endpoint, "--dir", f"{d}/{name}",
-                              "--once", "--once-timeout", "30s"], group=gid, capture_output=True, text=True)
+                              "--cert-file", "cert.pem", "--key-file", "key.pem",
+                              "--bundle-file", "bundle.pem", "--once", "--once-timeout", "30s"],
+                             group=gid, capture_output=True, text=True)
         if out.returncode != 0:
             raise SystemExit(f"signet helper for {name}: {out.stderr}")
-        files = os.listdir(f"{d}/{name}")
-        cert = next(f for f in files if "svid" in f and "key" not in f)
-        key = next(f for f in files if "key" in f)
         with open(f"{d}/{name}.pem", "w") as pem:
-            pem.write(open(f"{d}/{name}/{cert}").read() + open(f"{d}/{name}/{key}").read())
-        bundle = next(f for f in files if "bundle" in f)
-        shutil.copy(f"{d}/{name}/{bundle}", f"{d}/bundle.pem")
+            pem.write(open(f"{d}/{name}/cert.pem").read() + open(f"{d}/{name}/key.pem").read())
+        shutil.copy(f"{d}/{name}/bundle.pem", f"{d}/bundle.pem")
     return endpoint
 
 
@@ -187,7 +188,8 @@ def signet_pair(stack, endpoint, app, protocol):
     common = [stack.signet, "proxy", "--workload-api", endpoint, "--log-level", "warn"]
     inbound_proc = stack.spawn(common + ["--inbound-listen", f"127.0.0.1:{inbound}",
                                          "--inbound-forward", f"127.0.0.1:{app}",
-                                         "--inbound-protocol", protocol],
+                                         "--inbound-protocol", protocol]
+                               + (["--policy-port", str(TCP_POLICY_PORT)] if protocol == "tcp" else []),
                                f"signet-inbound-{protocol}", gid=GID_BACKEND)
     outbound_proc = stack.spawn(common + ["--outbound", f"127.0.0.1:{outbound},127.0.0.1:{inbound},{BACKEND}"],
                                 f"signet-outbound-{protocol}", gid=GID_FRONTEND)
@@ -205,7 +207,7 @@ def haproxy_pair(stack, app, protocol):
     conf = f"""
 global
   nbthread {CORES}
-  maxconn 20000
+  maxconn 4096
   tune.ssl.default-dh-param 2048
 defaults
   mode {mode}
@@ -251,7 +253,7 @@ def parse_wrk(text):
 
 
 def run_wrk(port, seconds, connections, close):
-    args = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "--latency"]
+    args = ["wrk", "-t", str(min(2, connections)), "-c", str(connections), "-d", f"{seconds}s", "--latency"]
     if close:
         args += ["-H", "Connection: close"]
     args.append(f"http://127.0.0.1:{port}/items/1")
