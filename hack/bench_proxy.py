@@ -183,19 +183,76 @@ http {{
     return port
 
 
-def signet_pair(stack, endpoint, app, protocol):
+def signet_pair(stack, endpoint, app, protocol, inbound_prefix=()):
     inbound, outbound = free_port(), free_port()
     common = [stack.signet, "proxy", "--workload-api", endpoint, "--log-level", "warn"]
-    inbound_proc = stack.spawn(common + ["--inbound-listen", f"127.0.0.1:{inbound}",
+    inbound_proc = stack.spawn(list(inbound_prefix) + common + ["--inbound-listen", f"127.0.0.1:{inbound}",
                                          "--inbound-forward", f"127.0.0.1:{app}",
                                          "--inbound-protocol", protocol]
                                + (["--policy-port", str(TCP_POLICY_PORT)] if protocol == "tcp" else []),
                                f"signet-inbound-{protocol}", gid=GID_BACKEND)
     outbound_proc = stack.spawn(common + ["--outbound", f"127.0.0.1:{outbound},127.0.0.1:{inbound},{BACKEND}"],
                                 f"signet-outbound-{protocol}", gid=GID_FRONTEND)
-    wait_port(inbound)
+    wait_port(inbound, timeout=180 if inbound_prefix else 30)
     wait_port(outbound)
     return outbound, [inbound_proc.pid, outbound_proc.pid]
+
+
+def keep_alive_requests(port, count):
+    """`count` GETs on one keep-alive connection; returns how many were answered 200."""
+    import http.client
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    ok = 0
+    for _ in range(count):
+        connection.request("GET", "/items/1")
+        response = connection.getresponse()
+        response.read()
+        ok += response.status == 200
+    connection.close()
+    return ok
+
+
+def count_instructions(args):
+    """Instructions the inbound signet proxy executes per proxied request (mTLS in, SPIFFE ID
+    and policy checked, forwarded to nginx over HTTP/1.1, answer relayed), counted by callgrind
+    over `args.instructions` keep-alive requests after a warm-up."""
+    workdir = tempfile.mkdtemp(prefix="signet-instructions-")
+    os.chmod(workdir, 0o755)
+    stack = Stack(args.signet, workdir)
+    out = f"{workdir}/callgrind.out"
+    try:
+        endpoint = start(stack)
+        app = nginx(stack)
+        prefix = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+        port, pids = signet_pair(stack, endpoint, app, "http", inbound_prefix=prefix)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if keep_alive_requests(port, 1) == 1:
+                    break
+            except OSError:
+                pass
+            time.sleep(1)
+        keep_alive_requests(port, 50)
+        inbound_pid = pids[0]
+        subprocess.run(["callgrind_control", "-i", "on", str(inbound_pid)], check=True, capture_output=True)
+        answered = keep_alive_requests(port, args.instructions)
+        subprocess.run(["callgrind_control", "-i", "off", str(inbound_pid)], check=True, capture_output=True)
+        subprocess.run(["callgrind_control", "-d", str(inbound_pid)], check=True, capture_output=True)
+        assert answered == args.instructions, f"{answered} of {args.instructions} answered"
+        time.sleep(2)
+        # The dump written by `callgrind_control -d` holds exactly the measured requests.
+        total = 0
+        for name in os.listdir(workdir):
+            if name.startswith("callgrind.out"):
+                with open(f"{workdir}/{name}") as f:
+                    for line in f:
+                        if line.startswith(("summary:", "totals:")):
+                            total = max(total, int(line.split()[1]))
+        print(f"proxied_request {total // args.instructions}")
+    finally:
+        stack.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def haproxy_pair(stack, app, protocol):
@@ -268,9 +325,13 @@ def main():
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--instructions", type=int, metavar="N",
+                        help="instead: count the inbound proxy's instructions per request over N requests (callgrind)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: the two workloads are told apart by unix group")
+    if args.instructions:
+        return count_instructions(args)
 
     workdir = tempfile.mkdtemp(prefix="signet-bench-proxy-")
     os.chmod(workdir, 0o755)
