@@ -159,7 +159,7 @@ def start(stack):
 
 
 def nginx(stack):
-    port = free_port()
+    port, h2_port = free_port(), free_port()
     d = stack.dir
     conf = f"""
 worker_processes 1;
@@ -174,13 +174,19 @@ http {{
     listen 127.0.0.1:{port} reuseport;
     location / {{ return 200 "ok\\n"; }}
   }}
+  server {{
+    listen 127.0.0.1:{h2_port} http2;
+    http2_max_requests 10000000;
+    location / {{ return 200 "ok\\n"; }}
+  }}
 }}
 """
     with open(f"{d}/nginx.conf", "w") as f:
         f.write(conf)
     stack.spawn(["nginx", "-c", f"{d}/nginx.conf", "-p", d], "nginx")
     wait_port(port)
-    return port
+    wait_port(h2_port)
+    return port, h2_port
 
 
 def signet_pair(stack, endpoint, app, protocol, inbound_prefix=()):
@@ -188,7 +194,7 @@ def signet_pair(stack, endpoint, app, protocol, inbound_prefix=()):
     common = [stack.signet, "proxy", "--workload-api", endpoint, "--log-level", "warn"]
     inbound_proc = stack.spawn(list(inbound_prefix) + common + ["--inbound-listen", f"127.0.0.1:{inbound}",
                                          "--inbound-forward", f"127.0.0.1:{app}",
-                                         "--inbound-protocol", protocol]
+                                         "--inbound-protocol", "tcp" if protocol == "tcp" else "http"]
                                + (["--policy-port", str(TCP_POLICY_PORT)] if protocol == "tcp" else []),
                                f"signet-inbound-{protocol}", gid=GID_BACKEND)
     outbound_proc = stack.spawn(common + ["--outbound", f"127.0.0.1:{outbound},127.0.0.1:{inbound},{BACKEND}"],
@@ -222,7 +228,7 @@ def count_instructions(args):
     out = f"{workdir}/callgrind.out"
     try:
         endpoint = start(stack)
-        app = nginx(stack)
+        app, _ = nginx(stack)
         prefix = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
         port, pids = signet_pair(stack, endpoint, app, "http", inbound_prefix=prefix)
         deadline = time.time() + 120
@@ -258,7 +264,10 @@ def count_instructions(args):
 def haproxy_pair(stack, app, protocol):
     d = stack.dir
     inbound, outbound = free_port(), free_port()
-    mode = "http" if protocol == "http" else "tcp"
+    mode = "tcp" if protocol == "tcp" else "http"
+    # HTTP/2: h2c from the client, h2 over the mTLS hop, HTTP/1.1 to the application (as the
+    # signet pair does).
+    h2 = protocol == "h2"
     # HAProxy verifies both chains against the bundle but cannot match a URI SAN (the SPIFFE
     # ID) or evaluate a policy: it does less per connection and request than the signet pair.
     conf = f"""
@@ -273,12 +282,12 @@ defaults
   timeout server 30s
   option {"http-keep-alive" if mode == "http" else "dontlognull"}
 frontend outbound
-  bind 127.0.0.1:{outbound}
+  bind 127.0.0.1:{outbound}{" proto h2" if h2 else ""}
   default_backend to_inbound
 backend to_inbound
-  server inbound 127.0.0.1:{inbound} ssl crt {d}/frontend.pem ca-file {d}/bundle.pem verify required
+  server inbound 127.0.0.1:{inbound} ssl crt {d}/frontend.pem ca-file {d}/bundle.pem verify required{" alpn h2" if h2 else ""}
 frontend inbound
-  bind 127.0.0.1:{inbound} ssl crt {d}/backend.pem ca-file {d}/bundle.pem verify required
+  bind 127.0.0.1:{inbound} ssl crt {d}/backend.pem ca-file {d}/bundle.pem verify required{" alpn h2" if h2 else ""}
   default_backend app
 backend app
   server app 127.0.0.1:{app}
@@ -318,6 +327,30 @@ def run_wrk(port, seconds, connections, close):
     return parse_wrk(out.stdout)
 
 
+def run_h2load(port, seconds, connections, workdir):
+    """h2load over h2c prior knowledge, 10 concurrent streams per connection; percentiles from
+    its per-request log."""
+    log = os.path.join(workdir, "h2load.log")
+    out = subprocess.run(["h2load", "-t", str(min(2, connections)), "-c", str(connections), "-m", "10",
+                          "-D", str(seconds), "--log-file", log, f"http://127.0.0.1:{port}/items/1"],
+                         capture_output=True, text=True, check=True)
+    latencies = []
+    non2xx = 0
+    with open(log) as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 3:
+                non2xx += fields[1] != "200"
+                latencies.append(int(fields[2]) / 1000.0)  # µs -> ms
+    latencies.sort()
+    total = len(latencies)
+    m = re.search(r"finished in ([\d.]+)(ms|s), ([\d.]+) req/s", out.stdout)
+    rps = float(m.group(3)) if m else total / seconds
+    pick = lambda q: latencies[min(total - 1, int(q * total))] if total else 0.0
+    return {"rps": rps, "total": total, "p50": pick(0.5), "p99": pick(0.99),
+            "non2xx": non2xx, "socket_errors": ""}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--signet", required=True)
@@ -339,15 +372,16 @@ def main():
     results = {}
     try:
         endpoint = start(stack)
-        app = nginx(stack)
+        app, h2_app = nginx(stack)
         targets = {}
-        for protocol in ("http", "tcp"):
+        for protocol in ("http", "tcp", "h2"):
             port, pids = signet_pair(stack, endpoint, app, protocol)
             targets[("signet", protocol)] = (port, pids)
             port, pids = haproxy_pair(stack, app, protocol)
             targets[("haproxy", protocol)] = (port, pids)
         targets[("direct", "http")] = (app, [])
         targets[("direct", "tcp")] = (app, [])
+        targets[("direct", "h2")] = (h2_app, [])
         # The policy reaches the inbound proxy asynchronously: wait for a 200 through it.
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -356,6 +390,7 @@ def main():
                 break
             time.sleep(0.5)
         modes = [("keep-alive HTTP/1.1", "http", False),
+                 ("HTTP/2, 10 streams per connection", "h2", False),
                  ("new connection per request", "http", True),
                  ("TCP (L4), keep-alive", "tcp", False)]
         for round_number in range(args.rounds):
@@ -366,7 +401,10 @@ def main():
                 for target in order:
                     port, pids = targets[(target, protocol)]
                     before = cpu_seconds(pids)
-                    r = run_wrk(port, args.seconds, args.connections, close)
+                    if protocol == "h2":
+                        r = run_h2load(port, args.seconds, args.connections, stack.dir)
+                    else:
+                        r = run_wrk(port, args.seconds, args.connections, close)
                     r["cpu_per_10k"] = (cpu_seconds(pids) - before) / max(r["total"], 1) * 10_000
                     results.setdefault((mode, target), []).append(r)
                     print(f"round {round_number + 1} {mode:28} {target:8} {r['rps']:>10.0f} req/s  "
