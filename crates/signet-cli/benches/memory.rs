@@ -17,26 +17,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
 use signet_proto::admin::CreateEntryRequest;
 use signet_proto::admin::admin_client::AdminClient;
 use signet_proto::agent::Entry;
 use signet_test_support::{cpu_seconds, peak_rss_mib, rss_mib};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 const TD: &str = "example.org";
 
 async fn uds(path: &Path) -> Channel {
-    let path = path.to_owned();
-    Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-            }
-        }))
-        .await
-        .unwrap()
+    signet_test_support::workload_api::unix_channel(path).await
 }
 
 fn metric(port: u16, name: &str) -> f64 {

@@ -23,14 +23,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
 use signet_proto::admin::admin_client::AdminClient;
 use signet_proto::admin::{ApplyPoliciesRequest, CreateEntryRequest};
 use signet_proto::agent::Entry;
 use signet_test_support::free_port;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 const TD: &str = "example.org";
 const CLIENTS: usize = 16;
@@ -38,16 +37,7 @@ const HANDSHAKE_CLIENTS: usize = 8;
 const RUN: Duration = Duration::from_secs(5);
 
 async fn uds(path: &Path) -> Channel {
-    let path = path.to_owned();
-    Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-            }
-        }))
-        .await
-        .unwrap()
+    signet_test_support::workload_api::unix_channel(path).await
 }
 
 struct Procs(Vec<Child>);

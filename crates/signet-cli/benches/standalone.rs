@@ -20,30 +20,20 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
 use signet_proto::admin::admin_client::AdminClient;
 use signet_proto::admin::{CreateEntryRequest, DeleteEntryRequest, UpdateEntryRequest};
 use signet_proto::agent::Entry;
 use signet_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use signet_proto::workload::{X509svidRequest, X509svidResponse};
 use signet_test_support::{percentile, rss_mib};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 const STREAMS: usize = 1000;
 const ENTRIES: usize = 1000;
 const TD: &str = "example.org";
 
 async fn uds(path: &Path) -> Channel {
-    let path = path.to_owned();
-    Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-            }
-        }))
-        .await
-        .unwrap()
+    signet_test_support::workload_api::unix_channel(path).await
 }
 
 fn request() -> tonic::Request<X509svidRequest> {

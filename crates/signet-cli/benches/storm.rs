@@ -31,7 +31,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
 use signet_core::Backoff;
 use signet_proto::admin::admin_client::AdminClient;
 use signet_proto::admin::{CreateEntryRequest, CreateJoinTokenRequest};
@@ -41,7 +40,7 @@ use signet_proto::workload::X509svidRequest;
 use signet_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use signet_spiffe::TrustDomain;
 use signet_test_support::{cpu_seconds, peak_rss_mib, rss_mib};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 const TD: &str = "example.org";
 
@@ -52,16 +51,8 @@ fn count(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-async fn uds(path: &Path) -> Result<Channel, tonic::transport::Error> {
-    let path = path.to_owned();
-    Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-            }
-        }))
-        .await
+async fn uds(path: &Path) -> Result<Channel, signet_tls::source::SourceError> {
+    signet_tls::source::unix_channel(path.to_owned()).await
 }
 
 fn workload_request() -> tonic::Request<X509svidRequest> {
