@@ -364,6 +364,50 @@ fn server_killed_for_longer_than_every_ttl() {
 }
 
 #[test]
+fn agent_restarted_during_a_server_outage_longer_than_every_ttl() {
+    // A 20 s workload SVID, so that the copy on disk is still valid when the agent restarts.
+    let mut s = Scenario::start_full(Vec::new(), 20, |_| {});
+    // Let the SVID cache reach the disk (written at most every 2 s).
+    std::thread::sleep(Duration::from_secs(3));
+    s.d.kill_server();
+    s.d.kill_agent();
+    let restarted = Instant::now();
+    s.d.spawn_agent(None);
+    // With the server down, an unexpired SVID can only come from the agent's data directory.
+    let served_again = wait_for_valid(&s.watcher, &s.spiffe_id, Duration::from_secs(20));
+    assert!(
+        served_again,
+        "the restarted agent did not serve the persisted SVID"
+    );
+    println!(
+        "agent restarted during the outage: persisted SVID on the stream {:.1} s after the restart",
+        restarted.elapsed().as_secs_f64()
+    );
+    std::thread::sleep(secs(24));
+    s.recover("agent restart during the outage", Deployment::start_server);
+}
+
+/// Whether the stream delivers an unexpired SVID of `spiffe_id` again within `limit` (after a
+/// reconnection).
+fn wait_for_valid(watcher: &Watcher, spiffe_id: &str, limit: Duration) -> bool {
+    let since = watcher.events.lock().len();
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        let found = watcher.events.lock()[since..]
+            .iter()
+            .any(|event| match event {
+                Event::Svids { svids, at } => svids.iter().any(|s| s.0 == spiffe_id && s.2 > *at),
+                Event::Error { .. } => false,
+            });
+        if found {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
 fn server_stopped_for_longer_than_every_ttl() {
     // SIGSTOP: connections stay open and nothing answers (a hung server, a GC pause, a VM
     // freeze): the agent must not wait on them forever.
