@@ -110,7 +110,7 @@ async fn light_agent(
     client: signet_proto::agent::agent_service_client::AgentServiceClient<Channel>,
     progress: Arc<Progress>,
 ) {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
         let mut client = client.clone();
         let result = async {

@@ -585,7 +585,8 @@ fn a_server_clock_behind_ours_shortens_svids_but_none_expires() {
     let Some(library) = libfaketime() else {
         panic!("libfaketime is needed (Debian package faketime; .ci/run installs it)");
     };
-    // The server's clock is 5 s behind: each SVID it signs (12 s) lives 5 s less in our time.
+    // The server's clock is 5 s behind (×10 in the long variant): each SVID it signs (12 s)
+    // lives 5 s less in our time.
     let server_env = vec![
         ("LD_PRELOAD", library.display().to_string()),
         ("FAKETIME", format!("-{}s", 5 * scale())),
@@ -611,7 +612,8 @@ fn a_server_clock_behind_ours_shortens_svids_but_none_expires() {
     );
     s.d.kill_server();
     std::thread::sleep(Scenario::outage());
-    s.recover("server clock 5 s behind", Deployment::start_server);
+    let label = format!("server clock {} s behind", 5 * scale());
+    s.recover(&label, Deployment::start_server);
 }
 
 #[test]

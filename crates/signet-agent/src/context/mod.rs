@@ -52,9 +52,12 @@ pub(crate) struct AgentContext {
     report_now: Notify,
 }
 
-/// Reconnect delays towards the server: 200 ms doubling to 30 s, ±50 % jitter.
+/// Reconnect delays towards the server: 200 ms doubling to 10 s, ±50 % jitter. The ceiling
+/// bounds how long workloads whose SVIDs expired during an outage wait after the server is
+/// back (with 30 s it was up to 45 s); a busy server slows agents down with its pushback
+/// instead.
 pub(crate) fn server_backoff() -> Backoff {
-    Backoff::new(Duration::from_millis(200), Duration::from_secs(30))
+    Backoff::new(Duration::from_millis(200), Duration::from_secs(10))
 }
 
 impl AgentContext {
