@@ -35,6 +35,11 @@ BACKEND = f"spiffe://{TD}/backend"
 GID_FRONTEND, GID_BACKEND = 4001, 4002
 CORES = os.cpu_count() or 2
 TCP_POLICY_PORT = 9000
+# (title, protocol, new connection per request, --modes name)
+MODES = [("keep-alive HTTP/1.1", "http", False, "keepalive"),
+         ("HTTP/2, 10 streams per connection", "h2", False, "h2"),
+         ("new connection per request", "http", True, "close"),
+         ("TCP (L4), keep-alive", "tcp", False, "tcp")]
 
 
 def free_port():
@@ -242,7 +247,12 @@ def count_instructions(args):
         keep_alive_requests(port, 50)
         inbound_pid = pids[0]
         subprocess.run(["callgrind_control", "-i", "on", str(inbound_pid)], check=True, capture_output=True)
-        answered = keep_alive_requests(port, args.instructions)
+        if args.instructions_h2:
+            subprocess.run(["h2load", "-n", str(args.instructions), "-c", "1", "-m", "10",
+                            f"http://127.0.0.1:{port}/items/1"], check=True, capture_output=True)
+            answered = args.instructions
+        else:
+            answered = keep_alive_requests(port, args.instructions)
         subprocess.run(["callgrind_control", "-i", "off", str(inbound_pid)], check=True, capture_output=True)
         subprocess.run(["callgrind_control", "-d", str(inbound_pid)], check=True, capture_output=True)
         assert answered == args.instructions, f"{answered} of {args.instructions} answered"
@@ -255,7 +265,11 @@ def count_instructions(args):
                     for line in f:
                         if line.startswith(("summary:", "totals:")):
                             total = max(total, int(line.split()[1]))
-        print(f"proxied_request {total // args.instructions}")
+        print(f"proxied_request{'_h2' if args.instructions_h2 else ''} {total // args.instructions}")
+        if os.environ.get("KEEP_CALLGRIND"):
+            for name in os.listdir(workdir):
+                if name.startswith("callgrind.out."):
+                    shutil.copy(f"{workdir}/{name}", os.environ["KEEP_CALLGRIND"])
     finally:
         stack.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -331,6 +345,9 @@ def run_h2load(port, seconds, connections, workdir):
     """h2load over h2c prior knowledge, 10 concurrent streams per connection; percentiles from
     its per-request log."""
     log = os.path.join(workdir, "h2load.log")
+    # h2load appends to its log: start empty, or the counts of earlier runs are mixed in.
+    if os.path.exists(log):
+        os.remove(log)
     out = subprocess.run(["h2load", "-t", str(min(2, connections)), "-c", str(connections), "-m", "10",
                           "-D", str(seconds), "--log-file", log, f"http://127.0.0.1:{port}/items/1"],
                          capture_output=True, text=True, check=True)
@@ -358,6 +375,10 @@ def main():
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--instructions-h2", action="store_true",
+                        help="with --instructions: HTTP/2 (h2load, 10 streams) instead of HTTP/1.1 keep-alive")
+    parser.add_argument("--modes", default="keepalive,h2,close,tcp",
+                        help="comma-separated subset of keepalive,h2,close,tcp")
     parser.add_argument("--instructions", type=int, metavar="N",
                         help="instead: count the inbound proxy's instructions per request over N requests (callgrind)")
     args = parser.parse_args()
@@ -389,12 +410,9 @@ def main():
             if r["non2xx"] == 0 and r["total"] > 0:
                 break
             time.sleep(0.5)
-        modes = [("keep-alive HTTP/1.1", "http", False),
-                 ("HTTP/2, 10 streams per connection", "h2", False),
-                 ("new connection per request", "http", True),
-                 ("TCP (L4), keep-alive", "tcp", False)]
+        modes = [m for m in MODES if m[3] in args.modes.split(",")]
         for round_number in range(args.rounds):
-            for mode, protocol, close in modes:
+            for mode, protocol, close, _ in modes:
                 order = ["direct", "signet", "haproxy"]
                 if round_number % 2:
                     order.reverse()
@@ -424,7 +442,7 @@ def main():
     print("| mode | target | requests/s | p50 ms | p99 ms | proxy CPU s / 10k requests |")
     print("|---|---|---|---|---|---|")
     summary = {}
-    for mode, _, _ in modes:
+    for mode, _, _, _ in modes:
         for target in ("direct", "signet", "haproxy"):
             row = {k: median(mode, target, k) for k in ("rps", "p50", "p99", "cpu_per_10k")}
             summary[f"{mode}/{target}"] = row
@@ -433,7 +451,7 @@ def main():
     print()
     print("| mode | signet / HAProxy req/s | signet / direct req/s | p99 signet / HAProxy | CPU signet / HAProxy |")
     print("|---|---|---|---|---|")
-    for mode, _, _ in modes:
+    for mode, _, _, _ in modes:
         s, h, d = (summary[f"{mode}/{t}"] for t in ("signet", "haproxy", "direct"))
         print(f"| {mode} | {s['rps'] / h['rps']:.2f} | {s['rps'] / d['rps']:.2f} | "
               f"{s['p99'] / h['p99']:.2f} | {s['cpu_per_10k'] / max(h['cpu_per_10k'], 1e-9):.2f} |")

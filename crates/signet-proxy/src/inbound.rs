@@ -174,12 +174,12 @@ impl Context {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let authorizer = self.source.authorizer();
-        let verdict = authorizer.check(&Access {
+        let allowed = authorizer.allows(&Access {
             peer: peer.as_ref(),
             port: self.config.policy_port,
             http: None,
         });
-        if !verdict.allowed {
+        if !allowed {
             self.metrics.connection("inbound", "denied");
             return;
         }

@@ -162,6 +162,18 @@ impl Authorizer {
         self.policy.read().clone()
     }
 
+    /// Whether `access` is allowed: the enforcement points' per-request path. The verdict's
+    /// explanation (reason, matched policies: several formatted strings) is only built when
+    /// something must be counted or logged beyond a plain allow.
+    pub fn allows(&self, access: &Access<'_>) -> bool {
+        let policy = self.policy();
+        if plainly_allowed(&policy, access) {
+            self.metrics.allowed.inc();
+            return true;
+        }
+        self.check_with(&policy, access).allowed
+    }
+
     /// Decides `access` for the workload, counting and logging denials.
     pub fn check(&self, access: &Access<'_>) -> Verdict {
         self.check_with(&self.policy(), access)
@@ -179,9 +191,12 @@ impl Authorizer {
         let target = policy
             .spiffe_ids
             .first()
-            .map(ToString::to_string)
+            .map(signet_spiffe::SpiffeId::as_str)
             .unwrap_or_default();
-        let peer = access.peer.map(ToString::to_string).unwrap_or_default();
+        let peer = access
+            .peer
+            .map(signet_spiffe::SpiffeId::as_str)
+            .unwrap_or_default();
         let (method, path) = access.http.unwrap_or_default();
         for (name, action, enforcement) in &verdict.matched {
             if *action == Action::Audit || *enforcement == policy::Enforcement::DryRun {
@@ -247,35 +262,26 @@ fn denial_labels(verdict: &Verdict) -> (String, &'static str) {
     }
 }
 
-/// The decision for `access` under `policy`, without side effects.
-pub fn decide(policy: &EffectivePolicy, access: &Access<'_>) -> Verdict {
+/// Evaluates `access` under `policy` and hands the decision to `f`, or why the request was
+/// refused before evaluation (a method not in upper case, a path that does not normalize).
+fn with_decision<T>(
+    policy: &EffectivePolicy,
+    access: &Access<'_>,
+    f: impl FnOnce(Result<&policy::Decision<'_>, String>) -> T,
+) -> T {
     // Policies name methods in upper case; servers that match methods case-insensitively would
     // otherwise run `delete` past a DENY of `DELETE`.
     if let Some((method, _)) = access.http
         && (method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()))
     {
-        return Verdict {
-            allowed: false,
-            reason: format!("request method {method:?} refused: methods are upper-case letters"),
-            decided_by: DecidedBy::Refused,
-            dry_run_allowed: false,
-            deciding_policy: None,
-            matched: Vec::new(),
-        };
+        return f(Err(format!(
+            "request method {method:?} refused: methods are upper-case letters"
+        )));
     }
     let normalized = match access.http {
         Some((_, raw)) => match normalize_path(raw) {
             Ok(path) => Some(path),
-            Err(e) => {
-                return Verdict {
-                    allowed: false,
-                    reason: format!("request path refused: {e}"),
-                    decided_by: DecidedBy::Refused,
-                    dry_run_allowed: false,
-                    deciding_policy: None,
-                    matched: Vec::new(),
-                };
-            }
+            Err(e) => return f(Err(format!("request path refused: {e}"))),
         },
         None => None,
     };
@@ -289,24 +295,60 @@ pub fn decide(policy: &EffectivePolicy, access: &Access<'_>) -> Verdict {
             .map(|((method, _), path)| HttpRequest { method, path }),
     };
     let decision = policy::evaluate(&policies, policy.default_policy, &policy.trust, &request);
-    let (deciding_policy, decided_by) = match &decision.reason {
-        Reason::DeniedByPolicy { policy, .. } | Reason::AllowedByPolicy { policy, .. } => {
-            (Some(policy.to_string()), DecidedBy::Policy)
+    f(Ok(&decision))
+}
+
+/// Whether `access` is allowed with nothing to report: no DryRun difference and no Audit or
+/// DryRun policy matched (those are logged). `false` means "take the full path", not "denied".
+fn plainly_allowed(policy: &EffectivePolicy, access: &Access<'_>) -> bool {
+    with_decision(policy, access, |decision| {
+        decision.is_ok_and(|decision| {
+            decision.allowed
+                && decision.dry_run_allowed
+                && !decision.contributions.iter().any(|c| {
+                    matches!(c.outcome, Outcome::Matched { .. })
+                        && (c.action == Action::Audit
+                            || c.enforcement == policy::Enforcement::DryRun)
+                })
+        })
+    })
+}
+
+/// The decision for `access` under `policy`, without side effects.
+pub fn decide(policy: &EffectivePolicy, access: &Access<'_>) -> Verdict {
+    with_decision(policy, access, |decision| {
+        let decision = match decision {
+            Ok(decision) => decision,
+            Err(reason) => {
+                return Verdict {
+                    allowed: false,
+                    reason,
+                    decided_by: DecidedBy::Refused,
+                    dry_run_allowed: false,
+                    deciding_policy: None,
+                    matched: Vec::new(),
+                };
+            }
+        };
+        let (deciding_policy, decided_by) = match &decision.reason {
+            Reason::DeniedByPolicy { policy, .. } | Reason::AllowedByPolicy { policy, .. } => {
+                (Some(policy.to_string()), DecidedBy::Policy)
+            }
+            Reason::NoAllowPolicyMatched => (None, DecidedBy::NoAllowMatched),
+            Reason::Default { .. } => (None, DecidedBy::Default),
+        };
+        Verdict {
+            allowed: decision.allowed,
+            decided_by,
+            reason: decision.reason.to_string(),
+            dry_run_allowed: decision.dry_run_allowed,
+            deciding_policy,
+            matched: decision
+                .contributions
+                .iter()
+                .filter(|c| matches!(c.outcome, Outcome::Matched { .. }))
+                .map(|c| (c.policy.to_string(), c.action, c.enforcement))
+                .collect(),
         }
-        Reason::NoAllowPolicyMatched => (None, DecidedBy::NoAllowMatched),
-        Reason::Default { .. } => (None, DecidedBy::Default),
-    };
-    Verdict {
-        allowed: decision.allowed,
-        decided_by,
-        reason: decision.reason.to_string(),
-        dry_run_allowed: decision.dry_run_allowed,
-        deciding_policy,
-        matched: decision
-            .contributions
-            .iter()
-            .filter(|c| matches!(c.outcome, Outcome::Matched { .. }))
-            .map(|c| (c.policy.to_string(), c.action, c.enforcement))
-            .collect(),
-    }
+    })
 }

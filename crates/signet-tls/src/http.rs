@@ -67,12 +67,12 @@ where
             .extensions()
             .get::<PeerIdentity>()
             .and_then(|p| p.0.clone());
-        let verdict = self.authorizer.check(&Access {
+        let allowed = self.authorizer.allows(&Access {
             peer: peer.as_ref(),
             port: self.port,
             http: Some((request.method().as_str(), request.uri().path())),
         });
-        if verdict.allowed {
+        if allowed {
             return Either::Left(self.inner.call(request));
         }
         let mut response = Response::new(ResBody::default());

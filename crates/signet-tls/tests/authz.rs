@@ -284,3 +284,73 @@ async fn the_layer_answers_403_without_calling_the_service() {
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn the_fast_path_agrees_with_the_full_verdict_and_still_reports() {
+    let deny = policy(
+        "no-admin",
+        Action::Deny,
+        Enforcement::Enforce,
+        Rule {
+            from: vec![],
+            to: vec![Operation {
+                paths: vec![PathPattern::parse("/admin/*").unwrap()],
+                ..Operation::default()
+            }],
+        },
+    );
+    let allow = policy(
+        "web",
+        Action::Allow,
+        Enforcement::Enforce,
+        Rule {
+            from: vec![from("spiffe://example.org/web/*")],
+            to: vec![],
+        },
+    );
+    let dry = policy(
+        "lockdown-later",
+        Action::Deny,
+        Enforcement::DryRun,
+        Rule {
+            from: vec![],
+            to: vec![Operation {
+                paths: vec![PathPattern::parse("/beta/*").unwrap()],
+                ..Operation::default()
+            }],
+        },
+    );
+    let fast = authorizer(
+        vec![deny.clone(), allow.clone(), dry.clone()],
+        DefaultPolicy::AllowTrustDomain,
+    );
+    let full = authorizer(vec![deny, allow, dry], DefaultPolicy::AllowTrustDomain);
+    let web = id("/web/1");
+    let other = id("/batch");
+    let cases: Vec<(Option<&SpiffeId>, Option<(&str, &str)>)> = vec![
+        (Some(&web), Some(("GET", "/items/1"))),
+        (Some(&web), Some(("GET", "/admin/x"))),
+        (Some(&web), Some(("GET", "/beta/x"))),
+        (Some(&web), Some(("get", "/items/1"))),
+        (Some(&web), Some(("GET", "/a/../admin/x"))),
+        (Some(&web), Some(("GET", "/%2e%2e/admin"))),
+        (Some(&other), Some(("GET", "/items/1"))),
+        (None, Some(("GET", "/items/1"))),
+        (Some(&web), None),
+        (None, None),
+    ];
+    for (peer, http) in cases {
+        let access = Access {
+            peer,
+            port: 443,
+            http,
+        };
+        assert_eq!(
+            fast.allows(&access),
+            full.check(&access).allowed,
+            "{peer:?} {http:?}"
+        );
+    }
+    // Same counters either way, DryRun differences included.
+    assert_eq!(metrics_text(&fast), metrics_text(&full));
+}
