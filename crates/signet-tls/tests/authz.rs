@@ -285,6 +285,9 @@ async fn the_layer_answers_403_without_calling_the_service() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
+/// A peer and, for HTTP, a method and path.
+type Case<'a> = (Option<&'a SpiffeId>, Option<(&'a str, &'a str)>);
+
 #[test]
 fn the_fast_path_agrees_with_the_full_verdict_and_still_reports() {
     let deny = policy(
@@ -327,7 +330,7 @@ fn the_fast_path_agrees_with_the_full_verdict_and_still_reports() {
     let full = authorizer(vec![deny, allow, dry], DefaultPolicy::AllowTrustDomain);
     let web = id("/web/1");
     let other = id("/batch");
-    let cases: Vec<(Option<&SpiffeId>, Option<(&str, &str)>)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (Some(&web), Some(("GET", "/items/1"))),
         (Some(&web), Some(("GET", "/admin/x"))),
         (Some(&web), Some(("GET", "/beta/x"))),
