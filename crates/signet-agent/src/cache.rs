@@ -38,6 +38,20 @@ struct Slot {
 /// check it against their own clocks.
 pub const NOT_BEFORE_TOLERANCE: Duration = Duration::from_secs(1);
 
+impl Slot {
+    /// The SVID whose refresh time and revision decide when the entry is signed next: the
+    /// held-back one when there is one (the served one is already replaced).
+    fn scheduled(&self) -> Option<&Arc<CachedSvid>> {
+        self.next.as_ref().or(self.svid.as_ref())
+    }
+}
+
+/// Whether `svid` may be served at `now`: not expired, and not starting later than the
+/// tolerance.
+fn servable(svid: &CachedSvid, now: SystemTime) -> bool {
+    svid.svid.not_after() > now && svid.svid.not_before() <= now + NOT_BEFORE_TOLERANCE
+}
+
 #[derive(Debug, Clone)]
 struct CachedJwt {
     token: String,
@@ -394,7 +408,7 @@ impl SvidCache {
         self.read(|s| {
             s.entries
                 .values()
-                .filter(|slot| match slot.next.as_ref().or(slot.svid.as_ref()) {
+                .filter(|slot| match slot.scheduled() {
                     None => true,
                     Some(svid) => svid.refresh_at <= now || svid.revision != slot.entry.revision,
                 })
@@ -403,14 +417,23 @@ impl SvidCache {
         })
     }
 
-    /// When the first SVID held expires, after `after`.
-    pub fn next_expiry_after(&self, after: SystemTime) -> Option<SystemTime> {
+    /// When the first SVID served expires after `after`, and when the first held-back SVID
+    /// becomes valid: the moments streams must look again (one pass over the entries).
+    pub fn next_wakeups(&self, after: SystemTime) -> (Option<SystemTime>, Option<SystemTime>) {
         self.read(|s| {
-            s.entries
-                .values()
-                .filter_map(|slot| slot.svid.as_ref().map(|v| v.svid.not_after()))
-                .filter(|at| *at > after)
-                .min()
+            let mut expiry: Option<SystemTime> = None;
+            let mut promotion: Option<SystemTime> = None;
+            for slot in s.entries.values() {
+                if let Some(at) = slot.svid.as_ref().map(|v| v.svid.not_after())
+                    && at > after
+                {
+                    expiry = Some(expiry.map_or(at, |e| e.min(at)));
+                }
+                if let Some(at) = slot.next.as_ref().map(|n| n.svid.not_before()) {
+                    promotion = Some(promotion.map_or(at, |p| p.min(at)));
+                }
+            }
+            (expiry, promotion)
         })
     }
 
@@ -438,7 +461,7 @@ impl SvidCache {
         self.read(|s| {
             s.entries
                 .values()
-                .filter_map(|slot| slot.svid.as_ref().map(|v| v.refresh_at))
+                .filter_map(|slot| slot.scheduled().map(|v| v.refresh_at))
                 .min()
         })
     }
@@ -454,19 +477,16 @@ impl SvidCache {
             if let Some(slot) = s.entries.get_mut(entry_id)
                 && slot.entry.revision == svid.revision
             {
+                // A new SVID not valid yet (the server's clock is ahead) waits while the one
+                // served is still good for this revision.
                 let now = SystemTime::now();
-                let early = svid.svid.not_before() > now + NOT_BEFORE_TOLERANCE;
-                let current_good = slot
-                    .svid
-                    .as_ref()
-                    .is_some_and(|c| c.svid.not_after() > now && c.svid.not_before() <= now);
-                if early
-                    && current_good
+                let keep_current = !servable(&svid, now)
+                    && svid.svid.not_after() > now
                     && slot
                         .svid
                         .as_ref()
-                        .is_some_and(|c| c.revision == svid.revision)
-                {
+                        .is_some_and(|c| c.revision == svid.revision && servable(c, now));
+                if keep_current {
                     slot.next = Some(Arc::new(svid));
                 } else {
                     slot.svid = Some(Arc::new(svid));
@@ -476,39 +496,18 @@ impl SvidCache {
         });
     }
 
-    /// When the first held-back SVID becomes valid.
-    pub fn next_promotion(&self) -> Option<SystemTime> {
-        self.read(|s| {
-            s.entries
-                .values()
-                .filter_map(|slot| slot.next.as_ref().map(|n| n.svid.not_before()))
-                .min()
-        })
-    }
-
     /// Serves the held-back SVIDs that are valid at `now`; true if any was.
     pub fn promote(&self, now: SystemTime) -> bool {
-        let ready = self.read(|s| {
-            s.entries.values().any(|slot| {
-                slot.next
-                    .as_ref()
-                    .is_some_and(|n| n.svid.not_before() <= now + NOT_BEFORE_TOLERANCE)
-            })
-        });
-        if ready {
-            self.update(|s| {
-                for slot in s.entries.values_mut() {
-                    if slot
-                        .next
-                        .as_ref()
-                        .is_some_and(|n| n.svid.not_before() <= now + NOT_BEFORE_TOLERANCE)
-                    {
-                        slot.svid = slot.next.take();
-                    }
-                }
-            });
+        let ready = |slot: &Slot| slot.next.as_ref().is_some_and(|next| servable(next, now));
+        if !self.read(|s| s.entries.values().any(ready)) {
+            return false;
         }
-        ready
+        self.update(|s| {
+            for slot in s.entries.values_mut().filter(|slot| ready(slot)) {
+                slot.svid = slot.next.take();
+            }
+        });
+        true
     }
 
     /// Number of entries and of entries with an SVID.
@@ -665,8 +664,7 @@ pub(crate) async fn announce_expiries(cache: Arc<SvidCache>) {
     let mut changes = cache.subscribe();
     let mut announced = SystemTime::now();
     loop {
-        let expiry = cache.next_expiry_after(announced);
-        let promotion = cache.next_promotion();
+        let (expiry, promotion) = cache.next_wakeups(announced);
         let next = match (expiry, promotion) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -803,9 +801,11 @@ mod tests {
             current.svid.leaf(),
             "the not-yet-valid SVID is not served"
         );
-        // Not due again (the held one is what counts), so the signer does not spin.
+        // Not due again (the held one is what counts), so the signer does not spin, and its
+        // next wake-up is the held one's refresh time, not the replaced SVID's.
         assert!(cache.due(SystemTime::now()).is_empty());
-        let at = cache.next_promotion().unwrap();
+        assert_eq!(cache.next_refresh(), Some(early.refresh_at));
+        let at = cache.next_wakeups(SystemTime::now()).1.unwrap();
         assert!(at > SystemTime::now() + Duration::from_secs(40));
         assert!(!cache.promote(SystemTime::now()));
         assert!(cache.promote(at));
@@ -813,7 +813,7 @@ mod tests {
             cache.identities(&selectors).ready[0].1.svid.leaf(),
             early.svid.leaf()
         );
-        assert_eq!(cache.next_promotion(), None);
+        assert_eq!(cache.next_wakeups(SystemTime::now()).1, None);
 
         // With nothing valid to serve instead, the early SVID is stored as it is.
         let other = SvidCache::new();
