@@ -78,6 +78,46 @@ pub enum SyncMessageError {
     /// A removed entry id is not an id.
     #[error("removed entry id {0:?} is not valid")]
     RemovedId(String),
+    /// A snapshot larger than an agent accepts.
+    #[error("entry snapshot of more than {0} entries")]
+    SnapshotTooLarge(usize),
+}
+
+/// Collects a snapshot's chunks until the last one, refusing one that grows past a bound.
+#[derive(Debug)]
+pub struct SnapshotAssembler {
+    entries: Vec<RegistrationEntry>,
+    limit: usize,
+}
+
+impl Default for SnapshotAssembler {
+    fn default() -> Self {
+        Self::with_limit(MAX_SNAPSHOT_ENTRIES)
+    }
+}
+
+impl SnapshotAssembler {
+    /// An assembler refusing snapshots of more than `limit` entries.
+    pub fn with_limit(limit: usize) -> Self {
+        Self {
+            entries: Vec::new(),
+            limit,
+        }
+    }
+
+    /// Adds one chunk; the whole snapshot once `last` is set.
+    pub fn push(
+        &mut self,
+        entries: Vec<RegistrationEntry>,
+        last: bool,
+    ) -> Result<Option<Vec<RegistrationEntry>>, SyncMessageError> {
+        if self.entries.len() + entries.len() > self.limit {
+            self.entries = Vec::new();
+            return Err(SyncMessageError::SnapshotTooLarge(self.limit));
+        }
+        self.entries.extend(entries);
+        Ok(last.then(|| std::mem::take(&mut self.entries)))
+    }
 }
 
 /// Parses one message of the sync stream for an agent of `trust_domain`.
@@ -205,6 +245,43 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_snapshot_is_assembled_from_its_chunks_and_an_oversized_one_refused() {
+        let entry = |n: usize| {
+            RegistrationEntry::try_from(&agent::Entry {
+                id: format!("e{n}"),
+                spiffe_id: format!("spiffe://example.org/w{n}"),
+                parent_id: "spiffe://example.org/agent".into(),
+                selectors: vec!["unix:uid:1".into()],
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let mut assembler = SnapshotAssembler::with_limit(3);
+        assert!(
+            assembler
+                .push(vec![entry(1), entry(2)], false)
+                .unwrap()
+                .is_none()
+        );
+        let whole = assembler.push(vec![entry(3)], true).unwrap().unwrap();
+        assert_eq!(whole.len(), 3);
+        // The next snapshot starts empty; a hostile server streaming more than the bound is
+        // refused before it is buffered.
+        assert!(
+            assembler
+                .push(vec![entry(1), entry(2)], false)
+                .unwrap()
+                .is_none()
+        );
+        let error = assembler.push(vec![entry(3), entry(4)], false).unwrap_err();
+        assert!(
+            matches!(error, SyncMessageError::SnapshotTooLarge(3)),
+            "{error}"
+        );
+        assert_eq!(assembler.push(vec![], true).unwrap().unwrap().len(), 0);
     }
 
     #[test]

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use signet_core::{Backoff, RegistrationEntry};
+use signet_core::Backoff;
 use signet_proto::agent::SyncEntriesRequest;
-use signet_proto::sync::{MAX_SNAPSHOT_ENTRIES, SyncUpdate, parse_sync_message};
+use signet_proto::sync::{SnapshotAssembler, SyncUpdate, parse_sync_message};
 use tracing::{debug, info, warn};
 
 use super::{AgentContext, server_backoff};
@@ -53,7 +53,7 @@ impl AgentContext {
             .await
             .map_err(AgentError::from_status)?
             .into_inner();
-        let mut snapshot: Vec<RegistrationEntry> = Vec::new();
+        let mut snapshot = SnapshotAssembler::default();
         while let Some(message) = stream.message().await.map_err(AgentError::from_status)? {
             backoff.reset();
             let message = parse_sync_message(message, &self.trust_domain)
@@ -87,16 +87,12 @@ impl AgentContext {
                     self.policies.send_replace(Some(Arc::new(set)));
                 }
                 Some(SyncUpdate::Snapshot { entries, last }) => {
-                    if snapshot.len() + entries.len() > MAX_SNAPSHOT_ENTRIES {
-                        return Err(AgentError::invalid_answer(
-                            "entry snapshot",
-                            format!("more than {MAX_SNAPSHOT_ENTRIES} entries"),
-                        ));
-                    }
-                    snapshot.extend(entries);
-                    if last {
-                        let count = snapshot.len();
-                        self.cache.replace_entries(std::mem::take(&mut snapshot));
+                    let whole = snapshot
+                        .push(entries, last)
+                        .map_err(|e| AgentError::invalid_answer("entry snapshot", e))?;
+                    if let Some(whole) = whole {
+                        let count = whole.len();
+                        self.cache.replace_entries(whole);
                         info!(entries = count, "entry snapshot received");
                     }
                 }
