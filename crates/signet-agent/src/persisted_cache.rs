@@ -522,6 +522,26 @@ mod tests {
     }
 
     #[test]
+    fn a_file_of_a_newer_schema_is_moved_aside_not_misread() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = CacheFile::open(dir.path()).unwrap();
+        file.connection
+            .execute("UPDATE meta SET value = 99 WHERE name = 'schema'", [])
+            .unwrap();
+        drop(file);
+        let mut reopened = CacheFile::open(dir.path()).unwrap();
+        assert!(dir.path().join("svid-cache.db.unreadable").exists());
+        let td = TrustDomain::new("example.org").unwrap();
+        assert!(
+            reopened
+                .load(&td, SystemTime::now())
+                .unwrap()
+                .entries
+                .is_empty()
+        );
+    }
+
+    #[test]
     fn an_unreadable_file_is_moved_aside_and_a_hostile_row_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(

@@ -22,7 +22,6 @@ use signet_spiffe::SpiffeId;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
-pub use signet_proto::pushback::PUSHBACK_KEY;
 use signet_proto::pushback::with_pushback as pushback;
 
 /// The admission bounds of one server.
@@ -111,11 +110,6 @@ impl Admission {
             buckets: Mutex::new(HashMap::new()),
             limits,
         }
-    }
-
-    /// The limits.
-    pub fn limits(&self) -> AdmissionLimits {
-        self.limits
     }
 
     /// Waits for a place to attest or sign, or refuses at once when too many already wait.
@@ -214,21 +208,10 @@ impl Drop for Leave<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use signet_proto::pushback::pushback_of;
 
     fn agent(n: u32) -> SpiffeId {
         SpiffeId::new(&format!("spiffe://example.org/signet/agent/join_token/{n}")).unwrap()
-    }
-
-    fn pushback_of(status: &Status) -> Duration {
-        let millis: u64 = status
-            .metadata()
-            .get(PUSHBACK_KEY)
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        Duration::from_millis(millis)
     }
 
     #[test]
@@ -243,7 +226,7 @@ mod tests {
         let refused = admission.sign_budget_at(&agent(1), 500, start).unwrap_err();
         assert_eq!(refused.reason, Refusal::AgentRate);
         assert_eq!(refused.status.code(), tonic::Code::ResourceExhausted);
-        let wait = pushback_of(&refused.status);
+        let wait = pushback_of(&refused.status).unwrap();
         assert!(
             (Duration::from_secs(5)..=Duration::from_millis(7_600)).contains(&wait),
             "{wait:?}"
@@ -280,7 +263,7 @@ mod tests {
         for _ in 0..20 {
             let refused = admission.work().await.unwrap_err();
             assert_eq!(refused.reason, Refusal::Queue);
-            let wait = pushback_of(&refused.status);
+            let wait = pushback_of(&refused.status).unwrap();
             assert!(wait >= Duration::from_millis(500), "{wait:?}");
             waits.insert(wait);
         }
