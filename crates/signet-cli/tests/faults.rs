@@ -98,17 +98,7 @@ impl Watcher {
                 .unwrap();
             runtime.block_on(async move {
                 while !s.load(Ordering::Relaxed) {
-                    let path = socket.clone();
-                    let channel = tonic::transport::Endpoint::from_static("http://localhost")
-                        .connect_with_connector(tower::service_fn(move |_| {
-                            let path = path.clone();
-                            async move {
-                                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                                    tokio::net::UnixStream::connect(path).await?,
-                                ))
-                            }
-                        }))
-                        .await;
+                    let channel = signet_tls::source::unix_channel(socket.clone()).await;
                     if let Ok(channel) = channel {
                         let mut client = SpiffeWorkloadApiClient::new(channel);
                         let mut request = tonic::Request::new(X509svidRequest {});

@@ -67,8 +67,8 @@ fn metrics_text(authorizer: &Authorizer) -> String {
     text
 }
 
-#[test]
-fn decisions_follow_the_policies_and_denials_are_counted_by_what_denied() {
+/// DENY of `/admin/*` to anyone, and ALLOW for `spiffe://example.org/web/*`.
+fn deny_admin_allow_web() -> [Policy; 2] {
     let deny = policy(
         "no-admin",
         Action::Deny,
@@ -90,6 +90,12 @@ fn decisions_follow_the_policies_and_denials_are_counted_by_what_denied() {
             to: vec![],
         },
     );
+    [deny, allow]
+}
+
+#[test]
+fn decisions_follow_the_policies_and_denials_are_counted_by_what_denied() {
+    let [deny, allow] = deny_admin_allow_web();
     let authz = authorizer(vec![deny, allow], DefaultPolicy::AllowTrustDomain);
     let web = id("/web/1");
     let other = id("/batch");
@@ -290,27 +296,7 @@ type Case<'a> = (Option<&'a SpiffeId>, Option<(&'a str, &'a str)>);
 
 #[test]
 fn the_fast_path_agrees_with_the_full_verdict_and_still_reports() {
-    let deny = policy(
-        "no-admin",
-        Action::Deny,
-        Enforcement::Enforce,
-        Rule {
-            from: vec![],
-            to: vec![Operation {
-                paths: vec![PathPattern::parse("/admin/*").unwrap()],
-                ..Operation::default()
-            }],
-        },
-    );
-    let allow = policy(
-        "web",
-        Action::Allow,
-        Enforcement::Enforce,
-        Rule {
-            from: vec![from("spiffe://example.org/web/*")],
-            to: vec![],
-        },
-    );
+    let [deny, allow] = deny_admin_allow_web();
     let dry = policy(
         "lockdown-later",
         Action::Deny,
