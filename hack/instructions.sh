@@ -2,7 +2,8 @@
 # Deterministic regression figures (issue 19 item 3): instructions per operation of the hot
 # paths, counted with valgrind's callgrind, compared with hack/instructions.baseline.
 #   mint, workload, controller: only inside the path's `measured_*` function
-#     (crates/signet-server/benches/instructions.rs), 100 operations each;
+#     (crates/signet-server/benches/instructions.rs; the controller's in its own benchmark,
+#     crates/signet-controller/benches/controller.rs), 100 operations each;
 #   proxied_request: the inbound `signet proxy` process over 200 keep-alive requests (mTLS in,
 #     SPIFFE ID and policy checked, forwarded to nginx, answer relayed), counted between
 #     `callgrind_control -i on` and `-i off` (hack/bench_proxy.py --instructions; needs root
@@ -22,13 +23,18 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   pkill -x nginx 2>/dev/null || true
 fi
-binary=$(cargo bench -p signet-server --bench instructions --no-run --message-format=json 2>/dev/null \
-  | python3 -c 'import json,sys
+# The executable of `cargo bench -p <package> --bench <name>`.
+bench_executable() {
+  cargo bench -p "$1" --bench "$2" --no-run --message-format=json 2>/dev/null \
+    | python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "instructions" and m.get("executable"):
-        print(m["executable"])')
-[[ -x "$binary" ]] || { echo "could not build the instructions bench" >&2; exit 1; }
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1] and m.get("executable"):
+        print(m["executable"])' "$2"
+}
+binary=$(bench_executable signet-server instructions)
+controller=$(bench_executable signet-controller controller)
+[[ -x "$binary" && -x "$controller" ]] || { echo "could not build the benchmarks" >&2; exit 1; }
 cargo build --release -q -p signet-cli --bin signet
 baseline=hack/instructions.baseline
 work=$(mktemp -d)
@@ -55,8 +61,13 @@ check() {
 }
 
 for path in mint workload controller; do
+  if [[ "$path" == controller ]]; then
+    run=("$controller" instructions)
+  else
+    run=("$binary" "$path")
+  fi
   valgrind --tool=callgrind --toggle-collect="*measured_${path}*" \
-    --callgrind-out-file="$work/$path.out" "$binary" "$path" >/dev/null 2>"$work/$path.log"
+    --callgrind-out-file="$work/$path.out" "${run[@]}" >/dev/null 2>"$work/$path.log"
   total=$(grep -E '^(summary|totals):' "$work/$path.out" | awk '{print $2}' | sort -n | tail -1)
   check "$path" $(( total / 100 ))
 done

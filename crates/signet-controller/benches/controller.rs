@@ -99,9 +99,48 @@ fn authorization_policy(
     .unwrap()
 }
 
+/// One pod change (a label edit) with its changes taken, `edited.len()` times: counted by
+/// `hack/instructions.sh` under callgrind (`controller instructions`).
+#[inline(never)]
+fn measured_controller(index: &mut Index, edited: &[Pod]) -> usize {
+    let mut changes = 0;
+    for pod in edited {
+        index.apply_pod(pod);
+        changes += index.take_changes().len();
+    }
+    changes
+}
+
+/// The instruction-count mode: the P4 index, then 100 pod changes in `measured_controller`.
+fn instructions(pods: &[Pod], identities: &[signet_api::ClusterSPIFFEID]) {
+    let mut index = base_index();
+    for identity in identities {
+        index.apply_identity(identity);
+    }
+    for pod in pods {
+        index.apply_pod(pod);
+    }
+    let _ = index.take_changes();
+    let edited: Vec<Pod> = (0..100)
+        .map(|i| {
+            let mut pod = pods[(i * 7919) % PODS].clone();
+            pod.metadata
+                .labels
+                .get_or_insert_default()
+                .insert("revision".into(), i.to_string());
+            pod
+        })
+        .collect();
+    std::hint::black_box(measured_controller(&mut index, &edited));
+}
+
 fn main() {
     let pods = pods();
     let identities = identities();
+    if std::env::args().skip(1).any(|a| a == "instructions") {
+        instructions(&pods, &identities);
+        return;
+    }
 
     // Order A: resources first, then the pod list (a server starting against a running cluster
     // whose CR watch synced first).

@@ -7,8 +7,10 @@
 //! - `mint`: an X509-SVID minted from a CSR (P-256, 1 h) by the CA;
 //! - `workload`: the FetchX509SVID message for a workload with 10 identities, from an agent cache
 //!   of 1,010 entries (selector match, response built, protobuf-encoded);
-//! - `controller`: one pod change (a label edit) at 30,000 pods × 10 ClusterSPIFFEIDs, with the
-//!   changes taken.
+//!
+//! The controller's path (one pod change at 30,000 pods) is counted in the controller's own
+//! benchmark, beside its fixture (`cargo bench -p signet-controller --bench controller --
+//! instructions`).
 //!
 //! Without valgrind it just runs (a smoke test of the paths).
 
@@ -18,13 +20,10 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::core::v1::Pod;
 use prost::Message;
 use signet_ca::{CaConfig, CertificateAuthority, CsrIdRule, FileKeyStore, SystemClock};
-use signet_controller::{ControllerConfig, Index};
 use signet_core::{RegistrationEntry, SelectorSet};
 use signet_spiffe::{SpiffeId, TrustDomain};
-use signet_test_support::k8s::{PodBuilder, cluster_spiffe_id, match_labels, namespace, node};
 use signet_test_support::workload_api::{SigningCa, entry_with_selector};
 
 /// Repetitions inside each measured function.
@@ -115,82 +114,6 @@ fn workload() {
     black_box(measured_workload(&cache, &selectors));
 }
 
-const PODS: usize = 30_000;
-const NAMESPACES: usize = 100;
-const IDENTITIES: usize = 10;
-
-fn pods() -> Vec<Pod> {
-    (0..PODS)
-        .map(|i| {
-            PodBuilder::new(&format!("ns{}", i % NAMESPACES), &format!("pod-{i}"))
-                .label("app", &format!("app{}", i % 50))
-                .label("pod-template-hash", "5d8f7c9b4")
-                .service_account(&format!("sa{}", i % 20))
-                .on_node(&format!("node-{}", i % 100))
-                .build()
-        })
-        .collect()
-}
-
-#[inline(never)]
-fn measured_controller(index: &mut Index, edited: &[Pod]) -> usize {
-    let mut changes = 0;
-    for pod in edited {
-        index.apply_pod(pod);
-        changes += index.take_changes().len();
-    }
-    changes
-}
-
-fn controller() {
-    let mut index = Index::new(ControllerConfig::new(
-        TrustDomain::new("example.org").unwrap(),
-        "bench",
-    ));
-    for n in 0..NAMESPACES {
-        let team = format!("t{}", n % (IDENTITIES + 2));
-        index.apply_namespace(&namespace(&format!("ns{n}"), &[("team", &team)]));
-    }
-    for n in 0..100 {
-        index.apply_node(&node(&format!("node-{n}")));
-    }
-    for i in 0..IDENTITIES {
-        let mut identity = cluster_spiffe_id(
-            &format!("id{i}"),
-            "spiffe://{{ .TrustDomain }}/ns/{{ .PodMeta.Namespace }}/sa/{{ .PodSpec.ServiceAccountName }}",
-            i64::try_from(i).unwrap(),
-        );
-        if i == IDENTITIES - 1 {
-            identity.spec.fallback = true;
-        } else {
-            identity.spec.namespace_selector = match_labels(&[("team", &format!("t{i}"))]);
-        }
-        identity.spec.workload_selector_templates = vec![
-            "k8s:ns:{{ .PodMeta.Namespace }}".into(),
-            "k8s:sa:{{ .PodSpec.ServiceAccountName }}".into(),
-        ];
-        identity.spec.dns_name_templates =
-            vec!["{{ .PodMeta.Name }}.{{ .PodMeta.Namespace }}.svc".into()];
-        index.apply_identity(&identity);
-    }
-    let pods = pods();
-    for pod in &pods {
-        index.apply_pod(pod);
-    }
-    let _ = index.take_changes();
-    let edited: Vec<Pod> = (0..ITERATIONS)
-        .map(|i| {
-            let mut pod = pods[(i * 7919) % PODS].clone();
-            pod.metadata
-                .labels
-                .get_or_insert_default()
-                .insert("revision".into(), i.to_string());
-            pod
-        })
-        .collect();
-    black_box(measured_controller(&mut index, &edited));
-}
-
 fn main() {
     let path = std::env::args()
         .skip(1)
@@ -199,12 +122,10 @@ fn main() {
     match path.as_str() {
         "mint" => mint(),
         "workload" => workload(),
-        "controller" => controller(),
         // `cargo bench` passes `--bench`: run every path once as a smoke test.
         _ => {
             mint();
             workload();
-            controller();
             println!("instructions: every path ran; count them with hack/instructions.sh");
         }
     }
