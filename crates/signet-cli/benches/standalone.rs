@@ -74,15 +74,7 @@ fn entry(spiffe_id: String, parent: &str, selector: String) -> Entry {
 #[tokio::main]
 async fn main() {
     // 1,000 streams need well over 1,000 descriptors in this process and in the agent.
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-    let want = limit.maximum.unwrap_or(65536).min(65536);
-    let _ = rustix::process::setrlimit(
-        rustix::process::Resource::Nofile,
-        rustix::process::Rlimit {
-            current: Some(want),
-            maximum: limit.maximum,
-        },
-    );
+    signet_unix::raise_descriptor_limit();
 
     // The processes log warnings only: a benchmark measures the work, not the logging.
     let quiet = || vec![("SIGNET_LOG", "warn".to_owned())];

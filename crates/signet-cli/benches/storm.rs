@@ -196,15 +196,7 @@ async fn wait_all(progress: &Progress, since: Instant, n: usize, limit: Duration
 async fn main() {
     let agents = count("AGENTS", 5_000);
     let clients = count("CLIENTS", 5_000);
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-    let want = limit.maximum.unwrap_or(65536).min(65536);
-    let _ = rustix::process::setrlimit(
-        rustix::process::Resource::Nofile,
-        rustix::process::Rlimit {
-            current: Some(want),
-            maximum: limit.maximum,
-        },
-    );
+    signet_unix::raise_descriptor_limit();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 
     let server_env = vec![
