@@ -101,9 +101,7 @@ async fn main() {
     let agent_pid = deployment.agent.as_ref().unwrap().id();
     let port = deployment.agent_health_port;
     let mut synced_at = None;
-    let mut sampled_peak = 0f64;
     loop {
-        sampled_peak = sampled_peak.max(rss_mib(Some(agent_pid)));
         let held = metric(port, "signet_agent_entries");
         let signed = metric(port, "signet_agent_svids");
         if synced_at.is_none() && held as usize >= entries {
@@ -119,7 +117,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let signed_after = started.elapsed();
-    let agent_peak = peak_rss_mib(agent_pid).max(sampled_peak);
+    let agent_peak = peak_rss_mib(agent_pid);
     let agent_cpu = cpu_seconds(agent_pid);
     tokio::time::sleep(Duration::from_secs(10)).await;
     let agent_steady = rss_mib(Some(agent_pid));

@@ -164,16 +164,6 @@ async fn workload_client(index: usize, socket: std::path::PathBuf, progress: Arc
     }
 }
 
-/// Samples `pid`'s RSS every 100 ms until `done`, returning the largest sample.
-async fn sample_rss(pid: u32, done: Arc<std::sync::atomic::AtomicBool>) -> f64 {
-    let mut peak = 0f64;
-    while !done.load(Ordering::Relaxed) {
-        peak = peak.max(rss_mib(Some(pid)));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    peak
-}
-
 async fn wait_all(progress: &Progress, since: Instant, n: usize, limit: Duration) -> Duration {
     let started = Instant::now();
     let mut last_report = Instant::now();
@@ -312,16 +302,12 @@ async fn main() {
         deployment.start_server();
         deployment
     });
-    // The server's pid once it exists, to sample its memory while it is stormed.
     let mut deployment = server.await.unwrap();
     let ready_after = restarted.elapsed();
     let server_pid = deployment.server.as_ref().unwrap().id();
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = tokio::spawn(sample_rss(server_pid, done.clone()));
     let recovery = wait_all(&progress, restarted, agents, Duration::from_secs(600)).await;
-    done.store(true, Ordering::Relaxed);
-    let sampled_peak = sampler.await.unwrap();
-    let server_peak = peak_rss_mib(server_pid).max(sampled_peak);
+    // VmHWM: the process's peak since it started, the storm included.
+    let server_peak = peak_rss_mib(server_pid);
     let server_cpu = cpu_seconds(server_pid);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let settled = rss_mib(Some(server_pid));
@@ -396,11 +382,8 @@ async fn main() {
     .await
     .unwrap();
     let agent_pid = deployment.agent.as_ref().unwrap().id();
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = tokio::spawn(sample_rss(agent_pid, done.clone()));
     let recovery = wait_all(&progress, restarted, clients, Duration::from_secs(300)).await;
-    done.store(true, Ordering::Relaxed);
-    let agent_peak = peak_rss_mib(agent_pid).max(sampler.await.unwrap());
+    let agent_peak = peak_rss_mib(agent_pid);
     let agent_cpu = cpu_seconds(agent_pid);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let agent_settled = rss_mib(Some(agent_pid));
