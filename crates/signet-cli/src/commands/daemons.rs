@@ -289,21 +289,31 @@ pub async fn server_config(args: ServerArgs) -> anyhow::Result<ServerConfig> {
         "--max-agent-connections, --max-unauthenticated-connections and \
          --max-unauthenticated-connections-per-source must be positive"
     );
-    let admission = &mut config.admission;
-    admission.agent_sign_rate = agent_sign_rate
-        .or(file.agent_sign_rate)
-        .unwrap_or(admission.agent_sign_rate);
-    admission.agent_sign_burst = agent_sign_burst
-        .or(file.agent_sign_burst)
-        .unwrap_or(admission.agent_sign_burst);
+    config.admission = agent_signing_budget(
+        agent_sign_rate.or(file.agent_sign_rate),
+        agent_sign_burst.or(file.agent_sign_burst),
+        config.admission,
+    )?;
+    Ok(config)
+}
+
+/// Applies `--agent-sign-rate` and `--agent-sign-burst` to `limits`, refusing values that would
+/// make the budget meaningless (negative, NaN or infinite rates, a burst below one SVID).
+fn agent_signing_budget(
+    rate: Option<f64>,
+    burst: Option<f64>,
+    mut limits: signet_server::admission::AdmissionLimits,
+) -> anyhow::Result<signet_server::admission::AdmissionLimits> {
+    limits.agent_sign_rate = rate.unwrap_or(limits.agent_sign_rate);
+    limits.agent_sign_burst = burst.unwrap_or(limits.agent_sign_burst);
     anyhow::ensure!(
-        admission.agent_sign_rate >= 0.0
-            && admission.agent_sign_rate.is_finite()
-            && admission.agent_sign_burst >= 1.0
-            && admission.agent_sign_burst.is_finite(),
+        limits.agent_sign_rate >= 0.0
+            && limits.agent_sign_rate.is_finite()
+            && limits.agent_sign_burst >= 1.0
+            && limits.agent_sign_burst.is_finite(),
         "--agent-sign-rate must be 0 (unlimited) or positive and --agent-sign-burst at least 1"
     );
-    Ok(config)
+    Ok(limits)
 }
 
 async fn agent_kubernetes(
@@ -816,6 +826,27 @@ pub async fn run_csi(args: CsiArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unusable_agent_signing_budgets_are_refused() {
+        let defaults = signet_server::admission::AdmissionLimits::default();
+        for (rate, burst) in [
+            (Some(-1.0), None),
+            (Some(f64::NAN), None),
+            (Some(f64::INFINITY), None),
+            (None, Some(0.5)),
+            (None, Some(f64::NAN)),
+        ] {
+            let error = agent_signing_budget(rate, burst, defaults).unwrap_err();
+            assert!(error.to_string().contains("--agent-sign-rate"), "{error}");
+        }
+        let unlimited = agent_signing_budget(Some(0.0), Some(1.0), defaults).unwrap();
+        assert_eq!(
+            (unlimited.agent_sign_rate, unlimited.agent_sign_burst),
+            (0.0, 1.0)
+        );
+        assert_eq!(agent_signing_budget(None, None, defaults).unwrap(), defaults);
+    }
 
     #[test]
     fn inconsistent_datastore_options_are_refused() {
