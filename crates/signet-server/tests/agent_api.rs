@@ -861,3 +861,71 @@ async fn an_agent_over_its_signing_budget_is_told_when_to_come_back_and_others_a
         "{metrics}"
     );
 }
+
+fn metric(port: u16, line_prefix: &str) -> f64 {
+    let (_, text) = signet_test_support::apps::http_request(port, "GET", "/metrics");
+    text.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn svids_that_arrive_expired_are_refused_and_asked_for_again_with_backoff() {
+    let server = Server::start_with(|config| {
+        config.health_address = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = signet_agent::start(signet_agent::AgentConfig {
+        trust_domain: TrustDomain::new(TD).unwrap(),
+        server_address: server.address(),
+        trust_bundle_path: server.running().bundle_pem.clone(),
+        join_token: Some(server.token().await),
+        kubernetes: None,
+        data_dir: dir.path().join("agent"),
+        workload: signet_agent::WorkloadEndpoint::new(dir.path().join("api.sock")),
+        unix_attestor: signet_agent::UnixAttestorConfig::default(),
+        health_address: None,
+        taint_resign_window: signet_agent::DEFAULT_TAINT_RESIGN_WINDOW,
+        availability_target: Duration::ZERO,
+        persist_svids: false,
+    })
+    .await
+    .unwrap();
+    // The server's clock goes 10 minutes behind ours: a 60 s SVID it signs expired 9 minutes
+    // before it arrives.
+    server
+        .clock
+        .set(SystemTime::now() - Duration::from_secs(600));
+    server
+        .admin
+        .clone()
+        .create_entry(CreateEntryRequest {
+            entry: Some(Entry {
+                spiffe_id: format!("spiffe://{TD}/skewed"),
+                parent_id: agent.agent_id.to_string(),
+                selectors: vec!["unix:uid:4242".into()],
+                x509_svid_ttl_seconds: 60,
+                ..Entry::default()
+            }),
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(agent.cache.counts(), (1, 0), "an expired SVID was stored");
+    let port = server.running().health_address.unwrap().port();
+    let signed = tokio::task::spawn_blocking(move || {
+        metric(port, "signet_server_svids_signed_total{kind=\"x509\"}")
+    })
+    .await
+    .unwrap();
+    // Backoff from 200 ms: a handful of attempts in 4 s, not a hot loop.
+    assert!((1.0..=12.0).contains(&signed), "{signed} signing attempts");
+    // With the server's clock right again, the next attempt brings a usable SVID.
+    server.clock.set(SystemTime::now());
+    signet_test_support::wait_for("a usable SVID", Duration::from_secs(15), || {
+        agent.cache.counts() == (1, 1)
+    });
+    agent.shutdown();
+}

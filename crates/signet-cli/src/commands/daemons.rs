@@ -845,7 +845,10 @@ mod tests {
             (unlimited.agent_sign_rate, unlimited.agent_sign_burst),
             (0.0, 1.0)
         );
-        assert_eq!(agent_signing_budget(None, None, defaults).unwrap(), defaults);
+        assert_eq!(
+            agent_signing_budget(None, None, defaults).unwrap(),
+            defaults
+        );
     }
 
     #[test]
